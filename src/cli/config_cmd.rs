@@ -1,0 +1,35 @@
+//! `cliptrain config ...`: validate a config and show what a run would actually use.
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use cliptrain::config;
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate FILE (with its `extends` chain and overrides) and print the effective config,
+    /// every default filled in, as TOML on stdout.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The TOML config file.
+    pub file: PathBuf,
+    /// Override a field: `--set section.key=value` (repeatable), e.g. `--set optim.lr=1e-3`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
+    match cmd {
+        ConfigCommand::Check(args) => check(args),
+    }
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let cfg = config::load(&args.file, &args.overrides)
+        .with_context(|| format!("config {} is not valid", args.file.display()))?;
+    print!("{}", cfg.to_toml());
+    tracing::info!("{} is valid", args.file.display());
+    Ok(())
+}

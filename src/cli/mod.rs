@@ -1,0 +1,48 @@
+//! Subcommands. Each lives in its own file and is a plain function over parsed arguments.
+mod config_cmd;
+mod env_cmd;
+
+use clap::{Parser, Subcommand};
+
+/// Train, fine-tune and evaluate CLIP-style image-text models.
+#[derive(Debug, Parser)]
+#[command(name = "cliptrain", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// More log output (repeat for debug/trace). CLIPTRAIN_LOG=filter overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect and validate configuration files.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+    /// Show the libtorch build, CUDA/cuDNN availability, devices and threads.
+    Env(env_cmd::EnvArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Config(cmd) => config_cmd::run(cmd),
+        Command::Env(args) => env_cmd::run(args),
+    }
+}
+
+/// Logs go to stderr so stdout stays machine-readable (`config check`, `--json`).
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CLIPTRAIN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

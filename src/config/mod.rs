@@ -1,0 +1,425 @@
+//! The typed run configuration: one struct per TOML section, every field defaulted.
+//!
+//! `configs/reference.toml` documents each field and is checked against `Config::default()` by a
+//! test, so the documentation cannot drift from the code. Loading (files, `extends`, `--set`)
+//! lives in [`load`], the rules a loaded config must satisfy in [`validate`].
+mod load;
+mod validate;
+
+pub use load::{ConfigError, Origin, load, load_str};
+pub use validate::validate;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// A whole run: what to train, on what, how, and where results go.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub run: RunConfig,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub loss: LossConfig,
+    pub optim: OptimConfig,
+    pub eval: EvalConfig,
+    pub checkpoint: CheckpointConfig,
+    pub log: LogConfig,
+}
+
+/// `[run]`: identity, reproducibility and hardware.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// Folder name of this run under `output_dir`.
+    pub name: String,
+    /// Seeds parameter init, data order and augmentation.
+    pub seed: u64,
+    /// Where run folders (checkpoints, TensorBoard events, metrics) are written.
+    pub output_dir: PathBuf,
+    pub device: DeviceSpec,
+    /// libtorch intra-op threads and default decode threads; 0 = all cores.
+    pub threads: usize,
+    pub precision: Precision,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            name: "clip".into(),
+            seed: 0,
+            output_dir: PathBuf::from("checkpoints"),
+            device: DeviceSpec::Auto,
+            threads: 0,
+            precision: Precision::Fp32,
+        }
+    }
+}
+
+/// `[data]`: the WebDataset shards and how samples become tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// Training shards: brace expansion, several specs joined by `::`, `pipe:` commands.
+    pub train: String,
+    pub mode: DataMode,
+    /// Image member extensions, first present wins, `;`-separated (webdataset's convention).
+    pub image_keys: String,
+    /// Caption member extension.
+    pub text_key: String,
+    /// When non-empty, the caption is this field of the sample's `json` member instead.
+    pub json_caption_field: String,
+    /// Hugging Face `tokenizer.json`; empty = the CLIP BPE tokenizer.
+    pub tokenizer: String,
+    /// Samples held in the shuffle buffer; 0 or 1 disables sample shuffling.
+    pub shuffle_buffer: usize,
+    /// Decode/augment threads; 0 = `run.threads`.
+    pub workers: usize,
+    /// Ready batches queued ahead of the training loop.
+    pub prefetch: usize,
+    /// Random resized crop area range, as fractions of the image.
+    pub crop_scale: [f64; 2],
+    /// Per-channel normalisation (CLIP's by default).
+    pub image_mean: [f64; 3],
+    pub image_std: [f64; 3],
+    /// Images whose header claims more pixels are refused (decompression bombs).
+    pub max_image_pixels: u64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            train: String::new(),
+            mode: DataMode::Epoch,
+            image_keys: "jpg;jpeg;png;webp".into(),
+            text_key: "txt".into(),
+            json_caption_field: String::new(),
+            tokenizer: String::new(),
+            shuffle_buffer: 1000,
+            workers: 0,
+            prefetch: 4,
+            crop_scale: [0.9, 1.0],
+            image_mean: [0.48145466, 0.4578275, 0.40821073],
+            image_std: [0.26862954, 0.26130258, 0.27577711],
+            // PIL's Image.MAX_IMAGE_PIXELS, so we refuse what Python pipelines refuse.
+            max_image_pixels: 89_478_485,
+        }
+    }
+}
+
+/// `[model]`: the two towers and the shared embedding. Defaults are CLIP ViT-B/32.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Dimension of the joint image-text embedding space.
+    pub embed_dim: usize,
+    pub activation: Activation,
+    pub layer_norm_eps: f64,
+    pub vision: VisionConfig,
+    pub text: TextConfig,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            embed_dim: 512,
+            activation: Activation::QuickGelu,
+            layer_norm_eps: 1e-5,
+            vision: VisionConfig::default(),
+            text: TextConfig::default(),
+        }
+    }
+}
+
+/// `[model.vision]`: the Vision Transformer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VisionConfig {
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub width: usize,
+    pub layers: usize,
+    pub heads: usize,
+    /// MLP hidden width = `mlp_ratio * width`.
+    pub mlp_ratio: f64,
+}
+
+impl Default for VisionConfig {
+    fn default() -> Self {
+        Self { image_size: 224, patch_size: 32, width: 768, layers: 12, heads: 12, mlp_ratio: 4.0 }
+    }
+}
+
+/// `[model.text]`: the causal text Transformer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TextConfig {
+    pub vocab_size: usize,
+    /// Tokens per caption, start and end tokens included.
+    pub context_length: usize,
+    pub width: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub mlp_ratio: f64,
+}
+
+impl Default for TextConfig {
+    fn default() -> Self {
+        Self { vocab_size: 49408, context_length: 77, width: 512, layers: 12, heads: 8, mlp_ratio: 4.0 }
+    }
+}
+
+/// `[loss]`: the contrastive objective.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossConfig {
+    pub kind: LossKind,
+    /// Upper bound of `exp(logit_scale)`; CLIP clamps at 100.
+    pub max_logit_scale: f64,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self { kind: LossKind::InfoNce, max_logit_scale: 100.0 }
+    }
+}
+
+/// `[optim]`: batch, AdamW and the learning-rate schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Optimizer steps in the whole run (the schedule spans them).
+    pub steps: u64,
+    /// Contrastive batch: every image is contrasted with every caption in it.
+    pub batch_size: usize,
+    /// Pairs encoded at once; smaller than `batch_size` enables feature caching. 0 = `batch_size`.
+    pub micro_batch_size: usize,
+    pub lr: f64,
+    /// Floor the cosine schedule decays to.
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+    pub schedule: Schedule,
+    /// Final linear decay to `min_lr` for `schedule = "constant-cooldown"`.
+    pub cooldown_steps: u64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Clip gradients to this global L2 norm; 0 = no clipping.
+    pub grad_clip_norm: f64,
+    /// Consecutive non-finite losses tolerated (each such step is skipped) before stopping.
+    pub max_bad_steps: u32,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        // OpenCLIP's ViT defaults (lr 5e-4, betas 0.9/0.98, eps 1e-6, wd 0.2).
+        Self {
+            steps: 1000,
+            batch_size: 256,
+            micro_batch_size: 0,
+            lr: 5e-4,
+            min_lr: 0.0,
+            warmup_steps: 100,
+            schedule: Schedule::Cosine,
+            cooldown_steps: 0,
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-6,
+            weight_decay: 0.2,
+            grad_clip_norm: 0.0,
+            max_bad_steps: 10,
+        }
+    }
+}
+
+/// `[eval]`: evaluation sets run during training and by `cliptrain eval`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Evaluate every this many steps; 0 = only at the end of training.
+    pub every: u64,
+    /// Zero-shot classification set: shards with `.cls` labels, or an ImageFolder directory.
+    pub zeroshot: String,
+    /// One class name per line; required with `zeroshot`.
+    pub classnames: String,
+    /// One template per line with `{}` for the class name; empty = built-in templates.
+    pub templates: String,
+    /// Class names (one per line) reported as a separate "seen" group.
+    pub classes_subset: String,
+    /// Captioned shards for image-text retrieval recall.
+    pub retrieval: String,
+    pub batch_size: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            every: 0,
+            zeroshot: String::new(),
+            classnames: String::new(),
+            templates: String::new(),
+            classes_subset: String::new(),
+            retrieval: String::new(),
+            batch_size: 256,
+        }
+    }
+}
+
+/// `[checkpoint]`: when checkpoints are written and how many are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Write a checkpoint every this many steps (and always at the end); 0 = only at the end.
+    pub every: u64,
+    /// Newest checkpoints kept; older ones are pruned. 0 = keep all.
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self { every: 1000, keep: 3 }
+    }
+}
+
+/// `[log]`: metrics to TensorBoard, `metrics.jsonl` and the terminal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Log metrics every this many steps.
+    pub every: u64,
+    /// Write TensorBoard event files under the run folder.
+    pub tensorboard: bool,
+    pub progress: Progress,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { every: 10, tensorboard: true, progress: Progress::Auto }
+    }
+}
+
+/// Where tensors live: `"auto"` picks CUDA device 0 when available, else the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DeviceSpec {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl DeviceSpec {
+    /// The concrete libtorch device; `auto` resolves by what this host has.
+    pub fn resolve(self) -> tch::Device {
+        match self {
+            DeviceSpec::Auto => tch::Device::cuda_if_available(),
+            DeviceSpec::Cpu => tch::Device::Cpu,
+            DeviceSpec::Cuda(i) => tch::Device::Cuda(i),
+        }
+    }
+}
+
+impl FromStr for DeviceSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DeviceSpec::Auto),
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| format!("\"{s}\" is not a device; use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")),
+        }
+    }
+}
+
+impl TryFrom<String> for DeviceSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<DeviceSpec> for String {
+    fn from(d: DeviceSpec) -> String {
+        d.to_string()
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceSpec::Auto => f.write_str("auto"),
+            DeviceSpec::Cpu => f.write_str("cpu"),
+            DeviceSpec::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// Numeric precision of the forward/backward pass; weights and optimizer state stay fp32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Fp32,
+    /// bf16 autocast (CUDA; also runs on CPU).
+    Bf16,
+    /// fp16 autocast with a dynamic loss scaler (CUDA only).
+    Fp16,
+}
+
+/// How shards are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataMode {
+    /// Each shard once per epoch, shard order shuffled per epoch.
+    Epoch,
+    /// Shards drawn with replacement (OpenCLIP's `--dataset-resampled`).
+    Resampled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// `x * sigmoid(1.702 x)`, as OpenAI's CLIP.
+    QuickGelu,
+    Gelu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    /// Symmetric InfoNCE over the batch (CLIP).
+    InfoNce,
+    /// Pairwise sigmoid loss with a learnable bias (SigLIP).
+    Siglip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Schedule {
+    /// Linear warmup, then cosine decay to `min_lr`.
+    Cosine,
+    /// Linear warmup, then constant.
+    Constant,
+    /// Linear warmup, constant, then linear decay to `min_lr` over `cooldown_steps`.
+    ConstantCooldown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Progress {
+    /// A progress bar on a terminal, plain log lines otherwise.
+    Auto,
+    Bar,
+    Plain,
+}
+
+impl Config {
+    /// The effective config as TOML, every default filled in.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a Config always serializes to TOML")
+    }
+}

@@ -1,0 +1,204 @@
+//! The rules a config must satisfy beyond its types. Each broken rule becomes one message of
+//! the form `key = value must <rule>`, so the user sees every problem at once.
+use super::{Config, DeviceSpec, Precision, Schedule};
+use std::fmt::Display;
+
+/// Every broken rule in `c`, one message each; empty when the config is valid.
+pub fn validate(c: &Config) -> Vec<String> {
+    let mut p = Problems::default();
+    run(c, &mut p);
+    data(c, &mut p);
+    model(c, &mut p);
+    optim(c, &mut p);
+    rest(c, &mut p);
+    p.0
+}
+
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn check(&mut self, ok: bool, key: &str, value: impl Display, rule: impl Display) {
+        if !ok {
+            self.0.push(format!("{key} = {value} must {rule}"));
+        }
+    }
+
+    fn positive(&mut self, key: &str, value: f64) {
+        self.check(value.is_finite() && value > 0.0, key, value, "be a finite number > 0");
+    }
+
+    fn at_least(&mut self, key: &str, value: u64, min: u64) {
+        self.check(value >= min, key, value, format!("be at least {min}"));
+    }
+}
+
+/// TOML rendering of a string value, for messages.
+fn q(s: &str) -> String {
+    format!("{s:?}")
+}
+
+fn run(c: &Config, p: &mut Problems) {
+    let name = &c.run.name;
+    p.check(
+        !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\']),
+        "run.name",
+        q(name),
+        "be a plain folder name (not empty, no '/', not '.' or '..')",
+    );
+    p.check(
+        !(c.run.precision == Precision::Fp16 && c.run.device == DeviceSpec::Cpu),
+        "run.precision",
+        q("fp16"),
+        "run on a CUDA device (run.device = \"cpu\"); use \"bf16\" or \"fp32\" on the CPU",
+    );
+}
+
+fn data(c: &Config, p: &mut Problems) {
+    let d = &c.data;
+    let keys: Vec<&str> = d.image_keys.split(';').map(str::trim).collect();
+    p.check(
+        keys.iter().all(|k| !k.is_empty()),
+        "data.image_keys",
+        q(&d.image_keys),
+        "list member extensions separated by ';' with none empty, e.g. \"jpg;png\"",
+    );
+    p.check(!d.text_key.trim().is_empty(), "data.text_key", q(&d.text_key), "not be empty");
+    p.at_least("data.prefetch", d.prefetch as u64, 1);
+    let [lo, hi] = d.crop_scale;
+    p.check(
+        lo > 0.0 && lo <= hi && hi <= 1.0,
+        "data.crop_scale",
+        format!("[{lo}, {hi}]"),
+        "satisfy 0 < min <= max <= 1",
+    );
+    for (i, s) in d.image_std.iter().enumerate() {
+        p.positive(&format!("data.image_std[{i}]"), *s);
+    }
+    for (i, m) in d.image_mean.iter().enumerate() {
+        p.check(m.is_finite(), &format!("data.image_mean[{i}]"), m, "be finite");
+    }
+    let side = c.model.vision.image_size as u64;
+    p.check(
+        d.max_image_pixels >= side * side,
+        "data.max_image_pixels",
+        d.max_image_pixels,
+        format!("be at least model.vision.image_size² = {}", side * side),
+    );
+}
+
+fn model(c: &Config, p: &mut Problems) {
+    let m = &c.model;
+    p.at_least("model.embed_dim", m.embed_dim as u64, 1);
+    p.positive("model.layer_norm_eps", m.layer_norm_eps);
+
+    let v = &m.vision;
+    p.at_least("model.vision.patch_size", v.patch_size as u64, 1);
+    if v.patch_size > 0 {
+        p.check(
+            v.image_size >= v.patch_size && v.image_size % v.patch_size == 0,
+            "model.vision.image_size",
+            v.image_size,
+            format!("be a positive multiple of model.vision.patch_size = {}", v.patch_size),
+        );
+    }
+    tower(p, "model.vision", v.width, v.layers, v.heads, v.mlp_ratio);
+
+    let t = &m.text;
+    // The start and end tokens alone take two slots.
+    p.at_least("model.text.context_length", t.context_length as u64, 2);
+    p.at_least("model.text.vocab_size", t.vocab_size as u64, 3);
+    tower(p, "model.text", t.width, t.layers, t.heads, t.mlp_ratio);
+}
+
+fn tower(p: &mut Problems, section: &str, width: usize, layers: usize, heads: usize, mlp_ratio: f64) {
+    p.at_least(&format!("{section}.layers"), layers as u64, 1);
+    p.at_least(&format!("{section}.heads"), heads as u64, 1);
+    if heads > 0 {
+        p.check(
+            width >= heads && width % heads == 0,
+            &format!("{section}.width"),
+            width,
+            format!("be a positive multiple of {section}.heads = {heads}"),
+        );
+    }
+    p.positive(&format!("{section}.mlp_ratio"), mlp_ratio);
+}
+
+fn optim(c: &Config, p: &mut Problems) {
+    let o = &c.optim;
+    p.at_least("optim.steps", o.steps, 1);
+    p.check(
+        o.batch_size >= 2,
+        "optim.batch_size",
+        o.batch_size,
+        "be at least 2 (a contrastive batch needs negatives)",
+    );
+    if o.micro_batch_size > 0 {
+        p.check(
+            o.micro_batch_size <= o.batch_size && o.batch_size % o.micro_batch_size == 0,
+            "optim.micro_batch_size",
+            o.micro_batch_size,
+            format!("divide optim.batch_size = {} (or be 0 for no micro-batching)", o.batch_size),
+        );
+    }
+    p.positive("optim.lr", o.lr);
+    p.check(
+        o.min_lr.is_finite() && o.min_lr >= 0.0 && o.min_lr <= o.lr,
+        "optim.min_lr",
+        o.min_lr,
+        format!("be between 0 and optim.lr = {}", o.lr),
+    );
+    p.check(
+        o.warmup_steps <= o.steps,
+        "optim.warmup_steps",
+        o.warmup_steps,
+        format!("be at most optim.steps = {}", o.steps),
+    );
+    if o.schedule == Schedule::ConstantCooldown {
+        p.check(
+            o.warmup_steps + o.cooldown_steps <= o.steps,
+            "optim.cooldown_steps",
+            o.cooldown_steps,
+            format!(
+                "fit in optim.steps = {} after optim.warmup_steps = {}",
+                o.steps, o.warmup_steps
+            ),
+        );
+    }
+    for (key, b) in [("optim.beta1", o.beta1), ("optim.beta2", o.beta2)] {
+        p.check((0.0..1.0).contains(&b), key, b, "be in [0, 1)");
+    }
+    p.positive("optim.eps", o.eps);
+    p.check(
+        o.weight_decay.is_finite() && o.weight_decay >= 0.0,
+        "optim.weight_decay",
+        o.weight_decay,
+        "be a finite number >= 0",
+    );
+    p.check(
+        o.grad_clip_norm.is_finite() && o.grad_clip_norm >= 0.0,
+        "optim.grad_clip_norm",
+        o.grad_clip_norm,
+        "be a finite number >= 0 (0 turns clipping off)",
+    );
+    p.at_least("optim.max_bad_steps", o.max_bad_steps as u64, 1);
+}
+
+fn rest(c: &Config, p: &mut Problems) {
+    p.check(
+        c.loss.max_logit_scale.is_finite() && c.loss.max_logit_scale >= 1.0,
+        "loss.max_logit_scale",
+        c.loss.max_logit_scale,
+        "be a finite number >= 1 (it bounds exp(logit_scale), CLIP uses 100)",
+    );
+    let e = &c.eval;
+    p.at_least("eval.batch_size", e.batch_size as u64, 1);
+    p.check(
+        e.zeroshot.is_empty() || !e.classnames.is_empty(),
+        "eval.classnames",
+        q(&e.classnames),
+        "name a classnames file when eval.zeroshot is set",
+    );
+    p.at_least("log.every", c.log.every, 1);
+}

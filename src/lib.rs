@@ -1,0 +1,7 @@
+//! cliptrain: train, fine-tune and evaluate CLIP-style image-text models on libtorch.
+//!
+//! The binary (`src/main.rs`) is a thin command line over this library; each concern lives in
+//! its own module.
+pub mod config;
+pub mod runtime;
+pub mod shim;

@@ -1,0 +1,73 @@
+//! Safe wrappers over `csrc/shim.cpp`, the C ABI for libtorch features tch does not expose.
+//!
+//! Every function that can fail on the C++ side reports through an error string, so a libtorch
+//! exception becomes a Rust error rather than an abort.
+use std::ffi::{CStr, c_char, c_long};
+
+unsafe extern "C" {
+    fn cliptrain_free_str(s: *mut c_char);
+    fn cliptrain_torch_version() -> *mut c_char;
+    fn cliptrain_build_config() -> *mut c_char;
+    fn cliptrain_parallel_info() -> *mut c_char;
+    fn cliptrain_cpu_capability() -> *mut c_char;
+    fn cliptrain_cuda_versions(cudart: *mut c_long, cudnn: *mut c_long, err: *mut *mut c_char) -> i32;
+}
+
+/// Takes ownership of a malloc'd string from the shim.
+fn take_string(p: *mut c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: the shim returns NUL-terminated strings from strdup, freed exactly once here.
+    unsafe {
+        let s = CStr::from_ptr(p).to_string_lossy().into_owned();
+        cliptrain_free_str(p);
+        s
+    }
+}
+
+/// Version of the libtorch headers the binary was compiled against, e.g. "2.11.0".
+pub fn torch_version() -> String {
+    // SAFETY: no arguments; returns an owned string.
+    take_string(unsafe { cliptrain_torch_version() })
+}
+
+/// libtorch's description of its own build (`torch.__config__.show()` in Python).
+pub fn build_config() -> String {
+    // SAFETY: as above.
+    take_string(unsafe { cliptrain_build_config() })
+}
+
+/// Thread pools and parallel backend (`torch.__config__.parallel_info()`).
+pub fn parallel_info() -> String {
+    // SAFETY: as above.
+    take_string(unsafe { cliptrain_parallel_info() })
+}
+
+/// SIMD capability ATen's CPU kernels use, e.g. "AVX2".
+pub fn cpu_capability() -> String {
+    // SAFETY: as above.
+    take_string(unsafe { cliptrain_cpu_capability() })
+}
+
+/// CUDA runtime and cuDNN versions of the loaded CUDA backend (libtorch_cuda).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CudaBuild {
+    /// e.g. 13000 for CUDA 13.0.
+    pub runtime: i64,
+    /// e.g. 91900 for cuDNN 9.19.0.
+    pub cudnn: i64,
+}
+
+/// The CUDA backend's build versions, or the reason it is not loaded in this process.
+pub fn cuda_build() -> Result<CudaBuild, String> {
+    let (mut cudart, mut cudnn): (c_long, c_long) = (0, 0);
+    let mut err: *mut c_char = std::ptr::null_mut();
+    // SAFETY: out-pointers are valid for the call; err is either left null or set to a malloc'd string.
+    let rc = unsafe { cliptrain_cuda_versions(&mut cudart, &mut cudnn, &mut err) };
+    if rc == 0 {
+        Ok(CudaBuild { runtime: cudart as i64, cudnn: cudnn as i64 })
+    } else {
+        Err(take_string(err))
+    }
+}
