@@ -8,11 +8,13 @@
 use std::path::PathBuf;
 
 fn main() {
-    let lib = PathBuf::from(
-        std::env::var("DEP_TCH_LIBTORCH_LIB")
-            .expect("torch-sys did not report DEP_TCH_LIBTORCH_LIB; is torch-sys a direct dependency?"),
-    );
-    let torch_root = lib.parent().expect("torch lib folder has a parent").to_path_buf();
+    let lib = PathBuf::from(std::env::var("DEP_TCH_LIBTORCH_LIB").expect(
+        "torch-sys did not report DEP_TCH_LIBTORCH_LIB; is torch-sys a direct dependency?",
+    ));
+    let torch_root = lib
+        .parent()
+        .expect("torch lib folder has a parent")
+        .to_path_buf();
     let include = torch_root.join("include");
 
     cc::Build::new()

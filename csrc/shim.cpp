@@ -10,6 +10,7 @@
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <torch/version.h>  // TORCH_VERSION
 
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -39,7 +40,7 @@ char* cliptrain_cpu_capability() { return dup(at::get_cpu_capability()); }
 // from the hooks libtorch_cuda registers when it is loaded, so success proves the CUDA backend is
 // linked into this process whether or not a GPU is present -- exactly what rustc's --as-needed
 // silently breaks. Returns non-zero with *err set when the backend is missing.
-int cliptrain_cuda_versions(long* cudart, long* cudnn, char** err) {
+int cliptrain_cuda_versions(int64_t* cudart, int64_t* cudnn, char** err) {
   try {
     const auto& hooks = at::detail::getCUDAHooks();
     *cudart = hooks.versionCUDART();

@@ -33,8 +33,16 @@ impl RuntimeInfo {
     pub fn gather() -> Self {
         let cuda = shim::cuda_build();
         let (cuda_build, cudnn_build, cuda_backend_error) = match cuda {
-            Ok(b) => (Some(cuda_version(b.runtime)), Some(cudnn_version(b.cudnn)), None),
-            Err(e) => (None, None, Some(e.lines().next().unwrap_or_default().to_string())),
+            Ok(b) => (
+                Some(cuda_version(b.runtime)),
+                Some(cudnn_version(b.cudnn)),
+                None,
+            ),
+            Err(e) => (
+                None,
+                None,
+                Some(e.lines().next().unwrap_or_default().to_string()),
+            ),
         };
         Self {
             cliptrain_version: env!("CARGO_PKG_VERSION"),
@@ -57,7 +65,11 @@ impl RuntimeInfo {
 impl fmt::Display for RuntimeInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let or_none = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
-        writeln!(f, "cliptrain       {} ({} build)", self.cliptrain_version, self.build_profile)?;
+        writeln!(
+            f,
+            "cliptrain       {} ({} build)",
+            self.cliptrain_version, self.build_profile
+        )?;
         writeln!(f, "libtorch        {}", self.libtorch_version)?;
         writeln!(f, "libtorch lib    {} (rpath)", self.libtorch_lib_built)?;
         if let Some(loaded) = &self.libtorch_lib_loaded
@@ -104,7 +116,10 @@ fn cudnn_version(v: i64) -> String {
 /// The folder of a shared library mapped into this process, from /proc/self/maps.
 fn loaded_library_dir(name: &str) -> Option<String> {
     let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-    let path = maps.lines().filter_map(|l| l.split_whitespace().nth(5)).find(|p| p.ends_with(name))?;
+    let path = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with(name))?;
     let path = std::path::Path::new(path);
     Some(path.parent()?.to_string_lossy().into_owned())
 }

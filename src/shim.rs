@@ -2,7 +2,7 @@
 //!
 //! Every function that can fail on the C++ side reports through an error string, so a libtorch
 //! exception becomes a Rust error rather than an abort.
-use std::ffi::{CStr, c_char, c_long};
+use std::ffi::{CStr, c_char};
 
 unsafe extern "C" {
     fn cliptrain_free_str(s: *mut c_char);
@@ -10,7 +10,7 @@ unsafe extern "C" {
     fn cliptrain_build_config() -> *mut c_char;
     fn cliptrain_parallel_info() -> *mut c_char;
     fn cliptrain_cpu_capability() -> *mut c_char;
-    fn cliptrain_cuda_versions(cudart: *mut c_long, cudnn: *mut c_long, err: *mut *mut c_char) -> i32;
+    fn cliptrain_cuda_versions(cudart: *mut i64, cudnn: *mut i64, err: *mut *mut c_char) -> i32;
 }
 
 /// Takes ownership of a malloc'd string from the shim.
@@ -61,12 +61,15 @@ pub struct CudaBuild {
 
 /// The CUDA backend's build versions, or the reason it is not loaded in this process.
 pub fn cuda_build() -> Result<CudaBuild, String> {
-    let (mut cudart, mut cudnn): (c_long, c_long) = (0, 0);
+    let (mut cudart, mut cudnn) = (0i64, 0i64);
     let mut err: *mut c_char = std::ptr::null_mut();
     // SAFETY: out-pointers are valid for the call; err is either left null or set to a malloc'd string.
     let rc = unsafe { cliptrain_cuda_versions(&mut cudart, &mut cudnn, &mut err) };
     if rc == 0 {
-        Ok(CudaBuild { runtime: cudart as i64, cudnn: cudnn as i64 })
+        Ok(CudaBuild {
+            runtime: cudart,
+            cudnn,
+        })
     } else {
         Err(take_string(err))
     }

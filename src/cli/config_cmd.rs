@@ -28,7 +28,7 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
 
 fn check(args: CheckArgs) -> anyhow::Result<()> {
     let cfg = config::load(&args.file, &args.overrides)
-        .with_context(|| format!("config {} is not valid", args.file.display()))?;
+        .with_context(|| format!("{} is not a valid config", args.file.display()))?;
     print!("{}", cfg.to_toml());
     tracing::info!("{} is valid", args.file.display());
     Ok(())

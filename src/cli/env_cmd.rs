@@ -20,7 +20,11 @@ pub fn run(args: EnvArgs) -> anyhow::Result<()> {
         println!("{info}");
     }
     if args.build_config {
-        println!("\n{}\n{}", shim::build_config().trim_end(), shim::parallel_info().trim_end());
+        println!(
+            "\n{}\n{}",
+            shim::build_config().trim_end(),
+            shim::parallel_info().trim_end()
+        );
     }
     Ok(())
 }

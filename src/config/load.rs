@@ -13,8 +13,11 @@ use toml::{Table, Value};
 /// Everything that can be wrong with a config; each message names the file, key and value.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot read config {path}: {error}")]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("TOML syntax error in {path}:\n{message}")]
     Syntax { path: PathBuf, message: String },
     #[error("{path}: `extends` must be a file name string, found {found}")]
@@ -24,7 +27,7 @@ pub enum ConfigError {
     #[error("--set {arg}: {reason}")]
     BadOverride { arg: String, reason: String },
     /// One line per problem: unknown keys, wrong types, broken rules.
-    #[error("invalid config:\n  {}", .0.join("\n  "))]
+    #[error("{} problem{}:\n  {}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.join("\n  "))]
     Invalid(Vec<String>),
 }
 
@@ -69,7 +72,11 @@ fn finish(mut layers: Layers, overrides: &[String]) -> Result<Config, ConfigErro
     }
     let config = layers.deserialize()?;
     let problems = validate(&config);
-    if problems.is_empty() { Ok(config) } else { Err(ConfigError::Invalid(problems)) }
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigError::Invalid(problems))
+    }
 }
 
 /// The merged table and the origin of every leaf key (dotted path).
@@ -81,15 +88,20 @@ struct Layers {
 
 impl Layers {
     fn add_file(&mut self, path: &Path, chain: &mut Vec<PathBuf>) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
         let table = parse(&text, path)?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
         if chain.contains(&canonical) {
             let mut names: Vec<String> = chain.iter().map(|p| p.display().to_string()).collect();
             names.push(canonical.display().to_string());
-            return Err(ConfigError::ExtendsCycle { path: path.to_path_buf(), chain: names.join(" -> ") });
+            return Err(ConfigError::ExtendsCycle {
+                path: path.to_path_buf(),
+                chain: names.join(" -> "),
+            });
         }
         chain.push(canonical);
         self.add_table(table, &dir, Origin::File(path.to_path_buf()), chain)?;
@@ -111,7 +123,10 @@ impl Layers {
                     Origin::File(p) => p.clone(),
                     _ => PathBuf::from("<inline>"),
                 };
-                return Err(ConfigError::ExtendsType { path, found: parent.to_string() });
+                return Err(ConfigError::ExtendsType {
+                    path,
+                    found: parent.to_string(),
+                });
             };
             self.add_file(&dir.join(name), chain)?;
         }
@@ -122,25 +137,43 @@ impl Layers {
     /// `section.key=value`: the value is read as TOML (numbers, booleans, arrays, quoted strings)
     /// and falls back to a plain string, so `--set run.name=demo` needs no quotes.
     fn add_override(&mut self, arg: &str) -> Result<(), ConfigError> {
-        let bad = |reason: &str| ConfigError::BadOverride { arg: arg.into(), reason: reason.into() };
-        let (key, raw) = arg.split_once('=').ok_or_else(|| bad("expected section.key=value"))?;
+        let bad = |reason: &str| ConfigError::BadOverride {
+            arg: arg.into(),
+            reason: reason.into(),
+        };
+        let (key, raw) = arg
+            .split_once('=')
+            .ok_or_else(|| bad("expected section.key=value"))?;
         let key = key.trim();
         let parts: Vec<&str> = key.split('.').collect();
-        let valid_part = |p: &&str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let valid_part = |p: &&str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
         if parts.len() < 2 || !parts.iter().all(valid_part) {
-            return Err(bad("the key must be a dotted path such as run.seed or model.vision.width"));
+            return Err(bad(
+                "the key must be a dotted path such as run.seed or model.vision.width",
+            ));
         }
         let value = parse_value(raw.trim());
         let mut table = &mut self.table;
         for (i, part) in parts[..parts.len() - 1].iter().enumerate() {
-            let entry = table.entry(part.to_string()).or_insert_with(|| Value::Table(Table::new()));
+            let entry = table
+                .entry(part.to_string())
+                .or_insert_with(|| Value::Table(Table::new()));
             table = entry.as_table_mut().ok_or_else(|| {
-                bad(&format!("`{}` is a value, not a section", parts[..=i].join(".")))
+                bad(&format!(
+                    "`{}` is a value, not a section",
+                    parts[..=i].join(".")
+                ))
             })?;
         }
         table.insert(parts[parts.len() - 1].to_string(), value);
-        self.origins.retain(|k, _| k != key && !k.starts_with(&format!("{key}.")));
-        self.origins.insert(key.to_string(), Origin::Override(arg.to_string()));
+        self.origins
+            .retain(|k, _| k != key && !k.starts_with(&format!("{key}.")));
+        self.origins
+            .insert(key.to_string(), Origin::Override(arg.to_string()));
         Ok(())
     }
 
@@ -160,11 +193,27 @@ impl Layers {
             let parent = err.path().to_string();
             let message = err.inner().to_string();
             if let Some(field) = unknown_field(&message) {
-                let key = join(&parent, &field);
+                // The path may or may not already end in the unknown field, depending on where
+                // serde stopped; make it the full dotted key either way.
+                let key = if parent == field || parent.ends_with(&format!(".{field}")) {
+                    parent
+                } else {
+                    join(&parent, &field)
+                };
                 let origin = self.origin_of(&key);
-                let expected = message.split_once(", ").map(|(_, e)| e).unwrap_or("no keys here");
-                problems.push(format!("unknown key `{key}` in {origin} ({expected})"));
-                self.remove(&key);
+                let expected = message
+                    .split_once(", ")
+                    .map(|(_, e)| first_line(e))
+                    .unwrap_or("no keys here");
+                let hint = closest(&field, expected)
+                    .map(|s| format!("did you mean `{s}`? "))
+                    .unwrap_or_default();
+                problems.push(format!(
+                    "unknown key `{key}` in {origin} ({hint}{expected})"
+                ));
+                if !self.remove(&key) {
+                    break; // cannot make progress past this error
+                }
                 continue;
             }
             let key = parent;
@@ -174,13 +223,19 @@ impl Layers {
                 && !v.is_str()
                 && !retried_as_string.contains(&key)
             {
-                let raw = arg.split_once('=').map(|(_, r)| r.trim().to_string()).unwrap_or_default();
+                let raw = arg
+                    .split_once('=')
+                    .map(|(_, r)| r.trim().to_string())
+                    .unwrap_or_default();
                 retried_as_string.push(key.clone());
                 self.set(&key, Value::String(raw));
                 continue;
             }
             let shown = self.get(&key).map(|v| v.to_string()).unwrap_or_default();
-            problems.push(format!("{key} = {shown} in {origin}: {}", strip_serde_noise(&message)));
+            problems.push(format!(
+                "{key} = {shown} in {origin}: {}",
+                strip_serde_noise(first_line(&message))
+            ));
             if !self.remove(&key) {
                 break; // cannot make progress past this error
             }
@@ -193,10 +248,16 @@ impl Layers {
             return o.clone();
         }
         let prefix = format!("{key}.");
-        let mut under: Vec<(&String, &Origin)> =
-            self.origins.iter().filter(|(k, _)| k.starts_with(&prefix)).collect();
+        let mut under: Vec<(&String, &Origin)> = self
+            .origins
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .collect();
         under.sort_by(|a, b| a.0.cmp(b.0));
-        under.first().map(|(_, o)| (*o).clone()).unwrap_or(Origin::Inline)
+        under
+            .first()
+            .map(|(_, o)| (*o).clone())
+            .unwrap_or(Origin::Inline)
     }
 
     fn get(&self, key: &str) -> Option<&Value> {
@@ -221,7 +282,9 @@ impl Layers {
     }
 
     fn remove(&mut self, key: &str) -> bool {
-        self.parent_table(key).and_then(|(t, last)| t.remove(&last)).is_some()
+        self.parent_table(key)
+            .and_then(|(t, last)| t.remove(&last))
+            .is_some()
     }
 
     fn set(&mut self, key: &str, value: Value) {
@@ -232,8 +295,10 @@ impl Layers {
 }
 
 fn parse(text: &str, path: &Path) -> Result<Table, ConfigError> {
-    text.parse::<Table>()
-        .map_err(|e| ConfigError::Syntax { path: path.to_path_buf(), message: e.to_string().trim_end().to_string() })
+    text.parse::<Table>().map_err(|e| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })
 }
 
 fn parse_value(raw: &str) -> Value {
@@ -245,7 +310,13 @@ fn parse_value(raw: &str) -> Value {
 }
 
 /// Deep-merges `src` into `dst`; leaves record their origin under their dotted path.
-fn merge(dst: &mut Table, src: Table, prefix: &str, origin: &Origin, origins: &mut HashMap<String, Origin>) {
+fn merge(
+    dst: &mut Table,
+    src: Table,
+    prefix: &str,
+    origin: &Origin,
+    origins: &mut HashMap<String, Origin>,
+) {
     for (k, v) in src {
         let path = join(prefix, &k);
         match (dst.get_mut(&k), v) {
@@ -273,13 +344,50 @@ fn record_leaves(v: &Value, path: &str, origin: &Origin, origins: &mut HashMap<S
 }
 
 fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() || prefix == "." { key.to_string() } else { format!("{prefix}.{key}") }
+    if prefix.is_empty() || prefix == "." {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// The message without the location lines toml appends (our own message names the key).
+fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or_default().trim_end()
 }
 
 /// The field name in serde's "unknown field `x`, expected ..." message.
 fn unknown_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("unknown field `")?;
     Some(rest.split_once('`')?.0.to_string())
+}
+
+/// The backticked name in `expected` nearest to `field`, when it is a plausible typo.
+fn closest<'a>(field: &str, expected: &'a str) -> Option<&'a str> {
+    expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|name| (edit_distance(field, name), name))
+        .filter(|(d, name)| *d <= 2.max(name.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, name)| name)
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// serde's messages mention Rust types ("u64", "usize"); say what a TOML user writes instead.

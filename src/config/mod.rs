@@ -147,7 +147,14 @@ pub struct VisionConfig {
 
 impl Default for VisionConfig {
     fn default() -> Self {
-        Self { image_size: 224, patch_size: 32, width: 768, layers: 12, heads: 12, mlp_ratio: 4.0 }
+        Self {
+            image_size: 224,
+            patch_size: 32,
+            width: 768,
+            layers: 12,
+            heads: 12,
+            mlp_ratio: 4.0,
+        }
     }
 }
 
@@ -166,7 +173,14 @@ pub struct TextConfig {
 
 impl Default for TextConfig {
     fn default() -> Self {
-        Self { vocab_size: 49408, context_length: 77, width: 512, layers: 12, heads: 8, mlp_ratio: 4.0 }
+        Self {
+            vocab_size: 49408,
+            context_length: 77,
+            width: 512,
+            layers: 12,
+            heads: 8,
+            mlp_ratio: 4.0,
+        }
     }
 }
 
@@ -181,7 +195,10 @@ pub struct LossConfig {
 
 impl Default for LossConfig {
     fn default() -> Self {
-        Self { kind: LossKind::InfoNce, max_logit_scale: 100.0 }
+        Self {
+            kind: LossKind::InfoNce,
+            max_logit_scale: 100.0,
+        }
     }
 }
 
@@ -279,7 +296,10 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { every: 1000, keep: 3 }
+        Self {
+            every: 1000,
+            keep: 3,
+        }
     }
 }
 
@@ -296,7 +316,11 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { every: 10, tensorboard: true, progress: Progress::Auto }
+        Self {
+            every: 10,
+            tensorboard: true,
+            progress: Progress::Auto,
+        }
     }
 }
 
@@ -331,7 +355,11 @@ impl FromStr for DeviceSpec {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(DeviceSpec::Cuda)
-                .ok_or_else(|| format!("\"{s}\" is not a device; use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")),
+                .ok_or_else(|| {
+                    format!(
+                        "\"{s}\" is not a device; use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\""
+                    )
+                }),
         }
     }
 }

@@ -25,7 +25,12 @@ impl Problems {
     }
 
     fn positive(&mut self, key: &str, value: f64) {
-        self.check(value.is_finite() && value > 0.0, key, value, "be a finite number > 0");
+        self.check(
+            value.is_finite() && value > 0.0,
+            key,
+            value,
+            "be a finite number > 0",
+        );
     }
 
     fn at_least(&mut self, key: &str, value: u64, min: u64) {
@@ -63,7 +68,12 @@ fn data(c: &Config, p: &mut Problems) {
         q(&d.image_keys),
         "list member extensions separated by ';' with none empty, e.g. \"jpg;png\"",
     );
-    p.check(!d.text_key.trim().is_empty(), "data.text_key", q(&d.text_key), "not be empty");
+    p.check(
+        !d.text_key.trim().is_empty(),
+        "data.text_key",
+        q(&d.text_key),
+        "not be empty",
+    );
     p.at_least("data.prefetch", d.prefetch as u64, 1);
     let [lo, hi] = d.crop_scale;
     p.check(
@@ -76,7 +86,12 @@ fn data(c: &Config, p: &mut Problems) {
         p.positive(&format!("data.image_std[{i}]"), *s);
     }
     for (i, m) in d.image_mean.iter().enumerate() {
-        p.check(m.is_finite(), &format!("data.image_mean[{i}]"), m, "be finite");
+        p.check(
+            m.is_finite(),
+            &format!("data.image_mean[{i}]"),
+            m,
+            "be finite",
+        );
     }
     let side = c.model.vision.image_size as u64;
     p.check(
@@ -94,12 +109,13 @@ fn model(c: &Config, p: &mut Problems) {
 
     let v = &m.vision;
     p.at_least("model.vision.patch_size", v.patch_size as u64, 1);
-    if v.patch_size > 0 {
+    p.at_least("model.vision.image_size", v.image_size as u64, 1);
+    if v.patch_size > 0 && v.image_size > 0 {
         p.check(
-            v.image_size >= v.patch_size && v.image_size % v.patch_size == 0,
+            v.image_size % v.patch_size == 0,
             "model.vision.image_size",
             v.image_size,
-            format!("be a positive multiple of model.vision.patch_size = {}", v.patch_size),
+            format!("be divisible by model.vision.patch_size = {}", v.patch_size),
         );
     }
     tower(p, "model.vision", v.width, v.layers, v.heads, v.mlp_ratio);
@@ -111,15 +127,23 @@ fn model(c: &Config, p: &mut Problems) {
     tower(p, "model.text", t.width, t.layers, t.heads, t.mlp_ratio);
 }
 
-fn tower(p: &mut Problems, section: &str, width: usize, layers: usize, heads: usize, mlp_ratio: f64) {
+fn tower(
+    p: &mut Problems,
+    section: &str,
+    width: usize,
+    layers: usize,
+    heads: usize,
+    mlp_ratio: f64,
+) {
     p.at_least(&format!("{section}.layers"), layers as u64, 1);
     p.at_least(&format!("{section}.heads"), heads as u64, 1);
-    if heads > 0 {
+    p.at_least(&format!("{section}.width"), width as u64, 1);
+    if heads > 0 && width > 0 {
         p.check(
-            width >= heads && width % heads == 0,
+            width % heads == 0,
             &format!("{section}.width"),
             width,
-            format!("be a positive multiple of {section}.heads = {heads}"),
+            format!("be divisible by {section}.heads = {heads}"),
         );
     }
     p.positive(&format!("{section}.mlp_ratio"), mlp_ratio);
@@ -139,7 +163,10 @@ fn optim(c: &Config, p: &mut Problems) {
             o.micro_batch_size <= o.batch_size && o.batch_size % o.micro_batch_size == 0,
             "optim.micro_batch_size",
             o.micro_batch_size,
-            format!("divide optim.batch_size = {} (or be 0 for no micro-batching)", o.batch_size),
+            format!(
+                "divide optim.batch_size = {} (or be 0 for no micro-batching)",
+                o.batch_size
+            ),
         );
     }
     p.positive("optim.lr", o.lr);

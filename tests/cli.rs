@@ -1,0 +1,179 @@
+//! The `cliptrain` binary end to end: how it is linked, `env`, `config check`, and `--help`.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cliptrain")
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs the binary without LD_LIBRARY_PATH, as a user would: libtorch must come from the rpath.
+fn run(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(repo())
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("CLIPTRAIN_LOG")
+        .output()
+        .expect("run cliptrain")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn binary_keeps_libtorch_cuda_linked_and_has_an_rpath() {
+    let out = Command::new("readelf")
+        .args(["-d", bin()])
+        .output()
+        .expect("readelf (binutils) is installed");
+    assert!(out.status.success());
+    let dynamic = text(&out.stdout);
+    let needed: Vec<&str> = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    // libtorch.so depends on libtorch_cuda.so; either in NEEDED keeps the CUDA backend loaded.
+    assert!(
+        needed
+            .iter()
+            .any(|n| *n == "libtorch.so" || *n == "libtorch_cuda.so"),
+        "rustc's --as-needed dropped libtorch(_cuda).so; NEEDED = {needed:?}"
+    );
+    let rpath = dynamic
+        .lines()
+        .find(|l| l.contains("(RUNPATH)") || l.contains("(RPATH)"))
+        .and_then(|l| l.split('[').nth(1)?.split(']').next())
+        .expect("binary has an RPATH/RUNPATH");
+    let has_torch = rpath.split(':').any(|d| {
+        Path::new(d).join("libtorch_cpu.so").exists()
+            && Path::new(d).join("libtorch_cuda.so").exists()
+    });
+    assert!(
+        has_torch,
+        "no rpath entry holds libtorch_cpu.so and libtorch_cuda.so: {rpath}"
+    );
+}
+
+#[test]
+fn env_reports_libtorch_2_11_and_a_loaded_cuda_backend() {
+    let out = run(&["env"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["libtorch", "2.11.0"]),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("CUDA backend    linked (CUDA 13."),
+        "{stdout}"
+    );
+
+    let out = run(&["env", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("env --json prints JSON");
+    assert_eq!(v["libtorch_version"], "2.11.0");
+    assert!(v["cuda_backend_error"].is_null(), "{v}");
+    assert_eq!(
+        v["cuda_available"].as_bool(),
+        Some(v["cuda_device_count"].as_i64().unwrap() > 0)
+    );
+    assert!(v["intra_op_threads"].as_i64().unwrap() >= 1);
+    // Loaded from the rpath, not from some other libtorch on the system.
+    assert_eq!(v["libtorch_lib_loaded"], v["libtorch_lib_built"]);
+}
+
+#[test]
+fn env_build_config_shows_libtorch_build() {
+    let out = run(&["env", "--build-config"]);
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("PyTorch built with"), "{stdout}");
+    assert!(stdout.contains("ATen/Parallel"), "{stdout}");
+}
+
+#[test]
+fn config_check_prints_the_effective_config() {
+    let out = run(&[
+        "config",
+        "check",
+        "configs/demo.toml",
+        "--set",
+        "optim.steps=420",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let effective: toml::Table = text(&out.stdout).parse().expect("stdout is TOML");
+    assert_eq!(effective["optim"]["steps"].as_integer(), Some(420));
+    assert_eq!(effective["run"]["name"].as_str(), Some("demo"));
+    // Defaults are filled in, and values from the extended preset are present.
+    assert_eq!(effective["optim"]["beta2"].as_float(), Some(0.98));
+    assert_eq!(
+        effective["model"]["vision"]["patch_size"].as_integer(),
+        Some(8)
+    );
+}
+
+#[test]
+fn config_check_fails_cleanly_with_one_line_per_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.toml");
+    std::fs::write(
+        &f,
+        "[model.vision]\nimage_size = 65\npatch_size = 8\n[optim]\nbatch_size = 1\n",
+    )
+    .unwrap();
+    let out = run(&["config", "check", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("is not a valid config: 2 problems"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "\n  model.vision.image_size = 65 must be divisible by model.vision.patch_size = 8"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("\n  optim.batch_size = 1 must be at least 2"),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout for an invalid config"
+    );
+
+    let out = run(&["config", "check", "does/not/exist.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot read config does/not/exist.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["--version"],
+        vec!["env", "--help"],
+        vec!["config", "--help"],
+        vec!["config", "check", "--help"],
+    ] {
+        let out = run(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(!out.stdout.is_empty(), "{args:?} printed nothing");
+    }
+    let out = run(&["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
+}

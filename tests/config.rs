@@ -1,0 +1,550 @@
+//! Config loading through the library API: defaults, `--set` overrides, `extends`, and the exact
+//! text of every validation and key error.
+use cliptrain::config::{self, Config, ConfigError, DeviceSpec, Precision, Schedule};
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ok(text: &str, overrides: &[&str]) -> Config {
+    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    config::load_str(text, &o).unwrap_or_else(|e| panic!("expected a valid config, got: {e}"))
+}
+
+/// The problems reported for an invalid config, one string each.
+fn problems(text: &str, overrides: &[&str]) -> Vec<String> {
+    let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    match config::load_str(text, &o) {
+        Err(ConfigError::Invalid(p)) => p,
+        Err(e) => panic!("expected validation problems, got another error: {e}"),
+        Ok(_) => panic!("expected validation problems, config was accepted"),
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+// ---------- defaults ----------
+
+#[test]
+fn empty_config_is_all_defaults() {
+    let c = ok("", &[]);
+    assert_eq!(c, Config::default());
+    assert_eq!(c.run.device, DeviceSpec::Auto);
+    assert_eq!(c.run.precision, Precision::Fp32);
+    assert_eq!(c.optim.lr, 5e-4);
+    assert_eq!(
+        (c.optim.beta1, c.optim.beta2, c.optim.eps),
+        (0.9, 0.98, 1e-6)
+    );
+    assert_eq!(c.optim.schedule, Schedule::Cosine);
+    assert_eq!(c.data.crop_scale, [0.9, 1.0]);
+    assert_eq!(c.data.image_keys, "jpg;jpeg;png;webp");
+    // ViT-B/32 as in the CLIP paper.
+    let (v, t) = (&c.model.vision, &c.model.text);
+    assert_eq!(
+        (v.image_size, v.patch_size, v.width, v.layers, v.heads),
+        (224, 32, 768, 12, 12)
+    );
+    assert_eq!(
+        (t.vocab_size, t.context_length, t.width, t.layers, t.heads),
+        (49408, 77, 512, 12, 8)
+    );
+    assert_eq!(c.model.embed_dim, 512);
+}
+
+#[test]
+fn reference_toml_documents_exactly_the_defaults() {
+    let c = config::load(&repo().join("configs/reference.toml"), &[]).unwrap();
+    assert_eq!(
+        c,
+        Config::default(),
+        "configs/reference.toml drifted from Config::default()"
+    );
+}
+
+#[test]
+fn partial_section_keeps_other_defaults() {
+    let c = ok("[optim]\nlr = 1e-3\n[model.text]\nlayers = 6\n", &[]);
+    assert_eq!(c.optim.lr, 1e-3);
+    assert_eq!(c.optim.batch_size, 256);
+    assert_eq!(c.model.text.layers, 6);
+    assert_eq!(c.model.text.width, 512);
+}
+
+#[test]
+fn effective_config_round_trips_through_toml() {
+    let c = config::load(&repo().join("configs/demo.toml"), &[]).unwrap();
+    assert_eq!(ok(&c.to_toml(), &[]), c);
+}
+
+#[test]
+fn every_shipped_config_is_valid() {
+    let mut files = vec![];
+    for dir in ["configs", "configs/models"] {
+        for e in std::fs::read_dir(repo().join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(
+        files.len() >= 6,
+        "expected the presets and demo, found {files:?}"
+    );
+    for f in files {
+        config::load(&f, &[]).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+    }
+}
+
+#[test]
+fn presets_have_the_clip_paper_dimensions() {
+    let load = |n: &str| {
+        config::load(&repo().join(format!("configs/models/{n}.toml")), &[])
+            .unwrap()
+            .model
+    };
+    let b16 = load("vit-b-16");
+    assert_eq!(
+        (b16.vision.patch_size, b16.vision.width, b16.text.width),
+        (16, 768, 512)
+    );
+    let l14 = load("vit-l-14");
+    assert_eq!(
+        (
+            l14.vision.patch_size,
+            l14.vision.width,
+            l14.vision.layers,
+            l14.vision.heads
+        ),
+        (14, 1024, 24, 16)
+    );
+    assert_eq!(
+        (l14.text.width, l14.text.heads, l14.embed_dim),
+        (768, 12, 768)
+    );
+}
+
+// ---------- overrides ----------
+
+#[test]
+fn overrides_are_typed() {
+    let c = ok(
+        "[run]\nseed = 1\n",
+        &[
+            "run.seed=7",
+            "optim.lr=1e-3",
+            "run.name=my-run",
+            "run.device=cuda:1",
+            "run.precision=bf16",
+            "data.crop_scale=[0.5, 1.0]",
+            "log.tensorboard=false",
+            "model.vision.width=384",
+            "model.vision.heads=6",
+        ],
+    );
+    assert_eq!(c.run.seed, 7);
+    assert_eq!(c.optim.lr, 1e-3);
+    assert_eq!(c.run.name, "my-run");
+    assert_eq!(c.run.device, DeviceSpec::Cuda(1));
+    assert_eq!(c.run.precision, Precision::Bf16);
+    assert_eq!(c.data.crop_scale, [0.5, 1.0]);
+    assert!(!c.log.tensorboard);
+    assert_eq!((c.model.vision.width, c.model.vision.heads), (384, 6));
+}
+
+#[test]
+fn numeric_looking_override_of_a_string_field_stays_a_string() {
+    let c = ok("", &["run.name=2024", "run.output_dir=\"/tmp/x\""]);
+    assert_eq!(c.run.name, "2024");
+    assert_eq!(c.run.output_dir, PathBuf::from("/tmp/x"));
+}
+
+#[test]
+fn later_override_wins() {
+    assert_eq!(
+        ok("", &["optim.steps=500", "optim.steps=900"]).optim.steps,
+        900
+    );
+}
+
+#[test]
+fn override_errors_name_the_argument() {
+    let p = problems("", &["optim.lr=fast"]);
+    assert_eq!(
+        p,
+        vec![
+            "optim.lr = \"fast\" in --set optim.lr=fast: invalid type: string \"fast\", expected a number"
+        ]
+    );
+    let p = problems("", &["run.devcie=cpu"]);
+    assert_eq!(p.len(), 1);
+    assert!(
+        p[0].starts_with(
+            "unknown key `run.devcie` in --set run.devcie=cpu (did you mean `device`?"
+        ),
+        "{p:?}"
+    );
+
+    for (arg, want) in [
+        ("optim.lr", "expected section.key=value"),
+        ("lr=1", "dotted path"),
+        ("run..seed=1", "dotted path"),
+        ("run.seed.x=1", "`run.seed` is a value, not a section"),
+    ] {
+        let e = config::load_str("[run]\nseed = 1\n", &[arg.to_string()]).unwrap_err();
+        assert!(matches!(e, ConfigError::BadOverride { .. }), "{arg}: {e}");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("--set {arg}: ")) && msg.contains(want),
+            "{arg}: {msg}"
+        );
+    }
+}
+
+// ---------- extends ----------
+
+#[test]
+fn extends_merges_parent_first_relative_to_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "presets/base.toml",
+        "[model.vision]\nwidth = 384\nheads = 6\n[optim]\nlr = 1e-3\nsteps = 50\n",
+    );
+    write(
+        dir.path(),
+        "presets/mid.toml",
+        "extends = \"base.toml\"\n[optim]\nsteps = 70\n",
+    );
+    let child = write(
+        dir.path(),
+        "runs/child.toml",
+        "extends = \"../presets/mid.toml\"\n[optim]\nlr = 2e-3\n[model.vision]\nlayers = 6\n",
+    );
+    let c = config::load(&child, &["optim.warmup_steps=5".into()]).unwrap();
+    assert_eq!(c.optim.lr, 2e-3, "child value wins");
+    assert_eq!(c.optim.steps, 70, "middle value wins over base");
+    assert_eq!(c.optim.warmup_steps, 5, "override wins over all files");
+    assert_eq!(
+        (
+            c.model.vision.width,
+            c.model.vision.heads,
+            c.model.vision.layers
+        ),
+        (384, 6, 6),
+        "tables merge"
+    );
+}
+
+#[test]
+fn extends_cycle_and_missing_parent_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(dir.path(), "a.toml", "extends = \"b.toml\"\n");
+    write(dir.path(), "b.toml", "extends = \"a.toml\"\n");
+    let e = config::load(&a, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("`extends` cycle") && e.contains("a.toml -> ") && e.contains("b.toml"),
+        "{e}"
+    );
+
+    let c = write(dir.path(), "c.toml", "extends = \"nowhere.toml\"\n");
+    let e = config::load(&c, &[]).unwrap_err().to_string();
+    assert!(
+        e.starts_with("cannot read config ") && e.contains("nowhere.toml"),
+        "{e}"
+    );
+
+    let d = write(dir.path(), "d.toml", "extends = 3\n");
+    let e = config::load(&d, &[]).unwrap_err().to_string();
+    assert!(
+        e.contains("d.toml: `extends` must be a file name string, found 3"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_key_in_a_parent_names_the_parent_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = write(dir.path(), "parent.toml", "[optim]\nlearning_rate = 1e-3\n");
+    let child = write(
+        dir.path(),
+        "child.toml",
+        "extends = \"parent.toml\"\n[optim]\nsteps = 3\n",
+    );
+    let e = config::load(&child, &[]).unwrap_err();
+    let ConfigError::Invalid(p) = e else {
+        panic!("{e}")
+    };
+    assert_eq!(p.len(), 1);
+    assert!(
+        p[0].starts_with(&format!(
+            "unknown key `optim.learning_rate` in {}",
+            parent.display()
+        )),
+        "{p:?}"
+    );
+}
+
+// ---------- key and type errors ----------
+
+#[test]
+fn every_unknown_key_is_reported_with_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "x.toml",
+        "[run]\ndevcie = \"cpu\"\n[modle]\nwidth = 1\n[model.vision]\nwidht = 3\n",
+    );
+    let ConfigError::Invalid(p) = config::load(&f, &[]).unwrap_err() else {
+        panic!()
+    };
+    let shown = f.display().to_string();
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(
+        p.iter().any(|m| m.starts_with(&format!(
+            "unknown key `run.devcie` in {shown} (did you mean `device`?"
+        ))),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|m| m.starts_with(&format!(
+            "unknown key `modle` in {shown} (did you mean `model`?"
+        ))),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|m| m.starts_with(&format!(
+            "unknown key `model.vision.widht` in {shown} (did you mean `width`?"
+        ))),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().all(|m| !m.contains('\n')),
+        "one line per problem: {p:?}"
+    );
+}
+
+#[test]
+fn wrong_types_name_key_value_and_expectation() {
+    let p = problems(
+        "[run]\nseed = \"abc\"\ndevice = \"gpu\"\nprecision = \"fp8\"\n",
+        &[],
+    );
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(p.contains(&"run.seed = \"abc\" in the inline config: invalid type: string \"abc\", expected a non-negative integer".to_string()), "{p:?}");
+    assert!(p.iter().any(|m| m.starts_with("run.device = \"gpu\" in the inline config: \"gpu\" is not a device; use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")), "{p:?}");
+    assert!(p.iter().any(|m| m.starts_with("run.precision = \"fp8\" in the inline config: unknown variant `fp8`, expected one of `fp32`, `bf16`, `fp16`")), "{p:?}");
+}
+
+#[test]
+fn syntax_error_shows_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "broken.toml",
+        "[run]\nseed = 1\nname = \"unterminated\n",
+    );
+    let e = config::load(&f, &[]).unwrap_err();
+    assert!(matches!(e, ConfigError::Syntax { .. }));
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("TOML syntax error in {}", f.display())),
+        "{msg}"
+    );
+    assert!(msg.contains("line 3"), "{msg}");
+}
+
+// ---------- validation rules: the exact message for each ----------
+
+fn assert_problem(text: &str, overrides: &[&str], want: &str) {
+    let p = problems(text, overrides);
+    assert!(p.iter().any(|m| m == want), "wanted {want:?}\ngot {p:#?}");
+}
+
+#[test]
+fn model_rules() {
+    assert_problem(
+        "[model.vision]\nimage_size = 65\npatch_size = 8\n",
+        &[],
+        "model.vision.image_size = 65 must be divisible by model.vision.patch_size = 8",
+    );
+    assert_problem(
+        "",
+        &["model.vision.patch_size=0"],
+        "model.vision.patch_size = 0 must be at least 1",
+    );
+    assert_problem(
+        "",
+        &["model.vision.width=100"],
+        "model.vision.width = 100 must be divisible by model.vision.heads = 12",
+    );
+    assert_problem(
+        "",
+        &["model.text.width=500"],
+        "model.text.width = 500 must be divisible by model.text.heads = 8",
+    );
+    assert_problem(
+        "",
+        &["model.text.heads=0"],
+        "model.text.heads = 0 must be at least 1",
+    );
+    assert_problem(
+        "",
+        &["model.text.layers=0"],
+        "model.text.layers = 0 must be at least 1",
+    );
+    assert_problem(
+        "",
+        &["model.text.context_length=1"],
+        "model.text.context_length = 1 must be at least 2",
+    );
+    assert_problem(
+        "",
+        &["model.text.mlp_ratio=0"],
+        "model.text.mlp_ratio = 0 must be a finite number > 0",
+    );
+    assert_problem(
+        "",
+        &["model.embed_dim=0"],
+        "model.embed_dim = 0 must be at least 1",
+    );
+}
+
+#[test]
+fn optim_rules() {
+    assert_problem(
+        "",
+        &["optim.batch_size=1"],
+        "optim.batch_size = 1 must be at least 2 (a contrastive batch needs negatives)",
+    );
+    assert_problem(
+        "",
+        &["optim.micro_batch_size=100"],
+        "optim.micro_batch_size = 100 must divide optim.batch_size = 256 (or be 0 for no micro-batching)",
+    );
+    assert_problem(
+        "",
+        &["optim.lr=-1"],
+        "optim.lr = -1 must be a finite number > 0",
+    );
+    assert_problem(
+        "",
+        &["optim.min_lr=1"],
+        "optim.min_lr = 1 must be between 0 and optim.lr = 0.0005",
+    );
+    assert_problem(
+        "",
+        &["optim.warmup_steps=2000"],
+        "optim.warmup_steps = 2000 must be at most optim.steps = 1000",
+    );
+    assert_problem(
+        "",
+        &[
+            "optim.schedule=constant-cooldown",
+            "optim.cooldown_steps=950",
+        ],
+        "optim.cooldown_steps = 950 must fit in optim.steps = 1000 after optim.warmup_steps = 100",
+    );
+    assert_problem(
+        "",
+        &["optim.beta2=1.0"],
+        "optim.beta2 = 1 must be in [0, 1)",
+    );
+    assert_problem(
+        "",
+        &["optim.eps=0"],
+        "optim.eps = 0 must be a finite number > 0",
+    );
+    assert_problem(
+        "",
+        &["optim.weight_decay=-0.1"],
+        "optim.weight_decay = -0.1 must be a finite number >= 0",
+    );
+    assert_problem(
+        "",
+        &["optim.grad_clip_norm=-1"],
+        "optim.grad_clip_norm = -1 must be a finite number >= 0 (0 turns clipping off)",
+    );
+    assert_problem("", &["optim.steps=0"], "optim.steps = 0 must be at least 1");
+    assert_problem(
+        "",
+        &["optim.max_bad_steps=0"],
+        "optim.max_bad_steps = 0 must be at least 1",
+    );
+}
+
+#[test]
+fn run_data_and_other_rules() {
+    assert_problem(
+        "",
+        &["run.name=a/b"],
+        "run.name = \"a/b\" must be a plain folder name (not empty, no '/', not '.' or '..')",
+    );
+    assert_problem(
+        "",
+        &["run.device=cpu", "run.precision=fp16"],
+        "run.precision = \"fp16\" must run on a CUDA device (run.device = \"cpu\"); use \"bf16\" or \"fp32\" on the CPU",
+    );
+    assert_problem(
+        "",
+        &["data.image_keys=jpg;;png"],
+        "data.image_keys = \"jpg;;png\" must list member extensions separated by ';' with none empty, e.g. \"jpg;png\"",
+    );
+    assert_problem(
+        "",
+        &["data.text_key=\" \""],
+        "data.text_key = \" \" must not be empty",
+    );
+    assert_problem(
+        "",
+        &["data.prefetch=0"],
+        "data.prefetch = 0 must be at least 1",
+    );
+    assert_problem(
+        "",
+        &["data.crop_scale=[0.9, 0.5]"],
+        "data.crop_scale = [0.9, 0.5] must satisfy 0 < min <= max <= 1",
+    );
+    assert_problem(
+        "",
+        &["data.image_std=[1.0, 0.0, 1.0]"],
+        "data.image_std[1] = 0 must be a finite number > 0",
+    );
+    assert_problem(
+        "",
+        &["data.max_image_pixels=100"],
+        "data.max_image_pixels = 100 must be at least model.vision.image_size² = 50176",
+    );
+    assert_problem(
+        "",
+        &["loss.max_logit_scale=0.5"],
+        "loss.max_logit_scale = 0.5 must be a finite number >= 1 (it bounds exp(logit_scale), CLIP uses 100)",
+    );
+    assert_problem(
+        "",
+        &["eval.zeroshot=data/eval"],
+        "eval.classnames = \"\" must name a classnames file when eval.zeroshot is set",
+    );
+    assert_problem(
+        "",
+        &["eval.batch_size=0"],
+        "eval.batch_size = 0 must be at least 1",
+    );
+    assert_problem("", &["log.every=0"], "log.every = 0 must be at least 1");
+}
+
+#[test]
+fn all_broken_rules_are_reported_together() {
+    let p = problems(
+        "[optim]\nbatch_size = 1\nlr = 0\n[model.vision]\nimage_size = 65\npatch_size = 8\n",
+        &[],
+    );
+    assert_eq!(p.len(), 3, "{p:#?}");
+}
