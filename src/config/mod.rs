@@ -70,7 +70,8 @@ pub struct DataConfig {
     pub text_key: String,
     /// When non-empty, the caption is this field of the sample's `json` member instead.
     pub json_caption_field: String,
-    /// Hugging Face `tokenizer.json`; empty = the CLIP BPE tokenizer.
+    /// Hugging Face `tokenizer.json` (trained by `cliptrain tokenizer train`, or CLIP's own
+    /// from `scripts/make_clip_tokenizer.py`); required for training.
     pub tokenizer: String,
     /// Samples held in the shuffle buffer; 0 or 1 disables sample shuffling.
     pub shuffle_buffer: usize,
