@@ -1,0 +1,429 @@
+//! Ordering shards and samples: epochs with per-epoch shard shuffling, resampling with
+//! replacement, a single ordered pass (evaluation), rank splitting, a sample shuffle buffer, and
+//! a small serializable state from which the exact same sequence continues.
+//!
+//! All randomness is a pure function of (seed, rank, counter), so the state is just counters and
+//! the positions of the samples sitting in the shuffle buffer — no RNG internals, no sample bytes.
+use super::spec::{Shard, ShardInput};
+use super::tarstream::{RawSample, SampleReader, TarEvent};
+use super::{DataError, SkipCounts, SkipReason};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How shards are visited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    /// Every shard of this rank once per epoch, order reshuffled each epoch; endless.
+    Epoch,
+    /// Shards drawn with replacement, independently per rank; endless.
+    Resampled,
+    /// This rank's shards once, in spec order (evaluation, inspection).
+    Once,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    pub order: Order,
+    /// Samples held for shuffling; 0 or 1 passes samples through in order.
+    pub shuffle_buffer: usize,
+    pub seed: u64,
+    pub rank: usize,
+    pub world_size: usize,
+}
+
+/// Where a sample came from: the shard read (epoch, cursor) and its index inside that shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SamplePos {
+    pub epoch: u64,
+    pub cursor: u64,
+    pub offset: u64,
+}
+
+/// A sample leaving the stream, numbered in emission order (`index` seeds its augmentation).
+#[derive(Debug, Clone)]
+pub struct StreamSample {
+    pub raw: RawSample,
+    pub pos: SamplePos,
+    pub index: u64,
+    pub shard: String,
+}
+
+/// Everything needed to continue the stream exactly; serializes to a small JSON object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamState {
+    /// Hash of the shard list and ordering settings; resuming with others is refused.
+    pub fingerprint: String,
+    pub epoch: u64,
+    pub cursor: u64,
+    /// Samples already consumed from the shard at (epoch, cursor).
+    pub offset: u64,
+    pub emitted: u64,
+    /// Positions of the samples in the shuffle buffer, in buffer order.
+    pub buffer: Vec<SamplePos>,
+    pub skipped: SkipCounts,
+    /// Consecutive shard reads that yielded no sample at all.
+    pub empty_run: u64,
+}
+
+struct OpenShard {
+    reader: SampleReader<ShardInput>,
+    url: String,
+    offset: u64,
+    yielded: bool,
+}
+
+pub struct ShardStream {
+    shards: Vec<Shard>,
+    opts: StreamOptions,
+    fingerprint: String,
+    epoch: u64,
+    cursor: u64,
+    current: Option<OpenShard>,
+    buffer: Vec<(SamplePos, String, RawSample)>,
+    emitted: u64,
+    skipped: SkipCounts,
+    empty_run: u64,
+    exhausted: bool,
+}
+
+impl ShardStream {
+    pub fn new(shards: Vec<Shard>, opts: StreamOptions) -> Result<Self, DataError> {
+        if shards.is_empty() {
+            return Err(DataError::NoShards(
+                "the shard spec expands to nothing".into(),
+            ));
+        }
+        if opts.world_size == 0 || opts.rank >= opts.world_size {
+            return Err(DataError::NoShards(format!(
+                "rank {} is outside world size {}",
+                opts.rank, opts.world_size
+            )));
+        }
+        if opts.order != Order::Resampled && shards.len() < opts.world_size {
+            return Err(DataError::NoShards(format!(
+                "{} shard(s) cannot be split over {} ranks so that each sees distinct data; \
+                 write at least {} shards or use data.mode = \"resampled\"",
+                shards.len(),
+                opts.world_size,
+                opts.world_size
+            )));
+        }
+        let fingerprint = fingerprint(&shards, &opts);
+        Ok(Self {
+            shards,
+            opts,
+            fingerprint,
+            epoch: 0,
+            cursor: 0,
+            current: None,
+            buffer: Vec::new(),
+            emitted: 0,
+            skipped: SkipCounts::default(),
+            empty_run: 0,
+            exhausted: false,
+        })
+    }
+
+    /// Continues from `state`: reopens the current shard at its offset and re-reads the samples
+    /// that were waiting in the shuffle buffer.
+    pub fn restore(
+        shards: Vec<Shard>,
+        opts: StreamOptions,
+        state: &StreamState,
+    ) -> Result<Self, DataError> {
+        let mut s = Self::new(shards, opts)?;
+        if state.fingerprint != s.fingerprint {
+            return Err(DataError::Resume(
+                "the shard list, data mode, shuffle buffer, seed or rank/world size changed since the state was saved".into(),
+            ));
+        }
+        s.epoch = state.epoch;
+        s.cursor = state.cursor;
+        s.emitted = state.emitted;
+        s.skipped = state.skipped.clone();
+        s.empty_run = state.empty_run;
+        s.buffer = s.reread(&state.buffer)?;
+        if state.offset > 0 {
+            let shard = s.shard_at(s.epoch, s.cursor).clone();
+            let mut open = OpenShard {
+                reader: SampleReader::new(shard.open()?),
+                url: shard.url(),
+                offset: 0,
+                yielded: true,
+            };
+            while open.offset < state.offset {
+                match open.reader.next_event() {
+                    Some(TarEvent::Sample(_)) | Some(TarEvent::Skipped(_)) => open.offset += 1,
+                    _ => {
+                        return Err(DataError::Resume(format!(
+                            "shard {} has fewer than {} samples now",
+                            open.url, state.offset
+                        )));
+                    }
+                }
+            }
+            s.current = Some(open);
+        }
+        Ok(s)
+    }
+
+    pub fn state(&self) -> StreamState {
+        StreamState {
+            fingerprint: self.fingerprint.clone(),
+            epoch: self.epoch,
+            cursor: self.cursor,
+            offset: self.current.as_ref().map_or(0, |c| c.offset),
+            emitted: self.emitted,
+            buffer: self.buffer.iter().map(|(p, _, _)| *p).collect(),
+            skipped: self.skipped.clone(),
+            empty_run: self.empty_run,
+        }
+    }
+
+    /// Shard-level problems seen so far (sample-level ones are counted by the loader).
+    pub fn skipped(&self) -> &SkipCounts {
+        &self.skipped
+    }
+
+    /// Distinct shard reads after which a stream with no usable sample is declared broken.
+    pub fn patience(&self) -> u64 {
+        match self.opts.order {
+            Order::Resampled => 2 * self.shards.len() as u64 + 8,
+            _ => self.rank_shards() as u64 + 1,
+        }
+    }
+
+    /// The next sample; `None` only when an `Order::Once` pass is over.
+    pub fn next_sample(&mut self) -> Result<Option<StreamSample>, DataError> {
+        let want = self.opts.shuffle_buffer.max(1);
+        while self.buffer.len() < want && !self.exhausted {
+            match self.read_raw()? {
+                Some(item) => self.buffer.push(item),
+                None => self.exhausted = true,
+            }
+        }
+        if self.buffer.is_empty() {
+            return Ok(None);
+        }
+        let j = if self.opts.shuffle_buffer <= 1 {
+            0
+        } else {
+            (mix(
+                self.opts.seed,
+                0x5_4FF1E ^ self.opts.rank as u64,
+                self.emitted,
+            ) % self.buffer.len() as u64) as usize
+        };
+        let (pos, shard, raw) = if self.opts.shuffle_buffer <= 1 {
+            self.buffer.remove(j)
+        } else {
+            self.buffer.swap_remove(j)
+        };
+        let index = self.emitted;
+        self.emitted += 1;
+        Ok(Some(StreamSample {
+            raw,
+            pos,
+            index,
+            shard,
+        }))
+    }
+
+    /// The next raw sample in shard order, opening shards as needed.
+    fn read_raw(&mut self) -> Result<Option<(SamplePos, String, RawSample)>, DataError> {
+        loop {
+            if self.current.is_none() && !self.open_next()? {
+                return Ok(None);
+            }
+            let cur = self.current.as_mut().expect("a shard is open");
+            match cur.reader.next_event() {
+                Some(TarEvent::Sample(raw)) => {
+                    let pos = SamplePos {
+                        epoch: self.epoch,
+                        cursor: self.cursor,
+                        offset: cur.offset,
+                    };
+                    cur.offset += 1;
+                    cur.yielded = true;
+                    self.empty_run = 0;
+                    return Ok(Some((pos, cur.url.clone(), raw)));
+                }
+                Some(TarEvent::Skipped(reason)) => {
+                    cur.offset += 1;
+                    self.skipped.add(reason);
+                }
+                Some(TarEvent::Broken(reason, msg)) => {
+                    tracing::warn!("shard {}: {msg}; skipping the rest of it", cur.url);
+                    self.skipped.add(reason);
+                    self.close_current(false);
+                }
+                None => self.close_current(true),
+            }
+        }
+    }
+
+    fn close_current(&mut self, read_to_end: bool) {
+        let Some(cur) = self.current.take() else {
+            return;
+        };
+        if !cur.yielded {
+            self.empty_run += 1;
+        }
+        if let Err(e) = cur.reader.into_inner().finish(read_to_end) {
+            tracing::warn!("{e}");
+            self.skipped.add(SkipReason::UnreadableShard);
+        }
+        self.advance();
+    }
+
+    fn advance(&mut self) {
+        self.cursor += 1;
+        if self.opts.order == Order::Epoch && self.cursor >= self.rank_shards() as u64 {
+            self.epoch += 1;
+            self.cursor = 0;
+        }
+    }
+
+    /// Opens the shard at the cursor; false when a `Once` pass is over.
+    fn open_next(&mut self) -> Result<bool, DataError> {
+        loop {
+            if self.opts.order == Order::Once && self.cursor >= self.rank_shards() as u64 {
+                return Ok(false);
+            }
+            if self.empty_run >= self.patience() {
+                return Err(DataError::AllBad {
+                    shards: self.empty_run,
+                    what: "no shard yielded any sample".into(),
+                    skipped: self.skipped.clone(),
+                });
+            }
+            let shard = self.shard_at(self.epoch, self.cursor).clone();
+            match shard.open() {
+                Ok(input) => {
+                    self.current = Some(OpenShard {
+                        reader: SampleReader::new(input),
+                        url: shard.url(),
+                        offset: 0,
+                        yielded: false,
+                    });
+                    return Ok(true);
+                }
+                Err(e) => {
+                    tracing::warn!("{e}; skipping it");
+                    self.skipped.add(SkipReason::UnreadableShard);
+                    self.empty_run += 1;
+                    self.advance();
+                }
+            }
+        }
+    }
+
+    fn rank_shards(&self) -> usize {
+        let (n, w, r) = (self.shards.len(), self.opts.world_size, self.opts.rank);
+        n / w + usize::from(r < n % w)
+    }
+
+    /// The shard read at (epoch, cursor) for this rank.
+    fn shard_at(&self, epoch: u64, cursor: u64) -> &Shard {
+        let n = self.shards.len();
+        let (w, r) = (self.opts.world_size, self.opts.rank);
+        let i = match self.opts.order {
+            Order::Once => r + cursor as usize * w,
+            Order::Epoch => epoch_order(n, self.opts.seed, epoch)[r + cursor as usize * w],
+            Order::Resampled => {
+                (mix(self.opts.seed, 0x2E5A ^ (r as u64) << 20, cursor) % n as u64) as usize
+            }
+        };
+        &self.shards[i]
+    }
+
+    /// Reads the samples at `positions` back from their shards, in the given order.
+    fn reread(
+        &self,
+        positions: &[SamplePos],
+    ) -> Result<Vec<(SamplePos, String, RawSample)>, DataError> {
+        let mut wanted: BTreeMap<(u64, u64), BTreeSet<u64>> = BTreeMap::new();
+        for p in positions {
+            wanted
+                .entry((p.epoch, p.cursor))
+                .or_default()
+                .insert(p.offset);
+        }
+        let mut found: BTreeMap<SamplePos, (String, RawSample)> = BTreeMap::new();
+        for ((epoch, cursor), offsets) in wanted {
+            let shard = self.shard_at(epoch, cursor);
+            let mut reader = SampleReader::new(shard.open()?);
+            let last = *offsets.last().expect("non-empty");
+            let mut offset = 0;
+            while offset <= last {
+                match reader.next_event() {
+                    Some(TarEvent::Sample(raw)) => {
+                        if offsets.contains(&offset) {
+                            found.insert(
+                                SamplePos {
+                                    epoch,
+                                    cursor,
+                                    offset,
+                                },
+                                (shard.url(), raw),
+                            );
+                        }
+                        offset += 1;
+                    }
+                    Some(TarEvent::Skipped(_)) => offset += 1,
+                    _ => break,
+                }
+            }
+            let _ = reader.into_inner().finish(false);
+        }
+        positions
+            .iter()
+            .map(|p| {
+                found.remove(p).map(|(url, raw)| (*p, url, raw)).ok_or_else(|| {
+                    DataError::Resume(format!("a buffered sample (epoch {}, shard read {}, sample {}) is no longer in its shard", p.epoch, p.cursor, p.offset))
+                })
+            })
+            .collect()
+    }
+}
+
+/// The shard permutation of an epoch, identical on every rank (ranks then take every
+/// world_size-th entry, so they cover the shards without overlap).
+fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (mix(seed, 0xE90C ^ epoch << 16, i as u64) % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// A stateless 64-bit hash of three words (splitmix64 finalizer rounds).
+pub fn mix(a: u64, b: u64, c: u64) -> u64 {
+    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ c.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    for _ in 0..2 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+    }
+    z
+}
+
+fn fingerprint(shards: &[Shard], o: &StreamOptions) -> String {
+    // FNV-1a: stable across Rust versions, unlike DefaultHasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |s: &str| {
+        for b in s.bytes().chain(std::iter::once(0)) {
+            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    };
+    for s in shards {
+        eat(&s.url());
+    }
+    eat(&format!(
+        "{:?}/{}/{}/{}/{}",
+        o.order, o.shuffle_buffer, o.seed, o.rank, o.world_size
+    ));
+    format!("{h:016x}")
+}

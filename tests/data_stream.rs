@@ -1,0 +1,559 @@
+//! The streaming data path on shards these tests write themselves: ordering modes, rank splits,
+//! shuffling, exact resume, and every kind of bad input skipped and counted.
+use cliptrain::data::loader::{Batch, Loader, LoaderOptions, SampleKeys, Tokenize};
+use cliptrain::data::spec::{Shard, parse_spec};
+use cliptrain::data::stream::{Order, ShardStream, StreamOptions, StreamState};
+use cliptrain::data::transform::{Augment, ImageTransform};
+use cliptrain::data::{DataError, SkipReason};
+use image::ImageEncoder;
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+type Members = Vec<(String, Vec<u8>)>;
+
+fn jpeg(seed: u8, w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([seed.wrapping_mul(37), (x * 9) as u8, (y * 7) as u8 ^ seed])
+    });
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .write_image(img.as_raw(), w, h, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    out
+}
+
+fn good(key: &str, i: u8) -> (String, Members) {
+    (
+        key.to_string(),
+        vec![
+            ("jpg".into(), jpeg(i, 24, 20)),
+            ("txt".into(), format!("caption of {key}").into_bytes()),
+        ],
+    )
+}
+
+fn write_tar(path: &Path, samples: &[(String, Members)]) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    for (key, members) in samples {
+        for (ext, data) in members {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, format!("{key}.{ext}"), data.as_slice())
+                .unwrap();
+        }
+    }
+    b.finish().unwrap();
+}
+
+/// `n` shards of `per` good samples, keys "s{shard}-{i}".
+fn good_shards(dir: &Path, n: usize, per: usize) -> Vec<Shard> {
+    (0..n)
+        .map(|s| {
+            let p = dir.join(format!("good-{s:03}.tar"));
+            let samples: Vec<_> = (0..per)
+                .map(|i| good(&format!("s{s}-{i:03}"), (s * per + i) as u8))
+                .collect();
+            write_tar(&p, &samples);
+            Shard::File(p.display().to_string())
+        })
+        .collect()
+}
+
+fn opts(order: Order, buffer: usize, seed: u64) -> StreamOptions {
+    StreamOptions {
+        order,
+        shuffle_buffer: buffer,
+        seed,
+        rank: 0,
+        world_size: 1,
+    }
+}
+
+fn keys(stream: &mut ShardStream, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            stream
+                .next_sample()
+                .unwrap()
+                .expect("endless stream")
+                .raw
+                .key
+        })
+        .collect()
+}
+
+fn shard_of(key: &str) -> &str {
+    key.split('-').next().unwrap()
+}
+
+#[test]
+fn brace_specs_expand_to_the_files_written() {
+    let dir = tempfile::tempdir().unwrap();
+    good_shards(dir.path(), 3, 2);
+    let spec = format!(
+        "{d}/good-{{000..001}}.tar::pipe:cat {d}/good-002.tar",
+        d = dir.path().display()
+    );
+    let shards = parse_spec(&spec).unwrap();
+    assert_eq!(shards.len(), 3);
+    let mut s = ShardStream::new(shards, opts(Order::Once, 0, 0)).unwrap();
+    let mut got = vec![];
+    while let Some(x) = s.next_sample().unwrap() {
+        got.push(x.raw.key);
+    }
+    assert_eq!(
+        got,
+        ["s0-000", "s0-001", "s1-000", "s1-001", "s2-000", "s2-001"],
+        "the pipe: shard is read too"
+    );
+}
+
+#[test]
+fn epoch_mode_covers_every_sample_once_per_epoch_in_a_new_shard_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = good_shards(dir.path(), 6, 4);
+    let mut s = ShardStream::new(shards.clone(), opts(Order::Epoch, 0, 3)).unwrap();
+    let all = keys(&mut s, 24 * 3);
+    let mut orders = vec![];
+    for epoch in all.chunks(24) {
+        assert_eq!(
+            epoch.iter().collect::<BTreeSet<_>>().len(),
+            24,
+            "each epoch sees every sample once"
+        );
+        let mut order: Vec<&str> = epoch.iter().map(|k| shard_of(k)).collect();
+        order.dedup();
+        orders.push(order);
+    }
+    assert!(
+        orders[0] != orders[1] || orders[1] != orders[2],
+        "shard order is reshuffled per epoch: {orders:?}"
+    );
+
+    let mut again = ShardStream::new(shards.clone(), opts(Order::Epoch, 0, 3)).unwrap();
+    assert_eq!(keys(&mut again, 72), all, "deterministic from the seed");
+    let mut other = ShardStream::new(shards, opts(Order::Epoch, 0, 4)).unwrap();
+    assert_ne!(keys(&mut other, 72), all, "another seed, another order");
+}
+
+#[test]
+fn resampled_mode_draws_shards_with_replacement() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = good_shards(dir.path(), 4, 2);
+    let mut s = ShardStream::new(shards.clone(), opts(Order::Resampled, 0, 1)).unwrap();
+    let draws: Vec<String> = keys(&mut s, 2 * 400)
+        .chunks(2)
+        .map(|c| shard_of(&c[0]).to_string())
+        .collect();
+    // In epoch mode every block of 4 reads is a permutation; with replacement some block repeats a shard.
+    assert!(
+        draws
+            .chunks(4)
+            .any(|b| b.iter().collect::<HashSet<_>>().len() < 4)
+    );
+    let used: HashSet<&String> = draws.iter().collect();
+    assert_eq!(used.len(), 4, "all shards get drawn eventually");
+
+    let mut rank1 = ShardStream::new(
+        shards,
+        StreamOptions {
+            rank: 1,
+            world_size: 2,
+            ..opts(Order::Resampled, 0, 1)
+        },
+    )
+    .unwrap();
+    let draws1: Vec<String> = keys(&mut rank1, 40)
+        .chunks(2)
+        .map(|c| shard_of(&c[0]).to_string())
+        .collect();
+    assert_ne!(draws1, draws[..20], "ranks draw independently");
+}
+
+#[test]
+fn ranks_see_disjoint_shards_that_cover_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = good_shards(dir.path(), 5, 3);
+    for order in [Order::Once, Order::Epoch] {
+        let mut seen: Vec<BTreeSet<String>> = vec![];
+        for rank in 0..2 {
+            let o = StreamOptions {
+                rank,
+                world_size: 2,
+                ..opts(order, 0, 9)
+            };
+            let mut s = ShardStream::new(shards.clone(), o).unwrap();
+            let n = if rank == 0 { 9 } else { 6 }; // 3 + 2 shards of 3 samples
+            seen.push(keys(&mut s, n).into_iter().collect());
+        }
+        assert!(seen[0].is_disjoint(&seen[1]), "{order:?}");
+        assert_eq!(seen[0].len() + seen[1].len(), 15, "{order:?}");
+    }
+    let err = ShardStream::new(
+        shards,
+        StreamOptions {
+            rank: 0,
+            world_size: 6,
+            ..opts(Order::Epoch, 0, 0)
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(
+        err.to_string()
+            .contains("5 shard(s) cannot be split over 6 ranks"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shuffle_buffer_mixes_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = good_shards(dir.path(), 3, 10);
+    let mut s = ShardStream::new(shards, opts(Order::Once, 8, 5)).unwrap();
+    let mut got = vec![];
+    while let Some(x) = s.next_sample().unwrap() {
+        got.push(x.raw.key);
+    }
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(sorted.len(), 30);
+    assert_eq!(sorted.iter().collect::<BTreeSet<_>>().len(), 30);
+    assert_ne!(got, sorted, "shuffled");
+}
+
+#[test]
+fn stream_resume_continues_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shards = good_shards(dir.path(), 3, 10);
+    shards[1] = Shard::Pipe(format!("cat {}", shards[1].url())); // resume through a pipe: shard too
+    for (order, buffer) in [(Order::Epoch, 7), (Order::Resampled, 5), (Order::Epoch, 0)] {
+        let reference = keys(
+            &mut ShardStream::new(shards.clone(), opts(order, buffer, 11)).unwrap(),
+            75,
+        );
+        for cut in [1, 23, 40] {
+            let mut first = ShardStream::new(shards.clone(), opts(order, buffer, 11)).unwrap();
+            let mut got = keys(&mut first, cut);
+            let json = serde_json::to_string(&first.state()).unwrap();
+            drop(first);
+            let state: StreamState = serde_json::from_str(&json).unwrap();
+            let mut resumed =
+                ShardStream::restore(shards.clone(), opts(order, buffer, 11), &state).unwrap();
+            got.extend(keys(&mut resumed, 75 - cut));
+            assert_eq!(got, reference, "{order:?} buffer {buffer} cut {cut}");
+        }
+    }
+    let mut s = ShardStream::new(shards.clone(), opts(Order::Epoch, 7, 11)).unwrap();
+    keys(&mut s, 5);
+    let err = ShardStream::restore(shards, opts(Order::Epoch, 7, 12), &s.state())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, DataError::Resume(_)),
+        "a changed seed is refused: {err}"
+    );
+}
+
+/// Captions as bytes, for tests that need no real tokenizer.
+struct ByteTokenizer;
+impl Tokenize for ByteTokenizer {
+    fn context_length(&self) -> usize {
+        16
+    }
+    fn encode(&self, captions: &[&str]) -> Result<Vec<i64>, String> {
+        Ok(captions
+            .iter()
+            .flat_map(|c| (0..16).map(move |i| c.as_bytes().get(i).map_or(0, |&b| b as i64)))
+            .collect())
+    }
+}
+
+fn loader_opts(batch: usize, augment: Augment) -> LoaderOptions {
+    LoaderOptions {
+        batch_size: batch,
+        transform: ImageTransform {
+            size: 16,
+            augment,
+            max_pixels: 50_000_000,
+            seed: 4,
+        },
+        keys: SampleKeys {
+            image: vec!["jpg".into(), "png".into()],
+            text: "txt".into(),
+            json_caption_field: None,
+            label: false,
+        },
+        workers: 2,
+        prefetch: 2,
+        mean: [0.5, 0.5, 0.5],
+        std: [0.25, 0.25, 0.25],
+    }
+}
+
+fn batches(loader: &mut Loader, n: usize) -> Vec<Batch> {
+    (0..n)
+        .map(|_| loader.next_batch().unwrap().expect("batch"))
+        .collect()
+}
+
+#[test]
+fn loader_batches_are_ready_tensors_and_resume_bit_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = good_shards(dir.path(), 3, 9);
+    let o = opts(Order::Epoch, 6, 2);
+    let train = Augment::Train { scale: [0.5, 1.0] };
+    let mut l = Loader::start(
+        ShardStream::new(shards.clone(), o.clone()).unwrap(),
+        Arc::new(ByteTokenizer),
+        loader_opts(5, train),
+    )
+    .unwrap();
+    let reference = batches(&mut l, 8);
+    drop(l);
+    let b = &reference[0];
+    assert_eq!(b.images.size(), [5, 3, 16, 16]);
+    assert_eq!(b.images.kind(), tch::Kind::Float);
+    assert_eq!(b.tokens.size(), [5, 16]);
+    assert_eq!(
+        b.tokens.int64_value(&[0, 0]),
+        b.captions[0].as_bytes()[0] as i64
+    );
+    let max = b.images.max().double_value(&[]);
+    assert!(
+        max <= (1.0 - 0.5) / 0.25 + 1e-5 && max > 0.0,
+        "normalised: {max}"
+    );
+
+    let mut l = Loader::start(
+        ShardStream::new(shards.clone(), o.clone()).unwrap(),
+        Arc::new(ByteTokenizer),
+        loader_opts(5, train),
+    )
+    .unwrap();
+    let head = batches(&mut l, 3);
+    let state = head[2].state.clone();
+    drop(l);
+    let mut l = Loader::start(
+        ShardStream::restore(shards, o, &state).unwrap(),
+        Arc::new(ByteTokenizer),
+        loader_opts(5, train),
+    )
+    .unwrap();
+    for (i, b) in batches(&mut l, 5).iter().enumerate() {
+        let r = &reference[3 + i];
+        assert_eq!(b.keys, r.keys, "batch {}", 3 + i);
+        assert!(
+            b.images.equal(&r.images),
+            "augmentation resumes identically (batch {})",
+            3 + i
+        );
+        assert!(b.tokens.equal(&r.tokens));
+    }
+}
+
+fn png_bomb() -> Vec<u8> {
+    // A valid 1×1 PNG whose IHDR then claims 30000×30000 (CRC fixed up): a decompression bomb header.
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&[0, 0, 0], 1, 1, image::ExtendedColorType::Rgb8)
+        .unwrap();
+    png[16..20].copy_from_slice(&30000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&30000u32.to_be_bytes());
+    let mut crc = flate2::Crc::new();
+    crc.update(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+    png
+}
+
+fn bad_input_shards(dir: &Path) -> Vec<Shard> {
+    let m = |pairs: &[(&str, &[u8])]| -> Members {
+        pairs
+            .iter()
+            .map(|(e, b)| (e.to_string(), b.to_vec()))
+            .collect()
+    };
+    let img = jpeg(1, 24, 20);
+    let mixed: Vec<(String, Members)> = vec![
+        good("a-00", 1),
+        (
+            "a-01".into(),
+            m(&[("jpg", b""), ("txt", b"zero-byte image")]),
+        ),
+        (
+            "a-02".into(),
+            m(&[("jpg", b"not a jpeg at all"), ("txt", b"undecodable")]),
+        ),
+        ("a-03".into(), m(&[("jpg", &img)])),
+        ("a-04".into(), m(&[("txt", b"caption without image")])),
+        ("a-05".into(), m(&[("jpg", &img), ("txt", b" \n\t ")])),
+        (
+            "a-06".into(),
+            m(&[("jpg", &img), ("txt", &[0xff, 0xfe, 0x41])]),
+        ),
+        ("a-07".into(), m(&[("png", &png_bomb()), ("txt", b"bomb")])),
+        good("a-08", 2),
+    ];
+    let p = |n: &str| dir.join(n);
+    write_tar(&p("mixed.tar"), &mixed);
+    // Truncated inside the third sample's image.
+    write_tar(
+        &p("full.tar"),
+        &(0..4)
+            .map(|i| good(&format!("t-{i}"), i))
+            .collect::<Vec<_>>(),
+    );
+    let full = std::fs::read(p("full.tar")).unwrap();
+    // Bytes of sample i in the tar: image header + padded image + caption header + padded caption.
+    let member_len = |i: usize| jpeg(i as u8, 24, 20).len().div_ceil(512) * 512 + 512 + 512 + 512;
+    let cut = member_len(0) + member_len(1) + 512 + 100; // two samples, a header, part of the next image
+    std::fs::write(p("truncated.tar"), &full[..cut]).unwrap();
+    // A corrupt header checksum on the second member of the second sample.
+    let mut corrupt = full.clone();
+    let at = member_len(0) + jpeg(1, 24, 20).len().div_ceil(512) * 512 + 512;
+    corrupt[at + 1] ^= 0x41;
+    std::fs::write(p("corrupt.tar"), &corrupt).unwrap();
+    ["mixed.tar", "truncated.tar", "corrupt.tar", "missing.tar"]
+        .iter()
+        .map(|n| Shard::File(p(n).display().to_string()))
+        .collect()
+}
+
+#[test]
+fn every_kind_of_bad_input_is_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = bad_input_shards(dir.path());
+    let mut l = Loader::start(
+        ShardStream::new(shards, opts(Order::Once, 0, 0)).unwrap(),
+        Arc::new(ByteTokenizer),
+        loader_opts(3, Augment::Eval),
+    )
+    .unwrap();
+    let mut keys = vec![];
+    let mut last = None;
+    while let Some(b) = l.next_batch().unwrap() {
+        keys.extend(b.keys.clone());
+        last = Some(b.skipped);
+    }
+    let skipped = last.unwrap();
+    // mixed: a-00, a-08; truncated: t-0, t-1 (t-2's image is cut); corrupt: t-0 (t-1's caption
+    // header is bad, so t-1 keeps only its image and is counted as missing a caption).
+    assert_eq!(
+        keys,
+        ["a-00", "a-08", "t-0", "t-1", "t-0"],
+        "skipped: {skipped}"
+    );
+    for (reason, n) in [
+        (SkipReason::EmptyImage, 1),
+        (SkipReason::UndecodableImage, 1),
+        (SkipReason::MissingCaption, 2),
+        (SkipReason::MissingImage, 1),
+        (SkipReason::EmptyCaption, 1),
+        (SkipReason::InvalidUtf8, 1),
+        (SkipReason::ImageTooLarge, 1),
+        (SkipReason::TruncatedMember, 1),
+        (SkipReason::CorruptShard, 1),
+        (SkipReason::UnreadableShard, 1),
+    ] {
+        assert_eq!(skipped.get(reason), n, "{reason}: {skipped}");
+    }
+    assert_eq!(skipped.total(), 11, "{skipped}");
+}
+
+#[test]
+fn captions_from_a_json_field_and_labels_from_cls() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = jpeg(3, 24, 20);
+    let samples: Vec<(String, Members)> = vec![
+        (
+            "k0".into(),
+            vec![
+                ("jpg".into(), img.clone()),
+                ("json".into(), br#"{"caption": "from json"}"#.to_vec()),
+                ("cls".into(), b"7".to_vec()),
+            ],
+        ),
+        (
+            "k1".into(),
+            vec![
+                ("jpg".into(), img),
+                ("json".into(), br#"{"other": 1}"#.to_vec()),
+                ("cls".into(), b"2".to_vec()),
+            ],
+        ),
+    ];
+    let p = dir.path().join("j.tar");
+    write_tar(&p, &samples);
+    let mut o = loader_opts(2, Augment::Eval);
+    o.keys.json_caption_field = Some("caption".into());
+    o.keys.label = true;
+    let mut l = Loader::start(
+        ShardStream::new(
+            vec![Shard::File(p.display().to_string())],
+            opts(Order::Once, 0, 0),
+        )
+        .unwrap(),
+        Arc::new(ByteTokenizer),
+        o,
+    )
+    .unwrap();
+    let b = l.next_batch().unwrap().unwrap();
+    assert_eq!(b.captions, ["from json"]);
+    assert_eq!(b.labels, Some(vec![7]));
+    assert_eq!(b.skipped.get(SkipReason::BadJson), 1);
+    assert!(l.next_batch().unwrap().is_none());
+}
+
+#[test]
+fn entirely_bad_data_stops_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples: Vec<(String, Members)> = (0..5)
+        .map(|i| (format!("n-{i}"), vec![("jpg".into(), jpeg(i, 8, 8))]))
+        .collect();
+    let mut shards = vec![];
+    for s in 0..3 {
+        let p = dir.path().join(format!("nocap-{s}.tar"));
+        write_tar(&p, &samples);
+        shards.push(Shard::File(p.display().to_string()));
+    }
+    for order in [Order::Epoch, Order::Resampled, Order::Once] {
+        let mut l = Loader::start(
+            ShardStream::new(shards.clone(), opts(order, 4, 0)).unwrap(),
+            Arc::new(ByteTokenizer),
+            loader_opts(4, Augment::Eval),
+        )
+        .unwrap();
+        let err = l
+            .next_batch()
+            .err()
+            .unwrap_or_else(|| panic!("{order:?}: expected an error"));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("no usable sample") && msg.contains("missing_caption"),
+            "{order:?}: {msg}"
+        );
+    }
+    let missing: Vec<Shard> = (0..2)
+        .map(|i| {
+            Shard::File(
+                PathBuf::from(format!("/no/such/{i}.tar"))
+                    .display()
+                    .to_string(),
+            )
+        })
+        .collect();
+    let mut l = Loader::start(
+        ShardStream::new(missing, opts(Order::Epoch, 4, 0)).unwrap(),
+        Arc::new(ByteTokenizer),
+        loader_opts(4, Augment::Eval),
+    )
+    .unwrap();
+    let msg = l.next_batch().err().unwrap().to_string();
+    assert!(
+        msg.contains("no shard yielded any sample") && msg.contains("unreadable_shard"),
+        "{msg}"
+    );
+}
