@@ -5,6 +5,7 @@
 //! A batch is exactly the next `batch_size` usable samples of the stream, and carries the stream
 //! state right after them: saving that state with a checkpoint resumes at the next batch.
 use super::stream::{ShardStream, StreamSample, StreamState};
+use super::tarstream::RawSample;
 use super::transform::ImageTransform;
 use super::{DataError, SkipCounts, SkipReason};
 use fast_image_resize::Resizer;
@@ -345,55 +346,42 @@ fn normalize(
 
 /// Caption, label and image of one sample, or why it is unusable. Cheap checks come first so a
 /// sample without a caption is never decoded.
-fn prepare(
-    s: &StreamSample,
-    opts: &LoaderOptions,
-    transform: &ImageTransform,
-    resizer: &mut Resizer,
-) -> Result<Prepared, SkipReason> {
+fn prepare(s: &StreamSample, opts: &LoaderOptions, transform: &ImageTransform, resizer: &mut Resizer) -> Result<Prepared, SkipReason> {
     let keys = &opts.keys;
+    let caption = caption_of(&s.raw, keys)?;
+    let label = if keys.label { Some(label_of(&s.raw)?) } else { None };
+    let pixels = transform.apply(image_of(&s.raw, keys)?, s.index, resizer)?;
+    Ok(Prepared { pixels, caption, label, key: s.raw.key.clone() })
+}
+
+/// The sample's caption, trimmed: from the text member, or a field of the `json` member.
+pub(crate) fn caption_of(raw: &RawSample, keys: &SampleKeys) -> Result<String, SkipReason> {
     let caption = match &keys.json_caption_field {
         Some(field) => {
-            let bytes = s.raw.member("json").ok_or(SkipReason::MissingCaption)?;
-            let v: serde_json::Value =
-                serde_json::from_slice(bytes).map_err(|_| SkipReason::BadJson)?;
-            v.get(field)
-                .and_then(|c| c.as_str())
-                .ok_or(SkipReason::BadJson)?
-                .to_string()
+            let bytes = raw.member("json").ok_or(SkipReason::MissingCaption)?;
+            let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| SkipReason::BadJson)?;
+            v.get(field).and_then(|c| c.as_str()).ok_or(SkipReason::BadJson)?.to_string()
         }
         None => {
-            let bytes = s.raw.member(&keys.text).ok_or(SkipReason::MissingCaption)?;
-            std::str::from_utf8(bytes)
-                .map_err(|_| SkipReason::InvalidUtf8)?
-                .to_string()
+            let bytes = raw.member(&keys.text).ok_or(SkipReason::MissingCaption)?;
+            std::str::from_utf8(bytes).map_err(|_| SkipReason::InvalidUtf8)?.to_string()
         }
     };
-    let caption = caption.trim().to_string();
+    let caption = caption.trim();
     if caption.is_empty() {
         return Err(SkipReason::EmptyCaption);
     }
-    let label = if keys.label {
-        let bytes = s.raw.member("cls").ok_or(SkipReason::BadLabel)?;
-        let text = std::str::from_utf8(bytes).map_err(|_| SkipReason::BadLabel)?;
-        Some(
-            text.trim()
-                .parse::<i64>()
-                .map_err(|_| SkipReason::BadLabel)?,
-        )
-    } else {
-        None
-    };
-    let image = keys
-        .image
-        .iter()
-        .find_map(|k| s.raw.member(k))
-        .ok_or(SkipReason::MissingImage)?;
-    let pixels = transform.apply(image, s.index, resizer)?;
-    Ok(Prepared {
-        pixels,
-        caption,
-        label,
-        key: s.raw.key.clone(),
-    })
+    Ok(caption.to_string())
+}
+
+/// The bytes of the first image member present, in `keys.image` order.
+pub(crate) fn image_of<'a>(raw: &'a RawSample, keys: &SampleKeys) -> Result<&'a [u8], SkipReason> {
+    keys.image.iter().find_map(|k| raw.member(k)).ok_or(SkipReason::MissingImage)
+}
+
+/// The integer class label of an evaluation sample (`.cls`).
+pub(crate) fn label_of(raw: &RawSample) -> Result<i64, SkipReason> {
+    let bytes = raw.member("cls").ok_or(SkipReason::BadLabel)?;
+    let text = std::str::from_utf8(bytes).map_err(|_| SkipReason::BadLabel)?;
+    text.trim().parse::<i64>().map_err(|_| SkipReason::BadLabel)
 }

@@ -4,6 +4,7 @@
 //! `stream` orders shards and samples (epochs, resampling, ranks, shuffling, resume),
 //! `transform` decodes and augments images, and `loader` runs it all on background threads and
 //! hands the trainer finished batches.
+pub mod inspect;
 pub mod loader;
 pub mod spec;
 pub mod stream;
