@@ -3,5 +3,6 @@
 //! The binary (`src/main.rs`) is a thin command line over this library; each concern lives in
 //! its own module.
 pub mod config;
+pub mod data;
 pub mod runtime;
 pub mod shim;
