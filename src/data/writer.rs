@@ -88,7 +88,10 @@ impl ShardWriter {
         if key.is_empty() || key.contains(['.', '/', '\\']) {
             return Err(WriterError::InvalidKey(key.to_string()));
         }
-        if let Some((ext, _)) = members.iter().find(|(e, _)| e.is_empty() || e.contains('/')) {
+        if let Some((ext, _)) = members
+            .iter()
+            .find(|(e, _)| e.is_empty() || e.contains('/'))
+        {
             return Err(WriterError::InvalidExtension {
                 key: key.to_string(),
                 ext: ext.to_string(),
@@ -107,13 +110,11 @@ impl ShardWriter {
             header.set_uid(0);
             header.set_gid(0);
             let name = format!("{key}.{ext}");
-            header
-                .set_path(&name)
-                .map_err(|source| WriterError::Io {
-                    op: "naming member in",
-                    path: shard.tmp.clone(),
-                    source,
-                })?;
+            header.set_path(&name).map_err(|source| WriterError::Io {
+                op: "naming member in",
+                path: shard.tmp.clone(),
+                source,
+            })?;
             header.set_cksum();
             shard
                 .builder
@@ -166,10 +167,7 @@ impl ShardWriter {
         };
         // `into_inner` writes the tar end-of-archive blocks; the flush and sync make the rename
         // below publish a complete file.
-        let mut buf = shard
-            .builder
-            .into_inner()
-            .map_err(|e| io("finishing", e))?;
+        let mut buf = shard.builder.into_inner().map_err(|e| io("finishing", e))?;
         buf.flush().map_err(|e| io("flushing", e))?;
         buf.get_ref().sync_all().map_err(|e| io("syncing", e))?;
         drop(buf);

@@ -99,7 +99,10 @@ pub(crate) fn pair(
         0 | 1 => format!("{one} {forward} {two}"),
         2 => format!("{two} {backward} {one}"),
         3 => format!("{one} and {two}"),
-        _ => format!("{one} {forward} {two} on {}", a(&format!("{} background", texture.name()))),
+        _ => format!(
+            "{one} {forward} {two} on {}",
+            a(&format!("{} background", texture.name()))
+        ),
     }
 }
 
@@ -120,7 +123,10 @@ mod tests {
         for _ in 0..50 {
             let c = single(&orange_ring, Texture::Stripes, &mut rng);
             assert!(c.contains("orange ring"), "{c}");
-            assert!(!c.contains(" a orange") && !c.starts_with("a orange"), "{c}");
+            assert!(
+                !c.contains(" a orange") && !c.starts_with("a orange"),
+                "{c}"
+            );
             assert!(c.is_ascii() && c == c.to_lowercase(), "{c}");
         }
         let red_square = Item {
@@ -130,8 +136,17 @@ mod tests {
             pos: Position::Right,
         };
         for _ in 0..50 {
-            let c = pair(&orange_ring, &red_square, Relation::LeftOf, Texture::Solid, &mut rng);
-            assert!(c.contains("an orange ring") && c.contains("a red square"), "{c}");
+            let c = pair(
+                &orange_ring,
+                &red_square,
+                Relation::LeftOf,
+                Texture::Solid,
+                &mut rng,
+            );
+            assert!(
+                c.contains("an orange ring") && c.contains("a red square"),
+                "{c}"
+            );
             assert!(!c.contains("above") && !c.contains("below"), "{c}");
         }
     }

@@ -111,7 +111,7 @@ impl Background {
     /// away from the object palette's white, black and saturated colours.
     pub(crate) fn random(texture: Texture, rng: &mut ChaCha8Rng) -> Self {
         let level = rng.random_range(90..=160i32);
-        let base = [0; 3].map(|_: u8| (level + rng.random_range(-12..=12)) as u8);
+        let base: [u8; 3] = std::array::from_fn(|_| (level + rng.random_range(-12..=12)) as u8);
         let delta = if level > 125 { -25 } else { 25 };
         let alt = base.map(|c| (c as i32 + delta) as u8);
         Self {
@@ -130,7 +130,9 @@ impl Background {
             let (fx, fy) = (x as f32, y as f32);
             let colour = match self.texture {
                 Texture::Solid => self.base,
-                Texture::Noise => self.base.map(|c| (c as i32 + rng.random_range(-15..=15)) as u8),
+                Texture::Noise => self
+                    .base
+                    .map(|c| (c as i32 + rng.random_range(-15..=15)) as u8),
                 Texture::Stripes => {
                     let t = match self.orientation {
                         0 => fy,
@@ -279,7 +281,10 @@ mod tests {
                 assert!(dist < 2.0, "{name} on {:?}: mean {m:?}", texture);
                 // Far from the object the background is muted, not an object colour.
                 let corner = mean_rgb(&img, 50, 0, 64, 14);
-                assert!(corner.iter().all(|c| (50.0..200.0).contains(c)), "{corner:?}");
+                assert!(
+                    corner.iter().all(|c| (50.0..200.0).contains(c)),
+                    "{corner:?}"
+                );
             }
         }
     }

@@ -47,6 +47,7 @@ pub struct SynthOptions {
     pub eval: usize,
     /// Image side in pixels.
     pub image_size: u32,
+    /// Everything random derives from it: same options and seed, byte-identical output.
     pub seed: u64,
     /// Samples per shard.
     pub shard_size: usize,
@@ -376,7 +377,11 @@ fn brace_spec(dir: &Path, prefix: &str, n: usize) -> String {
     dir.join(name).display().to_string()
 }
 
-fn write_split(opts: &SynthOptions, split: Split, count: usize) -> Result<SplitSummary, SynthError> {
+fn write_split(
+    opts: &SynthOptions,
+    split: Split,
+    count: usize,
+) -> Result<SplitSummary, SynthError> {
     let seen: Vec<usize> = (0..num_classes()).filter(|&l| !is_heldout(l)).collect();
     let mut writer = ShardWriter::new(&opts.out, split.prefix(), opts.shard_size)?;
     let mut two_object = 0;
@@ -423,10 +428,7 @@ fn remove_old_shards(dir: &Path) -> Result<(), SynthError> {
         let path = path.to_path_buf();
         move |source| SynthError::Io { op, path, source }
     };
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries {
+    for entry in fs::read_dir(dir).map_err(io("listing", dir))? {
         let entry = entry.map_err(io("listing", dir))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let stem = name.strip_suffix(".tmp").unwrap_or(&name);

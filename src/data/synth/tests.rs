@@ -90,7 +90,12 @@ fn shards_hold_complete_samples_and_respect_the_held_out_split() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
-    for f in ["train-000002.tar", "eval-000001.tar", "classnames.txt", "templates.txt"] {
+    for f in [
+        "train-000002.tar",
+        "eval-000001.tar",
+        "classnames.txt",
+        "templates.txt",
+    ] {
         assert!(names.contains(f), "{f} missing from {names:?}");
     }
     let spec = dir.path().join("train-{000000..000002}.tar");
@@ -118,16 +123,30 @@ fn shards_hold_complete_samples_and_respect_the_held_out_split() {
         let img = image::load_from_memory(&members["jpg"]).unwrap();
         assert_eq!((img.width(), img.height()), (48, 48), "{key}");
         let caption = std::str::from_utf8(&members["txt"]).unwrap();
-        assert!(caption.is_ascii() && caption == caption.to_lowercase(), "{caption}");
+        assert!(
+            caption.is_ascii() && caption == caption.to_lowercase(),
+            "{caption}"
+        );
         for h in &heldout {
-            assert!(!caption.contains(h.as_str()), "{key}: {caption:?} names {h}");
+            assert!(
+                !caption.contains(h.as_str()),
+                "{key}: {caption:?} names {h}"
+            );
         }
         words.extend(caption.split([' ', ',']).map(String::from));
     }
-    for word in COLOURS.map(|c| c.0).into_iter().chain(Shape::ALL.map(Shape::name)) {
+    for word in COLOURS
+        .map(|c| c.0)
+        .into_iter()
+        .chain(Shape::ALL.map(Shape::name))
+    {
         assert!(words.contains(word), "{word} never appears in training");
     }
-    assert!(summary.train.two_object > 10, "{}", summary.train.two_object);
+    assert!(
+        summary.train.two_object > 10,
+        "{}",
+        summary.train.two_object
+    );
 
     // Eval: jpg + txt + cls, labels in range and named by the caption; every class present.
     let eval = read_split(&summary.eval.shards);
@@ -135,13 +154,23 @@ fn shards_hold_complete_samples_and_respect_the_held_out_split() {
     for (key, members) in &eval {
         let exts: Vec<&str> = members.keys().map(String::as_str).collect();
         assert_eq!(exts, ["cls", "jpg", "txt"], "{key}");
-        let label: usize = std::str::from_utf8(&members["cls"]).unwrap().parse().unwrap();
+        let label: usize = std::str::from_utf8(&members["cls"])
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(label < classes.len(), "{key}: label {label}");
         let caption = std::str::from_utf8(&members["txt"]).unwrap();
-        assert!(caption.contains(classes[label].as_str()), "{key}: {caption:?} vs {label}");
+        assert!(
+            caption.contains(classes[label].as_str()),
+            "{key}: {caption:?} vs {label}"
+        );
         labels.insert(label);
     }
-    assert_eq!(labels.len(), 48, "every class, held-out ones included, is in eval");
+    assert_eq!(
+        labels.len(),
+        48,
+        "every class, held-out ones included, is in eval"
+    );
 }
 
 /// Colour distance, max over channels.
@@ -166,8 +195,10 @@ fn drawn_objects_show_their_named_colour_after_jpeg() {
         // Mean over pixels well inside the shape: the pixel and its 4 neighbours all inside.
         let r = obj.size * side as f32 / 2.0;
         let inside = |x: f32, y: f32| {
-            obj.shape
-                .contains((x - obj.cx * side as f32) / r, (y - obj.cy * side as f32) / r)
+            obj.shape.contains(
+                (x - obj.cx * side as f32) / r,
+                (y - obj.cy * side as f32) / r,
+            )
         };
         let (mut sum, mut n) = ([0f32; 3], 0);
         for (x, y, px) in img.enumerate_pixels() {
@@ -189,12 +220,40 @@ fn drawn_objects_show_their_named_colour_after_jpeg() {
             .min_by(|&a, &b| dist(mean, COLOURS[a].1).total_cmp(&dist(mean, COLOURS[b].1)))
             .unwrap();
         assert_eq!(
-            nearest, colour,
+            nearest,
+            colour,
             "sample {index} ({}): mean {mean:?} over {n} px",
             label_name(label)
         );
-        assert!(dist(mean, COLOURS[colour].1) < 40.0, "sample {index}: {mean:?}");
+        assert!(
+            dist(mean, COLOURS[colour].1) < 40.0,
+            "sample {index}: {mean:?}"
+        );
     }
+}
+
+#[test]
+fn training_scenes_never_draw_a_held_out_combination() {
+    let seen: Vec<usize> = (0..num_classes()).filter(|&l| !is_heldout(l)).collect();
+    let mut pairs = 0;
+    for index in 0..1000 {
+        let mut rng = sample_rng(11, Split::Train, index);
+        let sample = train_sample(&seen, 32, &mut rng);
+        pairs += usize::from(sample.objects.len() == 2);
+        for obj in &sample.objects {
+            // Colour jitter is small, so the nearest palette entry is the colour drawn.
+            let rgb = obj.rgb.map(f32::from);
+            let colour = (0..COLOURS.len())
+                .min_by(|&a, &b| dist(rgb, COLOURS[a].1).total_cmp(&dist(rgb, COLOURS[b].1)))
+                .unwrap();
+            let shape = Shape::ALL.iter().position(|&s| s == obj.shape).unwrap();
+            assert!(!HELDOUT.contains(&(colour, shape)), "train sample {index}");
+        }
+    }
+    assert!(
+        (100..300).contains(&pairs),
+        "{pairs} two-object scenes in 1000"
+    );
 }
 
 #[test]
@@ -211,6 +270,12 @@ fn rejects_bad_options_and_replaces_stale_shards() {
     assert!(dir.path().join("train-000002.tar").exists());
     opts.train = 50;
     let summary = generate(&opts).unwrap();
-    assert_eq!(summary.train.spec, dir.path().join("train-000000.tar").display().to_string());
-    assert!(!dir.path().join("train-000002.tar").exists(), "stale shard left behind");
+    assert_eq!(
+        summary.train.spec,
+        dir.path().join("train-000000.tar").display().to_string()
+    );
+    assert!(
+        !dir.path().join("train-000002.tar").exists(),
+        "stale shard left behind"
+    );
 }
