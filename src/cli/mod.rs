@@ -1,5 +1,6 @@
 //! Subcommands. Each lives in its own file and is a plain function over parsed arguments.
 mod config_cmd;
+mod data_cmd;
 mod env_cmd;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,9 @@ pub enum Command {
     /// Inspect and validate configuration files.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Generate datasets (the synthetic default).
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
     /// Show the libtorch build, CUDA/cuDNN availability, devices and threads.
     Env(env_cmd::EnvArgs),
 }
@@ -30,6 +34,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Config(cmd) => config_cmd::run(cmd),
+        Command::Data(cmd) => data_cmd::run(cmd),
         Command::Env(args) => env_cmd::run(args),
     }
 }
