@@ -1,6 +1,11 @@
 //! `cliptrain data ...`: produce datasets on disk.
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use cliptrain::config::DataConfig;
+use cliptrain::data::import::{self, ImportOptions};
+use cliptrain::data::inspect::inspect;
+use cliptrain::data::loader::SampleKeys;
+use cliptrain::data::spec::parse_spec;
 use cliptrain::data::synth::{self, SynthOptions};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -10,6 +15,58 @@ pub enum DataCommand {
     /// Generate the embedded synthetic dataset (drawn shapes with captions) as WebDataset
     /// shards, with a zero-shot eval split whose held-out classes never appear in training.
     Synth(SynthArgs),
+    /// Pack your own images into img2dataset-style shards: a folder plus a caption list (CSV
+    /// `file,caption` or JSONL), or an ImageFolder (`DIR/<class>/*`) as a labelled eval set.
+    Build(BuildArgs),
+    /// Read every sample of SPEC and report samples, member keys, bad samples by reason,
+    /// caption lengths and image sizes, per shard.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Folder the caption list's file names are relative to.
+    #[arg(long, requires = "captions", conflicts_with = "image_folder")]
+    pub images: Option<PathBuf>,
+    /// CSV (`file,caption`, optional header) or JSONL (`{"file": .., "caption": ..}`).
+    #[arg(long, requires = "images")]
+    pub captions: Option<PathBuf>,
+    /// An ImageFolder `DIR/<class>/*` to pack as an evaluation set with `.cls` labels.
+    #[arg(long)]
+    pub image_folder: Option<PathBuf>,
+    /// Output folder for the shards, stats.json (and classnames.txt).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Shard name prefix (default: "train" for captions, "eval" for an ImageFolder).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Samples per shard.
+    #[arg(long, default_value_t = 10_000)]
+    pub shard_size: usize,
+    /// Downscale images whose longer side exceeds this (0 keeps sizes).
+    #[arg(long, default_value_t = 0)]
+    pub max_side: u32,
+    /// Decode/encode threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Shard spec: brace ranges, `::`-joined lists, `pipe:` commands.
+    pub spec: String,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Image member extensions, first present wins.
+    #[arg(long, default_value_t = DataConfig::default().image_keys)]
+    pub image_keys: String,
+    /// Caption member extension.
+    #[arg(long, default_value_t = DataConfig::default().text_key)]
+    pub text_key: String,
+    /// Decode threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 #[derive(Debug, Args)]
@@ -37,7 +94,81 @@ pub struct SynthArgs {
 pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
     match cmd {
         DataCommand::Synth(args) => synth_cmd(args),
+        DataCommand::Build(args) => build_cmd(args),
+        DataCommand::Inspect(args) => inspect_cmd(args),
     }
+}
+
+fn threads(n: usize) -> usize {
+    if n > 0 {
+        n
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+fn build_cmd(args: BuildArgs) -> anyhow::Result<()> {
+    let (rows, classes, prefix) = match (&args.images, &args.captions, &args.image_folder) {
+        (Some(images), Some(captions), None) => {
+            (import::read_caption_rows(images, captions)?, None, "train")
+        }
+        (None, None, Some(folder)) => {
+            let (rows, classes) = import::read_image_folder(folder)?;
+            (rows, Some(classes), "eval")
+        }
+        _ => bail!("give either --images DIR --captions FILE, or --image-folder DIR"),
+    };
+    let opts = ImportOptions {
+        out: args.out.clone(),
+        prefix: args.prefix.unwrap_or_else(|| prefix.into()),
+        shard_size: args.shard_size,
+        max_side: args.max_side,
+        max_pixels: DataConfig::default().max_image_pixels,
+        threads: threads(args.threads),
+    };
+    let start = Instant::now();
+    let stats = import::import(&rows, classes.as_deref(), &opts)
+        .with_context(|| format!("building shards in {}", args.out.display()))?;
+    println!(
+        "wrote {} of {} rows into {} shard(s) in {:.1} s; {} failed (listed in {})",
+        stats.written,
+        stats.rows,
+        stats.shards.len(),
+        start.elapsed().as_secs_f64(),
+        stats.failed,
+        args.out.join("stats.json").display()
+    );
+    if !stats.spec.is_empty() {
+        println!("spec: {}", stats.spec);
+    }
+    if stats.written == 0 {
+        bail!(
+            "no row had a usable image; see {}",
+            args.out.join("stats.json").display()
+        );
+    }
+    Ok(())
+}
+
+fn inspect_cmd(args: InspectArgs) -> anyhow::Result<()> {
+    let shards = parse_spec(&args.spec)?;
+    let d = DataConfig {
+        image_keys: args.image_keys,
+        text_key: args.text_key,
+        ..DataConfig::default()
+    };
+    let report = inspect(
+        &shards,
+        &SampleKeys::from_config(&d),
+        d.max_image_pixels,
+        threads(args.threads),
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
+    }
+    Ok(())
 }
 
 fn synth_cmd(args: SynthArgs) -> anyhow::Result<()> {

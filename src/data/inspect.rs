@@ -28,7 +28,14 @@ impl Distribution {
         }
         v.sort_by(f64::total_cmp);
         let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-        Self { count: v.len(), min: v[0], mean: v.iter().sum::<f64>() / v.len() as f64, p50: at(0.5), p95: at(0.95), max: v[v.len() - 1] }
+        Self {
+            count: v.len(),
+            min: v[0],
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+            p50: at(0.5),
+            p95: at(0.95),
+            max: v[v.len() - 1],
+        }
     }
 }
 
@@ -69,17 +76,36 @@ struct Finding {
 }
 
 /// Reads and decodes every sample of `shards` on `threads` threads.
-pub fn inspect(shards: &[Shard], keys: &SampleKeys, max_pixels: u64, threads: usize) -> InspectReport {
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build().expect("thread pool");
-    let mut report = InspectReport { shards_total: shards.len(), ..Default::default() };
+pub fn inspect(
+    shards: &[Shard],
+    keys: &SampleKeys,
+    max_pixels: u64,
+    threads: usize,
+) -> InspectReport {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .expect("thread pool");
+    let mut report = InspectReport {
+        shards_total: shards.len(),
+        ..Default::default()
+    };
     let (mut chars, mut widths, mut heights) = (vec![], vec![], vec![]);
     for shard in shards {
-        let mut r = ShardReport { shard: shard.url(), ..Default::default() };
+        let mut r = ShardReport {
+            shard: shard.url(),
+            ..Default::default()
+        };
         // Caption chars and words, image widths and heights of the usable samples.
         let (mut c, mut wd, mut w, mut h) = (vec![], vec![], vec![], vec![]);
         let mut batch: Vec<RawSample> = Vec::new();
         let mut consume = |batch: &mut Vec<RawSample>, r: &mut ShardReport| {
-            let found: Vec<Finding> = pool.install(|| batch.par_drain(..).map(|s| examine(&s, keys, max_pixels)).collect());
+            let found: Vec<Finding> = pool.install(|| {
+                batch
+                    .par_drain(..)
+                    .map(|s| examine(&s, keys, max_pixels))
+                    .collect()
+            });
             for f in found {
                 for e in f.exts {
                     *r.keys.entry(e).or_default() += 1;
@@ -159,7 +185,12 @@ fn examine(s: &RawSample, keys: &SampleKeys, max_pixels: u64) -> Finding {
     let result = (|| {
         let caption = caption_of(s, keys)?;
         let (w, h, _) = decode_rgb8(image_of(s, keys)?, max_pixels)?;
-        Ok((caption.chars().count(), caption.split_whitespace().count(), w, h))
+        Ok((
+            caption.chars().count(),
+            caption.split_whitespace().count(),
+            w,
+            h,
+        ))
     })();
     Finding { exts, result }
 }
@@ -167,15 +198,28 @@ fn examine(s: &RawSample, keys: &SampleKeys, max_pixels: u64) -> Finding {
 impl std::fmt::Display for InspectReport {
     /// A human-readable summary: totals, then one line per shard.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "{} shard(s), {} samples, {} usable, skipped: {}", self.shards_total, self.samples, self.samples_ok, self.skipped)?;
+        writeln!(
+            f,
+            "{} shard(s), {} samples, {} usable, skipped: {}",
+            self.shards_total, self.samples, self.samples_ok, self.skipped
+        )?;
         let keys: Vec<String> = self.keys.iter().map(|(k, n)| format!("{k} ×{n}")).collect();
         writeln!(f, "members: {}", keys.join(", "))?;
-        let d = |x: &Distribution| format!("min {:.0} / median {:.0} / p95 {:.0} / max {:.0}", x.min, x.p50, x.p95, x.max);
+        let d = |x: &Distribution| {
+            format!(
+                "min {:.0} / median {:.0} / p95 {:.0} / max {:.0}",
+                x.min, x.p50, x.p95, x.max
+            )
+        };
         writeln!(f, "caption chars: {}", d(&self.caption_chars))?;
         writeln!(f, "image width:   {}", d(&self.image_width))?;
         writeln!(f, "image height:  {}", d(&self.image_height))?;
         for s in &self.shards {
-            write!(f, "  {}: {} samples, {} usable", s.shard, s.samples, s.samples_ok)?;
+            write!(
+                f,
+                "  {}: {} samples, {} usable",
+                s.shard, s.samples, s.samples_ok
+            )?;
             if s.skipped.total() > 0 {
                 write!(f, ", skipped: {}", s.skipped)?;
             }

@@ -346,12 +346,26 @@ fn normalize(
 
 /// Caption, label and image of one sample, or why it is unusable. Cheap checks come first so a
 /// sample without a caption is never decoded.
-fn prepare(s: &StreamSample, opts: &LoaderOptions, transform: &ImageTransform, resizer: &mut Resizer) -> Result<Prepared, SkipReason> {
+fn prepare(
+    s: &StreamSample,
+    opts: &LoaderOptions,
+    transform: &ImageTransform,
+    resizer: &mut Resizer,
+) -> Result<Prepared, SkipReason> {
     let keys = &opts.keys;
     let caption = caption_of(&s.raw, keys)?;
-    let label = if keys.label { Some(label_of(&s.raw)?) } else { None };
+    let label = if keys.label {
+        Some(label_of(&s.raw)?)
+    } else {
+        None
+    };
     let pixels = transform.apply(image_of(&s.raw, keys)?, s.index, resizer)?;
-    Ok(Prepared { pixels, caption, label, key: s.raw.key.clone() })
+    Ok(Prepared {
+        pixels,
+        caption,
+        label,
+        key: s.raw.key.clone(),
+    })
 }
 
 /// The sample's caption, trimmed: from the text member, or a field of the `json` member.
@@ -359,12 +373,18 @@ pub(crate) fn caption_of(raw: &RawSample, keys: &SampleKeys) -> Result<String, S
     let caption = match &keys.json_caption_field {
         Some(field) => {
             let bytes = raw.member("json").ok_or(SkipReason::MissingCaption)?;
-            let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| SkipReason::BadJson)?;
-            v.get(field).and_then(|c| c.as_str()).ok_or(SkipReason::BadJson)?.to_string()
+            let v: serde_json::Value =
+                serde_json::from_slice(bytes).map_err(|_| SkipReason::BadJson)?;
+            v.get(field)
+                .and_then(|c| c.as_str())
+                .ok_or(SkipReason::BadJson)?
+                .to_string()
         }
         None => {
             let bytes = raw.member(&keys.text).ok_or(SkipReason::MissingCaption)?;
-            std::str::from_utf8(bytes).map_err(|_| SkipReason::InvalidUtf8)?.to_string()
+            std::str::from_utf8(bytes)
+                .map_err(|_| SkipReason::InvalidUtf8)?
+                .to_string()
         }
     };
     let caption = caption.trim();
@@ -376,7 +396,10 @@ pub(crate) fn caption_of(raw: &RawSample, keys: &SampleKeys) -> Result<String, S
 
 /// The bytes of the first image member present, in `keys.image` order.
 pub(crate) fn image_of<'a>(raw: &'a RawSample, keys: &SampleKeys) -> Result<&'a [u8], SkipReason> {
-    keys.image.iter().find_map(|k| raw.member(k)).ok_or(SkipReason::MissingImage)
+    keys.image
+        .iter()
+        .find_map(|k| raw.member(k))
+        .ok_or(SkipReason::MissingImage)
 }
 
 /// The integer class label of an evaluation sample (`.cls`).

@@ -5,6 +5,7 @@
 //! `transform` decodes and augments images, and `loader` runs it all on background threads and
 //! hands the trainer finished batches. On the writing side, `writer` writes img2dataset-style
 //! shards, `synth` generates the embedded default dataset, and `inspect` reports on shards.
+pub mod import;
 pub mod inspect;
 pub mod loader;
 pub mod spec;
