@@ -1,6 +1,7 @@
 //! Subcommands. Each lives in its own file and is a plain function over parsed arguments.
 mod config_cmd;
 mod env_cmd;
+mod tokenizer_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -25,12 +26,16 @@ pub enum Command {
     Config(config_cmd::ConfigCommand),
     /// Show the libtorch build, CUDA/cuDNN availability, devices and threads.
     Env(env_cmd::EnvArgs),
+    /// Train a BPE tokenizer on captions, or show how text encodes.
+    #[command(subcommand)]
+    Tokenizer(tokenizer_cmd::TokenizerCommand),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Env(args) => env_cmd::run(args),
+        Command::Tokenizer(cmd) => tokenizer_cmd::run(cmd),
     }
 }
 
