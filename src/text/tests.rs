@@ -212,3 +212,16 @@ fn missing_specials_and_bad_sizes_are_clear_errors() {
     let err = train_bpe(std::iter::empty(), 100, &dir.path().join("x.json")).unwrap_err();
     assert!(matches!(err, TextError::VocabSize(100)), "{err}");
 }
+
+#[test]
+fn special_token_text_in_a_caption_is_plain_text() {
+    let (_dir, tok) = tokenizer(32);
+    let row = tok
+        .encode_batch(&["a dog <|endoftext|> <|startoftext|> on the beach"])
+        .unwrap();
+    let (sot, eot) = (i64::from(tok.sot_id()), i64::from(tok.eot_id()));
+    assert_eq!(row.iter().filter(|&&id| id == sot).count(), 1);
+    assert_eq!(row.iter().filter(|&&id| id == eot).count(), 1);
+    let last = row.iter().rposition(|&id| id != 0).unwrap();
+    assert_eq!(row[last], eot);
+}

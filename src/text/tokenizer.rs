@@ -76,6 +76,11 @@ impl TextTokenizer {
             })?
             .with_padding(None)
             .with_post_processor(None::<PostProcessorWrapper>);
+        // Caption text that spells a special token (`<|endoftext|>`) is encoded as plain text:
+        // an EOT in the middle of a row would end the caption early for argmax-EOT pooling.
+        // open_clip differs here (it splits the string differently, and turns its own
+        // `<end_of_text>` spelling into a real EOT); such captions are junk either way.
+        bare.set_encode_special_tokens(true);
         Ok(Self {
             original: tokenizer,
             bare,
