@@ -6,3 +6,4 @@ pub mod config;
 pub mod data;
 pub mod runtime;
 pub mod shim;
+pub mod text;

@@ -2,6 +2,7 @@
 mod config_cmd;
 mod data_cmd;
 mod env_cmd;
+mod tokenizer_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,9 @@ pub enum Command {
     Data(data_cmd::DataCommand),
     /// Show the libtorch build, CUDA/cuDNN availability, devices and threads.
     Env(env_cmd::EnvArgs),
+    /// Train a BPE tokenizer on captions, or show how text encodes.
+    #[command(subcommand)]
+    Tokenizer(tokenizer_cmd::TokenizerCommand),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -36,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Env(args) => env_cmd::run(args),
+        Command::Tokenizer(cmd) => tokenizer_cmd::run(cmd),
     }
 }
 
