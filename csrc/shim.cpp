@@ -5,6 +5,7 @@
 // - no C++ exception crosses the boundary: functions that can throw return non-zero and put the
 //   message in *err (malloc'd), so Rust turns it into an error instead of aborting the process.
 #include <ATen/Context.h>
+#include <ATen/core/Tensor.h>
 #include <ATen/Parallel.h>
 #include <ATen/Version.h>
 #include <ATen/detail/CUDAHooksInterface.h>
@@ -53,3 +54,11 @@ int cliptrain_cuda_versions(int64_t* cudart, int64_t* cudnn, char** err) {
 }
 
 }  // extern "C"
+
+// Whether `t` is the only handle on its tensor and the only tensor on its storage: no other
+// at::Tensor (a batch handed out, a view, an autograd-saved input) can see its memory. The data
+// loader reuses a batch buffer only then.
+extern "C" int cliptrain_tensor_is_exclusive(const at::Tensor* t) {
+  if (!t->defined() || !t->has_storage()) return 0;
+  return t->use_count() == 1 && t->storage().use_count() == 1 ? 1 : 0;
+}

@@ -10,6 +10,7 @@ unsafe extern "C" {
     fn cliptrain_build_config() -> *mut c_char;
     fn cliptrain_parallel_info() -> *mut c_char;
     fn cliptrain_cpu_capability() -> *mut c_char;
+    fn cliptrain_tensor_is_exclusive(t: *const torch_sys::C_tensor) -> i32;
     fn cliptrain_cuda_versions(cudart: *mut i64, cudnn: *mut i64, err: *mut *mut c_char) -> i32;
 }
 
@@ -73,4 +74,11 @@ pub fn cuda_build() -> Result<CudaBuild, String> {
     } else {
         Err(take_string(err))
     }
+}
+
+/// True when `t` is the only handle on its tensor and its storage: nothing else (a shallow
+/// clone, a view, an autograd-saved input) can observe its memory.
+pub fn is_exclusive(t: &tch::Tensor) -> bool {
+    // SAFETY: `as_ptr` is a live at::Tensor* for the duration of the call.
+    unsafe { cliptrain_tensor_is_exclusive(t.as_ptr()) == 1 }
 }

@@ -557,3 +557,33 @@ fn entirely_bad_data_stops_with_a_clear_error() {
         "{msg}"
     );
 }
+
+#[test]
+fn recycled_batch_buffers_never_overwrite_a_batch_still_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = good_shards(dir.path(), 2, 8);
+    let mut l = Loader::start(
+        ShardStream::new(shards, opts(Order::Epoch, 4, 1)).unwrap(),
+        Arc::new(ByteTokenizer),
+        loader_opts(4, Augment::Eval),
+    )
+    .unwrap();
+    let held = l.next_batch().unwrap().unwrap();
+    let held_copy = held.images.copy();
+    let viewed = l.next_batch().unwrap().unwrap();
+    let viewed_copy = viewed.images.copy();
+    let view = viewed.images.narrow(0, 1, 2); // a view keeps the storage alive too
+    drop(viewed);
+    for _ in 0..12 {
+        // Dropped at once, so their buffers are recycled.
+        l.next_batch().unwrap().unwrap();
+    }
+    assert!(
+        held.images.equal(&held_copy),
+        "a buffer still held by a batch was reused"
+    );
+    assert!(
+        view.equal(&viewed_copy.narrow(0, 1, 2)),
+        "a buffer still referenced by a view was reused"
+    );
+}

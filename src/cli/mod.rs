@@ -1,4 +1,5 @@
 //! Subcommands. Each lives in its own file and is a plain function over parsed arguments.
+mod bench_cmd;
 mod config_cmd;
 mod data_cmd;
 mod env_cmd;
@@ -22,10 +23,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Measure throughput (images/s of the data path).
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCommand),
     /// Inspect and validate configuration files.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
-    /// Generate datasets (the synthetic default).
+    /// Make, pack and inspect WebDataset shards.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
     /// Show the libtorch build, CUDA/cuDNN availability, devices and threads.
@@ -37,6 +41,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Bench(cmd) => bench_cmd::run(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Env(args) => env_cmd::run(args),

@@ -1,6 +1,8 @@
 //! `cliptrain tokenizer ...`: train a BPE tokenizer on captions, and show how text encodes.
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use cliptrain::config::DataConfig;
+use cliptrain::data::{self, loader::SampleKeys};
 use cliptrain::text::{TextTokenizer, train_bpe};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -17,8 +19,14 @@ pub enum TokenizerCommand {
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Text files with one caption per line (blank lines are skipped).
-    #[arg(long, required = true, num_args = 1.., value_name = "FILE")]
+    #[arg(long, num_args = 1.., value_name = "FILE", required_unless_present = "data")]
     pub captions: Vec<PathBuf>,
+    /// WebDataset shards to read captions from (brace ranges, `::` lists, `pipe:`).
+    #[arg(long, value_name = "SPEC")]
+    pub data: Option<String>,
+    /// Caption member extension in the shards.
+    #[arg(long, default_value = "txt")]
+    pub text_key: String,
     /// Ids in the tokenizer, specials included (at least 514).
     #[arg(long, default_value_t = 49408)]
     pub vocab_size: usize,
@@ -62,7 +70,20 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let read_error = std::sync::Mutex::new(None);
-    let captions = caption_lines(readers, &read_error);
+    let from_shards = match &args.data {
+        Some(spec) => {
+            let d = DataConfig {
+                text_key: args.text_key.clone(),
+                ..DataConfig::default()
+            };
+            Some(data::loader::captions(
+                data::spec::parse_spec(spec)?,
+                SampleKeys::from_config(&d),
+            )?)
+        }
+        None => None,
+    };
+    let captions = caption_lines(readers, &read_error).chain(from_shards.into_iter().flatten());
     let trained = train_bpe(captions, args.vocab_size, &args.out)
         .with_context(|| format!("training a tokenizer into {}", args.out.display()))?;
     if let Some(err) = read_error.into_inner().unwrap_or_else(|p| p.into_inner()) {

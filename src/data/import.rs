@@ -193,7 +193,7 @@ pub fn import(
     let mut failures = Vec::new();
     let mut written = 0;
     for chunk in rows.chunks(256) {
-        let encoded: Vec<Result<(Vec<u8>, u32, u32), String>> = pool.install(|| {
+        let encoded: Vec<Loaded> = pool.install(|| {
             chunk
                 .par_iter()
                 .map_init(Resizer::new, |rs, row| load_image(&row.file, opts, rs))
@@ -276,11 +276,10 @@ pub fn import(
 }
 
 /// The JPEG bytes to store for one image and its stored size, or why it cannot be used.
-fn load_image(
-    path: &Path,
-    opts: &ImportOptions,
-    resizer: &mut Resizer,
-) -> Result<(Vec<u8>, u32, u32), String> {
+type Loaded = Result<(Vec<u8>, u32, u32), String>;
+
+/// Reads, validates and (when needed) resizes and re-encodes one image.
+fn load_image(path: &Path, opts: &ImportOptions, resizer: &mut Resizer) -> Loaded {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read image: {e}"))?;
     let (w, h, rgb) =
         decode_rgb8(&bytes, opts.max_pixels).map_err(|r| format!("image rejected: {r}"))?;

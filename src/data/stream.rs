@@ -64,6 +64,10 @@ pub struct StreamState {
     pub skipped: SkipCounts,
     /// Consecutive shard reads that yielded no sample at all.
     pub empty_run: u64,
+    /// Samples to draw and discard right after restoring: the loader reads ahead in chunks and
+    /// records the state at a chunk's start plus how far into the chunk a batch ended.
+    #[serde(default)]
+    pub replay: u64,
 }
 
 struct OpenShard {
@@ -165,6 +169,13 @@ impl ShardStream {
             }
             s.current = Some(open);
         }
+        for _ in 0..state.replay {
+            if s.next_sample()?.is_none() {
+                return Err(DataError::Resume(
+                    "the stream ended while replaying to the saved position".into(),
+                ));
+            }
+        }
         Ok(s)
     }
 
@@ -178,6 +189,7 @@ impl ShardStream {
             buffer: self.buffer.iter().map(|(p, _, _)| *p).collect(),
             skipped: self.skipped.clone(),
             empty_run: self.empty_run,
+            replay: 0,
         }
     }
 

@@ -1,0 +1,116 @@
+//! `cliptrain bench ...`: throughput of one part of the system, measured the way the
+//! matching Python reference is measured (scripts/bench_*.sh put them side by side).
+use clap::{Args, Subcommand};
+use cliptrain::config::DataConfig;
+use cliptrain::data::loader::{Loader, LoaderOptions, SampleKeys};
+use cliptrain::data::spec::parse_spec;
+use cliptrain::data::stream::{Order, ShardStream, StreamOptions};
+use cliptrain::data::transform::{Augment, ImageTransform};
+use cliptrain::text::TextTokenizer;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Images/s of the training data path: read + decode + random resized crop + normalise +
+    /// tokenize + batch, on the background loader exactly as training uses it.
+    Data(DataBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataBenchArgs {
+    /// Shard spec.
+    pub spec: String,
+    /// The tokenizer.json captions are encoded with.
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    #[arg(long, default_value_t = 224)]
+    pub image_size: u32,
+    #[arg(long, default_value_t = 77)]
+    pub context_length: usize,
+    /// Decode threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Batches timed, after one warm-up batch.
+    #[arg(long, default_value_t = 20)]
+    pub batches: usize,
+    /// Print one JSON line (`images_per_s`, ...) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Data(args) => data(args),
+    }
+}
+
+fn data(args: DataBenchArgs) -> anyhow::Result<()> {
+    let threads = if args.threads > 0 {
+        args.threads
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    tch::set_num_threads(1); // normalisation is a small tensor op; keep the cores for decoding
+    let d = DataConfig::default();
+    let tokenizer = Arc::new(TextTokenizer::from_file(
+        &args.tokenizer,
+        args.context_length,
+    )?);
+    let stream_opts = StreamOptions {
+        order: Order::Epoch,
+        shuffle_buffer: d.shuffle_buffer,
+        seed: 0,
+        rank: 0,
+        world_size: 1,
+    };
+    let stream = ShardStream::new(parse_spec(&args.spec)?, stream_opts)?;
+    let opts = LoaderOptions {
+        batch_size: args.batch_size,
+        transform: ImageTransform {
+            size: args.image_size,
+            augment: Augment::Train {
+                scale: d.crop_scale,
+            },
+            max_pixels: d.max_image_pixels,
+            seed: 0,
+        },
+        keys: SampleKeys::from_config(&d),
+        workers: threads,
+        prefetch: 2,
+        mean: d.image_mean,
+        std: d.image_std,
+    };
+    let mut loader = Loader::start(stream, tokenizer, opts)?;
+    let warm = Instant::now();
+    loader
+        .next_batch()?
+        .ok_or_else(|| anyhow::anyhow!("no batch"))?;
+    let warmup_s = warm.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let mut images = 0usize;
+    for _ in 0..args.batches {
+        let b = loader
+            .next_batch()?
+            .ok_or_else(|| anyhow::anyhow!("the stream ended"))?;
+        images += b.images.size()[0] as usize;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let ips = images as f64 / secs;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"images_per_s": ips, "images": images, "seconds": secs, "warmup_s": warmup_s,
+                "threads": threads, "image_size": args.image_size, "batch_size": args.batch_size})
+        );
+    } else {
+        println!(
+            "{ips:.0} images/s ({images} images in {secs:.2} s after a {warmup_s:.2} s warm-up batch; {threads} threads, {} px)",
+            args.image_size
+        );
+    }
+    Ok(())
+}
