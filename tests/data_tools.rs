@@ -225,3 +225,58 @@ fn inspect_names_broken_and_missing_shards() {
         + r["skipped"]["truncated_shard"].as_u64().unwrap_or(0);
     assert_eq!(truncations, 1, "{}", r["skipped"]);
 }
+
+#[test]
+fn tokenizer_trains_on_captions_read_from_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(cliptrain(
+        &[
+            "data",
+            "synth",
+            "--out",
+            "syn",
+            "--train",
+            "200",
+            "--eval",
+            "8",
+            "--shard-size",
+            "100",
+        ],
+        d,
+    ));
+    ok(cliptrain(
+        &[
+            "tokenizer",
+            "train",
+            "--data",
+            "syn/train-{000000..000001}.tar",
+            "--vocab-size",
+            "600",
+            "--out",
+            "tok.json",
+        ],
+        d,
+    ));
+    let ids = ok(cliptrain(
+        &[
+            "tokenizer",
+            "encode",
+            "--tokenizer",
+            "tok.json",
+            "--context-length",
+            "16",
+            "--json",
+            "a red circle",
+        ],
+        d,
+    ));
+    let rows: Vec<Vec<i64>> = serde_json::from_str(&ids).unwrap();
+    assert_eq!(rows[0].len(), 16);
+    assert_eq!(rows[0][0], 598, "SOT is vocab_size - 2");
+    assert!(rows[0].contains(&599), "EOT is vocab_size - 1: {rows:?}");
+    assert!(
+        rows[0][1..4].iter().all(|&t| t > 0 && t < 598),
+        "caption words are known tokens: {rows:?}"
+    );
+}
