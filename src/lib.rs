@@ -2,8 +2,10 @@
 //!
 //! The binary (`src/main.rs`) is a thin command line over this library; each concern lives in
 //! its own module.
+pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod log;
 pub mod runtime;
 pub mod shim;
 pub mod text;

@@ -1,0 +1,290 @@
+//! Checkpoints: the only module that maps training state to files.
+//!
+//! Layout of a run folder (`run.output_dir/run.name/`):
+//! ```text
+//! step-0000200/   model.safetensors      weights only, Hugging Face CLIPModel names
+//!                 optimizer.safetensors  AdamW moments and step
+//!                 state.json             step, data-stream position, counters, config hash
+//!                 config.toml            the effective config
+//!                 tokenizer.json         the tokenizer the run used
+//! latest -> step-0000200                 updated last, atomically
+//! ```
+//! A checkpoint is written into a temporary folder and renamed into place, so a crash or
+//! Ctrl-C mid-write never leaves a half checkpoint under a real name and never touches the
+//! previous good one.
+use crate::data::stream::StreamState;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Tensor {
+        path: PathBuf,
+        source: tch::TchError,
+    },
+    #[error("{}: not a cliptrain checkpoint or run folder (no state.json, no `latest`)", .0.display())]
+    NotFound(PathBuf),
+    #[error("{}: bad state.json: {reason}", path.display())]
+    BadState { path: PathBuf, reason: String },
+}
+
+/// Everything besides tensors needed to continue a run exactly.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    /// Optimizer steps completed.
+    pub step: u64,
+    /// Samples consumed by those steps.
+    pub samples_seen: u64,
+    /// Where the data stream continues.
+    pub data: StreamState,
+    /// Consecutive non-finite losses at the time of saving.
+    pub bad_steps_in_a_row: u32,
+    /// Non-finite losses skipped over the whole run.
+    pub bad_steps_total: u64,
+    /// Hash of the effective config's training-relevant parts (resume refuses a different one).
+    pub config_hash: String,
+    pub seed: u64,
+    pub cliptrain_version: String,
+}
+
+/// What one checkpoint holds, in memory.
+pub struct Checkpoint<'a> {
+    pub model: &'a [(String, Tensor)],
+    pub optimizer: &'a [(String, Tensor)],
+    pub state: &'a TrainState,
+    pub config_toml: &'a str,
+    pub tokenizer_json: Option<&'a Path>,
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + use<> {
+    let path = path.to_path_buf();
+    move |source| CheckpointError::Io { op, path, source }
+}
+
+/// The folder name of the checkpoint after `step` steps.
+pub fn step_dir_name(step: u64) -> String {
+    format!("step-{step:07}")
+}
+
+/// Writes `ckpt` as `run_dir/step-NNNNNNN`, points `latest` at it, and prunes all but the
+/// newest `keep` (0 = keep all). Returns the checkpoint folder.
+pub fn save(run_dir: &Path, ckpt: &Checkpoint, keep: usize) -> Result<PathBuf, CheckpointError> {
+    std::fs::create_dir_all(run_dir).map_err(io("creating", run_dir))?;
+    let name = step_dir_name(ckpt.state.step);
+    let final_dir = run_dir.join(&name);
+    let tmp = run_dir.join(format!(".tmp-{name}-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io("removing", &tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
+    write_tensors(&tmp.join("model.safetensors"), ckpt.model)?;
+    write_tensors(&tmp.join("optimizer.safetensors"), ckpt.optimizer)?;
+    let state = serde_json::to_string_pretty(ckpt.state).expect("state serializes");
+    write_synced(&tmp.join("state.json"), state.as_bytes())?;
+    write_synced(&tmp.join("config.toml"), ckpt.config_toml.as_bytes())?;
+    if let Some(tok) = ckpt.tokenizer_json {
+        let bytes = std::fs::read(tok).map_err(io("reading", tok))?;
+        write_synced(&tmp.join("tokenizer.json"), &bytes)?;
+    }
+    if final_dir.exists() {
+        // Saving the same step again (e.g. stop right after a periodic save): replace it.
+        std::fs::remove_dir_all(&final_dir).map_err(io("replacing", &final_dir))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(io("renaming into", &final_dir))?;
+    point_latest(run_dir, &name)?;
+    prune(run_dir, keep)?;
+    Ok(final_dir)
+}
+
+fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<(), CheckpointError> {
+    // safetensors needs contiguous CPU tensors; copies are cheap next to the write.
+    let owned: Vec<(String, Tensor)> = named
+        .iter()
+        .map(|(n, t)| {
+            (
+                n.clone(),
+                t.detach().to_device(tch::Device::Cpu).contiguous(),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &Tensor)> = owned.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    Tensor::write_safetensors(&refs, path).map_err(|source| CheckpointError::Tensor {
+        path: path.into(),
+        source,
+    })?;
+    sync(path)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    std::fs::write(path, bytes).map_err(io("writing", path))?;
+    sync(path)
+}
+
+fn sync(path: &Path) -> Result<(), CheckpointError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io("syncing", path))
+}
+
+/// `latest` is a symlink to the newest checkpoint folder, swapped in with an atomic rename.
+fn point_latest(run_dir: &Path, name: &str) -> Result<(), CheckpointError> {
+    let tmp = run_dir.join(format!(".latest-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(name, &tmp).map_err(io("linking", &tmp))?;
+    let latest = run_dir.join("latest");
+    std::fs::rename(&tmp, &latest).map_err(io("updating", &latest))
+}
+
+/// Complete checkpoints in `run_dir`, oldest first.
+pub fn list(run_dir: &Path) -> Vec<(u64, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return vec![];
+    };
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix("step-")?.parse().ok()?;
+            e.path()
+                .join("state.json")
+                .is_file()
+                .then(|| (step, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn prune(run_dir: &Path, keep: usize) -> Result<(), CheckpointError> {
+    if keep == 0 {
+        return Ok(());
+    }
+    let all = list(run_dir);
+    for (_, dir) in all.iter().take(all.len().saturating_sub(keep)) {
+        std::fs::remove_dir_all(dir).map_err(io("pruning", dir))?;
+    }
+    Ok(())
+}
+
+/// A checkpoint folder from a checkpoint folder itself or a run folder (its `latest`, or the
+/// newest complete checkpoint when `latest` is missing).
+pub fn resolve(path: &Path) -> Result<PathBuf, CheckpointError> {
+    if path.join("state.json").is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let latest = path.join("latest");
+    if latest.join("state.json").is_file() {
+        return latest.canonicalize().map_err(io("resolving", &latest));
+    }
+    list(path)
+        .pop()
+        .map(|(_, p)| p)
+        .ok_or_else(|| CheckpointError::NotFound(path.to_path_buf()))
+}
+
+pub fn read_state(dir: &Path) -> Result<TrainState, CheckpointError> {
+    let p = dir.join("state.json");
+    let text = std::fs::read_to_string(&p).map_err(io("reading", &p))?;
+    serde_json::from_str(&text).map_err(|e| CheckpointError::BadState {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointError> {
+    Tensor::read_safetensors(path).map_err(|source| CheckpointError::Tensor {
+        path: path.into(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(step: u64) -> TrainState {
+        TrainState {
+            step,
+            samples_seen: step * 4,
+            data: serde_json::from_str(
+                r#"{"fingerprint":"x","epoch":0,"cursor":0,"offset":0,"emitted":0,"buffer":[],"skipped":{},"empty_run":0}"#,
+            )
+            .unwrap(),
+            bad_steps_in_a_row: 0,
+            bad_steps_total: 0,
+            config_hash: "h".into(),
+            seed: 1,
+            cliptrain_version: "t".into(),
+        }
+    }
+
+    #[test]
+    fn save_resolve_prune_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = vec![(
+            "a.weight".to_string(),
+            Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2]),
+        )];
+        for step in [10, 20, 30] {
+            let s = state(step);
+            let c = Checkpoint {
+                model: &w,
+                optimizer: &[],
+                state: &s,
+                config_toml: "[run]\n",
+                tokenizer_json: None,
+            };
+            save(dir.path(), &c, 2).unwrap();
+        }
+        let steps: Vec<u64> = list(dir.path()).into_iter().map(|(s, _)| s).collect();
+        assert_eq!(steps, [20, 30], "keep = 2 prunes the oldest");
+        let latest = resolve(dir.path()).unwrap();
+        assert!(latest.ends_with("step-0000030"), "{}", latest.display());
+        assert_eq!(read_state(&latest).unwrap(), state(30));
+        let t = read_tensors(&latest.join("model.safetensors")).unwrap();
+        assert_eq!(t[0].0, "a.weight");
+        assert!(t[0].1.equal(&w[0].1));
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().all(|e| !e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.'))
+        );
+        assert!(matches!(
+            resolve(&dir.path().join("nothing")),
+            Err(CheckpointError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn a_half_written_checkpoint_is_never_taken_for_a_real_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = vec![("w".to_string(), Tensor::from_slice(&[1.0f32]))];
+        let s = state(5);
+        save(
+            dir.path(),
+            &Checkpoint {
+                model: &w,
+                optimizer: &[],
+                state: &s,
+                config_toml: "",
+                tokenizer_json: None,
+            },
+            0,
+        )
+        .unwrap();
+        // A crash while writing step 9 leaves only a temp folder behind.
+        std::fs::create_dir_all(dir.path().join(".tmp-step-0000009-1")).unwrap();
+        std::fs::create_dir_all(dir.path().join("step-0000009")).unwrap(); // no state.json: incomplete
+        assert!(resolve(dir.path()).unwrap().ends_with("step-0000005"));
+    }
+}

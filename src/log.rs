@@ -1,0 +1,170 @@
+//! Where training metrics go: `metrics.jsonl`, TensorBoard event files and the terminal.
+//!
+//! Logging must never kill a run: `tensorboard-rs` panics on any I/O error, so every call into
+//! it is wrapped, and after the first failure TensorBoard logging is switched off with a warning
+//! while `metrics.jsonl` and the terminal carry on.
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+/// One row of metrics at a step.
+pub type Metrics = BTreeMap<String, f64>;
+
+pub struct MetricsLog {
+    jsonl: Option<std::fs::File>,
+    jsonl_path: PathBuf,
+    tb: Option<tensorboard_rs::summary_writer::SummaryWriter>,
+    bar: Option<ProgressBar>,
+}
+
+impl MetricsLog {
+    /// Opens `run_dir/metrics.jsonl` (appending, so a resumed run continues the file), the
+    /// TensorBoard writer in `run_dir/tb` when `tensorboard`, and a progress bar over
+    /// `total_steps` when `bar` (plain log lines otherwise).
+    pub fn open(
+        run_dir: &Path,
+        tensorboard: bool,
+        bar: bool,
+        start_step: u64,
+        total_steps: u64,
+    ) -> std::io::Result<Self> {
+        std::fs::create_dir_all(run_dir)?;
+        let jsonl_path = run_dir.join("metrics.jsonl");
+        let jsonl = Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&jsonl_path)?,
+        );
+        let tb = if tensorboard {
+            let dir = run_dir.join("tb");
+            match catch_unwind(AssertUnwindSafe(|| {
+                tensorboard_rs::summary_writer::SummaryWriter::new(&dir)
+            })) {
+                Ok(w) => Some(w),
+                Err(_) => {
+                    tracing::warn!(
+                        "cannot write TensorBoard events in {}; continuing without them",
+                        dir.display()
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let bar = bar.then(|| {
+            let b = ProgressBar::new(total_steps);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps [{elapsed_precise} < {eta_precise}] {msg}",
+                )
+                .expect("valid template"),
+            );
+            b.set_position(start_step);
+            b
+        });
+        Ok(Self {
+            jsonl,
+            jsonl_path,
+            tb,
+            bar,
+        })
+    }
+
+    /// Whether a progress bar fits: `progress = "auto"` means a bar on a terminal only.
+    pub fn want_bar(progress: crate::config::Progress) -> bool {
+        match progress {
+            crate::config::Progress::Bar => true,
+            crate::config::Progress::Plain => false,
+            crate::config::Progress::Auto => std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Records `metrics` at `step` everywhere; `kind` groups them ("train", "eval").
+    pub fn log(&mut self, kind: &str, step: u64, metrics: &Metrics) {
+        let mut row = serde_json::Map::new();
+        row.insert("kind".into(), kind.into());
+        row.insert("step".into(), step.into());
+        for (k, v) in metrics {
+            row.insert(
+                k.clone(),
+                serde_json::Number::from_f64(*v).map_or(serde_json::Value::Null, Into::into),
+            );
+        }
+        if let Some(f) = self.jsonl.as_mut()
+            && writeln!(f, "{}", serde_json::Value::Object(row))
+                .and_then(|_| f.flush())
+                .is_err()
+        {
+            tracing::warn!(
+                "cannot append to {}; metrics.jsonl logging stops",
+                self.jsonl_path.display()
+            );
+            self.jsonl = None;
+        }
+        if let Some(tb) = self.tb.as_mut() {
+            let ok = catch_unwind(AssertUnwindSafe(|| {
+                for (k, v) in metrics {
+                    tb.add_scalar(&format!("{kind}/{k}"), *v as f32, step as usize);
+                }
+            }))
+            .is_ok();
+            if !ok {
+                tracing::warn!("TensorBoard writer failed; continuing without TensorBoard events");
+                self.tb = None;
+            }
+        }
+        let line = metrics
+            .iter()
+            .map(|(k, v)| format!("{k} {}", short(*v)))
+            .collect::<Vec<_>>()
+            .join("  ");
+        match &self.bar {
+            Some(b) if kind == "train" => {
+                b.set_position(step);
+                b.set_message(line);
+            }
+            Some(b) => b.println(format!("[{kind} @ {step}] {line}")),
+            None => tracing::info!("{kind} step {step}: {line}"),
+        }
+    }
+
+    /// Prints a line without breaking the progress bar.
+    pub fn println(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// Flushes files and ends the bar.
+    pub fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        if let Some(mut tb) = self.tb.take() {
+            // The writer flushes asynchronously; dropping it is what guarantees the data is on disk.
+            let _ = catch_unwind(AssertUnwindSafe(move || {
+                tb.flush();
+                drop(tb);
+            }));
+        }
+    }
+}
+
+impl Drop for MetricsLog {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+fn short(v: f64) -> String {
+    if v == 0.0 || (1e-3..1e5).contains(&v.abs()) {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.3e}")
+    }
+}
