@@ -4,6 +4,7 @@
 //! its own module.
 pub mod config;
 pub mod data;
+pub mod model;
 pub mod runtime;
 pub mod shim;
 pub mod text;
