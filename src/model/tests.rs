@@ -1,0 +1,262 @@
+use super::*;
+use crate::config::{Activation, TextConfig, VisionConfig};
+use tch::{Device, Kind, nn::VarStore};
+
+const EOT: i64 = 30;
+
+/// libtorch's RNG is global and tests run on parallel threads: each test that seeds holds this
+/// for its whole body so another test's draws cannot interleave.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn small_cfg() -> ModelConfig {
+    ModelConfig {
+        embed_dim: 24,
+        activation: Activation::QuickGelu,
+        layer_norm_eps: 1e-5,
+        vision: VisionConfig {
+            image_size: 16,
+            patch_size: 4,
+            width: 32,
+            layers: 2,
+            heads: 4,
+            mlp_ratio: 4.0,
+        },
+        text: TextConfig {
+            vocab_size: EOT as usize + 1,
+            context_length: 12,
+            width: 32,
+            layers: 2,
+            heads: 4,
+            mlp_ratio: 4.0,
+        },
+    }
+}
+
+fn build(cfg: &ModelConfig, loss: LossKind) -> (VarStore, ClipModel) {
+    tch::manual_seed(0);
+    let vs = VarStore::new(Device::Cpu);
+    let m = ClipModel::new(&vs.root(), cfg, EOT, loss).unwrap();
+    (vs, m)
+}
+
+/// Captions of length 12 with EOT at `pos[b]` and random tokens elsewhere.
+fn tokens_with_eot(pos: &[i64]) -> Tensor {
+    let b = pos.len() as i64;
+    let t = Tensor::randint_low(1, EOT, [b, 12], (Kind::Int64, Device::Cpu));
+    for (i, &p) in pos.iter().enumerate() {
+        let _ = t.get(i as i64).get(p).fill_(EOT);
+    }
+    t
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn output_shapes_and_normalisation() {
+    let _rng = rng_lock();
+    let (_vs, m) = build(&small_cfg(), LossKind::InfoNce);
+    let images = Tensor::randn([3, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let tokens = tokens_with_eot(&[2, 5, 11, 7]);
+    let out = tch::no_grad(|| m.forward(&images, &tokens));
+    assert_eq!(out.image_embeds.size(), [3, 24]);
+    assert_eq!(out.text_embeds.size(), [4, 24]);
+    assert_eq!(out.logits_per_image.size(), [3, 4]);
+    assert_eq!(out.logits_per_text.size(), [4, 3]);
+    let norms = out.text_embeds.norm_scalaropt_dim(2, [-1], false);
+    assert!(max_diff(&norms, &norms.ones_like()) < 1e-5);
+    assert!(max_diff(&out.logits_per_image, &out.logits_per_text.tr()) < 1e-6);
+    assert_eq!(m.encode_text(&tokens).size(), [4, 24]);
+    assert!(m.logit_bias().is_none());
+    assert!((m.logit_scale().double_value(&[]) - (1.0f64 / 0.07).ln()).abs() < 1e-6);
+}
+
+#[test]
+fn siglip_has_logit_bias() {
+    let _rng = rng_lock();
+    let (vs, m) = build(&small_cfg(), LossKind::Siglip);
+    assert_eq!(m.logit_bias().unwrap().double_value(&[]), -10.0);
+    assert!((m.logit_scale().double_value(&[]) - 10f64.ln()).abs() < 1e-6);
+    assert!(vs.variables().contains_key("logit_bias"));
+    let (vs, _) = build(&small_cfg(), LossKind::InfoNce);
+    assert!(!vs.variables().contains_key("logit_bias"));
+}
+
+#[test]
+fn text_attention_is_causal() {
+    let _rng = rng_lock();
+    let (_vs, m) = build(&small_cfg(), LossKind::InfoNce);
+    let tokens = tokens_with_eot(&[4, 6]);
+    let before = tch::no_grad(|| m.encode_text(&tokens));
+    // Change every token after the EOT: the pooled output must not move.
+    let changed = tokens.copy();
+    let _ = changed.get(0).narrow(0, 5, 7).fill_(3);
+    let _ = changed.get(1).narrow(0, 7, 5).fill_(EOT);
+    let after = tch::no_grad(|| m.encode_text(&changed));
+    assert!(max_diff(&before, &after) < 1e-6, "{}", max_diff(&before, &after));
+    // A token before the EOT does move it (the test would pass trivially otherwise).
+    let _ = changed.get(0).get(1).fill_(7 + changed.get(0).get(1).int64_value(&[]) % 20);
+    let moved = tch::no_grad(|| m.encode_text(&changed));
+    assert!(max_diff(&before.get(0), &moved.get(0)) > 1e-4);
+}
+
+#[test]
+fn pooling_takes_the_first_eot() {
+    let _rng = rng_lock();
+    let (_vs, m) = build(&small_cfg(), LossKind::InfoNce);
+    let tokens = tokens_with_eot(&[3]);
+    let _ = tokens.get(0).get(9).fill_(EOT);
+    // Pooling at 3 = the full sequence truncated after position 3, pooled at its last token.
+    let full = tch::no_grad(|| m.encode_text(&tokens));
+    let cut = tch::no_grad(|| m.encode_text(&tokens.narrow(1, 0, 4)));
+    assert!(max_diff(&full, &cut) < 1e-5, "{}", max_diff(&full, &cut));
+    let at_nine = tokens.copy();
+    let _ = at_nine.get(0).get(3).fill_(5);
+    let other = tch::no_grad(|| m.encode_text(&at_nine));
+    assert!(max_diff(&full, &other) > 1e-4);
+}
+
+#[test]
+fn weight_decay_groups_follow_openclip() {
+    let _rng = rng_lock();
+    let mut cfg = crate::config::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/models/tiny.toml"),
+        &[],
+    )
+    .unwrap()
+    .model;
+    cfg.text.vocab_size = EOT as usize + 1;
+    let (vs, _) = build(&cfg, LossKind::Siglip);
+    let vars = vs.variables();
+    let mut excluded = 0;
+    for (name, t) in &vars {
+        let expect = t.dim() < 2
+            || name.ends_with("position_embedding.weight")
+            || name.ends_with("class_embedding");
+        assert_eq!(no_weight_decay(name), expect, "{name}");
+        excluded += expect as usize;
+    }
+    // 4 layers x (4 attention biases + 2 MLP biases + 2 x 2 LayerNorm) per tower, pre/post/final
+    // LayerNorms (6), class + 2 position embeddings, logit scale and bias.
+    assert_eq!(excluded, 2 * 4 * 10 + 6 + 3 + 2);
+    assert!(!no_weight_decay("text_model.embeddings.token_embedding.weight"));
+    assert!(!no_weight_decay("vision_model.embeddings.patch_embedding.weight"));
+}
+
+#[test]
+fn init_statistics() {
+    let _rng = rng_lock();
+    let mut cfg = small_cfg();
+    cfg.text.vocab_size = 2000;
+    cfg.text.width = 64;
+    cfg.text.layers = 3;
+    tch::manual_seed(0);
+    let vs = VarStore::new(Device::Cpu);
+    let _m = ClipModel::new(&vs.root(), &cfg, EOT, LossKind::InfoNce).unwrap();
+    let v = vs.variables();
+    let std = |n: &str| v[n].std(true).double_value(&[]);
+    let close = |n: &str, want: f64| {
+        let got = std(n);
+        assert!((got / want - 1.0).abs() < 0.1, "{n}: std {got}, want {want}");
+    };
+    let w = 64f64;
+    close("text_model.embeddings.token_embedding.weight", 0.02);
+    close("text_model.embeddings.position_embedding.weight", 0.01);
+    let l0 = "text_model.encoder.layers.0";
+    close(&format!("{l0}.self_attn.q_proj.weight"), w.powf(-0.5));
+    close(&format!("{l0}.self_attn.out_proj.weight"), w.powf(-0.5) / 6f64.sqrt());
+    close(&format!("{l0}.mlp.fc1.weight"), (2.0 * w).powf(-0.5));
+    close(&format!("{l0}.mlp.fc2.weight"), w.powf(-0.5) / 6f64.sqrt());
+    close("text_projection.weight", w.powf(-0.5));
+    close("visual_projection.weight", 32f64.powf(-0.5));
+    close("vision_model.embeddings.position_embedding.weight", 32f64.powf(-0.5));
+    // U(±1/√fan_in) has std 1/√(3·fan_in); fan_in = 3·4·4.
+    close("vision_model.embeddings.patch_embedding.weight", (3.0 * 48.0f64).powf(-0.5));
+    let ln = &v["vision_model.encoder.layers.1.layer_norm2.weight"];
+    assert!(ln.eq(1.0).all().int64_value(&[]) == 1);
+    assert_eq!(v["text_model.encoder.layers.0.mlp.fc1.bias"].abs().sum(Kind::Float).double_value(&[]), 0.0);
+    // Same seed, same weights.
+    tch::manual_seed(0);
+    let vs2 = VarStore::new(Device::Cpu);
+    let _m2 = ClipModel::new(&vs2.root(), &cfg, EOT, LossKind::InfoNce).unwrap();
+    for (n, t) in &vs2.variables() {
+        assert!(t.equal(&v[n]), "{n} differs under the same seed");
+    }
+}
+
+#[test]
+fn vit_b_32_parameter_count_matches_hf() {
+    let _rng = rng_lock();
+    let cfg = crate::config::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/models/vit-b-32.toml"),
+        &[],
+    )
+    .unwrap()
+    .model;
+    let vs = VarStore::new(Device::Cpu);
+    let _m = tch::no_grad(|| ClipModel::new(&vs.root(), &cfg, 49407, LossKind::InfoNce)).unwrap();
+    let n: i64 = vs.variables().values().map(|t| t.numel() as i64).sum();
+    // transformers 5.24: sum(p.numel() for p in CLIPModel(CLIPConfig()).parameters()).
+    assert_eq!(n, 151_277_313);
+}
+
+#[test]
+fn rejects_bad_configs() {
+    let _rng = rng_lock();
+    let vs = VarStore::new(Device::Cpu);
+    let mut cfg = small_cfg();
+    cfg.text.heads = 5;
+    assert!(matches!(
+        ClipModel::new(&vs.root(), &cfg, EOT, LossKind::InfoNce),
+        Err(ModelError::Config(_))
+    ));
+    assert!(ClipModel::new(&vs.root(), &small_cfg(), EOT + 1, LossKind::InfoNce).is_err());
+}
+
+#[test]
+fn strict_loader_reports_every_mismatch() {
+    let _rng = rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let (vs, _m) = build(&small_cfg(), LossKind::InfoNce);
+    let mut named: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(n, _)| n != "logit_scale")
+        .collect();
+    for (n, t) in named.iter_mut() {
+        if n == "text_projection.weight" {
+            *t = Tensor::zeros([5, 5], (Kind::Float, Device::Cpu));
+        }
+    }
+    named.push(("extra.weight".into(), Tensor::zeros([2], (Kind::Float, Device::Cpu))));
+    named.push((
+        "text_model.embeddings.position_ids".into(),
+        Tensor::arange(12, (Kind::Int64, Device::Cpu)),
+    ));
+    let path = dir.path().join("bad.safetensors");
+    Tensor::write_safetensors(&named, &path).unwrap();
+    let (mut vs2, _m2) = build(&small_cfg(), LossKind::InfoNce);
+    let err = load_hf_safetensors(&mut vs2, &path).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("missing in file: logit_scale"), "{msg}");
+    assert!(msg.contains("unexpected in file: extra.weight"), "{msg}");
+    assert!(msg.contains("text_projection.weight: model expects [24, 32], file has [5, 5]"), "{msg}");
+    assert!(!msg.contains("position_ids"), "{msg}");
+
+    // The saved store reloads exactly into a differently seeded model.
+    let good = dir.path().join("model.safetensors");
+    vs.save(&good).unwrap();
+    tch::manual_seed(1);
+    let mut vs3 = VarStore::new(Device::Cpu);
+    let _m3 = ClipModel::new(&vs3.root(), &small_cfg(), EOT, LossKind::InfoNce).unwrap();
+    load_hf_safetensors(&mut vs3, &good).unwrap();
+    let v = vs.variables();
+    for (n, t) in &vs3.variables() {
+        assert!(t.equal(&v[n]), "{n}");
+    }
+}

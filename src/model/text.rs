@@ -1,0 +1,90 @@
+//! The text tower: a causal Transformer pooled at the end-of-text token, named as HF's
+//! `CLIPTextTransformer` (`text_model.*`).
+use super::transformer::{Encoder, LayerInit, LayerNorm, StackSpec, WeightInit, gather_rows, weight};
+use crate::config::{Activation, TextConfig};
+use tch::{Kind, Tensor, nn};
+
+/// Causal text encoder producing the final-LayerNorm feature at each caption's first EOT token,
+/// before the joint-space projection.
+#[derive(Debug)]
+pub struct TextTransformer {
+    token_embedding: Tensor,
+    position_embedding: Tensor,
+    encoder: Encoder,
+    final_layer_norm: LayerNorm,
+    eot_id: i64,
+    context_length: i64,
+}
+
+impl TextTransformer {
+    /// Creates the tower's variables under `p` (HF's `text_model`). `eot_id` is the tokenizer's
+    /// end-of-text id; pooling takes the first position holding it.
+    ///
+    /// Init follows OpenCLIP's text tower: token embedding std 0.02, position 0.01, attention
+    /// in-projections `w^-0.5`, out_proj and fc2 `w^-0.5·(2L)^-0.5`, fc1 `(2w)^-0.5`.
+    pub fn new(
+        p: &nn::Path,
+        cfg: &TextConfig,
+        activation: Activation,
+        eps: f64,
+        eot_id: i64,
+    ) -> Self {
+        let w = cfg.width as i64;
+        let layers = cfg.layers as i64;
+        let wf = w as f64;
+        let emb = p / "embeddings";
+        let token_embedding = weight(
+            &(&emb / "token_embedding"),
+            &[cfg.vocab_size as i64, w],
+            WeightInit::Normal(0.02),
+        );
+        let position_embedding = weight(
+            &(&emb / "position_embedding"),
+            &[cfg.context_length as i64, w],
+            WeightInit::Normal(0.01),
+        );
+        let spec = StackSpec {
+            width: w,
+            layers,
+            heads: cfg.heads as i64,
+            mlp_width: (cfg.width as f64 * cfg.mlp_ratio).round() as i64,
+            activation,
+            eps,
+            causal: true,
+        };
+        let proj_std = wf.powf(-0.5) * ((2 * layers.max(1)) as f64).powf(-0.5);
+        let init = LayerInit {
+            qkv: WeightInit::Normal(wf.powf(-0.5)),
+            out_proj: WeightInit::Normal(proj_std),
+            fc1: WeightInit::Normal((2.0 * wf).powf(-0.5)),
+            fc2: WeightInit::Normal(proj_std),
+        };
+        Self {
+            token_embedding,
+            position_embedding,
+            encoder: Encoder::new(&(p / "encoder"), &spec, &init),
+            final_layer_norm: LayerNorm::new(&(p / "final_layer_norm"), w, eps),
+            eot_id,
+            context_length: cfg.context_length as i64,
+        }
+    }
+
+    /// `[B, T]` int64 token ids (T ≤ context length) to `[B, width]` pooled features.
+    ///
+    /// No padding mask is needed: attention is causal and only the EOT position is pooled, so
+    /// tokens after it never reach the output. A row without EOT pools position 0 (as HF).
+    pub fn forward(&self, tokens: &Tensor) -> Tensor {
+        let (_, t) = tokens.size2().expect("tokens are [batch, seq]");
+        assert!(
+            t <= self.context_length,
+            "captions have {t} tokens, the model's context is {}",
+            self.context_length
+        );
+        let x = Tensor::embedding(&self.token_embedding, tokens, -1, false, false)
+            + self.position_embedding.narrow(0, 0, t).unsqueeze(0);
+        let x = self.final_layer_norm.forward(&self.encoder.forward(&x));
+        // argmax returns the first maximal index, i.e. the first EOT.
+        let eot = tokens.eq(self.eot_id).to_kind(Kind::Int64).argmax(-1, false);
+        gather_rows(&x, &eot)
+    }
+}
