@@ -4,6 +4,9 @@
 //! its own module.
 pub mod config;
 pub mod data;
+pub mod loss;
+pub mod optim;
+pub mod precision;
 pub mod runtime;
 pub mod shim;
 pub mod text;
