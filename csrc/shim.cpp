@@ -62,3 +62,51 @@ extern "C" int cliptrain_tensor_is_exclusive(const at::Tensor* t) {
   if (!t->defined() || !t->has_storage()) return 0;
   return t->use_count() == 1 && t->storage().use_count() == 1 ? 1 : 0;
 }
+
+// ---- gradients ----------------------------------------------------------------------------
+// Drops a tensor's gradient (torch's `zero_grad(set_to_none=True)`): tch can only zero it in
+// place, which keeps the memory alive and makes "no gradient this step" indistinguishable from a
+// zero gradient, and the optimizer skips parameters whose gradient is undefined.
+extern "C" void cliptrain_tensor_clear_grad(at::Tensor* t) {
+  if (t->defined()) t->mutable_grad().reset();
+}
+
+// ---- autocast -------------------------------------------------------------------------------
+// tch::autocast only toggles CUDA autocast with its default dtype (fp16) and is a no-op without a
+// GPU; these enter/exit a scope for an explicit device type and dtype, restoring the previous
+// state on exit so scopes nest. device: 0 = CPU, 1 = CUDA. dtype: 0 = bf16, 1 = fp16.
+#include <ATen/autocast_mode.h>
+
+namespace {
+at::DeviceType autocast_device(int device) { return device == 1 ? at::kCUDA : at::kCPU; }
+}  // namespace
+
+extern "C" int cliptrain_autocast_enter(int device, int dtype, int* prev_enabled,
+                                        int* prev_dtype, char** err) {
+  try {
+    auto dev = autocast_device(device);
+    *prev_enabled = at::autocast::is_autocast_enabled(dev) ? 1 : 0;
+    *prev_dtype = static_cast<int>(at::autocast::get_autocast_dtype(dev));
+    at::autocast::set_autocast_dtype(dev, dtype == 1 ? at::kHalf : at::kBFloat16);
+    at::autocast::set_autocast_enabled(dev, true);
+    at::autocast::increment_nesting();
+    return 0;
+  } catch (const std::exception& e) {
+    if (err) *err = dup(e.what());
+    return 1;
+  }
+}
+
+extern "C" void cliptrain_autocast_exit(int device, int prev_enabled, int prev_dtype) {
+  try {
+    auto dev = autocast_device(device);
+    // The cast cache holds lower-precision copies of weights; it must not outlive the outermost
+    // scope (weights change at the next optimizer step).
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(dev, prev_enabled != 0);
+    at::autocast::set_autocast_dtype(dev, static_cast<at::ScalarType>(prev_dtype));
+  } catch (const std::exception&) {
+    // Called from a destructor on the Rust side: nothing sensible to report, and an exception
+    // must not cross the C boundary.
+  }
+}

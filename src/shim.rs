@@ -82,3 +82,57 @@ pub fn is_exclusive(t: &tch::Tensor) -> bool {
     // SAFETY: `as_ptr` is a live at::Tensor* for the duration of the call.
     unsafe { cliptrain_tensor_is_exclusive(t.as_ptr()) == 1 }
 }
+
+unsafe extern "C" {
+    fn cliptrain_tensor_clear_grad(t: *mut torch_sys::C_tensor);
+    fn cliptrain_autocast_enter(
+        device: i32,
+        dtype: i32,
+        prev_enabled: *mut i32,
+        prev_dtype: *mut i32,
+        err: *mut *mut c_char,
+    ) -> i32;
+    fn cliptrain_autocast_exit(device: i32, prev_enabled: i32, prev_dtype: i32);
+}
+
+/// Drops `t`'s gradient so `t.grad()` is undefined again (torch's `set_to_none`).
+pub fn clear_grad(t: &tch::Tensor) {
+    // SAFETY: `as_mut_ptr` is a live at::Tensor* for the duration of the call; resetting its
+    // grad field does not invalidate the handle (the gradient lives in the shared autograd meta).
+    unsafe { cliptrain_tensor_clear_grad(t.as_mut_ptr()) }
+}
+
+/// Autocast state saved by [`autocast_enter`] and restored by [`autocast_exit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutocastPrev {
+    enabled: i32,
+    dtype: i32,
+}
+
+/// Enables autocast for a device type (`cuda` false = CPU) with bf16 (`fp16` false) or fp16,
+/// returning the previous state to restore.
+pub fn autocast_enter(cuda: bool, fp16: bool) -> Result<AutocastPrev, String> {
+    let (mut enabled, mut dtype) = (0i32, 0i32);
+    let mut err: *mut c_char = std::ptr::null_mut();
+    // SAFETY: out-pointers are valid for the call; err is left null or set to a malloc'd string.
+    let rc = unsafe {
+        cliptrain_autocast_enter(
+            i32::from(cuda),
+            i32::from(fp16),
+            &mut enabled,
+            &mut dtype,
+            &mut err,
+        )
+    };
+    if rc == 0 {
+        Ok(AutocastPrev { enabled, dtype })
+    } else {
+        Err(take_string(err))
+    }
+}
+
+/// Leaves an autocast scope opened by [`autocast_enter`] on the same device type.
+pub fn autocast_exit(cuda: bool, prev: AutocastPrev) {
+    // SAFETY: plain values; the shim never throws across the boundary.
+    unsafe { cliptrain_autocast_exit(i32::from(cuda), prev.enabled, prev.dtype) }
+}

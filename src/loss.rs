@@ -1,0 +1,220 @@
+//! Contrastive image–text losses: CLIP's symmetric InfoNCE and SigLIP's pairwise sigmoid loss.
+//!
+//! Both take raw (unnormalised) tower outputs and the *log* of the temperature, as stored in the
+//! model; normalisation and `exp` happen here so every caller gets them right.
+use tch::{Kind, Reduction, Tensor};
+
+use crate::config::{LossConfig, LossKind};
+
+/// The training loss selected by `[loss]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipLoss {
+    kind: LossKind,
+    max_logit_scale: f64,
+}
+
+/// Row-wise L2 normalisation, as `F.normalize(x, dim=-1)` (the 1e-12 floor avoids 0/0 on an
+/// all-zero row).
+fn l2_normalize(x: &Tensor) -> Tensor {
+    x / x.norm_scalaropt_dim(2.0, [-1i64], true).clamp_min(1e-12)
+}
+
+impl ClipLoss {
+    /// The loss described by `cfg`.
+    pub fn new(cfg: &LossConfig) -> Self {
+        Self {
+            kind: cfg.kind,
+            max_logit_scale: cfg.max_logit_scale,
+        }
+    }
+
+    /// Which loss this is.
+    pub fn kind(&self) -> LossKind {
+        self.kind
+    }
+
+    /// Upper bound of `exp(logit_scale)`, for [`clamp_logit_scale`] after each step.
+    pub fn max_logit_scale(&self) -> f64 {
+        self.max_logit_scale
+    }
+
+    /// The scalar loss for a batch of N paired features (`[N, D]` each; pair i is the positive).
+    ///
+    /// `logit_scale` is the log temperature (a 0-dim tensor). `logit_bias` is SigLIP's learnable
+    /// bias; it is also added to InfoNCE logits when given (as OpenCLIP's `ClipLoss` does), and
+    /// SigLIP without it uses a bias of 0.
+    pub fn forward(
+        &self,
+        image_features: &Tensor,
+        text_features: &Tensor,
+        logit_scale: &Tensor,
+        logit_bias: Option<&Tensor>,
+    ) -> Tensor {
+        let image = l2_normalize(image_features);
+        let text = l2_normalize(text_features);
+        let scale = logit_scale.exp();
+        let mut logits = image.matmul(&text.tr()) * scale;
+        if let Some(b) = logit_bias {
+            logits = logits + b;
+        }
+        let n = image.size()[0];
+        match self.kind {
+            LossKind::InfoNce => {
+                let labels = Tensor::arange(n, (Kind::Int64, logits.device()));
+                // logits_per_text = s·T·Iᵀ (+ b) is exactly the transpose of logits_per_image.
+                let ce = |l: &Tensor| {
+                    l.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0)
+                };
+                (ce(&logits) + ce(&logits.tr())) / 2.0
+            }
+            LossKind::Siglip => {
+                // labels = 2·I − 1: +1 on the diagonal (matching pairs), −1 elsewhere.
+                let labels = Tensor::eye(n, (logits.kind(), logits.device())) * 2.0 - 1.0;
+                -(labels * logits).log_sigmoid().sum(logits.kind()) / n as f64
+            }
+        }
+    }
+}
+
+/// Clamps the log temperature in place to `[0, ln max_logit_scale]`, as OpenCLIP does after every
+/// optimizer step: an unbounded scale makes the softmax saturate and training diverge.
+pub fn clamp_logit_scale(logit_scale: &Tensor, max_logit_scale: f64) {
+    tch::no_grad(|| {
+        let _ = logit_scale
+            .shallow_clone()
+            .clamp_(0.0, max_logit_scale.ln());
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    const F64: (Kind, Device) = (Kind::Double, Device::Cpu);
+
+    fn loss(kind: LossKind) -> ClipLoss {
+        ClipLoss::new(&LossConfig {
+            kind,
+            max_logit_scale: 100.0,
+        })
+    }
+
+    fn t2(rows: &[[f64; 2]]) -> Tensor {
+        Tensor::from_slice(rows.concat().as_slice()).view([rows.len() as i64, 2])
+    }
+
+    #[test]
+    fn infonce_hand_computed_2x2() {
+        // I = eye(2), T = [[0.6, 0.8], [0, 1]] (unit rows), s = exp(0) = 1:
+        // logits_per_image = I·Tᵀ = [[0.6, 0], [0.8, 1]]
+        //   row 0: ln(e^0.6 + e^0) − 0.6 = 0.4374879504858856
+        //   row 1: ln(e^0.8 + e^1) − 1   = 0.5981388693815919
+        // logits_per_text = [[0.6, 0.8], [0, 1]]
+        //   row 0: ln(e^0.6 + e^0.8) − 0.6 = 0.7981388693815920
+        //   row 1: ln(e^0 + e^1) − 1       = 0.3132616875182228
+        // loss = ((0.43749 + 0.59814)/2 + (0.79814 + 0.31326)/2) / 2 = 0.5367568441918231
+        let l = loss(LossKind::InfoNce).forward(
+            &t2(&[[1.0, 0.0], [0.0, 1.0]]),
+            // Scaled copies: normalisation inside the loss must undo the factor 3.
+            &(t2(&[[0.6, 0.8], [0.0, 1.0]]) * 3.0),
+            &Tensor::from(0.0f64),
+            None,
+        );
+        assert!((l.double_value(&[]) - 0.5367568441918231).abs() < 1e-12);
+    }
+
+    #[test]
+    fn siglip_hand_computed_2x2() {
+        // I = T = eye(2), s = exp(0) = 1, b = −1: logits = [[0, −1], [−1, 0]],
+        // labels·logits = [[0, 1], [1, 0]]; −logsigmoid(0) = ln 2, −logsigmoid(1) = ln(1 + e^−1).
+        // loss = (2·0.6931471805599453 + 2·0.3132616875182228) / 2 = 1.0064088680781682
+        let eye = t2(&[[1.0, 0.0], [0.0, 1.0]]);
+        let l = loss(LossKind::Siglip).forward(
+            &eye,
+            &eye,
+            &Tensor::from(0.0f64),
+            Some(&Tensor::from(-1.0f64)),
+        );
+        assert!((l.double_value(&[]) - 1.0064088680781682).abs() < 1e-12);
+    }
+
+    #[test]
+    fn aligned_features_loss_vanishes_as_scale_grows() {
+        let f = Tensor::eye(3, F64);
+        for kind in [LossKind::InfoNce, LossKind::Siglip] {
+            let mut prev = f64::INFINITY;
+            for s in [1.0f64, 10.0, 100.0] {
+                // SigLIP's bias is kept at 0 so only the scale separates pairs.
+                let bias = Tensor::from(0.0f64);
+                let l = loss(kind)
+                    .forward(&f, &f, &Tensor::from(s.ln()), Some(&bias))
+                    .double_value(&[]);
+                assert!(l < prev, "{kind:?}: loss {l} did not decrease at scale {s}");
+                prev = l;
+            }
+            assert!(prev < 1e-40, "{kind:?}: loss {prev} at scale 100");
+        }
+    }
+
+    /// Central finite differences of `f` at `x` (f64), one element at a time.
+    fn numeric_grad(x: &Tensor, f: &dyn Fn(&Tensor) -> f64) -> Tensor {
+        let h = 1e-6;
+        let flat = x.flatten(0, -1);
+        let mut out = vec![0.0f64; flat.numel()];
+        for (i, o) in out.iter_mut().enumerate() {
+            let base = flat.double_value(&[i as i64]);
+            let at = |v: f64| {
+                let y = flat.copy();
+                let _ = y.get(i as i64).fill_(v);
+                f(&y.view_as(x))
+            };
+            *o = (at(base + h) - at(base - h)) / (2.0 * h);
+        }
+        Tensor::from_slice(&out).view_as(x)
+    }
+
+    fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).norm().double_value(&[]) / b.norm().double_value(&[]).max(1e-300)
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        tch::manual_seed(7);
+        let img = Tensor::randn([3, 4], F64).set_requires_grad(true);
+        let txt = Tensor::randn([3, 4], F64).set_requires_grad(true);
+        let scale = Tensor::from(1.3f64).set_requires_grad(true);
+        let bias = Tensor::from(-0.7f64).set_requires_grad(true);
+        for kind in [LossKind::InfoNce, LossKind::Siglip] {
+            let l = loss(kind);
+            for t in [&img, &txt, &scale, &bias] {
+                t.shallow_clone().zero_grad();
+            }
+            l.forward(&img, &txt, &scale, Some(&bias)).backward();
+            let eval = |i: &Tensor, t: &Tensor, s: &Tensor, b: &Tensor| {
+                tch::no_grad(|| l.forward(i, t, s, Some(b)).double_value(&[]))
+            };
+            let checks = [
+                ("image", img.grad(), numeric_grad(&img, &|x| eval(x, &txt, &scale, &bias))),
+                ("text", txt.grad(), numeric_grad(&txt, &|x| eval(&img, x, &scale, &bias))),
+                ("scale", scale.grad(), numeric_grad(&scale, &|x| eval(&img, &txt, x, &bias))),
+                ("bias", bias.grad(), numeric_grad(&bias, &|x| eval(&img, &txt, &scale, x))),
+            ];
+            for (name, analytic, numeric) in checks {
+                let e = rel_err(&analytic, &numeric);
+                assert!(e < 1e-6, "{kind:?} d/d{name}: relative error {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn clamp_keeps_scale_in_range() {
+        let s = Tensor::from(7.0f32).set_requires_grad(true);
+        clamp_logit_scale(&s, 100.0);
+        assert!((s.double_value(&[]) - 100f64.ln()).abs() < 1e-6);
+        assert!(s.requires_grad());
+        let s = Tensor::from(-1.0f32);
+        clamp_logit_scale(&s, 100.0);
+        assert_eq!(s.double_value(&[]), 0.0);
+    }
+}

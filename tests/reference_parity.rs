@@ -1,0 +1,133 @@
+//! Our loss and AdamW against the Python references: open_clip's `ClipLoss`/`SigLipLoss` and
+//! `torch.optim.AdamW`, run by `scripts/loss_reference.py` / `scripts/adamw_reference.py` with
+//! the torch venv's python. A missing venv or reference package fails the test with the fix
+//! (`scripts/bootstrap.sh --ref`); it never skips.
+use std::path::PathBuf;
+use std::process::Command;
+
+use cliptrain::config::{LossConfig, LossKind, OptimConfig};
+use cliptrain::loss::ClipLoss;
+use cliptrain::optim::AdamW;
+use tch::{Device, Kind, Reduction, Tensor, nn};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The torch venv's python (the one `scripts/env.sh` puts first on PATH).
+fn python() -> PathBuf {
+    let venv = std::env::var_os("CLIPTRAIN_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+            home.join(".cache/cliptrain/venv-torch-2.11.0")
+        });
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "no python at {}: run scripts/bootstrap.sh --ref (or set CLIPTRAIN_VENV)",
+        python.display()
+    );
+    python
+}
+
+/// Runs a repo script with the venv python; a failure names the script and the fix.
+fn run_script(script: &str, args: &[&str]) {
+    let out = Command::new(python())
+        .arg(repo().join("scripts").join(script))
+        .args(args)
+        .output()
+        .expect("run the venv python");
+    assert!(
+        out.status.success(),
+        "scripts/{script} failed (the reference packages come from \
+         `scripts/bootstrap.sh --ref`):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn write(path: &std::path::Path, tensors: &[(&str, &Tensor)]) {
+    Tensor::write_safetensors(tensors, path).unwrap();
+}
+
+fn read(path: &std::path::Path) -> std::collections::HashMap<String, Tensor> {
+    Tensor::read_safetensors(path).unwrap().into_iter().collect()
+}
+
+#[test]
+fn losses_match_open_clip() {
+    let dir = tempfile::tempdir().unwrap();
+    tch::manual_seed(3);
+    let opts = (Kind::Double, Device::Cpu);
+    let (image, text) = (Tensor::randn([8, 16], opts), Tensor::randn([8, 16], opts));
+    let (scale, bias) = (Tensor::from(10f64.ln()), Tensor::from(-10.0f64));
+    let (inp, out) = (dir.path().join("in.safetensors"), dir.path().join("out.safetensors"));
+    write(
+        &inp,
+        &[("image", &image), ("text", &text), ("logit_scale", &scale), ("logit_bias", &bias)],
+    );
+    run_script("loss_reference.py", &[inp.to_str().unwrap(), out.to_str().unwrap()]);
+    let reference = read(&out);
+    for (kind, key, b) in [(LossKind::InfoNce, "infonce", None), (LossKind::Siglip, "siglip", Some(&bias))] {
+        let loss = ClipLoss::new(&LossConfig { kind, max_logit_scale: 100.0 });
+        let ours = loss.forward(&image, &text, &scale, b).double_value(&[]);
+        let theirs = reference[key].double_value(&[]);
+        assert!(
+            (ours - theirs).abs() <= 1e-12 * theirs.abs().max(1.0),
+            "{key}: ours {ours}, open_clip {theirs}"
+        );
+    }
+}
+
+#[test]
+fn adamw_matches_torch_optim_adamw_after_10_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = OptimConfig {
+        lr: 1e-2,
+        beta1: 0.9,
+        beta2: 0.98,
+        eps: 1e-6,
+        weight_decay: 0.2,
+        ..OptimConfig::default()
+    };
+    tch::manual_seed(11);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let r = vs.root();
+    r.randn("fc1.weight", &[16, 8], 0.0, 0.3);
+    r.randn("fc1.bias", &[16], 0.0, 0.1);
+    r.randn("fc2.weight", &[4, 16], 0.0, 0.3);
+    r.randn("fc2.bias", &[4], 0.0, 0.1);
+    let x = Tensor::randn([10, 8], (Kind::Float, Device::Cpu));
+    let y = Tensor::randn([10, 4], (Kind::Float, Device::Cpu));
+    let v = vs.variables();
+
+    let (inp, out) = (dir.path().join("in.safetensors"), dir.path().join("out.safetensors"));
+    let mut tensors: Vec<(&str, &Tensor)> = v.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    tensors.extend([("x", &x), ("y", &y)]);
+    write(&inp, &tensors);
+    let args: Vec<String> = [cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay]
+        .iter()
+        .map(|a| format!("{a:e}"))
+        .chain(["10".to_string()])
+        .collect();
+    let mut argv = vec![inp.to_str().unwrap(), out.to_str().unwrap()];
+    argv.extend(args.iter().map(String::as_str));
+    run_script("adamw_reference.py", &argv);
+
+    let mut opt = AdamW::new(v.clone().into_iter().collect(), &cfg, |n| n.ends_with("bias"));
+    for _ in 0..10 {
+        opt.zero_grad();
+        x.linear(&v["fc1.weight"], Some(&v["fc1.bias"]))
+            .gelu("none")
+            .linear(&v["fc2.weight"], Some(&v["fc2.bias"]))
+            .mse_loss(&y, Reduction::Mean)
+            .backward();
+        opt.step(cfg.lr);
+    }
+    let reference = read(&out);
+    for (name, ours) in &v {
+        let diff = (ours - &reference[name]).abs().max().double_value(&[]);
+        assert!(diff < 1e-6, "{name}: max |ours − torch| = {diff:e}");
+        println!("{name}: max |ours − torch| = {diff:e}");
+    }
+}
