@@ -121,7 +121,10 @@ fn hf_to_ours(activation: Activation) {
         let r = &reference[name];
         assert_eq!(t.size(), r.size(), "{name}");
         let diff = (t - r).abs().max().double_value(&[]);
-        println!("HF -> ours, {}: {name} max abs diff {diff:.3e}", act_name(activation));
+        println!(
+            "HF -> ours, {}: {name} max abs diff {diff:.3e}",
+            act_name(activation)
+        );
         assert!(diff <= TOL, "{name}: max abs diff {diff} > {TOL}");
     }
 }
@@ -143,7 +146,9 @@ fn token_batch() -> Tensor {
         let r = ids.get(row);
         let _ = r.get(pos).fill_(EOS);
         if pos < 15 {
-            let _ = r.narrow(0, pos + 1, 15 - pos).fill_(if row == 2 { EOS } else { 0 });
+            let _ = r
+                .narrow(0, pos + 1, 15 - pos)
+                .fill_(if row == 2 { EOS } else { 0 });
         }
     }
     ids

@@ -80,8 +80,13 @@ impl ClipModel {
         let (vw, tw) = (cfg.vision.width as i64, cfg.text.width as i64);
         let vision =
             VisionTransformer::new(&(root / "vision_model"), &cfg.vision, cfg.activation, eps);
-        let text =
-            TextTransformer::new(&(root / "text_model"), &cfg.text, cfg.activation, eps, eot_id);
+        let text = TextTransformer::new(
+            &(root / "text_model"),
+            &cfg.text,
+            cfg.activation,
+            eps,
+            eot_id,
+        );
         // OpenCLIP draws both projections as w^-0.5·randn (its [w, embed] is HF's transpose).
         let visual_projection = Linear::new(
             &(root / "visual_projection"),
@@ -102,8 +107,8 @@ impl ClipModel {
             LossKind::Siglip => 10f64.ln(),
         };
         let logit_scale = root.var("logit_scale", &[], nn::Init::Const(scale_init));
-        let logit_bias = (loss == LossKind::Siglip)
-            .then(|| root.var("logit_bias", &[], nn::Init::Const(-10.0)));
+        let logit_bias =
+            (loss == LossKind::Siglip).then(|| root.var("logit_bias", &[], nn::Init::Const(-10.0)));
         Ok(Self {
             vision,
             text,
@@ -128,10 +133,11 @@ impl ClipModel {
     pub fn forward(&self, images: &Tensor, tokens: &Tensor) -> ClipOutput {
         let image_embeds = l2_normalize(&self.encode_image(images));
         let text_embeds = l2_normalize(&self.encode_text(tokens));
-        let mut logits_per_text = text_embeds.matmul(&image_embeds.tr()) * self.logit_scale.exp();
-        if let Some(bias) = &self.logit_bias {
-            logits_per_text = logits_per_text + bias;
-        }
+        let scaled = text_embeds.matmul(&image_embeds.tr()) * self.logit_scale.exp();
+        let logits_per_text = match &self.logit_bias {
+            Some(bias) => scaled + bias,
+            None => scaled,
+        };
         ClipOutput {
             logits_per_image: logits_per_text.tr(),
             logits_per_text,
@@ -167,7 +173,9 @@ fn check_config(cfg: &ModelConfig, eot_id: i64) -> Result<(), ModelError> {
     }
     for (tower, width, heads) in [("vision", v.width, v.heads), ("text", t.width, t.heads)] {
         if heads == 0 || width % heads != 0 {
-            return bad(format!("{tower} width {width} is not divisible by {heads} heads"));
+            return bad(format!(
+                "{tower} width {width} is not divisible by {heads} heads"
+            ));
         }
     }
     if eot_id < 0 || eot_id as usize >= t.vocab_size {

@@ -83,6 +83,10 @@ fn siglip_has_logit_bias() {
     assert_eq!(m.logit_bias().unwrap().double_value(&[]), -10.0);
     assert!((m.logit_scale().double_value(&[]) - 10f64.ln()).abs() < 1e-6);
     assert!(vs.variables().contains_key("logit_bias"));
+    let images = Tensor::randn([2, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let out = tch::no_grad(|| m.forward(&images, &tokens_with_eot(&[3, 9])));
+    let want = out.image_embeds.matmul(&out.text_embeds.tr()) * 10.0 - 10.0;
+    assert!(max_diff(&out.logits_per_image, &want) < 1e-5);
     let (vs, _) = build(&small_cfg(), LossKind::InfoNce);
     assert!(!vs.variables().contains_key("logit_bias"));
 }
@@ -98,9 +102,16 @@ fn text_attention_is_causal() {
     let _ = changed.get(0).narrow(0, 5, 7).fill_(3);
     let _ = changed.get(1).narrow(0, 7, 5).fill_(EOT);
     let after = tch::no_grad(|| m.encode_text(&changed));
-    assert!(max_diff(&before, &after) < 1e-6, "{}", max_diff(&before, &after));
+    assert!(
+        max_diff(&before, &after) < 1e-6,
+        "{}",
+        max_diff(&before, &after)
+    );
     // A token before the EOT does move it (the test would pass trivially otherwise).
-    let _ = changed.get(0).get(1).fill_(7 + changed.get(0).get(1).int64_value(&[]) % 20);
+    let _ = changed
+        .get(0)
+        .get(1)
+        .fill_(7 + changed.get(0).get(1).int64_value(&[]) % 20);
     let moved = tch::no_grad(|| m.encode_text(&changed));
     assert!(max_diff(&before.get(0), &moved.get(0)) > 1e-4);
 }
@@ -144,8 +155,12 @@ fn weight_decay_groups_follow_openclip() {
     // 4 layers x (4 attention biases + 2 MLP biases + 2 x 2 LayerNorm) per tower, pre/post/final
     // LayerNorms (6), class + 2 position embeddings, logit scale and bias.
     assert_eq!(excluded, 2 * 4 * 10 + 6 + 3 + 2);
-    assert!(!no_weight_decay("text_model.embeddings.token_embedding.weight"));
-    assert!(!no_weight_decay("vision_model.embeddings.patch_embedding.weight"));
+    assert!(!no_weight_decay(
+        "text_model.embeddings.token_embedding.weight"
+    ));
+    assert!(!no_weight_decay(
+        "vision_model.embeddings.patch_embedding.weight"
+    ));
 }
 
 #[test]
@@ -162,24 +177,42 @@ fn init_statistics() {
     let std = |n: &str| v[n].std(true).double_value(&[]);
     let close = |n: &str, want: f64| {
         let got = std(n);
-        assert!((got / want - 1.0).abs() < 0.1, "{n}: std {got}, want {want}");
+        assert!(
+            (got / want - 1.0).abs() < 0.1,
+            "{n}: std {got}, want {want}"
+        );
     };
     let w = 64f64;
     close("text_model.embeddings.token_embedding.weight", 0.02);
     close("text_model.embeddings.position_embedding.weight", 0.01);
     let l0 = "text_model.encoder.layers.0";
     close(&format!("{l0}.self_attn.q_proj.weight"), w.powf(-0.5));
-    close(&format!("{l0}.self_attn.out_proj.weight"), w.powf(-0.5) / 6f64.sqrt());
+    close(
+        &format!("{l0}.self_attn.out_proj.weight"),
+        w.powf(-0.5) / 6f64.sqrt(),
+    );
     close(&format!("{l0}.mlp.fc1.weight"), (2.0 * w).powf(-0.5));
     close(&format!("{l0}.mlp.fc2.weight"), w.powf(-0.5) / 6f64.sqrt());
     close("text_projection.weight", w.powf(-0.5));
     close("visual_projection.weight", 32f64.powf(-0.5));
-    close("vision_model.embeddings.position_embedding.weight", 32f64.powf(-0.5));
+    close(
+        "vision_model.embeddings.position_embedding.weight",
+        32f64.powf(-0.5),
+    );
     // U(±1/√fan_in) has std 1/√(3·fan_in); fan_in = 3·4·4.
-    close("vision_model.embeddings.patch_embedding.weight", (3.0 * 48.0f64).powf(-0.5));
+    close(
+        "vision_model.embeddings.patch_embedding.weight",
+        (3.0 * 48.0f64).powf(-0.5),
+    );
     let ln = &v["vision_model.encoder.layers.1.layer_norm2.weight"];
     assert!(ln.eq(1.0).all().int64_value(&[]) == 1);
-    assert_eq!(v["text_model.encoder.layers.0.mlp.fc1.bias"].abs().sum(Kind::Float).double_value(&[]), 0.0);
+    assert_eq!(
+        v["text_model.encoder.layers.0.mlp.fc1.bias"]
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[]),
+        0.0
+    );
     // Same seed, same weights.
     tch::manual_seed(0);
     let vs2 = VarStore::new(Device::Cpu);
@@ -233,7 +266,10 @@ fn strict_loader_reports_every_mismatch() {
             *t = Tensor::zeros([5, 5], (Kind::Float, Device::Cpu));
         }
     }
-    named.push(("extra.weight".into(), Tensor::zeros([2], (Kind::Float, Device::Cpu))));
+    named.push((
+        "extra.weight".into(),
+        Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+    ));
     named.push((
         "text_model.embeddings.position_ids".into(),
         Tensor::arange(12, (Kind::Int64, Device::Cpu)),
@@ -245,7 +281,10 @@ fn strict_loader_reports_every_mismatch() {
     let msg = err.to_string();
     assert!(msg.contains("missing in file: logit_scale"), "{msg}");
     assert!(msg.contains("unexpected in file: extra.weight"), "{msg}");
-    assert!(msg.contains("text_projection.weight: model expects [24, 32], file has [5, 5]"), "{msg}");
+    assert!(
+        msg.contains("text_projection.weight: model expects [24, 32], file has [5, 5]"),
+        "{msg}"
+    );
     assert!(!msg.contains("position_ids"), "{msg}");
 
     // The saved store reloads exactly into a differently seeded model.

@@ -1,6 +1,8 @@
 //! The text tower: a causal Transformer pooled at the end-of-text token, named as HF's
 //! `CLIPTextTransformer` (`text_model.*`).
-use super::transformer::{Encoder, LayerInit, LayerNorm, StackSpec, WeightInit, gather_rows, weight};
+use super::transformer::{
+    Encoder, LayerInit, LayerNorm, StackSpec, WeightInit, gather_rows, weight,
+};
 use crate::config::{Activation, TextConfig};
 use tch::{Kind, Tensor, nn};
 
@@ -84,7 +86,10 @@ impl TextTransformer {
             + self.position_embedding.narrow(0, 0, t).unsqueeze(0);
         let x = self.final_layer_norm.forward(&self.encoder.forward(&x));
         // argmax returns the first maximal index, i.e. the first EOT.
-        let eot = tokens.eq(self.eot_id).to_kind(Kind::Int64).argmax(-1, false);
+        let eot = tokens
+            .eq(self.eot_id)
+            .to_kind(Kind::Int64)
+            .argmax(-1, false);
         gather_rows(&x, &eot)
     }
 }

@@ -76,7 +76,13 @@ impl LayerNorm {
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
-        x.layer_norm([self.width], Some(&self.weight), Some(&self.bias), self.eps, true)
+        x.layer_norm(
+            [self.width],
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
     }
 }
 
@@ -231,6 +237,9 @@ impl Encoder {
 /// Gathers `x[b, idx[b], :]` on the device, with no host round trip.
 pub(crate) fn gather_rows(x: &Tensor, idx: &Tensor) -> Tensor {
     let (b, _, w) = x.size3().expect("gather_rows input is [batch, seq, width]");
-    let idx = idx.to_kind(Kind::Int64).view([b, 1, 1]).expand([b, 1, w], false);
+    let idx = idx
+        .to_kind(Kind::Int64)
+        .view([b, 1, 1])
+        .expand([b, 1, w], false);
     x.gather(1, &idx, false).squeeze_dim(1)
 }

@@ -78,7 +78,9 @@ impl VisionTransformer {
 
     /// `[B, 3, H, W]` images (H = W = the configured size) to `[B, width]` pooled features.
     pub fn forward(&self, images: &Tensor) -> Tensor {
-        let (b, _, h, w) = images.size4().expect("images are [batch, 3, height, width]");
+        let (b, _, h, w) = images
+            .size4()
+            .expect("images are [batch, 3, height, width]");
         assert!(
             h == self.image_size && w == self.image_size,
             "images are {h}x{w}, the model expects {0}x{0}",
@@ -97,7 +99,10 @@ impl VisionTransformer {
             .flatten(2, -1)
             .transpose(1, 2);
         let width = self.class_embedding.size()[0];
-        let cls = self.class_embedding.view([1, 1, width]).expand([b, 1, width], false);
+        let cls = self
+            .class_embedding
+            .view([1, 1, width])
+            .expand([b, 1, width], false);
         let x = Tensor::cat(&[cls, patches], 1) + self.position_embedding.unsqueeze(0);
         let x = self.encoder.forward(&self.pre_layrnorm.forward(&x));
         self.post_layernorm.forward(&x.select(1, 0))
