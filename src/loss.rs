@@ -55,7 +55,7 @@ impl ClipLoss {
         let scale = logit_scale.exp();
         let mut logits = image.matmul(&text.tr()) * scale;
         if let Some(b) = logit_bias {
-            logits = logits + b;
+            logits += b;
         }
         let n = image.size()[0];
         match self.kind {

@@ -186,7 +186,7 @@ impl AdamW {
                 // p + (−s)·(m/d), as addcdiv_(m, d, value=−s).
                 let _ = w.g_sub_(&((&p.exp_avg / &denom) * step_size));
                 if !fp32 {
-                    let _ = p.tensor.shallow_clone().copy_(&w);
+                    p.tensor.shallow_clone().copy_(&w);
                 }
             }
         });
