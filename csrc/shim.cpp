@@ -67,7 +67,7 @@ extern "C" int cliptrain_tensor_is_exclusive(const at::Tensor* t) {
 // Drops a tensor's gradient (torch's `zero_grad(set_to_none=True)`): tch can only zero it in
 // place, which keeps the memory alive and makes "no gradient this step" indistinguishable from a
 // zero gradient, and the optimizer skips parameters whose gradient is undefined.
-extern "C" void cliptrain_tensor_clear_grad(at::Tensor* t) {
+extern "C" void cliptrain_tensor_clear_grad(const at::Tensor* t) {
   if (t->defined()) t->mutable_grad().reset();
 }
 

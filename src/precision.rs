@@ -50,11 +50,12 @@ impl Autocast {
         };
         // Autocast is per device *type*; every CUDA ordinal shares one setting.
         let cuda = matches!(device, Device::Cuda(_));
-        let prev = shim::autocast_enter(cuda, fp16).map_err(|message| PrecisionError::Autocast {
-            device,
-            precision,
-            message,
-        })?;
+        let prev =
+            shim::autocast_enter(cuda, fp16).map_err(|message| PrecisionError::Autocast {
+                device,
+                precision,
+                message,
+            })?;
         Ok(AutocastGuard {
             active: Some((cuda, prev)),
             _not_send: std::marker::PhantomData,
@@ -183,7 +184,10 @@ mod tests {
     #[test]
     fn loss_scaler_backoff_and_growth() {
         let mut s = DynamicLossScaler::new(65536.0, 2.0, 0.5, 3);
-        assert_eq!(s.scale_loss(&Tensor::from(2.0f32)).double_value(&[]), 131072.0);
+        assert_eq!(
+            s.scale_loss(&Tensor::from(2.0f32)).double_value(&[]),
+            131072.0
+        );
         let g = Tensor::from_slice(&[65536.0f32, -131072.0]);
         assert!(!s.unscale_(&[g.shallow_clone(), Tensor::new()]));
         assert_eq!(Vec::<f32>::try_from(&g).unwrap(), vec![1.0, -2.0]);

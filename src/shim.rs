@@ -84,7 +84,7 @@ pub fn is_exclusive(t: &tch::Tensor) -> bool {
 }
 
 unsafe extern "C" {
-    fn cliptrain_tensor_clear_grad(t: *mut torch_sys::C_tensor);
+    fn cliptrain_tensor_clear_grad(t: *const torch_sys::C_tensor);
     fn cliptrain_autocast_enter(
         device: i32,
         dtype: i32,
@@ -97,9 +97,10 @@ unsafe extern "C" {
 
 /// Drops `t`'s gradient so `t.grad()` is undefined again (torch's `set_to_none`).
 pub fn clear_grad(t: &tch::Tensor) {
-    // SAFETY: `as_mut_ptr` is a live at::Tensor* for the duration of the call; resetting its
-    // grad field does not invalidate the handle (the gradient lives in the shared autograd meta).
-    unsafe { cliptrain_tensor_clear_grad(t.as_mut_ptr()) }
+    // SAFETY: `as_ptr` is a live at::Tensor* for the duration of the call. The gradient lives in
+    // the tensor's shared autograd metadata (`mutable_grad` is a const method in ATen), so the
+    // handle itself is not modified.
+    unsafe { cliptrain_tensor_clear_grad(t.as_ptr()) }
 }
 
 /// Autocast state saved by [`autocast_enter`] and restored by [`autocast_exit`].

@@ -19,7 +19,9 @@ fn python() -> PathBuf {
     let venv = std::env::var_os("CLIPTRAIN_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
             home.join(".cache/cliptrain/venv-torch-2.11.0")
         });
     let python = venv.join("bin/python");
@@ -51,7 +53,10 @@ fn write(path: &std::path::Path, tensors: &[(&str, &Tensor)]) {
 }
 
 fn read(path: &std::path::Path) -> std::collections::HashMap<String, Tensor> {
-    Tensor::read_safetensors(path).unwrap().into_iter().collect()
+    Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 #[test]
@@ -61,15 +66,32 @@ fn losses_match_open_clip() {
     let opts = (Kind::Double, Device::Cpu);
     let (image, text) = (Tensor::randn([8, 16], opts), Tensor::randn([8, 16], opts));
     let (scale, bias) = (Tensor::from(10f64.ln()), Tensor::from(-10.0f64));
-    let (inp, out) = (dir.path().join("in.safetensors"), dir.path().join("out.safetensors"));
+    let (inp, out) = (
+        dir.path().join("in.safetensors"),
+        dir.path().join("out.safetensors"),
+    );
     write(
         &inp,
-        &[("image", &image), ("text", &text), ("logit_scale", &scale), ("logit_bias", &bias)],
+        &[
+            ("image", &image),
+            ("text", &text),
+            ("logit_scale", &scale),
+            ("logit_bias", &bias),
+        ],
     );
-    run_script("loss_reference.py", &[inp.to_str().unwrap(), out.to_str().unwrap()]);
+    run_script(
+        "loss_reference.py",
+        &[inp.to_str().unwrap(), out.to_str().unwrap()],
+    );
     let reference = read(&out);
-    for (kind, key, b) in [(LossKind::InfoNce, "infonce", None), (LossKind::Siglip, "siglip", Some(&bias))] {
-        let loss = ClipLoss::new(&LossConfig { kind, max_logit_scale: 100.0 });
+    for (kind, key, b) in [
+        (LossKind::InfoNce, "infonce", None),
+        (LossKind::Siglip, "siglip", Some(&bias)),
+    ] {
+        let loss = ClipLoss::new(&LossConfig {
+            kind,
+            max_logit_scale: 100.0,
+        });
         let ours = loss.forward(&image, &text, &scale, b).double_value(&[]);
         let theirs = reference[key].double_value(&[]);
         assert!(
@@ -93,15 +115,18 @@ fn adamw_matches_torch_optim_adamw_after_10_steps() {
     tch::manual_seed(11);
     let vs = nn::VarStore::new(Device::Cpu);
     let r = vs.root();
-    r.randn("fc1.weight", &[16, 8], 0.0, 0.3);
-    r.randn("fc1.bias", &[16], 0.0, 0.1);
-    r.randn("fc2.weight", &[4, 16], 0.0, 0.3);
-    r.randn("fc2.bias", &[4], 0.0, 0.1);
+    let _ = (&r / "fc1").randn("weight", &[16, 8], 0.0, 0.3);
+    let _ = (&r / "fc1").randn("bias", &[16], 0.0, 0.1);
+    let _ = (&r / "fc2").randn("weight", &[4, 16], 0.0, 0.3);
+    let _ = (&r / "fc2").randn("bias", &[4], 0.0, 0.1);
     let x = Tensor::randn([10, 8], (Kind::Float, Device::Cpu));
     let y = Tensor::randn([10, 4], (Kind::Float, Device::Cpu));
     let v = vs.variables();
 
-    let (inp, out) = (dir.path().join("in.safetensors"), dir.path().join("out.safetensors"));
+    let (inp, out) = (
+        dir.path().join("in.safetensors"),
+        dir.path().join("out.safetensors"),
+    );
     let mut tensors: Vec<(&str, &Tensor)> = v.iter().map(|(n, t)| (n.as_str(), t)).collect();
     tensors.extend([("x", &x), ("y", &y)]);
     write(&inp, &tensors);
@@ -114,7 +139,9 @@ fn adamw_matches_torch_optim_adamw_after_10_steps() {
     argv.extend(args.iter().map(String::as_str));
     run_script("adamw_reference.py", &argv);
 
-    let mut opt = AdamW::new(v.clone().into_iter().collect(), &cfg, |n| n.ends_with("bias"));
+    let mut opt = AdamW::new(vs.variables().into_iter().collect(), &cfg, |n| {
+        n.ends_with("bias")
+    });
     for _ in 0..10 {
         opt.zero_grad();
         x.linear(&v["fc1.weight"], Some(&v["fc1.bias"]))

@@ -68,7 +68,7 @@ fn check_count(
 ) {
     match t {
         None => missing.push(name.to_string()),
-        Some(t) if t.numel() != 1 || t.kind().is_floating_point() => {
+        Some(t) if t.numel() != 1 || t.is_floating_point() => {
             mismatched.push(format!("{name}: expected an integer scalar"))
         }
         Some(t) if t.int64_value(&[]) < 0 => mismatched.push(format!("{name}: negative")),
@@ -127,12 +127,20 @@ impl AdamW {
 
     /// Names of the parameters in the weight-decay group.
     pub fn decay_names(&self) -> Vec<&str> {
-        self.params.iter().filter(|p| p.decay).map(|p| p.name.as_str()).collect()
+        self.params
+            .iter()
+            .filter(|p| p.decay)
+            .map(|p| p.name.as_str())
+            .collect()
     }
 
     /// Names of the parameters in the no-decay group.
     pub fn no_decay_names(&self) -> Vec<&str> {
-        self.params.iter().filter(|p| !p.decay).map(|p| p.name.as_str()).collect()
+        self.params
+            .iter()
+            .filter(|p| !p.decay)
+            .map(|p| p.name.as_str())
+            .collect()
     }
 
     /// One AdamW update at learning rate `lr` for every parameter with a defined gradient;
@@ -145,10 +153,18 @@ impl AdamW {
                 if !grad.defined() || !p.exp_avg.defined() {
                     continue;
                 }
-                let grad = if grad.kind() == Kind::Float { grad } else { grad.to_kind(Kind::Float) };
+                let grad = if grad.kind() == Kind::Float {
+                    grad
+                } else {
+                    grad.to_kind(Kind::Float)
+                };
                 // Non-fp32 parameters are updated in an fp32 copy, then written back.
                 let fp32 = p.tensor.kind() == Kind::Float;
-                let mut w = if fp32 { p.tensor.shallow_clone() } else { p.tensor.to_kind(Kind::Float) };
+                let mut w = if fp32 {
+                    p.tensor.shallow_clone()
+                } else {
+                    p.tensor.to_kind(Kind::Float)
+                };
                 p.step += 1;
                 if p.decay && self.weight_decay != 0.0 {
                     // Decoupled decay first, on the pre-update weights, as torch.optim.AdamW.
@@ -170,7 +186,7 @@ impl AdamW {
                 // p + (−s)·(m/d), as addcdiv_(m, d, value=−s).
                 let _ = w.g_sub_(&((&p.exp_avg / &denom) * step_size));
                 if !fp32 {
-                    let _ = p.tensor.shallow_clone().copy_(&w);
+                    p.tensor.shallow_clone().copy_(&w);
                 }
             }
         });
@@ -189,14 +205,21 @@ impl AdamW {
     /// norm exceeds it, every gradient is scaled in place by `max_norm / (norm + 1e-6)`, as
     /// `torch.nn.utils.clip_grad_norm_`. Reading the norm synchronises with the device once.
     pub fn clip_grad_norm(&mut self, max_norm: f64) -> f64 {
-        let grads: Vec<Tensor> =
-            self.params.iter().map(|p| p.tensor.grad()).filter(|g| g.defined()).collect();
+        let grads: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|p| p.tensor.grad())
+            .filter(|g| g.defined())
+            .collect();
         if grads.is_empty() {
             return 0.0;
         }
         let total = tch::no_grad(|| {
             // Per-tensor norms accumulated in f64 so the sum of squares cannot overflow fp32/bf16.
-            let norms: Vec<Tensor> = grads.iter().map(|g| g.norm().to_kind(Kind::Double)).collect();
+            let norms: Vec<Tensor> = grads
+                .iter()
+                .map(|g| g.norm().to_kind(Kind::Double))
+                .collect();
             Tensor::stack(&norms, 0).norm().double_value(&[])
         });
         if max_norm > 0.0 {
@@ -220,7 +243,10 @@ impl AdamW {
         let mut out = vec![("step".to_string(), Tensor::from(self.steps as i64))];
         for p in self.params.iter().filter(|p| p.exp_avg.defined()) {
             out.push((state_name("exp_avg", &p.name), p.exp_avg.shallow_clone()));
-            out.push((state_name("exp_avg_sq", &p.name), p.exp_avg_sq.shallow_clone()));
+            out.push((
+                state_name("exp_avg_sq", &p.name),
+                p.exp_avg_sq.shallow_clone(),
+            ));
             out.push((state_name("step", &p.name), Tensor::from(p.step as i64)));
         }
         out
@@ -241,8 +267,11 @@ impl AdamW {
                 let name = state_name(prefix, &p.name);
                 match by_name.get(&name) {
                     None => missing.push(name.clone()),
-                    Some(t) if t.size() != p.exp_avg.size() => mismatched
-                        .push(format!("{name}: shape {:?}, expected {:?}", t.size(), p.exp_avg.size())),
+                    Some(t) if t.size() != p.exp_avg.size() => mismatched.push(format!(
+                        "{name}: shape {:?}, expected {:?}",
+                        t.size(),
+                        p.exp_avg.size()
+                    )),
                     Some(_) => {}
                 }
                 expected.insert(name);
@@ -251,10 +280,17 @@ impl AdamW {
             check_count(&name, by_name.get(&name), &mut missing, &mut mismatched);
             expected.insert(name);
         }
-        let unexpected: Vec<String> =
-            by_name.keys().filter(|k| !expected.contains(*k)).cloned().collect();
+        let unexpected: Vec<String> = by_name
+            .keys()
+            .filter(|k| !expected.contains(*k))
+            .cloned()
+            .collect();
         if !missing.is_empty() || !unexpected.is_empty() || !mismatched.is_empty() {
-            return Err(OptimError::StateMismatch { missing, unexpected, mismatched });
+            return Err(OptimError::StateMismatch {
+                missing,
+                unexpected,
+                mismatched,
+            });
         }
         // Validated: now copy. `copy_` converts dtype and device, so a CPU file restores onto a
         // GPU optimizer.
@@ -262,8 +298,12 @@ impl AdamW {
         self.steps = step_of(&by_name["step"]);
         tch::no_grad(|| -> Result<(), OptimError> {
             for p in self.params.iter_mut().filter(|p| p.exp_avg.defined()) {
-                let m = by_name.remove(&state_name("exp_avg", &p.name)).expect("checked above");
-                let v = by_name.remove(&state_name("exp_avg_sq", &p.name)).expect("checked above");
+                let m = by_name
+                    .remove(&state_name("exp_avg", &p.name))
+                    .expect("checked above");
+                let v = by_name
+                    .remove(&state_name("exp_avg_sq", &p.name))
+                    .expect("checked above");
                 p.exp_avg.f_copy_(&m)?;
                 p.exp_avg_sq.f_copy_(&v)?;
                 p.step = step_of(&by_name[&state_name("step", &p.name)]);

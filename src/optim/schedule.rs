@@ -86,7 +86,11 @@ mod tests {
 
     #[test]
     fn warmup_is_linear_and_starts_above_zero() {
-        for kind in [Schedule::Cosine, Schedule::Constant, Schedule::ConstantCooldown] {
+        for kind in [
+            Schedule::Cosine,
+            Schedule::Constant,
+            Schedule::ConstantCooldown,
+        ] {
             let s = sched(kind);
             close(s.lr_at(0), 1e-4); // 1e-3 · 1/10
             close(s.lr_at(4), 5e-4); // 1e-3 · 5/10
@@ -101,7 +105,10 @@ mod tests {
         close(s.lr_at(10), 1e-3); // e = 0: cos 0 = 1 → lr
         close(s.lr_at(60), 5.05e-4); // e = 50: cos(π/2) = 0 → (lr + min)/2 = 5.05e-4
         // e = 25: 1e-5 + 0.5·(1 + cos(π/4))·9.9e-4 = 1e-5 + 0.853553390593·9.9e-4
-        close(s.lr_at(35), 1e-5 + 0.5 * (1.0 + std::f64::consts::FRAC_1_SQRT_2) * 9.9e-4);
+        close(
+            s.lr_at(35),
+            1e-5 + 0.5 * (1.0 + std::f64::consts::FRAC_1_SQRT_2) * 9.9e-4,
+        );
         // last step e = 99: 1e-5 + 0.5·(1 + cos(0.99π))·9.9e-4 = 1e-5 + 2.4425e-7 (≈ min_lr)
         let last = s.lr_at(109);
         assert!((last - 1.024425e-5).abs() < 1e-10, "{last}");

@@ -22,10 +22,10 @@ fn mlp(seed: i64) -> nn::VarStore {
     tch::manual_seed(seed);
     let vs = nn::VarStore::new(Device::Cpu);
     let r = vs.root();
-    r.randn("fc1.weight", &[6, 4], 0.0, 0.5);
-    r.randn("fc1.bias", &[6], 0.0, 0.1);
-    r.randn("fc2.weight", &[3, 6], 0.0, 0.5);
-    r.randn("fc2.bias", &[3], 0.0, 0.1);
+    let _ = (&r / "fc1").randn("weight", &[6, 4], 0.0, 0.5);
+    let _ = (&r / "fc1").randn("bias", &[6], 0.0, 0.1);
+    let _ = (&r / "fc2").randn("weight", &[3, 6], 0.0, 0.5);
+    let _ = (&r / "fc2").randn("bias", &[3], 0.0, 0.1);
     vs
 }
 
@@ -63,7 +63,10 @@ fn resume_from_safetensors_is_bit_identical() {
     let first = mlp(1);
     let mut opt1 = AdamW::new(params(&first), &cfg(), no_decay);
     train(&first, &mut opt1, 5);
-    let (wpath, spath) = (dir.path().join("w.safetensors"), dir.path().join("opt.safetensors"));
+    let (wpath, spath) = (
+        dir.path().join("w.safetensors"),
+        dir.path().join("opt.safetensors"),
+    );
     first.save(&wpath).unwrap();
     let state = opt1.state_tensors();
     let named: Vec<(&str, &Tensor)> = state.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -73,7 +76,8 @@ fn resume_from_safetensors_is_bit_identical() {
     let mut resumed = mlp(2); // different init, overwritten by the load
     resumed.load(&wpath).unwrap();
     let mut opt2 = AdamW::new(params(&resumed), &cfg(), no_decay);
-    opt2.load_state(Tensor::read_safetensors(&spath).unwrap()).unwrap();
+    opt2.load_state(Tensor::read_safetensors(&spath).unwrap())
+        .unwrap();
     assert_eq!(opt2.steps(), 5);
     train(&resumed, &mut opt2, 5);
 
@@ -96,7 +100,10 @@ fn load_state_reports_missing_unexpected_and_mismatched() {
         .into_iter()
         .filter(|(n, _)| n != "exp_avg.fc1.bias")
         .collect();
-    state.push(("exp_avg.nope".into(), Tensor::zeros([1], (Kind::Float, Device::Cpu))));
+    state.push((
+        "exp_avg.nope".into(),
+        Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+    ));
     for (n, t) in state.iter_mut() {
         if n == "exp_avg_sq.fc2.weight" {
             *t = Tensor::zeros([2, 2], (Kind::Float, Device::Cpu));
@@ -105,7 +112,10 @@ fn load_state_reports_missing_unexpected_and_mismatched() {
     let err = opt.load_state(state).unwrap_err().to_string();
     assert!(err.contains("missing [exp_avg.fc1.bias]"), "{err}");
     assert!(err.contains("unexpected [exp_avg.nope]"), "{err}");
-    assert!(err.contains("exp_avg_sq.fc2.weight: shape [2, 2], expected [3, 6]"), "{err}");
+    assert!(
+        err.contains("exp_avg_sq.fc2.weight: shape [2, 2], expected [3, 6]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -113,7 +123,7 @@ fn frozen_params_untouched_and_no_decay_group_not_decayed() {
     let vs = nn::VarStore::new(Device::Cpu);
     let r = vs.root();
     let w = r.ones("w", &[3]);
-    let b = r.ones("b.bias", &[3]);
+    let b = (&r / "b").ones("bias", &[3]);
     let frozen = r.ones("frozen", &[3]);
     let _ = frozen.set_requires_grad(false);
     let mut opt = AdamW::new(params(&vs), &cfg(), no_decay);
@@ -151,7 +161,10 @@ fn clip_grad_norm_returns_norm_and_scales() {
     assert!((opt.clip_grad_norm(1.0) - 5.0).abs() < 1e-6);
     let coef = 1.0 / (5.0 + 1e-6);
     let ga = Vec::<f32>::try_from(&a.grad()).unwrap();
-    assert!((ga[0] as f64 - 3.0 * coef).abs() < 1e-6 && ga[1] == 0.0, "{ga:?}");
+    assert!(
+        (ga[0] as f64 - 3.0 * coef).abs() < 1e-6 && ga[1] == 0.0,
+        "{ga:?}"
+    );
     let gb = Vec::<f32>::try_from(&b.grad()).unwrap();
     assert!((gb[0] as f64 - 4.0 * coef).abs() < 1e-6, "{gb:?}");
     assert!((opt.clip_grad_norm(0.0) - 1.0).abs() < 1e-5);
