@@ -177,6 +177,17 @@ mod tests {
             assert_eq!(a.matmul(&b).kind(), Kind::BFloat16);
         }
         assert_eq!(a.matmul(&b).kind(), Kind::Float);
+        {
+            let _g = Autocast::enter(Device::Cpu, Precision::Fp16).unwrap();
+            assert_eq!(a.matmul(&b).kind(), Kind::Half);
+            {
+                // A nested bf16 scope switches dtype and restores fp16 on exit.
+                let _inner = Autocast::enter(Device::Cpu, Precision::Bf16).unwrap();
+                assert_eq!(a.matmul(&b).kind(), Kind::BFloat16);
+            }
+            assert_eq!(a.matmul(&b).kind(), Kind::Half);
+        }
+        assert_eq!(a.matmul(&b).kind(), Kind::Float);
         let _g = Autocast::enter(Device::Cpu, Precision::Fp32).unwrap();
         assert_eq!(a.matmul(&b).kind(), Kind::Float);
     }

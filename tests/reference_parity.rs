@@ -7,7 +7,7 @@ use std::process::Command;
 
 use cliptrain::config::{LossConfig, LossKind, OptimConfig};
 use cliptrain::loss::ClipLoss;
-use cliptrain::optim::AdamW;
+use cliptrain::optim::{AdamW, LrSchedule};
 use tch::{Device, Kind, Reduction, Tensor, nn};
 
 fn repo() -> PathBuf {
@@ -94,6 +94,10 @@ fn losses_match_open_clip() {
         });
         let ours = loss.forward(&image, &text, &scale, b).double_value(&[]);
         let theirs = reference[key].double_value(&[]);
+        println!(
+            "{key}: ours {ours}, open_clip {theirs}, |diff| {:e}",
+            (ours - theirs).abs()
+        );
         assert!(
             (ours - theirs).abs() <= 1e-12 * theirs.abs().max(1.0),
             "{key}: ours {ours}, open_clip {theirs}"
@@ -110,8 +114,15 @@ fn adamw_matches_torch_optim_adamw_after_10_steps() {
         beta2: 0.98,
         eps: 1e-6,
         weight_decay: 0.2,
+        warmup_steps: 3,
+        steps: 10,
+        min_lr: 1e-4,
         ..OptimConfig::default()
     };
+    // A changing learning rate (warmup, then cosine) also checks that lr enters each step.
+    let schedule = LrSchedule::new(&cfg);
+    let lrs: Vec<f64> = (0..10).map(|s| schedule.lr_at(s)).collect();
+    let lrs_t = Tensor::from_slice(&lrs);
     tch::manual_seed(11);
     let vs = nn::VarStore::new(Device::Cpu);
     let r = vs.root();
@@ -128,12 +139,11 @@ fn adamw_matches_torch_optim_adamw_after_10_steps() {
         dir.path().join("out.safetensors"),
     );
     let mut tensors: Vec<(&str, &Tensor)> = v.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    tensors.extend([("x", &x), ("y", &y)]);
+    tensors.extend([("x", &x), ("y", &y), ("lrs", &lrs_t)]);
     write(&inp, &tensors);
-    let args: Vec<String> = [cfg.lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay]
+    let args: Vec<String> = [cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay]
         .iter()
         .map(|a| format!("{a:e}"))
-        .chain(["10".to_string()])
         .collect();
     let mut argv = vec![inp.to_str().unwrap(), out.to_str().unwrap()];
     argv.extend(args.iter().map(String::as_str));
@@ -142,14 +152,14 @@ fn adamw_matches_torch_optim_adamw_after_10_steps() {
     let mut opt = AdamW::new(vs.variables().into_iter().collect(), &cfg, |n| {
         n.ends_with("bias")
     });
-    for _ in 0..10 {
+    for &lr in &lrs {
         opt.zero_grad();
         x.linear(&v["fc1.weight"], Some(&v["fc1.bias"]))
             .gelu("none")
             .linear(&v["fc2.weight"], Some(&v["fc2.bias"]))
             .mse_loss(&y, Reduction::Mean)
             .backward();
-        opt.step(cfg.lr);
+        opt.step(lr);
     }
     let reference = read(&out);
     for (name, ours) in &v {

@@ -183,8 +183,9 @@ impl AdamW {
                 let step_size = lr / bias1;
                 let mut denom = p.exp_avg_sq.sqrt() / bias2_sqrt;
                 let _ = denom.g_add_scalar_(eps);
-                // p + (−s)·(m/d), as addcdiv_(m, d, value=−s).
-                let _ = w.g_sub_(&((&p.exp_avg / &denom) * step_size));
+                // addcdiv_(m, d, value=−s): ATen's CPU kernel computes (value·m)/d (checked
+                // bit for bit against torch), so the scaled numerator goes in as the tensor.
+                let _ = w.addcdiv_(&(&p.exp_avg * -step_size), &denom);
                 if !fp32 {
                     p.tensor.shallow_clone().copy_(&w);
                 }
