@@ -4,6 +4,7 @@ mod config_cmd;
 mod data_cmd;
 mod env_cmd;
 mod tokenizer_cmd;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +35,8 @@ pub enum Command {
     Data(data_cmd::DataCommand),
     /// Show the libtorch build, CUDA/cuDNN availability, devices and threads.
     Env(env_cmd::EnvArgs),
+    /// Train a CLIP model from a TOML config (with exact resume).
+    Train(train_cmd::TrainArgs),
     /// Train a BPE tokenizer on captions, or show how text encodes.
     #[command(subcommand)]
     Tokenizer(tokenizer_cmd::TokenizerCommand),
@@ -45,6 +48,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Env(args) => env_cmd::run(args),
+        Command::Train(args) => train_cmd::run(args),
         Command::Tokenizer(cmd) => tokenizer_cmd::run(cmd),
     }
 }

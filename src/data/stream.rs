@@ -50,7 +50,7 @@ pub struct StreamSample {
 }
 
 /// Everything needed to continue the stream exactly; serializes to a small JSON object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StreamState {
     /// Hash of the shard list and ordering settings; resuming with others is refused.
     pub fingerprint: String,

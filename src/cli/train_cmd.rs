@@ -1,0 +1,81 @@
+//! `cliptrain train`: a run from a TOML config, with exact resume.
+use anyhow::Context;
+use clap::Args;
+use cliptrain::config;
+use cliptrain::train::{self, Resume, TrainOptions};
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The run's TOML config.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Override a field: `--set section.key=value` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// `auto` continues from the run's newest checkpoint (or starts fresh if it has none);
+    /// a path continues from that checkpoint or run folder.
+    #[arg(long, value_name = "auto|PATH")]
+    pub resume: Option<String>,
+    /// Stop after this step with a checkpoint, as a preempted job would; the LR schedule still
+    /// spans optim.steps.
+    #[arg(long, value_name = "K")]
+    pub stop_at_step: Option<u64>,
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let cfg = config::load(&args.config, &args.overrides)
+        .with_context(|| format!("{} is not a valid config", args.config.display()))?;
+    let resume = match args.resume.as_deref() {
+        None => Resume::No,
+        Some("auto") => Resume::Auto,
+        Some(p) => Resume::From(PathBuf::from(p)),
+    };
+    let info = cliptrain::runtime::RuntimeInfo::gather();
+    tracing::info!(
+        "libtorch {} on {:?}, run folder {}",
+        info.libtorch_version,
+        cfg.run.device.resolve(),
+        cfg.run.output_dir.join(&cfg.run.name).display()
+    );
+    let s = train::train(
+        &cfg,
+        &TrainOptions {
+            resume,
+            stop_at_step: args.stop_at_step,
+        },
+    )?;
+    let first = s.losses.first().map(|x| x.1).unwrap_or(f64::NAN);
+    let last = s.losses.last().map(|x| x.1).unwrap_or(f64::NAN);
+    let min = s.losses.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);
+    println!(
+        "steps {}..{} of {}",
+        s.first_step, s.last_step, cfg.optim.steps
+    );
+    println!(
+        "loss: first {first:.4}, last {last:.4}, min {min:.4} (chance level ln(batch) = {:.4})",
+        (cfg.optim.batch_size as f64).ln()
+    );
+    println!(
+        "throughput: {:.1} samples/s, {:.1}% of the time waiting for data",
+        s.samples_per_s,
+        100.0 * s.data_wait_fraction
+    );
+    println!("skipped samples: {}", s.skipped_samples);
+    if let Some(c) = &s.checkpoint {
+        println!("checkpoint: {}", c.display());
+    }
+    println!(
+        "metrics: {}/metrics.jsonl, TensorBoard: tensorboard --logdir {}/tb",
+        s.run_dir.display(),
+        s.run_dir.display()
+    );
+    if s.interrupted || s.last_step < cfg.optim.steps {
+        println!(
+            "stopped at step {}; continue with: cliptrain train --config {} --resume auto",
+            s.last_step,
+            args.config.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! Training end to end on a tiny model and the synthetic data: exact resume, feature-caching
+//! gradients, interruption, checkpoint contents.
+use cliptrain::config::{self, LossKind, Precision};
+use cliptrain::loss::ClipLoss;
+use cliptrain::model::ClipModel;
+use cliptrain::train::train_step;
+use std::path::Path;
+use std::process::{Command, Output};
+use tch::{Device, Kind, Tensor, nn};
+
+fn cliptrain(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cliptrain"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run cliptrain")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A small dataset, its tokenizer and a config for a very small CLIP, in `d`.
+fn setup(d: &Path) {
+    ok(cliptrain(
+        &[
+            "data",
+            "synth",
+            "--out",
+            "syn",
+            "--train",
+            "96",
+            "--eval",
+            "8",
+            "--image-size",
+            "32",
+            "--shard-size",
+            "32",
+        ],
+        d,
+    ));
+    ok(cliptrain(
+        &[
+            "tokenizer",
+            "train",
+            "--data",
+            "syn/train-{000000..000002}.tar",
+            "--vocab-size",
+            "600",
+            "--out",
+            "syn/tok.json",
+        ],
+        d,
+    ));
+    std::fs::write(
+        d.join("tiny.toml"),
+        r#"
+[run]
+name = "t"
+output_dir = "runs"
+device = "cpu"
+threads = 1
+seed = 3
+[data]
+train = "syn/train-{000000..000002}.tar"
+tokenizer = "syn/tok.json"
+shuffle_buffer = 16
+workers = 1
+[model]
+embed_dim = 16
+[model.vision]
+image_size = 32
+patch_size = 8
+width = 32
+layers = 1
+heads = 2
+[model.text]
+vocab_size = 600
+context_length = 16
+width = 32
+layers = 1
+heads = 2
+[optim]
+steps = 6
+batch_size = 8
+warmup_steps = 2
+lr = 1e-3
+[checkpoint]
+every = 2
+keep = 0
+[log]
+every = 1
+tensorboard = false
+progress = "plain"
+"#,
+    )
+    .unwrap();
+}
+
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+fn weights(dir: &Path) -> Vec<(String, Tensor)> {
+    let mut w = Tensor::read_safetensors(dir.join("model.safetensors")).unwrap();
+    w.sort_by(|a, b| a.0.cmp(&b.0));
+    w
+}
+
+#[test]
+fn resume_after_a_stop_reproduces_the_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    ok(cliptrain(
+        &["train", "--config", "tiny.toml", "--set", "run.name=full"],
+        d,
+    ));
+    let out = ok(cliptrain(
+        &[
+            "train",
+            "--config",
+            "tiny.toml",
+            "--set",
+            "run.name=split",
+            "--stop-at-step",
+            "3",
+        ],
+        d,
+    ));
+    assert!(
+        out.contains("continue with: cliptrain train --config tiny.toml --resume auto"),
+        "{out}"
+    );
+    assert!(
+        d.join("runs/split/step-0000003/optimizer.safetensors")
+            .is_file()
+    );
+    ok(cliptrain(
+        &[
+            "train",
+            "--config",
+            "tiny.toml",
+            "--set",
+            "run.name=split",
+            "--resume",
+            "auto",
+        ],
+        d,
+    ));
+
+    let (full, split) = (losses(&d.join("runs/full")), losses(&d.join("runs/split")));
+    assert_eq!(full.len(), 6);
+    assert_eq!(full, split, "the loss sequence continues exactly");
+    let (a, b) = (
+        weights(&d.join("runs/full/latest")),
+        weights(&d.join("runs/split/latest")),
+    );
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        let diff = (ta - tb).abs().max().double_value(&[]);
+        assert!(diff <= 1e-6, "{na} differs by {diff}");
+    }
+    // A fresh start on a run that has checkpoints is refused rather than overwriting them.
+    let again = cliptrain(
+        &["train", "--config", "tiny.toml", "--set", "run.name=full"],
+        d,
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume auto"));
+}
+
+#[test]
+fn checkpoint_holds_hf_named_weights_state_config_and_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let out = ok(cliptrain(
+        &[
+            "train",
+            "--config",
+            "tiny.toml",
+            "--set",
+            "optim.steps=2",
+            "--set",
+            "optim.warmup_steps=1",
+        ],
+        d,
+    ));
+    assert!(out.contains("loss: first"), "{out}");
+    let ckpt = d.join("runs/t/latest");
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+        "config.toml",
+        "tokenizer.json",
+    ] {
+        assert!(ckpt.join(f).is_file(), "{f} missing");
+    }
+    let names: Vec<String> = weights(&ckpt).into_iter().map(|(n, _)| n).collect();
+    for want in [
+        "logit_scale",
+        "visual_projection.weight",
+        "vision_model.pre_layrnorm.weight",
+        "text_model.final_layer_norm.bias",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 2);
+    assert_eq!(state["samples_seen"], 16);
+    let saved = config::load(&ckpt.join("config.toml"), &[]).unwrap();
+    assert_eq!(
+        saved.optim.steps, 2,
+        "the effective config, overrides applied"
+    );
+}
+
+#[test]
+fn feature_caching_gives_the_full_batch_gradient() {
+    tch::manual_seed(0);
+    let mut cfg = config::Config::default();
+    let m = &mut cfg.model;
+    (
+        m.embed_dim,
+        m.vision.image_size,
+        m.vision.patch_size,
+        m.vision.width,
+        m.vision.layers,
+        m.vision.heads,
+    ) = (16, 16, 8, 32, 2, 2);
+    (
+        m.text.vocab_size,
+        m.text.context_length,
+        m.text.width,
+        m.text.layers,
+        m.text.heads,
+    ) = (50, 8, 32, 2, 2);
+    for kind in [LossKind::InfoNce, LossKind::Siglip] {
+        cfg.loss.kind = kind;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = ClipModel::new(&vs.root(), &cfg.model, 49, kind).unwrap();
+        let loss_fn = ClipLoss::new(&cfg.loss);
+        let images = Tensor::randn([12, 3, 16, 16], (Kind::Float, Device::Cpu));
+        let tokens = Tensor::randint(48, [12, 8], (Kind::Int64, Device::Cpu));
+        let _ = tokens.narrow(1, 5, 1).fill_(49); // EOT
+        let grads = |micro: usize| {
+            for (_, v) in vs.variables() {
+                let mut g = v.grad();
+                if g.defined() {
+                    let _ = g.zero_();
+                }
+            }
+            let loss = train_step(
+                &model,
+                &loss_fn,
+                &images,
+                &tokens,
+                micro,
+                Precision::Fp32,
+                Device::Cpu,
+            )
+            .unwrap();
+            let mut named: Vec<(String, Tensor)> = vs
+                .variables()
+                .into_iter()
+                .map(|(n, v)| (n, v.grad().copy()))
+                .collect();
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+            (loss, named)
+        };
+        let (full_loss, full) = grads(0);
+        let global = full
+            .iter()
+            .map(|(_, g)| g.abs().max().double_value(&[]))
+            .fold(0.0, f64::max);
+        for micro in [4, 3] {
+            let (loss, cached) = grads(micro);
+            assert!(
+                (loss - full_loss).abs() < 1e-6,
+                "{kind:?} micro {micro}: loss {loss} vs {full_loss}"
+            );
+            for ((n, a), (_, b)) in full.iter().zip(&cached) {
+                let scale = a.abs().max().double_value(&[]).max(1e-8);
+                let diff = (a - b).abs().max().double_value(&[]);
+                // Relative, with a floor of 1e-6 of the largest gradient for gradients that are
+                // zero in exact arithmetic (attention key biases, which softmax ignores).
+                assert!(
+                    diff <= 1e-5 * scale + 1e-6 * global,
+                    "{kind:?} micro {micro}: {n} gradient differs by {diff} (scale {scale})"
+                );
+            }
+        }
+    }
+}
