@@ -307,3 +307,195 @@ fn feature_caching_gives_the_full_batch_gradient() {
         }
     }
 }
+
+/// The venv python with the reference packages (scripts/bootstrap.sh --ref).
+fn python() -> std::path::PathBuf {
+    let venv = std::env::var_os("CLIPTRAIN_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/cliptrain/venv-torch-2.11.0")
+        });
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "no python at {}: run scripts/bootstrap.sh --ref",
+        python.display()
+    );
+    python
+}
+
+#[test]
+fn tensorboard_reads_the_training_scalars() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    ok(cliptrain(
+        &[
+            "train",
+            "--config",
+            "tiny.toml",
+            "--set",
+            "log.tensorboard=true",
+            "--set",
+            "optim.steps=3",
+            "--set",
+            "optim.warmup_steps=1",
+        ],
+        d,
+    ));
+    let script = r#"
+import sys, json
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+acc = EventAccumulator(sys.argv[1]); acc.Reload()
+print(json.dumps({t: [[e.step, e.value] for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}))
+"#;
+    let out = Command::new(python())
+        .args(["-c", script, d.join("runs/t/tb").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tensorboard could not read the events (scripts/bootstrap.sh --ref installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scalars: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let loss = scalars["train/loss"]
+        .as_array()
+        .expect("train/loss is logged");
+    assert_eq!(
+        loss.iter()
+            .map(|e| e[0].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let jsonl = losses(&d.join("runs/t"));
+    for (e, (step, l)) in loss.iter().zip(&jsonl) {
+        assert_eq!(e[0].as_u64().unwrap(), *step);
+        assert!(
+            (e[1].as_f64().unwrap() - l).abs() < 1e-5,
+            "TensorBoard and metrics.jsonl agree"
+        );
+    }
+    for tag in [
+        "train/lr",
+        "train/temperature",
+        "train/grad_norm",
+        "train/samples_per_s",
+        "train/data_wait_fraction",
+    ] {
+        assert!(scalars.get(tag).is_some(), "{tag} missing: {scalars}");
+    }
+}
+
+#[test]
+fn sigint_finishes_the_step_checkpoints_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let child = Command::new(env!("CARGO_BIN_EXE_cliptrain"))
+        .args([
+            "train",
+            "--config",
+            "tiny.toml",
+            "--set",
+            "optim.steps=100000",
+            "--set",
+            "checkpoint.every=0",
+        ])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = d.join("runs/t/metrics.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_to_string(&metrics).map_or(true, |m| m.lines().count() < 2) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "training never logged a step"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("continue with: cliptrain train --config tiny.toml --resume auto"),
+        "{stdout}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("runs/t/latest/state.json")).unwrap())
+            .unwrap();
+    assert!(state["step"].as_u64().unwrap() >= 2, "{state}");
+}
+
+#[test]
+fn non_finite_losses_stop_the_run_and_keep_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    // An absurd learning rate blows the weights up after the first update.
+    let out = cliptrain(
+        &[
+            "train",
+            "--config",
+            "tiny.toml",
+            "--set",
+            "optim.lr=1e30",
+            "--set",
+            "optim.warmup_steps=0",
+            "--set",
+            "optim.max_bad_steps=2",
+            "--set",
+            "checkpoint.every=1",
+        ],
+        d,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("non-finite losses in a row (optim.max_bad_steps = 2)"),
+        "{stderr}"
+    );
+    let latest = d.join("runs/t/latest");
+    assert!(latest.join("model.safetensors").is_file() && latest.join("state.json").is_file());
+    assert!(
+        !std::fs::read_dir(d.join("runs/t")).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".tmp"))
+    );
+}
+
+#[test]
+fn bf16_autocast_trains_on_the_cpu_path_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    ok(cliptrain(
+        &[
+            "train",
+            "--config",
+            "tiny.toml",
+            "--set",
+            "run.precision=bf16",
+            "--set",
+            "optim.steps=3",
+            "--set",
+            "optim.warmup_steps=1",
+        ],
+        d,
+    ));
+    let l = losses(&d.join("runs/t"));
+    assert_eq!(l.len(), 3);
+    assert!(l.iter().all(|(_, x)| x.is_finite()), "{l:?}");
+}
