@@ -181,9 +181,10 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
-        tch::manual_seed(7);
-        let img = Tensor::randn([3, 4], F64).set_requires_grad(true);
-        let txt = Tensor::randn([3, 4], F64).set_requires_grad(true);
+        // Fixed values, not the global RNG (shared with tests that rely on seeding it).
+        let wave = |k: f64| (Tensor::arange(12, F64) * k + 0.3).sin().view([3, 4]);
+        let img = wave(1.7).set_requires_grad(true);
+        let txt = wave(2.9).set_requires_grad(true);
         let scale = Tensor::from(1.3f64).set_requires_grad(true);
         let bias = Tensor::from(-0.7f64).set_requires_grad(true);
         for kind in [LossKind::InfoNce, LossKind::Siglip] {
