@@ -5,10 +5,11 @@
 //! checkpoint we save must load into HF with `load_state_dict(strict=True)` and give our outputs.
 //! Missing Python packages fail the test (they come with `scripts/bootstrap.sh --ref`), never
 //! skip it.
+mod common;
 use cliptrain::config::{Activation, LossKind, ModelConfig, TextConfig, VisionConfig};
 use cliptrain::model::{ClipModel, load_hf_safetensors};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
@@ -47,29 +48,10 @@ fn act_name(a: Activation) -> &'static str {
     }
 }
 
-/// The torch venv's python (the one `scripts/env.sh` puts first on PATH).
-fn python() -> PathBuf {
-    let venv = std::env::var_os("CLIPTRAIN_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/cliptrain/venv-torch-2.11.0")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "no python at {}: run scripts/bootstrap.sh --ref (or set CLIPTRAIN_VENV)",
-        python.display()
-    );
-    python
-}
-
 /// Runs `scripts/hf_parity.py` and returns its stdout; a failure names the fix.
 fn hf_parity(args: &[&str]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/hf_parity.py");
-    let out = Command::new(python())
+    let out = Command::new(common::venv_python())
         .arg(&script)
         .args(args)
         .output()

@@ -2,6 +2,7 @@
 //! `torch.optim.AdamW`, run by `scripts/loss_reference.py` / `scripts/adamw_reference.py` with
 //! the torch venv's python. A missing venv or reference package fails the test with the fix
 //! (`scripts/bootstrap.sh --ref`); it never skips.
+mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -14,28 +15,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The torch venv's python (the one `scripts/env.sh` puts first on PATH).
-fn python() -> PathBuf {
-    let venv = std::env::var_os("CLIPTRAIN_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/cliptrain/venv-torch-2.11.0")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "no python at {}: run scripts/bootstrap.sh --ref (or set CLIPTRAIN_VENV)",
-        python.display()
-    );
-    python
-}
-
 /// Runs a repo script with the venv python; a failure names the script and the fix.
 fn run_script(script: &str, args: &[&str]) {
-    let out = Command::new(python())
+    let out = Command::new(common::venv_python())
         .arg(repo().join("scripts").join(script))
         .args(args)
         .output()

@@ -3,6 +3,7 @@
 //! CLIP's tokenizer.json is derived offline by `scripts/make_clip_tokenizer.py` and the reference
 //! ids come from `scripts/tokenizer_parity.py`, both run with the torch venv's python. Missing
 //! Python packages fail the test (they are part of `scripts/bootstrap.sh --ref`), never skip it.
+mod common;
 use cliptrain::text::TextTokenizer;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -56,28 +57,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The torch venv's python (the one `scripts/env.sh` puts first on PATH).
-fn python() -> PathBuf {
-    let venv = std::env::var_os("CLIPTRAIN_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/cliptrain/venv-torch-2.11.0")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "no python at {}: run scripts/bootstrap.sh --ref (or set CLIPTRAIN_VENV)",
-        python.display()
-    );
-    python
-}
-
 /// Runs a repo script with the venv python; a failure names the script and the fix.
 fn run_script(script: &str, args: &[&str]) -> String {
-    let out = Command::new(python())
+    let out = Command::new(common::venv_python())
         .arg(repo().join("scripts").join(script))
         .args(args)
         .env("HF_HUB_OFFLINE", "1")

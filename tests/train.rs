@@ -1,5 +1,6 @@
 //! Training end to end on a tiny model and the synthetic data: exact resume, feature-caching
 //! gradients, interruption, checkpoint contents.
+mod common;
 use cliptrain::config::{self, LossKind, Precision};
 use cliptrain::loss::ClipLoss;
 use cliptrain::model::ClipModel;
@@ -308,23 +309,6 @@ fn feature_caching_gives_the_full_batch_gradient() {
     }
 }
 
-/// The venv python with the reference packages (scripts/bootstrap.sh --ref).
-fn python() -> std::path::PathBuf {
-    let venv = std::env::var_os("CLIPTRAIN_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/cliptrain/venv-torch-2.11.0")
-        });
-    let python = venv.join("bin/python");
-    assert!(
-        python.exists(),
-        "no python at {}: run scripts/bootstrap.sh --ref",
-        python.display()
-    );
-    python
-}
-
 #[test]
 fn tensorboard_reads_the_training_scalars() {
     let dir = tempfile::tempdir().unwrap();
@@ -350,7 +334,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 acc = EventAccumulator(sys.argv[1]); acc.Reload()
 print(json.dumps({t: [[e.step, e.value] for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}))
 "#;
-    let out = Command::new(python())
+    let out = Command::new(common::venv_python())
         .args(["-c", script, d.join("runs/t/tb").to_str().unwrap()])
         .output()
         .unwrap();
