@@ -99,6 +99,15 @@ impl fmt::Display for RuntimeInfo {
     }
 }
 
+/// `requested` threads, or every core when 0 (the config's convention for "all").
+pub fn cpu_threads(requested: usize) -> usize {
+    if requested > 0 {
+        requested
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
 fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }

@@ -144,9 +144,10 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     let (mut window_start, mut window_wait, mut window_samples) = (Instant::now(), 0.0f64, 0u64);
     let (run_start, mut total_wait) = (Instant::now(), 0.0f64);
     let mut samples_this_run = 0u64;
+    let mut last_skipped = crate::data::SkipCounts::default();
     while state.step < last_step {
         let waited = Instant::now();
-        let batch = loader.next_batch()?.context("the training stream ended")?;
+        let mut batch = loader.next_batch()?.context("the training stream ended")?;
         let wait = waited.elapsed().as_secs_f64();
         window_wait += wait;
         total_wait += wait;
@@ -213,7 +214,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
             summary.losses.push((state.step, loss));
             (window_start, window_wait, window_samples) = (Instant::now(), 0.0, 0);
         }
-        summary.skipped_samples = batch.skipped.to_string();
+        last_skipped = std::mem::take(&mut batch.skipped);
         drop(batch);
 
         let stopping = STOP.load(Ordering::SeqCst);
@@ -228,6 +229,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     }
     let elapsed = run_start.elapsed().as_secs_f64().max(1e-9);
     summary.last_step = state.step;
+    summary.skipped_samples = last_skipped.to_string();
     summary.samples_per_s = samples_this_run as f64 / elapsed;
     summary.data_wait_fraction = total_wait / elapsed;
     log.finish();
@@ -360,12 +362,7 @@ pub fn config_hash(cfg: &Config) -> String {
     c.run.device = DeviceSpec::Auto;
     c.data.workers = 0;
     c.data.prefetch = 1;
-    let text = c.to_toml();
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-    }
-    format!("{h:016x}")
+    crate::data::stream::stable_hash(&c.to_toml())
 }
 
 fn resume_dir(run_dir: &Path, resume: &Resume) -> anyhow::Result<Option<PathBuf>> {
@@ -436,11 +433,7 @@ fn start_loader(
     } else {
         ShardStream::new(shards, stream_opts)?
     };
-    let threads = if cfg.run.threads > 0 {
-        cfg.run.threads
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    };
+    let threads = crate::runtime::cpu_threads(cfg.run.threads);
     let opts = LoaderOptions {
         batch_size: cfg.optim.batch_size,
         transform: ImageTransform {

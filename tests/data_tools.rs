@@ -1,23 +1,7 @@
 //! `cliptrain data synth | build | inspect` through the binary: what one writes, the others read.
+mod common;
+use common::{cliptrain, ok};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn cliptrain(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cliptrain"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run cliptrain")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn inspect_json(spec: &str, cwd: &Path) -> serde_json::Value {
     serde_json::from_str(&ok(cliptrain(&["data", "inspect", spec, "--json"], cwd)))

@@ -5,26 +5,10 @@ use cliptrain::config::{self, LossKind, Precision};
 use cliptrain::loss::ClipLoss;
 use cliptrain::model::ClipModel;
 use cliptrain::train::train_step;
+use common::{cliptrain, ok};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use tch::{Device, Kind, Tensor, nn};
-
-fn cliptrain(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cliptrain"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run cliptrain")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// A small dataset, its tokenizer and a config for a very small CLIP, in `d`.
 fn setup(d: &Path) {

@@ -50,12 +50,8 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 }
 
 fn data(args: DataBenchArgs) -> anyhow::Result<()> {
-    let threads = if args.threads > 0 {
-        args.threads
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    };
-    tch::set_num_threads(1); // normalisation is a small tensor op; keep the cores for decoding
+    let threads = cliptrain::runtime::cpu_threads(args.threads);
+    tch::set_num_threads(1); // the loader's work is ours, not libtorch's; keep the cores for decoding
     let d = DataConfig::default();
     let tokenizer = Arc::new(TextTokenizer::from_file(
         &args.tokenizer,

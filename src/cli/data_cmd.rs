@@ -99,14 +99,6 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
     }
 }
 
-fn threads(n: usize) -> usize {
-    if n > 0 {
-        n
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    }
-}
-
 fn build_cmd(args: BuildArgs) -> anyhow::Result<()> {
     let (rows, classes, prefix) = match (&args.images, &args.captions, &args.image_folder) {
         (Some(images), Some(captions), None) => {
@@ -124,7 +116,7 @@ fn build_cmd(args: BuildArgs) -> anyhow::Result<()> {
         shard_size: args.shard_size,
         max_side: args.max_side,
         max_pixels: DataConfig::default().max_image_pixels,
-        threads: threads(args.threads),
+        threads: cliptrain::runtime::cpu_threads(args.threads),
     };
     let start = Instant::now();
     let stats = import::import(&rows, classes.as_deref(), &opts)
@@ -161,7 +153,7 @@ fn inspect_cmd(args: InspectArgs) -> anyhow::Result<()> {
         &shards,
         &SampleKeys::from_config(&d),
         d.max_image_pixels,
-        threads(args.threads),
+        cliptrain::runtime::cpu_threads(args.threads),
     );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -423,19 +423,24 @@ pub fn mix(a: u64, b: u64, c: u64) -> u64 {
 }
 
 fn fingerprint(shards: &[Shard], o: &StreamOptions) -> String {
-    // FNV-1a: stable across Rust versions, unlike DefaultHasher.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |s: &str| {
-        for b in s.bytes().chain(std::iter::once(0)) {
-            h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-        }
-    };
+    let mut text = String::new();
     for s in shards {
-        eat(&s.url());
+        text.push_str(&s.url());
+        text.push('\0');
     }
-    eat(&format!(
-        "{:?}/{}/{}/{}/{}",
+    text.push_str(&format!(
+        "{:?}/{}/{}/{}/{}\0",
         o.order, o.shuffle_buffer, o.seed, o.rank, o.world_size
     ));
+    stable_hash(&text)
+}
+
+/// 64-bit FNV-1a of `text` as hex: stable across Rust versions and platforms, unlike
+/// `DefaultHasher`, so hashes saved in checkpoints stay comparable.
+pub fn stable_hash(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
     format!("{h:016x}")
 }

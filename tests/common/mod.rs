@@ -1,5 +1,27 @@
 //! Helpers shared by the integration tests.
-use std::path::PathBuf;
+// Each test binary compiles this module and uses only some of it.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs the built `cliptrain` binary in `cwd`.
+pub fn cliptrain(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cliptrain"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run cliptrain")
+}
+
+/// The stdout of a run that must have succeeded (its stderr otherwise).
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
 
 /// The torch venv's python (the one `scripts/env.sh` puts first on PATH), which has the pinned
 /// reference packages. Missing, it fails the test with the fix rather than skipping it.
