@@ -3,6 +3,7 @@ mod bench_cmd;
 mod config_cmd;
 mod data_cmd;
 mod env_cmd;
+mod eval_cmd;
 mod tokenizer_cmd;
 mod train_cmd;
 
@@ -33,6 +34,9 @@ pub enum Command {
     /// Make, pack and inspect WebDataset shards.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// Evaluate a checkpoint: zero-shot classification or image-text retrieval.
+    #[command(subcommand)]
+    Eval(eval_cmd::EvalCommand),
     /// Show the libtorch build, CUDA/cuDNN availability, devices and threads.
     Env(env_cmd::EnvArgs),
     /// Train a CLIP model from a TOML config (with exact resume).
@@ -48,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Env(args) => env_cmd::run(args),
+        Command::Eval(cmd) => eval_cmd::run(cmd),
         Command::Train(args) => train_cmd::run(args),
         Command::Tokenizer(cmd) => tokenizer_cmd::run(cmd),
     }
