@@ -3,9 +3,7 @@
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use cliptrain::config::{DeviceSpec, Precision};
-use cliptrain::eval::{
-    Encoder, LoadedModel, ZeroShotTask, eval_images, plot, report, retrieval,
-};
+use cliptrain::eval::{Encoder, LoadedModel, ZeroShotTask, eval_images, plot, report, retrieval};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Subcommand)]

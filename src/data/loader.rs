@@ -451,7 +451,11 @@ impl Producer {
                 None
             },
             caption_sets: if self.opts.keys.all_captions {
-                Some(good.iter_mut().map(|p| std::mem::take(&mut p.caption_set)).collect())
+                Some(
+                    good.iter_mut()
+                        .map(|p| std::mem::take(&mut p.caption_set))
+                        .collect(),
+                )
             } else {
                 None
             },

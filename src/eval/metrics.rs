@@ -241,7 +241,10 @@ pub fn retrieval_recall(images: &Tensor, texts: &Tensor, owner: &[usize]) -> Ret
         while start < n {
             let len = SLICE.min(n - start);
             let sim = queries.narrow(0, start, len).matmul(&keys.tr());
-            let ranked = sim.topk(k as i64, 1, true, true).1.to_device(tch::Device::Cpu);
+            let ranked = sim
+                .topk(k as i64, 1, true, true)
+                .1
+                .to_device(tch::Device::Cpu);
             let ranked = Vec::<i64>::try_from(ranked.contiguous().view([-1])).expect("int64");
             for q in 0..len as usize {
                 let row = &ranked[q * k..(q + 1) * k];
@@ -332,7 +335,10 @@ mod tests {
         assert_eq!(seen.top1_within_group, 2.0 / 3.0);
         assert_eq!(seen.chance_within_group, 0.5);
         let held = &m.groups["held_out"];
-        assert_eq!((held.samples, held.top1, held.top1_within_group), (1, 1.0, 1.0));
+        assert_eq!(
+            (held.samples, held.top1, held.top1_within_group),
+            (1, 1.0, 1.0)
+        );
         assert_eq!(m.groups["all"].chance_top1, 1.0 / 6.0);
     }
 

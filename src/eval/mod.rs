@@ -104,9 +104,8 @@ impl LoadedModel {
         let dir = checkpoint::resolve(path)?;
         let step = checkpoint::read_state(&dir)?.step;
         let config_path = dir.join("config.toml");
-        let config = crate::config::load(&config_path, &[]).map_err(|e| {
-            EvalError::Input(format!("{}: {e}", config_path.display()))
-        })?;
+        let config = crate::config::load(&config_path, &[])
+            .map_err(|e| EvalError::Input(format!("{}: {e}", config_path.display())))?;
         let tok_path = dir.join("tokenizer.json");
         let tok_path = if tok_path.is_file() {
             tok_path
@@ -155,6 +154,7 @@ pub struct Evaluator {
 }
 
 /// What one evaluation during training produced.
+#[derive(Debug, Clone)]
 pub struct EvalResults {
     pub zeroshot: Option<ZeroShotReport>,
     pub retrieval: Option<RetrievalReport>,
@@ -178,6 +178,11 @@ impl Evaluator {
                 opt_path(&e.classes_subset).as_deref(),
             )?)
         };
+        for spec in [&e.zeroshot, &e.retrieval] {
+            if !spec.is_empty() && !Path::new(spec).is_dir() {
+                crate::data::spec::parse_spec(spec)?;
+            }
+        }
         let workers = crate::runtime::cpu_threads(cfg.run.threads);
         Ok(Some(Self {
             zeroshot,
@@ -214,15 +219,24 @@ impl EvalResults {
                 };
                 m.insert(format!("{prefix}_top1"), g.top1);
                 m.insert(format!("{prefix}_top5"), g.top5);
-                m.insert(format!("{prefix}_mean_per_class_recall"), g.mean_per_class_recall);
+                m.insert(
+                    format!("{prefix}_mean_per_class_recall"),
+                    g.mean_per_class_recall,
+                );
             }
         }
         if let Some(r) = &self.retrieval {
             for (k, v) in &r.metrics.image_to_text {
-                m.insert(format!("retrieval_image_to_text_{}", k.replace('@', "_at_")), *v);
+                m.insert(
+                    format!("retrieval_image_to_text_{}", k.replace('@', "_at_")),
+                    *v,
+                );
             }
             for (k, v) in &r.metrics.text_to_image {
-                m.insert(format!("retrieval_text_to_image_{}", k.replace('@', "_at_")), *v);
+                m.insert(
+                    format!("retrieval_text_to_image_{}", k.replace('@', "_at_")),
+                    *v,
+                );
             }
         }
         m

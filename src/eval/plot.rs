@@ -30,7 +30,10 @@ pub fn confusion_png(
     };
     let (left, top) = (label_px + 12, 36 + label_px + 6);
     let grid = c * cell;
-    let (w, h) = ((left + grid + 12).max(8 * title.len() as u32 + 16), top + grid + 12);
+    let (w, h) = (
+        (left + grid + 12).max(8 * title.len() as u32 + 16),
+        top + grid + 12,
+    );
     let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
     text(&mut img, 8, 6, title, false);
     text(

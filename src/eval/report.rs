@@ -63,7 +63,11 @@ pub fn zeroshot_markdown(r: &ZeroShotReport) -> String {
                 )
             })
             .collect();
-        let _ = writeln!(s, "\nMost confused (true → predicted): {}", pairs.join("; "));
+        let _ = writeln!(
+            s,
+            "\nMost confused (true → predicted): {}",
+            pairs.join("; ")
+        );
     }
     let skipped: u64 = r.skipped.values().sum();
     if skipped > 0 {

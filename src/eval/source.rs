@@ -223,7 +223,8 @@ impl FolderBatches {
                 chunk
                     .par_iter()
                     .map_init(Resizer::new, |rs, (path, _)| {
-                        let bytes = std::fs::read(path).map_err(|_| SkipReason::UndecodableImage)?;
+                        let bytes =
+                            std::fs::read(path).map_err(|_| SkipReason::UndecodableImage)?;
                         let rgb = transform.apply(&bytes, 0, rs)?;
                         let mut chw = vec![0f32; 3 * plane];
                         for (k, px) in rgb.chunks_exact(3).enumerate() {

@@ -3,7 +3,7 @@
 //! scored by cosine similarity against every row.
 use super::metrics::{LabelGroup, ZeroShotMetrics, ZeroShotTally};
 use super::source::{EvalBatches, EvalImages, Want};
-use super::{EvalError, Encoder};
+use super::{Encoder, EvalError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
