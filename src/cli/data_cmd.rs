@@ -89,6 +89,14 @@ pub struct SynthArgs {
     /// Samples per tar shard.
     #[arg(long, default_value_t = SynthOptions::default().shard_size)]
     pub shard_size: usize,
+    /// `shapes` (circle, square, ...) or `symbols` (star, heart, hexagon, crescent, arrow,
+    /// bar): a second domain with new shapes and new words, for fine-tuning.
+    #[arg(long, value_enum, default_value = "shapes")]
+    pub domain: synth::Domain,
+    /// `shards` (WebDataset), or `folder`: images/ + captions.csv and an ImageFolder eval/,
+    /// the way your own data arrives.
+    #[arg(long, value_enum, default_value = "shards")]
+    pub layout: synth::Layout,
 }
 
 pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
@@ -171,21 +179,34 @@ fn synth_cmd(args: SynthArgs) -> anyhow::Result<()> {
         image_size: args.image_size,
         seed: args.seed,
         shard_size: args.shard_size,
+        domain: args.domain,
+        layout: args.layout,
     };
     let start = Instant::now();
     let summary = synth::generate(&opts)
         .with_context(|| format!("generating the synthetic dataset in {}", opts.out.display()))?;
     let secs = start.elapsed().as_secs_f64();
     let total = summary.train.samples + summary.eval.samples;
+    let stored = |s: &synth::SplitSummary| match opts.layout {
+        synth::Layout::Shards => format!("in {} shards", s.shards.len()),
+        synth::Layout::Folder => format!("in {}", s.spec),
+    };
     println!(
-        "wrote {} train samples ({} with two objects) in {} shards and {} eval samples in {} shards to {}",
+        "wrote {} train samples ({} with two objects) {} and {} eval samples {}",
         summary.train.samples,
         summary.train.two_object,
-        summary.train.shards.len(),
+        stored(&summary.train),
         summary.eval.samples,
-        summary.eval.shards.len(),
-        opts.out.display()
+        stored(&summary.eval),
     );
+    if opts.layout == synth::Layout::Folder {
+        println!(
+            "training captions: {} (pack with `cliptrain data build --images {} --captions {} --out DIR`)",
+            opts.out.join("captions.csv").display(),
+            summary.train.spec,
+            opts.out.join("captions.csv").display()
+        );
+    }
     println!(
         "classes: {} ({} held out of training: {})",
         summary.classes.len(),

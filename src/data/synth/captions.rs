@@ -34,8 +34,8 @@ fn a(phrase: &str) -> String {
 }
 
 /// The class name of an item: "red circle".
-pub(crate) fn class_name(colour: usize, shape: usize) -> String {
-    format!("{} {}", COLOURS[colour].0, Shape::ALL[shape].name())
+pub(crate) fn class_name(colour: usize, shape: Shape) -> String {
+    format!("{} {}", COLOURS[colour].0, shape.name())
 }
 
 fn size_word(rng: &mut ChaCha8Rng, large: bool) -> &'static str {
@@ -116,7 +116,7 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let orange_ring = Item {
             colour: 1,
-            shape: 5,
+            shape: Shape::Ring,
             large: false,
             pos: Position::Left,
         };
@@ -131,7 +131,7 @@ mod tests {
         }
         let red_square = Item {
             colour: 0,
-            shape: 1,
+            shape: Shape::Square,
             large: true,
             pos: Position::Right,
         };

@@ -6,7 +6,8 @@ use image::{Rgb, RgbImage};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 
-/// The object shapes, in label order (class label = colour index × shapes + shape index).
+/// The object shapes. Each domain uses six of them, in label order (class label = colour index
+/// × 6 + shape index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Shape {
     Circle,
@@ -15,6 +16,12 @@ pub(crate) enum Shape {
     Diamond,
     Cross,
     Ring,
+    Star,
+    Heart,
+    Hexagon,
+    Crescent,
+    Arrow,
+    Bar,
 }
 
 impl Shape {
@@ -26,6 +33,15 @@ impl Shape {
         Shape::Cross,
         Shape::Ring,
     ];
+    /// The second domain's shapes: none of them (or their names) occur in the first.
+    pub(crate) const SYMBOLS: [Shape; 6] = [
+        Shape::Star,
+        Shape::Heart,
+        Shape::Hexagon,
+        Shape::Crescent,
+        Shape::Arrow,
+        Shape::Bar,
+    ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -35,6 +51,12 @@ impl Shape {
             Shape::Diamond => "diamond",
             Shape::Cross => "cross",
             Shape::Ring => "ring",
+            Shape::Star => "star",
+            Shape::Heart => "heart",
+            Shape::Hexagon => "hexagon",
+            Shape::Crescent => "crescent",
+            Shape::Arrow => "arrow",
+            Shape::Bar => "bar",
         }
     }
 
@@ -51,6 +73,26 @@ impl Shape {
             // rather than a wedge at small sizes.
             Shape::Triangle => (-1.0..=0.85).contains(&v) && au <= (v + 1.0) / 1.85 * 1.1,
             Shape::Cross => (au <= 0.33 && av <= 1.0) || (av <= 0.33 && au <= 1.0),
+            // Five points, apex up: the radius swings between 0.5 and 1.15 with the angle.
+            Shape::Star => {
+                let turn = u.atan2(-v) / std::f32::consts::TAU * 5.0;
+                let to_point = 2.0 * (turn - turn.round()).abs(); // 0 at a point, 1 between
+                u * u + v * v <= (1.15 - 0.65 * to_point).powi(2)
+            }
+            // The classic implicit heart, point down (v grows downwards).
+            Shape::Heart => {
+                let (x, y) = (1.1 * u, -1.1 * v + 0.25);
+                (x * x + y * y - 1.0).powi(3) - x * x * y.powi(3) <= 0.0
+            }
+            // Flat top and bottom, vertices at (±1, 0).
+            Shape::Hexagon => av <= 0.87 && 0.87 * au + 0.5 * av <= 0.87,
+            Shape::Crescent => u * u + v * v <= 1.0 && (u - 0.45).powi(2) + v * v > 0.64,
+            // Pointing up: a triangular head over a shaft.
+            Shape::Arrow => {
+                ((-1.0..=0.0).contains(&v) && au <= (v + 1.0) * 0.9)
+                    || ((0.0..=1.0).contains(&v) && au <= 0.32)
+            }
+            Shape::Bar => au <= 1.0 && av <= 0.42,
         }
     }
 }
@@ -248,9 +290,9 @@ mod tests {
                 .count() as f32
                 * (2.4f32 / n as f32).powi(2)
         };
-        for s in Shape::ALL {
+        for s in Shape::ALL.into_iter().chain(Shape::SYMBOLS) {
             let a = area(s);
-            assert!((1.8..3.4).contains(&a), "{} area {a}", s.name());
+            assert!((1.0..3.4).contains(&a), "{} area {a}", s.name());
         }
         // The centre separates ring from circle, the corners square from diamond.
         assert!(Shape::Circle.contains(0.0, 0.0) && !Shape::Ring.contains(0.0, 0.0));

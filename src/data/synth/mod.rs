@@ -36,6 +36,38 @@ const PAIR_FRACTION: f64 = 0.2;
 /// JPEG quality of every image, as img2dataset's default.
 const JPEG_QUALITY: u8 = 90;
 
+/// Which shapes the dataset draws. Both use the same colours, class layout and held-out pairs;
+/// `symbols` (star, heart, hexagon, crescent, arrow, bar) shares no shape with `shapes`, so a
+/// model trained on one meets new words and new silhouettes in the other — a fine-tuning domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Domain {
+    #[default]
+    Shapes,
+    Symbols,
+}
+
+impl Domain {
+    fn shapes(self) -> &'static [Shape; 6] {
+        match self {
+            Domain::Shapes => &Shape::ALL,
+            Domain::Symbols => &Shape::SYMBOLS,
+        }
+    }
+}
+
+/// How the samples are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// WebDataset shards (`train-NNNNNN.tar`, `eval-NNNNNN.tar` with `.cls` labels).
+    #[default]
+    Shards,
+    /// Loose files, as a user's own data arrives: `images/KEY.jpg` + `captions.csv` for
+    /// training (`cliptrain data build` packs them) and an ImageFolder `eval/<class>/KEY.jpg`.
+    Folder,
+}
+
 /// What `generate` writes and where.
 #[derive(Debug, Clone)]
 pub struct SynthOptions {
@@ -51,6 +83,8 @@ pub struct SynthOptions {
     pub seed: u64,
     /// Samples per shard.
     pub shard_size: usize,
+    pub domain: Domain,
+    pub layout: Layout,
 }
 
 impl Default for SynthOptions {
@@ -62,6 +96,8 @@ impl Default for SynthOptions {
             image_size: 64,
             seed: 0,
             shard_size: 2_500,
+            domain: Domain::Shapes,
+            layout: Layout::Shards,
         }
     }
 }
@@ -150,13 +186,13 @@ pub(crate) enum Relation {
 #[derive(Debug, Clone)]
 pub(crate) struct Item {
     pub colour: usize,
-    pub shape: usize,
+    pub shape: Shape,
     pub large: bool,
     pub pos: Position,
 }
 
 /// Which split a sample belongs to; also its RNG stream's high bits.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Split {
     Train,
     Eval,
@@ -177,21 +213,21 @@ pub fn num_classes() -> usize {
 }
 
 /// Every class name, label order: colour-major ("red circle", "red square", ...).
-pub fn class_names() -> Vec<String> {
-    (0..num_classes()).map(label_name).collect()
+pub fn class_names(domain: Domain) -> Vec<String> {
+    (0..num_classes()).map(|l| label_name(domain, l)).collect()
 }
 
 /// The held-out class names, in label order.
-pub fn heldout_names() -> Vec<String> {
+pub fn heldout_names(domain: Domain) -> Vec<String> {
     (0..num_classes())
         .filter(|&l| is_heldout(l))
-        .map(label_name)
+        .map(|l| label_name(domain, l))
         .collect()
 }
 
-fn label_name(label: usize) -> String {
+fn label_name(domain: Domain, label: usize) -> String {
     let (c, s) = split_label(label);
-    captions::class_name(c, s)
+    captions::class_name(c, domain.shapes()[s])
 }
 
 fn split_label(label: usize) -> (usize, usize) {
@@ -214,8 +250,9 @@ fn sample_rng(seed: u64, split: Split, index: usize) -> ChaCha8Rng {
 }
 
 /// A lone object of class `label`: random size, position and colour jitter.
-fn single_object(label: usize, rng: &mut ChaCha8Rng) -> (Item, Object) {
+fn single_object(domain: Domain, label: usize, rng: &mut ChaCha8Rng) -> (Item, Object) {
     let (colour, shape) = split_label(label);
+    let shape = domain.shapes()[shape];
     let large = rng.random_bool(0.5);
     let size = if large {
         rng.random_range(0.38..0.48)
@@ -237,13 +274,13 @@ fn single_object(label: usize, rng: &mut ChaCha8Rng) -> (Item, Object) {
 
 /// An object at the given centre, kept inside the image, its colour jittered slightly so the
 /// model learns colour names rather than exact RGB values.
-fn place(colour: usize, shape: usize, cx: f32, cy: f32, size: f32, rng: &mut ChaCha8Rng) -> Object {
+fn place(colour: usize, shape: Shape, cx: f32, cy: f32, size: f32, rng: &mut ChaCha8Rng) -> Object {
     let margin = 0.55 * size + 0.01;
     let rgb = COLOURS[colour]
         .1
         .map(|c| (c as i32 + rng.random_range(-12..=12)).clamp(0, 255) as u8);
     Object {
-        shape: Shape::ALL[shape],
+        shape,
         rgb,
         cx: cx.clamp(margin, 1.0 - margin),
         cy: cy.clamp(margin, 1.0 - margin),
@@ -266,11 +303,11 @@ fn random_background(rng: &mut ChaCha8Rng) -> Background {
 
 /// A training sample: mostly one object of a seen class, sometimes two seen classes in a
 /// left/right or above/below arrangement.
-fn train_sample(seen: &[usize], side: u32, rng: &mut ChaCha8Rng) -> Sample {
+fn train_sample(domain: Domain, seen: &[usize], side: u32, rng: &mut ChaCha8Rng) -> Sample {
     let bg = random_background(rng);
     if !rng.random_bool(PAIR_FRACTION) {
         let label = seen[rng.random_range(0..seen.len())];
-        let (item, obj) = single_object(label, rng);
+        let (item, obj) = single_object(domain, label, rng);
         let caption = captions::single(&item, bg.texture, rng);
         let image = draw::render(side, &bg, std::slice::from_ref(&obj), rng);
         return Sample {
@@ -296,6 +333,7 @@ fn train_sample(seen: &[usize], side: u32, rng: &mut ChaCha8Rng) -> Sample {
     let mut objects = Vec::with_capacity(2);
     for (label, along) in [(first, 0.27f32), (second, 0.73)] {
         let (colour, shape) = split_label(label);
+        let shape = domain.shapes()[shape];
         let size = rng.random_range(0.24..0.32);
         let along = along + rng.random_range(-0.03..0.03);
         let across = 0.5 + rng.random_range(-0.15..0.15);
@@ -325,10 +363,10 @@ fn train_sample(seen: &[usize], side: u32, rng: &mut ChaCha8Rng) -> Sample {
 
 /// An eval sample: one object, classes in turn (index mod classes) so every class, held-out
 /// ones included, is equally represented.
-fn eval_sample(index: usize, side: u32, rng: &mut ChaCha8Rng) -> Sample {
+fn eval_sample(domain: Domain, index: usize, side: u32, rng: &mut ChaCha8Rng) -> Sample {
     let bg = random_background(rng);
     let label = index % num_classes();
-    let (item, obj) = single_object(label, rng);
+    let (item, obj) = single_object(domain, label, rng);
     let caption = captions::single(&item, bg.texture, rng);
     let image = draw::render(side, &bg, std::slice::from_ref(&obj), rng);
     Sample {
@@ -383,7 +421,21 @@ fn write_split(
     count: usize,
 ) -> Result<SplitSummary, SynthError> {
     let seen: Vec<usize> = (0..num_classes()).filter(|&l| !is_heldout(l)).collect();
-    let mut writer = ShardWriter::new(&opts.out, split.prefix(), opts.shard_size)?;
+    let mut sink = match opts.layout {
+        Layout::Shards => Sink::Shards(ShardWriter::new(
+            &opts.out,
+            split.prefix(),
+            opts.shard_size,
+        )?),
+        Layout::Folder => Sink::Folder {
+            dir: opts.out.join(match split {
+                Split::Train => "images",
+                Split::Eval => "eval",
+            }),
+            csv: vec!["file,caption".to_string()],
+            classes: class_names(opts.domain),
+        },
+    };
     let mut two_object = 0;
     // One shard's samples at a time are drawn in parallel, then written in index order.
     for start in (0..count).step_by(opts.shard_size) {
@@ -393,8 +445,8 @@ fn write_split(
             .map(|index| {
                 let mut rng = sample_rng(opts.seed, split, index);
                 let sample = match split {
-                    Split::Train => train_sample(&seen, opts.image_size, &mut rng),
-                    Split::Eval => eval_sample(index, opts.image_size, &mut rng),
+                    Split::Train => train_sample(opts.domain, &seen, opts.image_size, &mut rng),
+                    Split::Eval => eval_sample(opts.domain, index, opts.image_size, &mut rng),
                 };
                 encode(split, index, sample)
             })
@@ -402,22 +454,80 @@ fn write_split(
         for (index, encoded) in (start..end).zip(batch) {
             let e = encoded?;
             two_object += usize::from(e.objects == 2);
-            let key = format!("{index:09}");
-            let mut members: Vec<(&str, &[u8])> =
-                vec![("jpg", e.jpg.as_slice()), ("txt", e.txt.as_bytes())];
-            if let Some(cls) = &e.cls {
-                members.push(("cls", cls.as_bytes()));
-            }
-            writer.write(&key, &members)?;
+            sink.write(&format!("{index:09}"), &e)?;
         }
     }
-    let shards = writer.finish()?;
+    let (shards, spec) = match sink {
+        Sink::Shards(writer) => {
+            let shards = writer.finish()?;
+            let spec = brace_spec(&opts.out, split.prefix(), shards.len());
+            (shards, spec)
+        }
+        Sink::Folder { dir, csv, .. } => {
+            if split == Split::Train {
+                write_text(opts.out.join("captions.csv"), &csv)?;
+            }
+            (Vec::new(), dir.display().to_string())
+        }
+    };
     Ok(SplitSummary {
         samples: count,
         two_object,
-        spec: brace_spec(&opts.out, split.prefix(), shards.len()),
+        spec,
         shards,
     })
+}
+
+/// Where encoded samples go: shards, or loose files as a user's own data arrives.
+enum Sink {
+    Shards(ShardWriter),
+    Folder {
+        dir: PathBuf,
+        /// Training captions, `file,caption` rows relative to `dir`.
+        csv: Vec<String>,
+        classes: Vec<String>,
+    },
+}
+
+impl Sink {
+    fn write(&mut self, key: &str, e: &Encoded) -> Result<(), SynthError> {
+        match self {
+            Sink::Shards(writer) => {
+                let mut members: Vec<(&str, &[u8])> =
+                    vec![("jpg", e.jpg.as_slice()), ("txt", e.txt.as_bytes())];
+                if let Some(cls) = &e.cls {
+                    members.push(("cls", cls.as_bytes()));
+                }
+                writer.write(key, &members)?;
+            }
+            Sink::Folder { dir, csv, classes } => {
+                // Eval images go to eval/<class>/ (spaces as underscores, as ImageFolders
+                // are usually named); training images to images/ with a captions.csv row.
+                let folder = match &e.cls {
+                    Some(cls) => {
+                        let label: usize = cls.parse().expect("labels are written as integers");
+                        dir.join(classes[label].replace(' ', "_"))
+                    }
+                    None => {
+                        csv.push(format!("{key}.jpg,\"{}\"", e.txt.replace('"', "\"\"")));
+                        dir.clone()
+                    }
+                };
+                fs::create_dir_all(&folder).map_err(|source| SynthError::Io {
+                    op: "creating",
+                    path: folder.clone(),
+                    source,
+                })?;
+                let path = folder.join(format!("{key}.jpg"));
+                fs::write(&path, &e.jpg).map_err(|source| SynthError::Io {
+                    op: "writing",
+                    path,
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Removes shards (and leftover `.tmp` files) of an earlier run in `dir`, so a smaller run does
@@ -470,11 +580,23 @@ pub fn generate(opts: &SynthOptions) -> Result<SynthSummary, SynthError> {
         source,
     })?;
     remove_old_shards(&opts.out)?;
+    if opts.layout == Layout::Folder {
+        for sub in ["images", "eval"] {
+            let dir = opts.out.join(sub);
+            if dir.exists() {
+                return Err(SynthError::Options(format!(
+                    "{} already exists; choose an empty --out folder (the folder layout never \
+                     overwrites files it did not write in this run)",
+                    dir.display()
+                )));
+            }
+        }
+    }
     let train = write_split(opts, Split::Train, opts.train)?;
     let eval = write_split(opts, Split::Eval, opts.eval)?;
 
-    let classes = class_names();
-    let heldout = heldout_names();
+    let classes = class_names(opts.domain);
+    let heldout = heldout_names(opts.domain);
     let seen: Vec<String> = classes
         .iter()
         .filter(|c| !heldout.contains(c))
@@ -505,6 +627,8 @@ pub fn generate(opts: &SynthOptions) -> Result<SynthSummary, SynthError> {
     };
     let stats = serde_json::json!({
         "generator": "cliptrain data synth",
+        "domain": opts.domain,
+        "layout": opts.layout,
         "seed": opts.seed,
         "image_size": opts.image_size,
         "shard_size": opts.shard_size,

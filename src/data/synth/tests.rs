@@ -12,6 +12,7 @@ fn tiny(out: &Path, seed: u64, image_size: u32) -> SynthOptions {
         image_size,
         seed,
         shard_size: 80,
+        ..SynthOptions::default()
     }
 }
 
@@ -77,8 +78,8 @@ fn same_seed_gives_identical_bytes_and_another_seed_differs() {
 fn shards_hold_complete_samples_and_respect_the_held_out_split() {
     let dir = tempfile::tempdir().unwrap();
     let summary = generate(&tiny(dir.path(), 0, 48)).unwrap();
-    let classes = class_names();
-    let heldout = heldout_names();
+    let classes = class_names(Domain::Shapes);
+    let heldout = heldout_names(Domain::Shapes);
     assert_eq!((classes.len(), heldout.len()), (48, 8));
 
     // Layout: split at 80 samples, final names only, brace spec and side files.
@@ -184,13 +185,16 @@ fn dist(a: [f32; 3], b: [u8; 3]) -> f32 {
 #[test]
 fn drawn_objects_show_their_named_colour_after_jpeg() {
     let side = 64u32;
-    for index in 0..96 {
+    for (domain, index) in [Domain::Shapes, Domain::Symbols]
+        .into_iter()
+        .flat_map(|d| (0..96).map(move |i| (d, i)))
+    {
         let mut rng = sample_rng(3, Split::Eval, index);
-        let sample = eval_sample(index, side, &mut rng);
+        let sample = eval_sample(domain, index, side, &mut rng);
         let label = sample.label.unwrap();
         let enc = encode(Split::Eval, index, sample).unwrap();
         let mut rng = sample_rng(3, Split::Eval, index);
-        let obj = eval_sample(index, side, &mut rng).objects.remove(0);
+        let obj = eval_sample(domain, index, side, &mut rng).objects.remove(0);
         let img = image::load_from_memory(&enc.jpg).unwrap().to_rgb8();
         // Mean over pixels well inside the shape: the pixel and its 4 neighbours all inside.
         let r = obj.size * side as f32 / 2.0;
@@ -223,7 +227,7 @@ fn drawn_objects_show_their_named_colour_after_jpeg() {
             nearest,
             colour,
             "sample {index} ({}): mean {mean:?} over {n} px",
-            label_name(label)
+            label_name(domain, label)
         );
         assert!(
             dist(mean, COLOURS[colour].1) < 40.0,
@@ -238,7 +242,7 @@ fn training_scenes_never_draw_a_held_out_combination() {
     let mut pairs = 0;
     for index in 0..1000 {
         let mut rng = sample_rng(11, Split::Train, index);
-        let sample = train_sample(&seen, 32, &mut rng);
+        let sample = train_sample(Domain::Shapes, &seen, 32, &mut rng);
         pairs += usize::from(sample.objects.len() == 2);
         for obj in &sample.objects {
             // Colour jitter is small, so the nearest palette entry is the colour drawn.
@@ -278,4 +282,36 @@ fn rejects_bad_options_and_replaces_stale_shards() {
         !dir.path().join("train-000002.tar").exists(),
         "stale shard left behind"
     );
+}
+
+#[test]
+fn folder_layout_writes_images_captions_and_an_image_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = SynthOptions {
+        layout: Layout::Folder,
+        domain: Domain::Symbols,
+        ..tiny(dir.path(), 5, 32)
+    };
+    generate(&opts).unwrap();
+    let csv = fs::read_to_string(dir.path().join("captions.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows[0], "file,caption");
+    assert_eq!(rows.len(), 1 + opts.train);
+    for row in &rows[1..] {
+        let file = row.split(',').next().unwrap();
+        assert!(dir.path().join("images").join(file).is_file(), "{row}");
+    }
+    let classes = class_names(Domain::Symbols);
+    assert!(classes.contains(&"blue star".to_string()));
+    let mut eval_files = 0;
+    for class in fs::read_dir(dir.path().join("eval")).unwrap() {
+        let class = class.unwrap();
+        let name = class.file_name().to_string_lossy().replace('_', " ");
+        assert!(classes.contains(&name), "{name}");
+        eval_files += fs::read_dir(class.path()).unwrap().count();
+    }
+    assert_eq!(eval_files, opts.eval);
+    // A second run into the same folder refuses rather than mixing runs.
+    let err = generate(&opts).unwrap_err().to_string();
+    assert!(err.contains("already exists"), "{err}");
 }
