@@ -3,6 +3,7 @@ mod bench_cmd;
 mod config_cmd;
 mod data_cmd;
 mod env_cmd;
+mod launch_cmd;
 mod tokenizer_cmd;
 mod train_cmd;
 
@@ -35,6 +36,8 @@ pub enum Command {
     Data(data_cmd::DataCommand),
     /// Show the libtorch build, CUDA/cuDNN availability, devices and threads.
     Env(env_cmd::EnvArgs),
+    /// Run a command as several ranks of a multi-process job (like torchrun).
+    Launch(launch_cmd::LaunchArgs),
     /// Train a CLIP model from a TOML config (with exact resume).
     Train(train_cmd::TrainArgs),
     /// Train a BPE tokenizer on captions, or show how text encodes.
@@ -48,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Env(args) => env_cmd::run(args),
+        Command::Launch(args) => launch_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
         Command::Tokenizer(cmd) => tokenizer_cmd::run(cmd),
     }

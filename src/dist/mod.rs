@@ -9,10 +9,12 @@
 mod env;
 pub mod group;
 pub mod launch;
+mod run;
 mod step;
 
 pub use env::DistEnv;
 pub use group::{Backend, ProcessGroup, ReduceOp};
+pub use run::join_from_env;
 pub use step::{GradSync, LossSpan, StepError, train_step};
 
 use std::time::Duration;
@@ -61,6 +63,8 @@ pub struct Dist {
     pub local_rank: usize,
     /// Ranks on this host, to share its CPU cores.
     pub local_world_size: usize,
+    /// Where this rank's tensors (and so its collectives' buffers) live.
+    device: Device,
     group: Option<ProcessGroup>,
 }
 
@@ -72,6 +76,7 @@ impl Dist {
             world_size: 1,
             local_rank: 0,
             local_world_size: 1,
+            device: Device::Cpu,
             group: None,
         }
     }
@@ -99,6 +104,7 @@ impl Dist {
             world_size: env.world_size,
             local_rank: env.local_rank,
             local_world_size: env.local_world_size,
+            device,
             group: Some(group),
         })
     }
@@ -119,11 +125,16 @@ impl Dist {
     }
 
     /// Every rank's bytes by rank (a single process gets its own back).
-    pub fn all_gather_bytes(&self, bytes: &[u8], device: Device) -> Result<Vec<Vec<u8>>, DistError> {
+    pub fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, DistError> {
         match &self.group {
-            Some(g) => g.all_gather_bytes(bytes, device),
+            Some(g) => g.all_gather_bytes(bytes, self.device),
             None => Ok(vec![bytes.to_vec()]),
         }
+    }
+
+    /// The device this rank computes on.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// Copies rank 0's values of `tensors` to every rank, so all start from the same weights

@@ -61,7 +61,7 @@ pub fn train_step(
     };
     let (img_chunks, tok_chunks) = (images.split(micro, 0), tokens.split(micro, 0));
     let encode = |i: &Tensor, t: &Tensor| -> Result<(Tensor, Tensor), StepError> {
-        let _ac = Autocast::enter(device, precision).map_err(StepError::Autocast)?;
+        let _ac = Autocast::enter(device, precision)?;
         Ok((
             model.encode_image(i).to_kind(Kind::Float),
             model.encode_text(t).to_kind(Kind::Float),
@@ -143,8 +143,8 @@ pub fn train_step(
 pub enum StepError {
     #[error(transparent)]
     Dist(#[from] DistError),
-    #[error("autocast: {0}")]
-    Autocast(String),
+    #[error(transparent)]
+    Autocast(#[from] crate::precision::PrecisionError),
 }
 
 /// Averages parameter gradients over ranks in flat buffers of about `bucket_bytes`: one
