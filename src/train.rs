@@ -97,9 +97,14 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     let resume_from = resume_dir(&run_dir, &opts.resume)?;
     let mut state = match &resume_from {
         Some(dir) => restore(dir, cfg, &mut vs, &mut opt)?,
-        None => fresh_state(cfg),
+        None => TrainState {
+            world_size: dist.world_size,
+            ..fresh_state(cfg)
+        },
     };
-    state.data = dist.stream_state_of(&state)?;
+    if resume_from.is_some() {
+        state.data = dist.stream_state_of(&state)?;
+    }
     let params: Vec<Tensor> = named_variables(&vs).into_iter().map(|(_, t)| t).collect();
     dist.broadcast_from_main(&params)?;
     let grad_sync = crate::dist::GradSync::new(params, cfg.dist.bucket_mb << 20);
