@@ -103,7 +103,8 @@ impl ClipLoss {
         let per_image = logits(&image, &text);
         match self.kind {
             LossKind::InfoNce => {
-                let labels = Tensor::arange_start(start, start + len, (Kind::Int64, image.device()));
+                let labels =
+                    Tensor::arange_start(start, start + len, (Kind::Int64, image.device()));
                 let ce = |l: &Tensor| {
                     l.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0)
                 };

@@ -129,7 +129,11 @@ fn weights(run: &Path) -> Vec<(String, Tensor)> {
 fn max_diffs(a: &Path, b: &Path) -> (f64, f64) {
     let (la, lb) = (losses(a), losses(b));
     assert_eq!(la.len(), lb.len(), "{} vs {}", a.display(), b.display());
-    let dl = la.iter().zip(&lb).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let dl = la
+        .iter()
+        .zip(&lb)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
     let (wa, wb) = (weights(a), weights(b));
     assert_eq!(wa.len(), wb.len());
     let dw = wa
@@ -177,7 +181,12 @@ fn two_ranks_train_exactly_like_one_process_on_the_whole_batch() {
     assert!(!out.contains("[rank 1] steps"), "{out}");
     launch2(
         d,
-        &["--set", "run.name=micro", "--set", "optim.micro_batch_size=2"],
+        &[
+            "--set",
+            "run.name=micro",
+            "--set",
+            "optim.micro_batch_size=2",
+        ],
     );
     launch2(
         d,
@@ -208,19 +217,15 @@ fn two_ranks_train_exactly_like_one_process_on_the_whole_batch() {
     assert!(dw > 1e-4, "local_loss alone should differ, by {dw}");
 
     // Only rank 0 writes; the checkpoint holds both ranks' data positions.
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(runs.join("two/latest/state.json")).unwrap(),
-    )
-    .unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs.join("two/latest/state.json")).unwrap())
+            .unwrap();
     assert_eq!(state["world_size"], 2);
     assert_eq!(state["rank_data"].as_array().unwrap().len(), 2);
     assert_ne!(state["rank_data"][0], state["rank_data"][1]);
 
     // A stopped 2-rank run resumes (with 2 ranks) to the uninterrupted run's weights...
-    launch2(
-        d,
-        &["--set", "run.name=split", "--stop-at-step", "5"],
-    );
+    launch2(d, &["--set", "run.name=split", "--stop-at-step", "5"]);
     launch2(d, &["--set", "run.name=split", "--resume", "auto"]);
     let (dl, dw) = max_diffs(&runs.join("two"), &runs.join("split"));
     assert!(dl == 0.0 && dw == 0.0, "resume: losses {dl}, weights {dw}");
@@ -260,8 +265,7 @@ impl Drop for Reap {
 /// Waits until `run` has logged at least one step (all ranks are past rendezvous), or panics.
 fn wait_for_training(run: &Path, procs: &mut Reap) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|s| s.lines().count() > 0)
-    {
+    while !std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|s| s.lines().count() > 0) {
         for c in &mut procs.0 {
             assert!(
                 c.try_wait().unwrap().is_none(),
@@ -343,7 +347,14 @@ fn the_launcher_fails_the_job_when_a_rank_is_killed() {
     setup(d);
     let port = free_port().to_string();
     let mut launcher = Command::new(env!("CARGO_BIN_EXE_cliptrain"))
-        .args(["launch", "--nproc-per-node", "2", "--master-port", &port, "--"])
+        .args([
+            "launch",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            &port,
+            "--",
+        ])
         .args(["train", "--config", "tiny.toml", "--set", "run.name=kill"])
         .args(["--set", "optim.steps=100000", "--set", "checkpoint.every=0"])
         .current_dir(d)

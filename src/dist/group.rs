@@ -261,9 +261,8 @@ impl ProcessGroup {
         let out = Tensor::empty(&shape, (input.kind(), input.device()));
         let mut err = std::ptr::null_mut();
         // SAFETY: live group and tensors; `out` is allocated to the gathered size.
-        let rc = unsafe {
-            cliptrain_dist_all_gather(self.raw, out.as_ptr(), input.as_ptr(), &mut err)
-        };
+        let rc =
+            unsafe { cliptrain_dist_all_gather(self.raw, out.as_ptr(), input.as_ptr(), &mut err) };
         self.check("all_gather", rc, err)?;
         Ok(out)
     }
@@ -286,10 +285,14 @@ impl ProcessGroup {
     }
 
     /// Every rank's bytes, indexed by rank (lengths may differ).
-    pub fn all_gather_bytes(&self, bytes: &[u8], device: Device) -> Result<Vec<Vec<u8>>, DistError> {
+    pub fn all_gather_bytes(
+        &self,
+        bytes: &[u8],
+        device: Device,
+    ) -> Result<Vec<Vec<u8>>, DistError> {
         let len = Tensor::from_slice(&[bytes.len() as i64]).to_device(device);
-        let lens: Vec<i64> = Vec::try_from(self.all_gather(&len)?.to_device(Device::Cpu))
-            .expect("an int64 vector");
+        let lens: Vec<i64> =
+            Vec::try_from(self.all_gather(&len)?.to_device(Device::Cpu)).expect("an int64 vector");
         let max = lens.iter().copied().max().unwrap_or(0);
         let padded = Tensor::zeros([max], (Kind::Uint8, Device::Cpu));
         if !bytes.is_empty() {
@@ -297,7 +300,9 @@ impl ProcessGroup {
                 .narrow(0, 0, bytes.len() as i64)
                 .copy_(&Tensor::from_slice(bytes));
         }
-        let all = self.all_gather(&padded.to_device(device))?.to_device(Device::Cpu);
+        let all = self
+            .all_gather(&padded.to_device(device))?
+            .to_device(Device::Cpu);
         let flat: Vec<u8> = Vec::try_from(all).expect("a uint8 vector");
         Ok(lens
             .iter()

@@ -157,7 +157,8 @@ fn pump(stream: impl Read + Send + 'static, rank: usize, stderr: bool) -> JoinHa
                     let prefix = format!("[rank {rank}] ");
                     let _ = if stderr {
                         let mut e = std::io::stderr().lock();
-                        e.write_all(prefix.as_bytes()).and_then(|_| e.write_all(&line))
+                        e.write_all(prefix.as_bytes())
+                            .and_then(|_| e.write_all(&line))
                     } else {
                         let mut o = std::io::stdout().lock();
                         o.write_all(prefix.as_bytes())
