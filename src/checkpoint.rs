@@ -53,6 +53,16 @@ pub struct TrainState {
     pub config_hash: String,
     pub seed: u64,
     pub cliptrain_version: String,
+    /// Processes the run was trained with (its data is split over them).
+    #[serde(default = "one")]
+    pub world_size: usize,
+    /// Every rank's data-stream position, by rank, in a multi-process run (`data` is rank 0's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rank_data: Vec<StreamState>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// What one checkpoint holds, in memory.
@@ -223,6 +233,8 @@ mod tests {
             config_hash: "h".into(),
             seed: 1,
             cliptrain_version: "t".into(),
+            world_size: 1,
+            rank_data: vec![],
         }
     }
 

@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod log;
 pub mod loss;

@@ -17,6 +17,8 @@ pub struct MetricsLog {
     jsonl_path: PathBuf,
     tb: Option<tensorboard_rs::summary_writer::SummaryWriter>,
     bar: Option<ProgressBar>,
+    /// Nothing is written or printed (ranks other than 0 of a multi-process job).
+    silent: bool,
 }
 
 impl MetricsLog {
@@ -71,7 +73,19 @@ impl MetricsLog {
             jsonl_path,
             tb,
             bar,
+            silent: false,
         })
+    }
+
+    /// A log that records nothing: in a multi-process job only rank 0 logs.
+    pub fn silent() -> Self {
+        Self {
+            jsonl: None,
+            jsonl_path: PathBuf::new(),
+            tb: None,
+            bar: None,
+            silent: true,
+        }
     }
 
     /// Whether a progress bar fits: `progress = "auto"` means a bar on a terminal only.
@@ -85,6 +99,9 @@ impl MetricsLog {
 
     /// Records `metrics` at `step` everywhere; `kind` groups them ("train", "eval").
     pub fn log(&mut self, kind: &str, step: u64, metrics: &Metrics) {
+        if self.silent {
+            return;
+        }
         let mut row = serde_json::Map::new();
         row.insert("kind".into(), kind.into());
         row.insert("step".into(), step.into());
@@ -134,6 +151,9 @@ impl MetricsLog {
 
     /// Prints a line without breaking the progress bar.
     pub fn println(&self, line: &str) {
+        if self.silent {
+            return;
+        }
         match &self.bar {
             Some(b) => b.println(line),
             None => eprintln!("{line}"),

@@ -76,6 +76,54 @@ impl ClipLoss {
     }
 }
 
+impl ClipLoss {
+    /// The share of the loss of rows `start..start + len` of a gathered batch (distributed
+    /// training with `local_loss`): those images against every caption and those captions
+    /// against every image, averaged over the `len` rows. Over a partition of the rows into W
+    /// equal slices these sum to W times [`forward`](Self::forward) on the whole batch.
+    pub fn forward_local(
+        &self,
+        image_features: &Tensor,
+        text_features: &Tensor,
+        start: i64,
+        len: i64,
+        logit_scale: &Tensor,
+        logit_bias: Option<&Tensor>,
+    ) -> Tensor {
+        let image = l2_normalize(image_features);
+        let text = l2_normalize(text_features);
+        let scale = logit_scale.exp();
+        let logits = |rows: &Tensor, cols: &Tensor| {
+            let l = rows.narrow(0, start, len).matmul(&cols.tr()) * &scale;
+            match logit_bias {
+                Some(b) => l + b,
+                None => l,
+            }
+        };
+        let per_image = logits(&image, &text);
+        match self.kind {
+            LossKind::InfoNce => {
+                let labels =
+                    Tensor::arange_start(start, start + len, (Kind::Int64, image.device()));
+                let ce = |l: &Tensor| {
+                    l.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0)
+                };
+                (ce(&per_image) + ce(&logits(&text, &image))) / 2.0
+            }
+            LossKind::Siglip => {
+                // SigLIP's loss is a sum over all (image, caption) pairs, so the image rows
+                // alone partition it (as OpenCLIP's distributed SigLIP does).
+                let n = image.size()[0];
+                let labels = Tensor::eye(n, (per_image.kind(), per_image.device()))
+                    .narrow(0, start, len)
+                    * 2.0
+                    - 1.0;
+                -(labels * &per_image).log_sigmoid().sum(per_image.kind()) / len as f64
+            }
+        }
+    }
+}
+
 /// Clamps the log temperature in place to `[0, ln max_logit_scale]`, as OpenCLIP does after every
 /// optimizer step: an unbounded scale makes the softmax saturate and training diverge.
 pub fn clamp_logit_scale(logit_scale: &Tensor, max_logit_scale: f64) {
@@ -228,6 +276,31 @@ mod tests {
                 }
                 let e = rel_err(&analytic, &numeric);
                 assert!(e < 1e-6, "{kind:?} d/d{name}: relative error {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn local_losses_over_a_partition_sum_to_world_times_the_global_loss() {
+        let wave = |k: f64| (Tensor::arange(24, F64) * k + 0.3).sin().view([6, 4]);
+        let (img, txt) = (wave(1.3), wave(2.1));
+        let scale = Tensor::from(0.9f64);
+        let bias = Tensor::from(-0.4f64);
+        for kind in [LossKind::InfoNce, LossKind::Siglip] {
+            let l = loss(kind);
+            let global = l.forward(&img, &txt, &scale, Some(&bias)).double_value(&[]);
+            for w in [1i64, 2, 3] {
+                let sum: f64 = (0..w)
+                    .map(|r| {
+                        l.forward_local(&img, &txt, r * 6 / w, 6 / w, &scale, Some(&bias))
+                            .double_value(&[])
+                    })
+                    .sum();
+                assert!(
+                    (sum - w as f64 * global).abs() < 1e-12,
+                    "{kind:?} w={w}: {sum} vs {}",
+                    w as f64 * global
+                );
             }
         }
     }

@@ -73,8 +73,11 @@ fn install_signal_handlers() {
     }
 }
 
-/// Trains per `cfg` (the effective config, already validated).
+/// Trains per `cfg` (the effective config, already validated). Started by torchrun or
+/// `cliptrain launch` (`WORLD_SIZE` etc. set), this process is one rank of a data-parallel job.
 pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> {
+    let (dist, cfg) = crate::dist::join_from_env(cfg)?;
+    let cfg = &cfg;
     let device = cfg.run.device.resolve();
     if cfg.run.threads > 0 {
         tch::set_num_threads(cfg.run.threads as i32);
@@ -98,10 +101,23 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     let resume_from = resume_dir(&run_dir, &opts.resume)?;
     let mut state = match &resume_from {
         Some(dir) => restore(dir, cfg, &mut vs, &mut opt)?,
-        None => fresh_state(cfg),
+        None => TrainState {
+            world_size: dist.world_size,
+            ..fresh_state(cfg)
+        },
+    };
+    if resume_from.is_some() {
+        state.data = dist.stream_state_of(&state)?;
+    }
+    let params: Vec<Tensor> = named_variables(&vs).into_iter().map(|(_, t)| t).collect();
+    dist.broadcast_from_main(&params)?;
+    let grad_sync = crate::dist::GradSync::new(params, cfg.dist.bucket_mb << 20);
+    let span = crate::dist::LossSpan {
+        gather_with_grad: cfg.dist.gather_with_grad,
+        local_loss: cfg.dist.local_loss,
     };
     let first_step = state.step;
-    let mut loader = start_loader(cfg, tokenizer.clone(), &state)?;
+    let mut loader = start_loader(cfg, tokenizer.clone(), &state, &dist)?;
     let config_toml = cfg.to_toml();
     let tokenizer_path = PathBuf::from(&cfg.data.tokenizer);
 
@@ -110,13 +126,17 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         .stop_at_step
         .unwrap_or(cfg.optim.steps)
         .min(cfg.optim.steps);
-    let mut log = MetricsLog::open(
-        &run_dir,
-        cfg.log.tensorboard,
-        MetricsLog::want_bar(cfg.log.progress),
-        first_step,
-        cfg.optim.steps,
-    )?;
+    let mut log = if dist.is_main() {
+        MetricsLog::open(
+            &run_dir,
+            cfg.log.tensorboard,
+            MetricsLog::want_bar(cfg.log.progress),
+            first_step,
+            cfg.optim.steps,
+        )?
+    } else {
+        MetricsLog::silent()
+    };
     if let Some(dir) = &resume_from {
         log.println(&format!(
             "resumed from {} at step {first_step}",
@@ -159,16 +179,30 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         total_wait += wait;
 
         let lr = schedule.lr_at(state.step);
-        let loss = train_step(
-            &model,
-            &loss_fn,
-            &batch.images,
-            &batch.tokens,
-            cfg.optim.micro_batch_size,
-            cfg.run.precision,
-            device,
-        )?;
-        let n = batch.images.size()[0] as u64;
+        let loss = match dist.group() {
+            None => train_step(
+                &model,
+                &loss_fn,
+                &batch.images,
+                &batch.tokens,
+                cfg.optim.micro_batch_size,
+                cfg.run.precision,
+                device,
+            )?,
+            Some(group) => crate::dist::train_step(
+                &model,
+                &loss_fn,
+                &batch.images,
+                &batch.tokens,
+                cfg.optim.micro_batch_size,
+                cfg.run.precision,
+                device,
+                group,
+                span,
+                &grad_sync,
+            )?,
+        };
+        let n = batch.images.size()[0] as u64 * dist.world_size as u64;
         state.data = batch.state.clone();
         if !loss.is_finite() {
             opt.zero_grad();
@@ -223,8 +257,10 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         last_skipped = std::mem::take(&mut batch.skipped);
         drop(batch);
 
-        let stopping = STOP.load(Ordering::SeqCst);
+        let stopping = dist.any(STOP.load(Ordering::SeqCst))?;
+        // Rank 0 evaluates; the other ranks wait for it in the next collective.
         if let Some(ev) = &evaluator
+            && dist.is_main()
             && !stopping
             && ((ev.every > 0 && state.step % ev.every == 0) || state.step == last_step)
         {
@@ -250,7 +286,13 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         }
         let periodic = cfg.checkpoint.every > 0 && state.step % cfg.checkpoint.every == 0;
         if periodic || state.step == last_step || stopping {
-            summary.checkpoint = Some(save(&state, &vs, &opt)?);
+            // Every rank's data position goes into rank 0's checkpoint; the barrier keeps the
+            // others from running ahead (or exiting) before it is complete.
+            dist.collect_stream_states(&mut state)?;
+            if dist.is_main() {
+                summary.checkpoint = Some(save(&state, &vs, &opt)?);
+            }
+            dist.barrier()?;
         }
         if stopping {
             summary.interrupted = true;
@@ -378,6 +420,8 @@ fn fresh_state(cfg: &Config) -> TrainState {
         config_hash: config_hash(cfg),
         seed: cfg.run.seed,
         cliptrain_version: env!("CARGO_PKG_VERSION").into(),
+        world_size: 1,
+        rank_data: vec![],
     }
 }
 
@@ -392,6 +436,8 @@ pub fn config_hash(cfg: &Config) -> String {
     c.run.device = DeviceSpec::Auto;
     c.data.workers = 0;
     c.data.prefetch = 1;
+    c.dist.timeout_s = 0;
+    c.dist.bucket_mb = 0;
     crate::data::stream::stable_hash(&c.to_toml())
 }
 
@@ -439,6 +485,7 @@ fn start_loader(
     cfg: &Config,
     tokenizer: Arc<TextTokenizer>,
     state: &TrainState,
+    dist: &crate::dist::Dist,
 ) -> anyhow::Result<Loader> {
     let d = &cfg.data;
     if d.train.is_empty() {
@@ -455,8 +502,8 @@ fn start_loader(
         order,
         shuffle_buffer: d.shuffle_buffer,
         seed: cfg.run.seed,
-        rank: 0,
-        world_size: 1,
+        rank: dist.rank,
+        world_size: dist.world_size,
     };
     let stream = if state.step > 0 {
         ShardStream::restore(shards, stream_opts, &state.data)?
@@ -465,7 +512,8 @@ fn start_loader(
     };
     let threads = crate::runtime::cpu_threads(cfg.run.threads);
     let opts = LoaderOptions {
-        batch_size: cfg.optim.batch_size,
+        // Each rank loads its share of the global contrastive batch.
+        batch_size: cfg.optim.batch_size / dist.world_size,
         transform: ImageTransform {
             size: cfg.model.vision.image_size as u32,
             augment: Augment::Train {

@@ -4,6 +4,7 @@ mod config_cmd;
 mod data_cmd;
 mod env_cmd;
 mod eval_cmd;
+mod launch_cmd;
 mod tokenizer_cmd;
 mod train_cmd;
 
@@ -39,6 +40,8 @@ pub enum Command {
     Eval(eval_cmd::EvalCommand),
     /// Show the libtorch build, CUDA/cuDNN availability, devices and threads.
     Env(env_cmd::EnvArgs),
+    /// Run a command as several ranks of a multi-process job (like torchrun).
+    Launch(launch_cmd::LaunchArgs),
     /// Train a CLIP model from a TOML config (with exact resume).
     Train(train_cmd::TrainArgs),
     /// Train a BPE tokenizer on captions, or show how text encodes.
@@ -53,6 +56,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Env(args) => env_cmd::run(args),
         Command::Eval(cmd) => eval_cmd::run(cmd),
+        Command::Launch(args) => launch_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
         Command::Tokenizer(cmd) => tokenizer_cmd::run(cmd),
     }

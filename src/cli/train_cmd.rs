@@ -45,6 +45,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             stop_at_step: args.stop_at_step,
         },
     )?;
+    if std::env::var("RANK").is_ok_and(|r| r.trim() != "0") {
+        // One summary per job: rank 0's (the others neither log nor checkpoint).
+        return Ok(());
+    }
     let first = s.losses.first().map(|x| x.1).unwrap_or(f64::NAN);
     let last = s.losses.last().map(|x| x.1).unwrap_or(f64::NAN);
     let min = s.losses.iter().map(|x| x.1).fold(f64::INFINITY, f64::min);

@@ -26,6 +26,7 @@ pub struct Config {
     pub eval: EvalConfig,
     pub checkpoint: CheckpointConfig,
     pub log: LogConfig,
+    pub dist: DistConfig,
 }
 
 /// `[run]`: identity, reproducibility and hardware.
@@ -321,6 +322,33 @@ impl Default for LogConfig {
             every: 10,
             tensorboard: true,
             progress: Progress::Auto,
+        }
+    }
+}
+
+/// `[dist]`: multi-process data-parallel training (started by torchrun or `cliptrain launch`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DistConfig {
+    /// Seconds a rank waits for the others (joining, any collective) before failing the job.
+    pub timeout_s: u64,
+    /// Back-propagate the loss through every rank's features (an all-reduce of the feature
+    /// gradients); only changes the gradients together with `local_loss`.
+    pub gather_with_grad: bool,
+    /// Each rank computes the loss of its own pairs against the global batch (less memory and
+    /// compute per rank); exact with `gather_with_grad`, approximate without.
+    pub local_loss: bool,
+    /// Size of the flat buffers gradients are averaged in, in MiB.
+    pub bucket_mb: usize,
+}
+
+impl Default for DistConfig {
+    fn default() -> Self {
+        Self {
+            timeout_s: 600,
+            gather_with_grad: false,
+            local_loss: false,
+            bucket_mb: 25,
         }
     }
 }

@@ -228,4 +228,6 @@ fn rest(c: &Config, p: &mut Problems) {
         "name a classnames file when eval.zeroshot is set",
     );
     p.at_least("log.every", c.log.every, 1);
+    p.at_least("dist.timeout_s", c.dist.timeout_s, 1);
+    p.at_least("dist.bucket_mb", c.dist.bucket_mb as u64, 1);
 }

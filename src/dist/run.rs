@@ -1,0 +1,95 @@
+//! What the training loop needs from the job around it: joining it, a rank's view of the config,
+//! agreeing on when to stop, and collecting every rank's data position for checkpoints.
+use super::{Dist, DistEnv, DistError, ReduceOp};
+use crate::checkpoint::TrainState;
+use crate::config::{Config, DeviceSpec};
+use crate::data::stream::StreamState;
+use std::time::Duration;
+use tch::Tensor;
+
+/// Joins the job the environment describes (torchrun's variables), or runs alone without them,
+/// and returns this rank's config: on a GPU rank i takes `cuda:LOCAL_RANK`, and `run.threads = 0`
+/// ("all cores") shares the node's cores among its ranks instead of oversubscribing them.
+pub fn join_from_env(cfg: &Config) -> Result<(Dist, Config), DistError> {
+    let Some(env) = DistEnv::from_env()? else {
+        return Ok((Dist::single(), cfg.clone()));
+    };
+    let mut cfg = cfg.clone();
+    if cfg.run.device.resolve().is_cuda() {
+        cfg.run.device = DeviceSpec::Cuda(env.local_rank);
+    }
+    if cfg.run.threads == 0 {
+        let cores = crate::runtime::cpu_threads(0);
+        cfg.run.threads = (cores / env.local_world_size).max(1);
+    }
+    if cfg.optim.batch_size % env.world_size != 0 {
+        return Err(DistError::Setup(format!(
+            "optim.batch_size = {} must be divisible by the number of processes ({}): it is the \
+             global contrastive batch, split evenly over ranks",
+            cfg.optim.batch_size, env.world_size
+        )));
+    }
+    let timeout = Duration::from_secs(cfg.dist.timeout_s);
+    let dist = Dist::join(&env, cfg.run.device.resolve(), timeout)?;
+    if dist.is_main() {
+        tracing::info!(
+            "process group of {} ranks joined ({} per node), {} pairs per rank",
+            dist.world_size,
+            dist.local_world_size,
+            cfg.optim.batch_size / dist.world_size
+        );
+    }
+    Ok((dist, cfg))
+}
+
+impl Dist {
+    /// True on every rank when `flag` is true on any (a signal may reach only some ranks, but
+    /// all must stop at the same step or the next collective would pair up wrongly).
+    pub fn any(&self, flag: bool) -> Result<bool, DistError> {
+        let Some(g) = &self.group else {
+            return Ok(flag);
+        };
+        let t = Tensor::from_slice(&[i64::from(flag)]).to_device(self.device);
+        g.all_reduce(&t, ReduceOp::Sum)?;
+        Ok(t.int64_value(&[0]) > 0)
+    }
+
+    /// Records every rank's data position in `state` (rank 0 writes the checkpoint, but resuming
+    /// must continue each rank's stream).
+    pub fn collect_stream_states(&self, state: &mut TrainState) -> Result<(), DistError> {
+        state.world_size = self.world_size;
+        if self.group.is_none() {
+            state.rank_data.clear();
+            return Ok(());
+        }
+        let mine = serde_json::to_vec(&state.data).expect("a stream state serializes");
+        state.rank_data = self
+            .all_gather_bytes(&mine)?
+            .iter()
+            .map(|b| serde_json::from_slice(b).expect("ranks send serialized stream states"))
+            .collect();
+        Ok(())
+    }
+
+    /// This rank's stream position in a checkpoint written by a run of `state.world_size` ranks;
+    /// a different number of processes is refused (the data split would change).
+    pub fn stream_state_of(&self, state: &TrainState) -> Result<StreamState, DistError> {
+        if state.world_size != self.world_size {
+            return Err(DistError::Setup(format!(
+                "the checkpoint was written by a run of {} process(es) and this run has {}: the \
+                 data is split per rank, so resume with the same number of processes \
+                 (cliptrain launch --nproc-per-node N --nnodes M with N*M = {})",
+                state.world_size, self.world_size, state.world_size
+            )));
+        }
+        if self.world_size == 1 {
+            return Ok(state.data.clone());
+        }
+        state.rank_data.get(self.rank).cloned().ok_or_else(|| {
+            DistError::Setup(format!(
+                "the checkpoint's state.json has no data position for rank {}",
+                self.rank
+            ))
+        })
+    }
+}
