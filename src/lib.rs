@@ -5,6 +5,8 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod finetune;
+pub mod interop;
 pub mod log;
 pub mod loss;
 pub mod model;
