@@ -2,7 +2,9 @@
 mod bench_cmd;
 mod config_cmd;
 mod data_cmd;
+mod embed_cmd;
 mod env_cmd;
+mod export_cmd;
 mod tokenizer_cmd;
 mod train_cmd;
 
@@ -33,6 +35,13 @@ pub enum Command {
     /// Make, pack and inspect WebDataset shards.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// Encode images (shards) or texts with a checkpoint into an embedding index.
+    Embed(embed_cmd::EmbedArgs),
+    /// Write a checkpoint as a Hugging Face or OpenCLIP folder.
+    #[command(subcommand)]
+    Export(export_cmd::ExportCommand),
+    /// Search an embedding index with a text query.
+    Search(embed_cmd::SearchArgs),
     /// Show the libtorch build, CUDA/cuDNN availability, devices and threads.
     Env(env_cmd::EnvArgs),
     /// Train a CLIP model from a TOML config (with exact resume).
@@ -47,7 +56,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => bench_cmd::run(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Data(cmd) => data_cmd::run(cmd),
+        Command::Embed(args) => embed_cmd::embed(args),
         Command::Env(args) => env_cmd::run(args),
+        Command::Export(cmd) => export_cmd::run(cmd),
+        Command::Search(args) => embed_cmd::search(args),
         Command::Train(args) => train_cmd::run(args),
         Command::Tokenizer(cmd) => tokenizer_cmd::run(cmd),
     }

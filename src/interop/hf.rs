@@ -1,7 +1,7 @@
 //! Hugging Face `CLIPModel` folders: `config.json` (CLIPConfig) to and from our model config,
 //! the tokenizer and image-processor files `CLIPProcessor` reads, and `cliptrain export hf`.
 //! The weights need no map: our names are HF's.
-use super::{Exportable, InteropError, write_json, write_tensors};
+use super::{InteropError, SavedModel, write_json, write_tensors};
 use crate::config::{Activation, ModelConfig, TextConfig, VisionConfig};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -236,7 +236,7 @@ pub(crate) fn write_tokenizer_files(
 
 /// `cliptrain export hf`: a folder `CLIPModel.from_pretrained` and `CLIPProcessor.from_pretrained`
 /// load offline. Returns the files written.
-pub fn export(ckpt: &Exportable, out: &Path) -> Result<Vec<String>, InteropError> {
+pub fn export(ckpt: &SavedModel, out: &Path) -> Result<Vec<String>, InteropError> {
     if ckpt.tensors.iter().any(|(n, _)| n == "logit_bias") {
         return Err(InteropError::Unsupported(format!(
             "{} is a SigLIP model (it has logit_bias); Hugging Face CLIPModel has no logit bias. \

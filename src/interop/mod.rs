@@ -326,7 +326,7 @@ pub fn read_checkpoint_config(dir: &Path) -> Result<Config, InteropError> {
 }
 
 /// A cliptrain checkpoint as the exporters need it.
-pub struct Exportable {
+pub struct SavedModel {
     pub dir: PathBuf,
     pub config: Config,
     /// Weights by our (HF) name, sorted.
@@ -334,7 +334,7 @@ pub struct Exportable {
     pub tokenizer: Option<crate::text::TextTokenizer>,
 }
 
-impl Exportable {
+impl SavedModel {
     /// Reads the checkpoint (or run folder's newest checkpoint) at `path`.
     pub fn open(path: &Path) -> Result<Self, InteropError> {
         let dir = checkpoint::resolve(path)?;
@@ -420,4 +420,31 @@ pub fn init_weights(
         tracing::warn!("model.init_strict = false: left at their random init or ignored:{s}");
     }
     Ok(report)
+}
+
+impl SavedModel {
+    /// The checkpoint as a ready model on `device` (its variables hold the saved weights).
+    pub fn build(
+        &self,
+        device: tch::Device,
+    ) -> Result<(nn::VarStore, crate::model::ClipModel), InteropError> {
+        let mut vs = nn::VarStore::new(device);
+        let model = crate::model::ClipModel::new(
+            &vs.root(),
+            &self.config.model,
+            self.eot_id(),
+            self.config.loss.kind,
+        )
+        .map_err(|e| InteropError::BadConfig {
+            path: self.dir.join("config.toml"),
+            reason: e.to_string(),
+        })?;
+        let tensors = self
+            .tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
+        load_named(&mut vs, tensors, true, &self.dir.join("model.safetensors"))?;
+        Ok((vs, model))
+    }
 }

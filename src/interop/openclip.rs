@@ -5,7 +5,7 @@
 //! The state dicts differ in three ways beyond names: OpenCLIP fuses the attention input
 //! projections (`attn.in_proj_weight` = q, k, v stacked), stores both projections transposed
 //! (`visual.proj`, `text_projection` are `[width, embed]`), and names the blocks `resblocks`.
-use super::{Exportable, InteropError, write_json, write_tensors};
+use super::{InteropError, SavedModel, write_json, write_tensors};
 use crate::config::{Activation, ModelConfig, TextConfig, VisionConfig};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -333,7 +333,7 @@ pub fn read_config(
 /// The `open_clip_config.json` of a model. Text pooling is `eos` at our end-of-text id (first
 /// EOT, as cliptrain pools); `hf_tokenizer_name` makes `open_clip.get_tokenizer('local-dir:…')`
 /// read the folder's `tokenizer.json` when one is written.
-pub fn config_json(ckpt: &Exportable, with_tokenizer: bool) -> Value {
+pub fn config_json(ckpt: &SavedModel, with_tokenizer: bool) -> Value {
     let m = &ckpt.config.model;
     let (v, t, d) = (&m.vision, &m.text, &ckpt.config.data);
     let mut vision = json!({
@@ -383,7 +383,7 @@ pub fn config_json(ckpt: &Exportable, with_tokenizer: bool) -> Value {
 
 /// `cliptrain export openclip`: `open_clip_config.json` + `open_clip_model.safetensors`
 /// (+ the tokenizer files). Returns the files written.
-pub fn export(ckpt: &Exportable, out: &Path) -> Result<Vec<String>, InteropError> {
+pub fn export(ckpt: &SavedModel, out: &Path) -> Result<Vec<String>, InteropError> {
     std::fs::create_dir_all(out).map_err(super::io("creating", out))?;
     let with_tok = ckpt.tokenizer.is_some();
     write_json(&out.join(CONFIG), &config_json(ckpt, with_tok))?;
