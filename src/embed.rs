@@ -187,7 +187,7 @@ impl Index {
         let emb = self.embeddings.to_kind(Kind::Float).contiguous();
         let shape: Vec<usize> = emb.size().iter().map(|&d| d as usize).collect();
         let mut bytes = vec![0u8; emb.numel() * 4];
-        emb.copy_data_u8(&mut bytes, emb.numel() * 4);
+        emb.copy_data_u8(&mut bytes, emb.numel());
         let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
             .map_err(|e| err(format!("{e:?}")))?;
         let checkpoint = self

@@ -6,6 +6,7 @@ mod common;
 use cliptrain::config::{Activation, LossKind, ModelConfig};
 use cliptrain::interop::{InitSource, InteropError, SavedModel, SourceKind, hf};
 use cliptrain::model::ClipModel;
+use common::tiny_run::trained_checkpoint;
 use common::{cliptrain, ok};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,85 +30,6 @@ fn parity(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-}
-
-/// Synthetic data, a tokenizer and a 2-step run of a very small CLIP in `d`; returns the
-/// checkpoint folder, its 1-d parameters moved off their init so a swapped one would show.
-fn trained_checkpoint(d: &Path, activation: &str) -> PathBuf {
-    ok(cliptrain(
-        &[
-            "data", "synth", "--out", "syn", "--train", "64", "--eval", "8", "--image-size", "32",
-            "--shard-size", "32",
-        ],
-        d,
-    ));
-    ok(cliptrain(
-        &[
-            "tokenizer", "train", "--data", "syn/train-{000000..000001}.tar", "--vocab-size",
-            "600", "--out", "syn/tok.json",
-        ],
-        d,
-    ));
-    std::fs::write(d.join("tiny.toml"), tiny_toml(activation)).unwrap();
-    ok(cliptrain(&["train", "--config", "tiny.toml"], d));
-    let ckpt = d.join("runs/t/latest").canonicalize().unwrap();
-    let path = ckpt.join("model.safetensors");
-    let moved: Vec<(String, Tensor)> = Tensor::read_safetensors(&path)
-        .unwrap()
-        .into_iter()
-        .map(|(n, t)| {
-            let t = if t.dim() == 1 { &t + t.randn_like() * 0.1 } else { t };
-            (n, t)
-        })
-        .collect();
-    Tensor::write_safetensors(&moved, &path).unwrap();
-    ckpt
-}
-
-fn tiny_toml(activation: &str) -> String {
-    format!(
-        r#"
-[run]
-name = "t"
-output_dir = "runs"
-device = "cpu"
-threads = 1
-seed = 3
-[data]
-train = "syn/train-{{000000..000001}}.tar"
-tokenizer = "syn/tok.json"
-shuffle_buffer = 16
-workers = 1
-image_mean = [0.5, 0.45, 0.4]
-image_std = [0.25, 0.26, 0.27]
-[model]
-embed_dim = 16
-activation = "{activation}"
-[model.vision]
-image_size = 32
-patch_size = 8
-width = 32
-layers = 2
-heads = 2
-[model.text]
-vocab_size = 600
-context_length = 16
-width = 32
-layers = 2
-heads = 2
-[optim]
-steps = 2
-batch_size = 8
-warmup_steps = 1
-lr = 1e-3
-[checkpoint]
-every = 0
-[log]
-every = 1
-tensorboard = false
-progress = "plain"
-"#
-    )
 }
 
 const CAPTIONS: [&str; 4] = [
@@ -191,11 +113,18 @@ fn hf_export_is_read_by_transformers_and_imports_back_bitwise() {
         "special_tokens_map.json",
         "preprocessor_config.json",
     ] {
-        assert!(d.join("hf").join(f).is_file(), "{f} missing; printed:\n{out}");
+        assert!(
+            d.join("hf").join(f).is_file(),
+            "{f} missing; printed:\n{out}"
+        );
     }
     write_comparison(&ckpt, &d.join("cmp"));
     let hf = d.join("hf");
-    let report = parity(&["hf-check", hf.to_str().unwrap(), d.join("cmp").to_str().unwrap()]);
+    let report = parity(&[
+        "hf-check",
+        hf.to_str().unwrap(),
+        d.join("cmp").to_str().unwrap(),
+    ]);
     println!("cliptrain -> transformers: {}", report.trim());
     imports_back_bitwise(&hf, &ckpt, SourceKind::HuggingFace);
 }
@@ -206,7 +135,14 @@ fn openclip_export_is_read_by_open_clip_and_imports_back_bitwise() {
     let d = dir.path();
     let ckpt = trained_checkpoint(d, "gelu");
     ok(cliptrain(
-        &["export", "openclip", "--checkpoint", "runs/t", "--out", "oc"],
+        &[
+            "export",
+            "openclip",
+            "--checkpoint",
+            "runs/t",
+            "--out",
+            "oc",
+        ],
         d,
     ));
     write_comparison(&ckpt, &d.join("cmp"));
@@ -221,12 +157,18 @@ fn openclip_export_is_read_by_open_clip_and_imports_back_bitwise() {
 }
 
 fn read(path: &Path) -> HashMap<String, Tensor> {
-    Tensor::read_safetensors(path).unwrap().into_iter().collect()
+    Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 #[test]
 fn open_clip_state_dict_reproduces_open_clip_outputs() {
-    for (act, ours) in [("gelu", Activation::Gelu), ("quick_gelu", Activation::QuickGelu)] {
+    for (act, ours) in [
+        ("gelu", Activation::Gelu),
+        ("quick_gelu", Activation::QuickGelu),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         parity(&["openclip-make", d.to_str().unwrap(), "--act", act]);
@@ -314,8 +256,10 @@ fn init_from_lists_every_mismatch_and_non_strict_loads_what_fits() {
     assert_eq!(report.skipped.mismatched.len(), mismatched);
     let file = read(&d.join("model.safetensors"));
     let vars = target.variables();
-    assert!(vars["vision_model.encoder.layers.1.mlp.fc2.weight"]
-        .equal(&file["vision_model.encoder.layers.1.mlp.fc2.weight"]));
+    assert!(
+        vars["vision_model.encoder.layers.1.mlp.fc2.weight"]
+            .equal(&file["vision_model.encoder.layers.1.mlp.fc2.weight"])
+    );
     assert_eq!(report.loaded, file.len() - mismatched);
     // A folder that is none of the three kinds says what it expects.
     let empty = tempfile::tempdir().unwrap();
