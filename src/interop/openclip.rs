@@ -402,3 +402,53 @@ pub fn export(ckpt: &SavedModel, out: &Path) -> Result<Vec<String>, InteropError
     }
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LossKind;
+    use crate::model::ClipModel;
+    use tch::{Device, nn};
+
+    #[test]
+    fn names_map_both_ways_without_loss() {
+        let mut cfg = ModelConfig::default();
+        (cfg.vision.image_size, cfg.vision.patch_size) = (16, 8);
+        (cfg.vision.width, cfg.vision.layers, cfg.vision.heads) = (8, 2, 2);
+        (cfg.text.vocab_size, cfg.text.context_length) = (20, 6);
+        (
+            cfg.text.width,
+            cfg.text.layers,
+            cfg.text.heads,
+            cfg.embed_dim,
+        ) = (12, 2, 2, 4);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _m = ClipModel::new(&vs.root(), &cfg, 19, LossKind::Siglip).unwrap();
+        let ours: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        let oc = from_hf(&ours);
+        let names: Vec<&str> = oc.iter().map(|(n, _)| n.as_str()).collect();
+        // 3 separate projections fuse into one in_proj per weight/bias: 4 fewer per block.
+        assert_eq!(oc.len(), ours.len() - 4 * 4);
+        for want in [
+            "visual.transformer.resblocks.1.attn.in_proj_weight",
+            "transformer.resblocks.0.mlp.c_proj.bias",
+            "visual.proj",
+            "logit_bias",
+        ] {
+            assert!(names.contains(&want), "{want} not in {names:?}");
+        }
+        let fused = &oc
+            .iter()
+            .find(|(n, _)| n == "transformer.resblocks.1.attn.in_proj_weight")
+            .unwrap()
+            .1;
+        assert_eq!(fused.size(), [36, 12]);
+        let proj = &oc.iter().find(|(n, _)| n == "visual.proj").unwrap().1;
+        assert_eq!(proj.size(), [8, 4], "OpenCLIP's [width, embed]");
+        let back: std::collections::HashMap<String, Tensor> = to_hf(oc).into_iter().collect();
+        assert_eq!(back.len(), ours.len());
+        for (n, t) in &ours {
+            assert!(back[n].equal(t), "{n} changed");
+        }
+    }
+}
