@@ -9,7 +9,7 @@ use cliptrain::model::ClipModel;
 use common::tiny_run::trained_checkpoint;
 use common::{cliptrain, ok};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use tch::{Device, Kind, Tensor, nn::VarStore};
 

@@ -114,7 +114,7 @@ pub fn read_config(path: &Path) -> Result<ModelConfig, InteropError> {
 }
 
 /// `image_mean`/`image_std` of a `preprocessor_config.json`, when the file exists and has both.
-pub fn read_preprocessor(path: &Path) -> Result<Option<([f64; 3], [f64; 3])>, InteropError> {
+pub fn read_preprocessor(path: &Path) -> Result<Option<super::MeanStd>, InteropError> {
     if !path.is_file() {
         return Ok(None);
     }

@@ -92,6 +92,9 @@ pub(crate) fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<(
     })
 }
 
+/// Per-channel image normalisation: (mean, std).
+pub type MeanStd = ([f64; 3], [f64; 3]);
+
 /// The kind of folder `model.init_from` names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceKind {
@@ -112,7 +115,7 @@ pub struct InitSource {
     /// Its `tokenizer.json`, when it has one.
     pub tokenizer: Option<PathBuf>,
     /// Its image normalisation, when it states one.
-    pub image_mean_std: Option<([f64; 3], [f64; 3])>,
+    pub image_mean_std: Option<MeanStd>,
 }
 
 impl InitSource {

@@ -260,7 +260,7 @@ fn layer_norm_eps(s: &Value) -> Option<f64> {
 /// The model dimensions (and preprocessing mean/std, when stated) of an `open_clip_config.json`.
 pub fn read_config(
     path: &Path,
-) -> Result<(ModelConfig, Option<([f64; 3], [f64; 3])>), InteropError> {
+) -> Result<(ModelConfig, Option<super::MeanStd>), InteropError> {
     let json = super::read_json(path)?;
     let m = json.get("model_cfg").unwrap_or(&json);
     let empty = json!({});
