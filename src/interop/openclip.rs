@@ -258,9 +258,7 @@ fn layer_norm_eps(s: &Value) -> Option<f64> {
 }
 
 /// The model dimensions (and preprocessing mean/std, when stated) of an `open_clip_config.json`.
-pub fn read_config(
-    path: &Path,
-) -> Result<(ModelConfig, Option<super::MeanStd>), InteropError> {
+pub fn read_config(path: &Path) -> Result<(ModelConfig, Option<super::MeanStd>), InteropError> {
     let json = super::read_json(path)?;
     let m = json.get("model_cfg").unwrap_or(&json);
     let empty = json!({});
