@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod embed;
+pub mod eval;
 pub mod finetune;
 pub mod interop;
 pub mod log;

@@ -15,7 +15,7 @@ pub struct ClipLoss {
 
 /// Row-wise L2 normalisation, as `F.normalize(x, dim=-1)` (the 1e-12 floor avoids 0/0 on an
 /// all-zero row).
-fn l2_normalize(x: &Tensor) -> Tensor {
+pub fn l2_normalize(x: &Tensor) -> Tensor {
     x / x.norm_scalaropt_dim(2.0, [-1i64], true).clamp_min(1e-12)
 }
 

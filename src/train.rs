@@ -8,6 +8,7 @@ use crate::data::loader::{Loader, LoaderOptions, SampleKeys};
 use crate::data::spec::parse_spec;
 use crate::data::stream::{Order, ShardStream, StreamOptions};
 use crate::data::transform::{Augment, ImageTransform};
+use crate::eval::{Encoder, EvalResults, Evaluator};
 use crate::log::{Metrics, MetricsLog};
 use crate::loss::ClipLoss;
 use crate::model::{self, ClipModel};
@@ -53,6 +54,8 @@ pub struct TrainSummary {
     pub checkpoint: Option<PathBuf>,
     pub interrupted: bool,
     pub skipped_samples: String,
+    /// The last evaluation of the `[eval]` sets, at its step.
+    pub eval: Option<(u64, EvalResults)>,
 }
 
 /// Set by SIGINT/SIGTERM: finish the step, checkpoint, exit cleanly.
@@ -96,6 +99,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         crate::interop::init_weights(init, &mut vs, cfg.model.init_strict)?;
     }
     let ft = crate::finetune::apply(&cfg.finetune, &cfg.model, cfg.loss.kind, &vs);
+    let evaluator = Evaluator::from_config(cfg).context("preparing the [eval] sets")?;
     let mut opt = AdamW::new(named_variables(&vs), &cfg.optim, model::no_weight_decay);
     opt.set_lr_scales(|name| crate::finetune::lr_scale(&cfg.finetune, &cfg.model, name));
     if ft.frozen_tensors > 0 {
@@ -144,6 +148,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         checkpoint: None,
         interrupted: false,
         skipped_samples: String::new(),
+        eval: None,
     };
     let save = |state: &TrainState, vs: &nn::VarStore, opt: &AdamW| -> anyhow::Result<PathBuf> {
         let ckpt = Checkpoint {
@@ -158,6 +163,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
 
     let (mut window_start, mut window_wait, mut window_samples) = (Instant::now(), 0.0f64, 0u64);
     let (run_start, mut total_wait) = (Instant::now(), 0.0f64);
+    let mut eval_time = std::time::Duration::ZERO;
     let mut samples_this_run = 0u64;
     let mut last_skipped = crate::data::SkipCounts::default();
     while state.step < last_step {
@@ -233,6 +239,30 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         drop(batch);
 
         let stopping = STOP.load(Ordering::SeqCst);
+        if let Some(ev) = &evaluator
+            && !stopping
+            && ((ev.every > 0 && state.step % ev.every == 0) || state.step == last_step)
+        {
+            let started = Instant::now();
+            let encoder = Encoder {
+                model: &model,
+                tokenizer: tokenizer.clone(),
+                device,
+                precision: cfg.run.precision,
+                batch_size: cfg.eval.batch_size,
+            };
+            // A broken evaluation set must not end hours of training: report and go on.
+            match ev.run(&encoder) {
+                Ok(r) => {
+                    log.log("eval", state.step, &r.metrics());
+                    summary.eval = Some((state.step, r));
+                }
+                Err(e) => log.println(&format!("step {}: evaluation failed: {e}", state.step)),
+            }
+            // Evaluation time is not training throughput.
+            window_start += started.elapsed();
+            eval_time += started.elapsed();
+        }
         let periodic = cfg.checkpoint.every > 0 && state.step % cfg.checkpoint.every == 0;
         if periodic || state.step == last_step || stopping {
             summary.checkpoint = Some(save(&state, &vs, &opt)?);
@@ -242,7 +272,7 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
             break;
         }
     }
-    let elapsed = run_start.elapsed().as_secs_f64().max(1e-9);
+    let elapsed = (run_start.elapsed() - eval_time).as_secs_f64().max(1e-9);
     summary.last_step = state.step;
     summary.skipped_samples = last_skipped.to_string();
     summary.samples_per_s = samples_this_run as f64 / elapsed;

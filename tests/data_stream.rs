@@ -286,6 +286,7 @@ fn loader_opts(batch: usize, augment: Augment) -> LoaderOptions {
             text: "txt".into(),
             json_caption_field: None,
             label: false,
+            all_captions: false,
         },
         workers: 2,
         prefetch: 2,

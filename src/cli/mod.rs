@@ -4,6 +4,7 @@ mod config_cmd;
 mod data_cmd;
 mod embed_cmd;
 mod env_cmd;
+mod eval_cmd;
 mod export_cmd;
 mod tokenizer_cmd;
 mod train_cmd;
@@ -42,6 +43,9 @@ pub enum Command {
     Export(export_cmd::ExportCommand),
     /// Search an embedding index with a text query.
     Search(embed_cmd::SearchArgs),
+    /// Evaluate a checkpoint: zero-shot classification or image-text retrieval.
+    #[command(subcommand)]
+    Eval(eval_cmd::EvalCommand),
     /// Show the libtorch build, CUDA/cuDNN availability, devices and threads.
     Env(env_cmd::EnvArgs),
     /// Train a CLIP model from a TOML config (with exact resume).
@@ -60,6 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Env(args) => env_cmd::run(args),
         Command::Export(cmd) => export_cmd::run(cmd),
         Command::Search(args) => embed_cmd::search(args),
+        Command::Eval(cmd) => eval_cmd::run(cmd),
         Command::Train(args) => train_cmd::run(args),
         Command::Tokenizer(cmd) => tokenizer_cmd::run(cmd),
     }

@@ -70,6 +70,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         s.run_dir.display(),
         s.run_dir.display()
     );
+    if let Some((step, r)) = &s.eval {
+        println!("\nevaluation at step {step}:");
+        if let Some(z) = &r.zeroshot {
+            print!("{}", cliptrain::eval::report::zeroshot_markdown(z));
+        }
+        if let Some(x) = &r.retrieval {
+            print!("{}", cliptrain::eval::report::retrieval_markdown(x));
+        }
+    }
     if s.interrupted || s.last_step < cfg.optim.steps {
         println!(
             "stopped at step {}; continue with: cliptrain train --config {} --resume auto",

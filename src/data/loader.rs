@@ -33,8 +33,11 @@ pub struct SampleKeys {
     pub text: String,
     /// When set, the caption is this field of the `json` member.
     pub json_caption_field: Option<String>,
-    /// Read an integer `.cls` label (evaluation sets).
+    /// Read an integer `.cls` label (evaluation sets); the caption then becomes optional.
     pub label: bool,
+    /// Also collect every caption of a sample (retrieval sets): the text member, numbered ones
+    /// (`KEY.0.txt`, `KEY.1.txt`, ...), or a JSON list in `json_caption_field`.
+    pub all_captions: bool,
 }
 
 impl SampleKeys {
@@ -50,6 +53,7 @@ impl SampleKeys {
             text: d.text_key.trim().to_ascii_lowercase(),
             json_caption_field: Some(d.json_caption_field.clone()).filter(|f| !f.is_empty()),
             label: false,
+            all_captions: false,
         }
     }
 }
@@ -77,6 +81,8 @@ pub struct Batch {
     pub keys: Vec<String>,
     /// `.cls` labels when `SampleKeys::label` is set.
     pub labels: Option<Vec<i64>>,
+    /// Every caption of each sample when `SampleKeys::all_captions` is set.
+    pub caption_sets: Option<Vec<Vec<String>>>,
     /// Stream state after this batch: resuming from it yields the next batch.
     pub state: StreamState,
     /// Skipped samples and shard problems by reason, cumulative over the run.
@@ -242,6 +248,7 @@ struct Prepared {
     caption: String,
     label: Option<i64>,
     key: String,
+    caption_set: Vec<String>,
 }
 
 impl Producer {
@@ -415,7 +422,7 @@ impl Producer {
         all
     }
 
-    fn assemble(&mut self, images: Tensor, good: Vec<Prepared>) -> Result<Batch, DataError> {
+    fn assemble(&mut self, images: Tensor, mut good: Vec<Prepared>) -> Result<Batch, DataError> {
         let n = good.len() as i64;
         let captions: Vec<String> = good.iter().map(|p| p.caption.clone()).collect();
         let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
@@ -440,6 +447,15 @@ impl Producer {
             tokens: Tensor::from_slice(&ids).view([n, ctx]),
             labels: if self.opts.keys.label {
                 Some(good.iter().map(|p| p.label.unwrap_or(-1)).collect())
+            } else {
+                None
+            },
+            caption_sets: if self.opts.keys.all_captions {
+                Some(
+                    good.iter_mut()
+                        .map(|p| std::mem::take(&mut p.caption_set))
+                        .collect(),
+                )
             } else {
                 None
             },
@@ -542,7 +558,17 @@ fn prepare(
     resizer: &mut Resizer,
 ) -> Result<(Prepared, Vec<u8>), SkipReason> {
     let keys = &opts.keys;
-    let caption = caption_of(&s.raw, keys)?;
+    let (caption, caption_set) = if keys.all_captions {
+        let all = captions_of(&s.raw, keys)?;
+        (all[0].clone(), all)
+    } else {
+        match caption_of(&s.raw, keys) {
+            Ok(c) => (c, Vec::new()),
+            // A classification set needs labels, not captions.
+            Err(SkipReason::MissingCaption) if keys.label => (String::new(), Vec::new()),
+            Err(e) => return Err(e),
+        }
+    };
     let label = if keys.label {
         Some(label_of(&s.raw)?)
     } else {
@@ -554,6 +580,7 @@ fn prepare(
             caption,
             label,
             key: s.raw.key.clone(),
+            caption_set,
         },
         pixels,
     ))
@@ -583,6 +610,60 @@ pub(crate) fn caption_of(raw: &RawSample, keys: &SampleKeys) -> Result<String, S
         return Err(SkipReason::EmptyCaption);
     }
     Ok(caption.to_string())
+}
+
+/// Every caption of a sample, trimmed, empty ones dropped: a JSON list (or string) in the
+/// caption field, else the text member followed by numbered ones (`0.txt`, `1.txt`, ...).
+pub(crate) fn captions_of(raw: &RawSample, keys: &SampleKeys) -> Result<Vec<String>, SkipReason> {
+    let mut all: Vec<String> = Vec::new();
+    if let Some(field) = &keys.json_caption_field {
+        let bytes = raw.member("json").ok_or(SkipReason::MissingCaption)?;
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|_| SkipReason::BadJson)?;
+        match v.get(field) {
+            Some(serde_json::Value::String(c)) => all.push(c.clone()),
+            Some(serde_json::Value::Array(items)) => {
+                for item in items {
+                    all.push(item.as_str().ok_or(SkipReason::BadJson)?.to_string());
+                }
+            }
+            _ => return Err(SkipReason::BadJson),
+        }
+    } else {
+        let numbered = |ext: &str| {
+            ext.strip_suffix(&keys.text)
+                .and_then(|n| n.strip_suffix('.'))
+                .and_then(|n| n.parse::<u32>().ok())
+        };
+        let mut members: Vec<(Option<u32>, &[u8])> = raw
+            .members
+            .iter()
+            .filter_map(|(ext, bytes)| {
+                if *ext == keys.text {
+                    Some((None, bytes.as_slice()))
+                } else {
+                    numbered(ext).map(|n| (Some(n), bytes.as_slice()))
+                }
+            })
+            .collect();
+        members.sort_by_key(|(n, _)| *n);
+        for (_, bytes) in members {
+            all.push(
+                std::str::from_utf8(bytes)
+                    .map_err(|_| SkipReason::InvalidUtf8)?
+                    .to_string(),
+            );
+        }
+    }
+    let all: Vec<String> = all
+        .iter()
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    if all.is_empty() {
+        return Err(SkipReason::MissingCaption);
+    }
+    Ok(all)
 }
 
 /// The bytes of the first image member present, in `keys.image` order.

@@ -1,0 +1,244 @@
+//! Evaluation: zero-shot classification and image-text retrieval, standalone (`cliptrain
+//! eval`) and during training. Reuses the data layer (eval transform) and the model; never
+//! changes parameters.
+pub mod metrics;
+pub mod plot;
+pub mod report;
+pub mod retrieval;
+pub mod source;
+pub mod zeroshot;
+
+use crate::checkpoint;
+use crate::config::{Config, EvalConfig, Precision};
+use crate::data::loader::{SampleKeys, Tokenize};
+use crate::log::Metrics;
+use crate::model::ClipModel;
+use crate::precision::Autocast;
+use crate::text::TextTokenizer;
+use source::EvalImages;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tch::{Device, Kind, Tensor, nn};
+
+pub use retrieval::RetrievalReport;
+pub use zeroshot::{ZeroShotReport, ZeroShotTask};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// A file or sample the user gave is unusable; the message says which and what to do.
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Text(#[from] crate::text::TextError),
+    #[error(transparent)]
+    Precision(#[from] crate::precision::PrecisionError),
+    #[error(transparent)]
+    Torch(#[from] tch::TchError),
+}
+
+/// Embeds images and texts with a model: batched, without autograd, under the run's autocast.
+pub struct Encoder<'a> {
+    pub model: &'a ClipModel,
+    pub tokenizer: Arc<TextTokenizer>,
+    pub device: Device,
+    pub precision: Precision,
+    pub batch_size: usize,
+}
+
+impl Encoder<'_> {
+    /// `[n, dim]` L2-normalised float32 image embeddings, on the model's device.
+    pub fn images(&self, images: &Tensor) -> Result<Tensor, EvalError> {
+        let _ac = Autocast::enter(self.device, self.precision)?;
+        Ok(tch::no_grad(|| {
+            let e = self.model.encode_image(&images.to_device(self.device));
+            crate::loss::l2_normalize(&e.to_kind(Kind::Float))
+        }))
+    }
+
+    /// `[texts.len(), dim]` L2-normalised float32 text embeddings, in batches.
+    pub fn texts(&self, texts: &[String]) -> Result<Tensor, EvalError> {
+        let ctx = self.tokenizer.context_length() as i64;
+        let mut parts = Vec::new();
+        for chunk in texts.chunks(self.batch_size.max(1)) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let ids = self.tokenizer.encode_batch(&refs)?;
+            let tokens = Tensor::from_slice(&ids)
+                .view([chunk.len() as i64, ctx])
+                .to_device(self.device);
+            let _ac = Autocast::enter(self.device, self.precision)?;
+            parts.push(tch::no_grad(|| {
+                let e = self.model.encode_text(&tokens);
+                crate::loss::l2_normalize(&e.to_kind(Kind::Float))
+            }));
+        }
+        if parts.is_empty() {
+            return Err(EvalError::Input("no text to embed".into()));
+        }
+        Ok(Tensor::cat(&parts, 0))
+    }
+
+    pub fn tokenizer(&self) -> Arc<dyn Tokenize> {
+        self.tokenizer.clone()
+    }
+}
+
+/// A trained model read back from a checkpoint folder (or a run folder's `latest`).
+pub struct LoadedModel {
+    pub dir: PathBuf,
+    pub step: u64,
+    pub config: Config,
+    pub model: ClipModel,
+    pub tokenizer: Arc<TextTokenizer>,
+    /// Owns the parameters `model` refers to.
+    pub vs: nn::VarStore,
+}
+
+impl LoadedModel {
+    pub fn load(path: &Path, device: Device) -> Result<Self, EvalError> {
+        let dir = checkpoint::resolve(path)?;
+        let step = checkpoint::read_state(&dir)?.step;
+        let config_path = dir.join("config.toml");
+        let config = crate::config::load(&config_path, &[])
+            .map_err(|e| EvalError::Input(format!("{}: {e}", config_path.display())))?;
+        let tok_path = dir.join("tokenizer.json");
+        let tok_path = if tok_path.is_file() {
+            tok_path
+        } else {
+            PathBuf::from(&config.data.tokenizer)
+        };
+        let tokenizer = TextTokenizer::from_file(&tok_path, config.model.text.context_length)?;
+        let mut vs = nn::VarStore::new(device);
+        let model = ClipModel::new(
+            &vs.root(),
+            &config.model,
+            tokenizer.eot_id() as i64,
+            config.loss.kind,
+        )?;
+        crate::model::load_hf_safetensors(&mut vs, &dir.join("model.safetensors"))?;
+        Ok(Self {
+            dir,
+            step,
+            config,
+            model,
+            tokenizer: Arc::new(tokenizer),
+            vs,
+        })
+    }
+}
+
+/// How a config's model wants its evaluation images.
+pub fn eval_images(cfg: &Config, batch_size: usize, workers: usize) -> EvalImages {
+    EvalImages {
+        size: cfg.model.vision.image_size as u32,
+        mean: cfg.data.image_mean,
+        std: cfg.data.image_std,
+        batch_size,
+        workers,
+        image_keys: SampleKeys::from_config(&cfg.data),
+    }
+}
+
+/// The evaluation sets of a run's `[eval]` section, prepared once (files read and checked at
+/// the start, so a typo fails the run before training, not hours in).
+pub struct Evaluator {
+    zeroshot: Option<ZeroShotTask>,
+    retrieval: Option<String>,
+    prep: EvalImages,
+    pub every: u64,
+}
+
+/// What one evaluation during training produced.
+#[derive(Debug, Clone)]
+pub struct EvalResults {
+    pub zeroshot: Option<ZeroShotReport>,
+    pub retrieval: Option<RetrievalReport>,
+}
+
+impl Evaluator {
+    /// `None` when the config names no evaluation set.
+    pub fn from_config(cfg: &Config) -> Result<Option<Self>, EvalError> {
+        let e: &EvalConfig = &cfg.eval;
+        if e.zeroshot.is_empty() && e.retrieval.is_empty() {
+            return Ok(None);
+        }
+        let opt_path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+        let zeroshot = if e.zeroshot.is_empty() {
+            None
+        } else {
+            Some(ZeroShotTask::from_files(
+                &e.zeroshot,
+                Path::new(&e.classnames),
+                opt_path(&e.templates).as_deref(),
+                opt_path(&e.classes_subset).as_deref(),
+            )?)
+        };
+        for spec in [&e.zeroshot, &e.retrieval] {
+            if !spec.is_empty() && !Path::new(spec).is_dir() {
+                crate::data::spec::parse_spec(spec)?;
+            }
+        }
+        let workers = crate::runtime::cpu_threads(cfg.run.threads);
+        Ok(Some(Self {
+            zeroshot,
+            retrieval: opt_path(&e.retrieval).map(|_| e.retrieval.clone()),
+            prep: eval_images(cfg, e.batch_size, workers),
+            every: e.every,
+        }))
+    }
+
+    pub fn run(&self, enc: &Encoder) -> Result<EvalResults, EvalError> {
+        Ok(EvalResults {
+            zeroshot: match &self.zeroshot {
+                Some(t) => Some(t.run(enc, &self.prep)?),
+                None => None,
+            },
+            retrieval: match &self.retrieval {
+                Some(spec) => Some(retrieval::run(spec, enc, &self.prep)?),
+                None => None,
+            },
+        })
+    }
+}
+
+impl EvalResults {
+    /// Flat scalars for TensorBoard and metrics.jsonl.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = Metrics::new();
+        if let Some(z) = &self.zeroshot {
+            for (name, g) in &z.metrics.groups {
+                let prefix = if name == "all" {
+                    "zeroshot".to_string()
+                } else {
+                    format!("zeroshot_{name}")
+                };
+                m.insert(format!("{prefix}_top1"), g.top1);
+                m.insert(format!("{prefix}_top5"), g.top5);
+                m.insert(
+                    format!("{prefix}_mean_per_class_recall"),
+                    g.mean_per_class_recall,
+                );
+            }
+        }
+        if let Some(r) = &self.retrieval {
+            for (k, v) in &r.metrics.image_to_text {
+                m.insert(
+                    format!("retrieval_image_to_text_{}", k.replace('@', "_at_")),
+                    *v,
+                );
+            }
+            for (k, v) in &r.metrics.text_to_image {
+                m.insert(
+                    format!("retrieval_text_to_image_{}", k.replace('@', "_at_")),
+                    *v,
+                );
+            }
+        }
+        m
+    }
+}

@@ -1,0 +1,267 @@
+//! Where evaluation images come from: WebDataset shards (read once, in order, through the
+//! training data layer with the eval transform) or an ImageFolder tree `DIR/<class>/*`.
+use super::EvalError;
+use crate::data::loader::{Loader, LoaderOptions, SampleKeys, Tokenize};
+use crate::data::spec::parse_spec;
+use crate::data::stream::{Order, ShardStream, StreamOptions};
+use crate::data::transform::{Augment, ImageTransform};
+use crate::data::{SkipCounts, SkipReason};
+use fast_image_resize::Resizer;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tch::Tensor;
+
+/// How evaluation images are prepared: the model's input size and normalisation.
+#[derive(Debug, Clone)]
+pub struct EvalImages {
+    pub size: u32,
+    pub mean: [f64; 3],
+    pub std: [f64; 3],
+    pub batch_size: usize,
+    pub workers: usize,
+    pub image_keys: SampleKeys,
+}
+
+/// A batch of evaluation samples.
+pub struct EvalBatch {
+    /// `[n, 3, S, S]` float32, normalised, on the CPU.
+    pub images: Tensor,
+    pub keys: Vec<String>,
+    /// Class index of each sample (classification sets).
+    pub labels: Vec<i64>,
+    /// Every caption of each sample (retrieval sets).
+    pub captions: Vec<Vec<String>>,
+}
+
+/// Batches from shards or a folder, and what was skipped on the way.
+pub enum EvalBatches {
+    Shards { loader: Loader, skipped: SkipCounts },
+    Folder(FolderBatches),
+}
+
+/// What the evaluation needs from each sample.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Want {
+    /// An integer class label (`.cls`, or the folder name).
+    Labels,
+    /// All captions of the sample.
+    Captions,
+}
+
+impl EvalBatches {
+    /// `spec` is a directory (ImageFolder, labels from `classnames`) or a shard spec.
+    pub fn open(
+        spec: &str,
+        want: Want,
+        prep: &EvalImages,
+        classnames: &[String],
+        tokenizer: Arc<dyn Tokenize>,
+    ) -> Result<Self, EvalError> {
+        if Path::new(spec).is_dir() {
+            if want == Want::Captions {
+                return Err(EvalError::Input(format!(
+                    "{spec} is a folder; retrieval needs captioned shards (KEY.jpg + KEY.txt), \
+                     e.g. made by `cliptrain data build`"
+                )));
+            }
+            return Ok(Self::Folder(FolderBatches::new(
+                Path::new(spec),
+                classnames,
+                prep,
+            )?));
+        }
+        let shards = parse_spec(spec)?;
+        let stream = ShardStream::new(
+            shards,
+            StreamOptions {
+                order: Order::Once,
+                shuffle_buffer: 0,
+                seed: 0,
+                rank: 0,
+                world_size: 1,
+            },
+        )?;
+        let keys = SampleKeys {
+            label: want == Want::Labels,
+            all_captions: want == Want::Captions,
+            ..prep.image_keys.clone()
+        };
+        let opts = LoaderOptions {
+            batch_size: prep.batch_size,
+            transform: ImageTransform {
+                size: prep.size,
+                augment: Augment::Eval,
+                max_pixels: 89_478_485,
+                seed: 0,
+            },
+            keys,
+            workers: prep.workers,
+            prefetch: 2,
+            mean: prep.mean,
+            std: prep.std,
+        };
+        Ok(Self::Shards {
+            loader: Loader::start(stream, tokenizer, opts)?,
+            skipped: SkipCounts::default(),
+        })
+    }
+
+    pub fn next_batch(&mut self) -> Result<Option<EvalBatch>, EvalError> {
+        match self {
+            Self::Shards { loader, skipped } => {
+                let Some(b) = loader.next_batch()? else {
+                    return Ok(None);
+                };
+                *skipped = b.skipped.clone();
+                Ok(Some(EvalBatch {
+                    images: b.images,
+                    keys: b.keys,
+                    labels: b.labels.unwrap_or_default(),
+                    captions: b.caption_sets.unwrap_or_default(),
+                }))
+            }
+            Self::Folder(f) => f.next_batch(),
+        }
+    }
+
+    /// Samples skipped so far, by reason.
+    pub fn skipped(&self) -> &SkipCounts {
+        match self {
+            Self::Shards { skipped, .. } => skipped,
+            Self::Folder(f) => &f.skipped,
+        }
+    }
+}
+
+/// torchvision's ImageFolder: one sub-folder per class, named as the class (underscores may
+/// stand for spaces), images inside. Labels follow the classnames file, not folder order, so
+/// the same classifier scores shards and folders alike.
+pub struct FolderBatches {
+    files: Vec<(PathBuf, i64)>,
+    next: usize,
+    prep: EvalImages,
+    pool: rayon::ThreadPool,
+    skipped: SkipCounts,
+}
+
+impl FolderBatches {
+    fn new(dir: &Path, classnames: &[String], prep: &EvalImages) -> Result<Self, EvalError> {
+        let io = |e: std::io::Error| EvalError::Input(format!("reading {}: {e}", dir.display()));
+        let mut class_dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        class_dirs.sort();
+        let mut files = Vec::new();
+        let mut unknown = Vec::new();
+        for class_dir in &class_dirs {
+            let name = class_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let label = classnames
+                .iter()
+                .position(|c| *c == name || *c == name.replace('_', " "));
+            let Some(label) = label else {
+                unknown.push(name);
+                continue;
+            };
+            let mut images: Vec<PathBuf> = std::fs::read_dir(class_dir)
+                .map_err(io)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            images.sort();
+            files.extend(images.into_iter().map(|p| (p, label as i64)));
+        }
+        if !unknown.is_empty() {
+            return Err(EvalError::Input(format!(
+                "{}: class folder(s) {} match no line of the classnames file; name each folder \
+                 as its class (spaces may be written as underscores)",
+                dir.display(),
+                unknown.join(", ")
+            )));
+        }
+        if files.is_empty() {
+            return Err(EvalError::Input(format!(
+                "{} holds no images: an ImageFolder is DIR/<class name>/<image files>",
+                dir.display()
+            )));
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(prep.workers.max(1))
+            .build()
+            .map_err(|e| EvalError::Input(e.to_string()))?;
+        Ok(Self {
+            files,
+            next: 0,
+            prep: prep.clone(),
+            pool,
+            skipped: SkipCounts::default(),
+        })
+    }
+
+    fn next_batch(&mut self) -> Result<Option<EvalBatch>, EvalError> {
+        let p = &self.prep;
+        let transform = ImageTransform {
+            size: p.size,
+            augment: Augment::Eval,
+            max_pixels: 89_478_485,
+            seed: 0,
+        };
+        let plane = (p.size * p.size) as usize;
+        loop {
+            if self.next >= self.files.len() {
+                return Ok(None);
+            }
+            let end = (self.next + p.batch_size).min(self.files.len());
+            let chunk = &self.files[self.next..end];
+            self.next = end;
+            let decoded: Vec<Result<Vec<f32>, SkipReason>> = self.pool.install(|| {
+                chunk
+                    .par_iter()
+                    .map_init(Resizer::new, |rs, (path, _)| {
+                        let bytes =
+                            std::fs::read(path).map_err(|_| SkipReason::UndecodableImage)?;
+                        let rgb = transform.apply(&bytes, 0, rs)?;
+                        let mut chw = vec![0f32; 3 * plane];
+                        for (k, px) in rgb.chunks_exact(3).enumerate() {
+                            for c in 0..3 {
+                                chw[c * plane + k] =
+                                    ((px[c] as f64 / 255.0 - p.mean[c]) / p.std[c]) as f32;
+                            }
+                        }
+                        Ok(chw)
+                    })
+                    .collect()
+            });
+            let mut pixels = Vec::with_capacity(chunk.len() * 3 * plane);
+            let (mut keys, mut labels) = (Vec::new(), Vec::new());
+            for ((path, label), r) in chunk.iter().zip(decoded) {
+                match r {
+                    Ok(chw) => {
+                        pixels.extend_from_slice(&chw);
+                        keys.push(path.display().to_string());
+                        labels.push(*label);
+                    }
+                    Err(reason) => {
+                        tracing::debug!("skipping {}: {}", path.display(), reason.as_str());
+                        self.skipped.add(reason);
+                    }
+                }
+            }
+            if labels.is_empty() {
+                continue;
+            }
+            let s = p.size as i64;
+            return Ok(Some(EvalBatch {
+                images: Tensor::from_slice(&pixels).view([labels.len() as i64, 3, s, s]),
+                keys,
+                labels,
+                captions: Vec::new(),
+            }));
+        }
+    }
+}
