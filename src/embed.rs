@@ -5,14 +5,13 @@
 //! file's metadata, `keys` (a JSON array, the sample keys or the texts, row by row), `kind`
 //! (`images` or `texts`), `checkpoint` (the absolute checkpoint folder that encoded it, so a
 //! search can encode its query with the same model) and `format` (`cliptrain-index-1`).
+use crate::config::Precision;
 use crate::data::SkipCounts;
 use crate::data::loader::SampleKeys;
 use crate::data::spec::parse_spec;
 use crate::data::stream::{Order, ShardStream, StreamOptions};
 use crate::data::transform::{Augment, ImageTransform};
-use crate::interop::{InteropError, SavedModel};
-use crate::model::ClipModel;
-use crate::text::TextTokenizer;
+use crate::eval::{Encoder, EvalError, LoadedModel};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -22,80 +21,51 @@ pub const FORMAT: &str = "cliptrain-index-1";
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
     #[error(transparent)]
-    Interop(#[from] InteropError),
+    Eval(#[from] EvalError),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
-    #[error("{0}")]
-    Input(String),
     #[error("{}: {reason}", path.display())]
     Index { path: PathBuf, reason: String },
 }
 
-/// An encoder: a checkpoint's model and tokenizer, in inference mode.
-pub struct Encoder {
-    pub saved: SavedModel,
-    model: ClipModel,
-    _vs: tch::nn::VarStore,
+/// A checkpoint's model and tokenizer, encoding for an index.
+pub struct Embedder {
+    pub loaded: LoadedModel,
     device: Device,
+    batch_size: usize,
 }
 
-impl Encoder {
-    pub fn open(checkpoint: &Path, device: Device) -> Result<Self, EmbedError> {
-        let saved = SavedModel::open(checkpoint)?;
-        let (vs, model) = saved.build(device)?;
+impl Embedder {
+    /// Loads the checkpoint (or run folder's newest checkpoint) at `checkpoint` onto `device`.
+    pub fn open(checkpoint: &Path, device: Device, batch_size: usize) -> Result<Self, EmbedError> {
         Ok(Self {
-            saved,
-            model,
-            _vs: vs,
+            loaded: LoadedModel::load(checkpoint, device)?,
             device,
+            batch_size: batch_size.max(1),
         })
     }
 
-    fn tokenizer(&self) -> Result<&TextTokenizer, EmbedError> {
-        self.saved.tokenizer.as_ref().ok_or_else(|| {
-            EmbedError::Input(format!(
-                "{} has no tokenizer.json to encode texts with",
-                self.saved.dir.display()
-            ))
-        })
+    fn encoder(&self) -> Encoder<'_> {
+        Encoder {
+            model: &self.loaded.model,
+            tokenizer: self.loaded.tokenizer.clone(),
+            device: self.device,
+            precision: Precision::Fp32,
+            batch_size: self.batch_size,
+        }
     }
 
     /// `[N, D]` L2-normalised text embeddings, on the CPU.
-    pub fn texts(&self, texts: &[&str], batch: usize) -> Result<Tensor, EmbedError> {
-        let tok = self.tokenizer()?;
-        let ctx = tok.context_length() as i64;
-        let mut out = Vec::new();
-        for chunk in texts.chunks(batch.max(1)) {
-            let ids = tok
-                .encode_batch(chunk)
-                .map_err(|e| EmbedError::Input(e.to_string()))?;
-            let ids = Tensor::from_slice(&ids)
-                .view([chunk.len() as i64, ctx])
-                .to_device(self.device);
-            out.push(tch::no_grad(|| normalize(&self.model.encode_text(&ids))));
-        }
-        Ok(cat_cpu(out, self.dim()))
-    }
-
-    /// `[N, D]` L2-normalised embeddings of normalised `[N, 3, S, S]` images, on the CPU.
-    pub fn images(&self, images: &Tensor) -> Tensor {
-        tch::no_grad(|| normalize(&self.model.encode_image(&images.to_device(self.device))))
-            .to_device(Device::Cpu)
-    }
-
-    fn dim(&self) -> i64 {
-        self.saved.config.model.embed_dim as i64
+    pub fn texts(&self, texts: &[String]) -> Result<Tensor, EmbedError> {
+        Ok(self.encoder().texts(texts)?.to_device(Device::Cpu))
     }
 
     /// Every image of the shards `spec` (read once, in order), CLIP's eval transform (resize the
     /// shorter side, center crop) and the checkpoint's normalisation. Returns the sample keys,
     /// their embeddings and what was skipped.
-    pub fn shards(
-        &self,
-        spec: &str,
-        batch: usize,
-    ) -> Result<(Vec<String>, Tensor, SkipCounts), EmbedError> {
-        let cfg = &self.saved.config;
+    pub fn shards(&self, spec: &str) -> Result<(Vec<String>, Tensor, SkipCounts), EmbedError> {
+        let cfg = &self.loaded.config;
+        let (batch, encoder) = (self.batch_size, self.encoder());
         let keys = SampleKeys::from_config(&cfg.data);
         let opts = StreamOptions {
             order: Order::Once,
@@ -114,9 +84,10 @@ impl Encoder {
         };
         let (mean, std) = (cfg.data.image_mean, cfg.data.image_std);
         let mut resizer = fast_image_resize::Resizer::new();
-        let (mut names, mut pixels, mut out) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut names, mut pixels) = (Vec::new(), Vec::new());
+        let mut out: Vec<Result<Tensor, EvalError>> = Vec::new();
         let mut skipped = SkipCounts::default();
-        let flush = |pixels: &mut Vec<u8>, out: &mut Vec<Tensor>| {
+        let flush = |pixels: &mut Vec<u8>, out: &mut Vec<Result<Tensor, EvalError>>| {
             if pixels.is_empty() {
                 return;
             }
@@ -129,7 +100,11 @@ impl Encoder {
                 / 255.0;
             let m = Tensor::from_slice(&mean.map(|v| v as f32)).view([1, 3, 1, 1]);
             let sd = Tensor::from_slice(&std.map(|v| v as f32)).view([1, 3, 1, 1]);
-            out.push(self.images(&((x - m) / sd)));
+            out.push(
+                encoder
+                    .images(&((x - m) / sd))
+                    .map(|e| e.to_device(Device::Cpu)),
+            );
             pixels.clear();
         };
         while let Some(sample) = stream.next_sample()? {
@@ -145,25 +120,20 @@ impl Encoder {
                 }
                 Err(reason) => skipped.add(reason),
             }
-            if names.len() % batch.max(1) == 0 {
+            if names.len() % batch == 0 {
                 flush(&mut pixels, &mut out);
             }
         }
         flush(&mut pixels, &mut out);
-        Ok((names, cat_cpu(out, self.dim()), skipped))
+        let parts = out.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let dim = cfg.model.embed_dim as i64;
+        let embeddings = if parts.is_empty() {
+            Tensor::zeros([0, dim], (Kind::Float, Device::Cpu))
+        } else {
+            Tensor::cat(&parts, 0)
+        };
+        Ok((names, embeddings, skipped))
     }
-}
-
-fn normalize(x: &Tensor) -> Tensor {
-    let x = x.to_kind(Kind::Float);
-    &x / x.norm_scalaropt_dim(2, [-1], true)
-}
-
-fn cat_cpu(parts: Vec<Tensor>, dim: i64) -> Tensor {
-    if parts.is_empty() {
-        return Tensor::zeros([0, dim], (Kind::Float, Device::Cpu));
-    }
-    Tensor::cat(&parts, 0).to_device(Device::Cpu).contiguous()
 }
 
 /// An embedding index in memory.

@@ -4,6 +4,7 @@
 //! `scripts/interop_parity.py`, run with the torch venv's python.
 mod common;
 use cliptrain::config::{Activation, LossKind, ModelConfig};
+use cliptrain::eval::LoadedModel;
 use cliptrain::interop::{InitSource, InteropError, SavedModel, SourceKind, hf};
 use cliptrain::model::ClipModel;
 use common::tiny_run::trained_checkpoint;
@@ -44,8 +45,8 @@ const CAPTIONS: [&str; 4] = [
 fn write_comparison(ckpt: &Path, cmp: &Path) {
     std::fs::create_dir_all(cmp).unwrap();
     let saved = SavedModel::open(ckpt).unwrap();
-    let (_vs, model) = saved.build(Device::Cpu).unwrap();
-    let tok = saved.tokenizer.as_ref().unwrap();
+    let loaded = LoadedModel::load(ckpt, Device::Cpu).unwrap();
+    let (model, tok) = (&loaded.model, &loaded.tokenizer);
     let ids = Tensor::from_slice(&tok.encode_batch(&CAPTIONS).unwrap()).view([4, 16]);
     let px = Tensor::randn([3, 3, 32, 32], (Kind::Float, Device::Cpu));
     let out = tch::no_grad(|| model.forward(&px, &ids));

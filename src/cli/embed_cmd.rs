@@ -3,7 +3,7 @@
 use anyhow::{Context, bail};
 use clap::Args;
 use cliptrain::config::DeviceSpec;
-use cliptrain::embed::{Encoder, Index};
+use cliptrain::embed::{Embedder, Index};
 use std::path::PathBuf;
 
 #[derive(Debug, Args)]
@@ -51,10 +51,10 @@ fn device(spec: &str) -> anyhow::Result<tch::Device> {
 }
 
 pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
-    let enc = Encoder::open(&args.checkpoint, device(&args.device)?)
+    let enc = Embedder::open(&args.checkpoint, device(&args.device)?, args.batch_size)
         .with_context(|| format!("loading checkpoint {}", args.checkpoint.display()))?;
     let (keys, embeddings, kind) = if let Some(spec) = &args.images {
-        let (keys, emb, skipped) = enc.shards(spec, args.batch_size)?;
+        let (keys, emb, skipped) = enc.shards(spec)?;
         if skipped.total() > 0 {
             eprintln!("skipped samples: {skipped}");
         }
@@ -66,13 +66,20 @@ pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
             .expect("clap requires --images or --texts");
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading --texts {}", path.display()))?;
-        let lines: Vec<&str> = text
+        let lines: Vec<String> = text
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
+            .map(String::from)
             .collect();
-        let emb = enc.texts(&lines, args.batch_size)?;
-        (lines.into_iter().map(String::from).collect(), emb, "texts")
+        if lines.is_empty() {
+            bail!(
+                "{} has no text to embed (one text per line)",
+                path.display()
+            );
+        }
+        let emb = enc.texts(&lines)?;
+        (lines, emb, "texts")
     };
     if keys.is_empty() {
         bail!("nothing to embed: no usable {kind} found");
@@ -81,7 +88,7 @@ pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
         keys,
         embeddings,
         kind: kind.into(),
-        checkpoint: enc.saved.dir.clone(),
+        checkpoint: enc.loaded.dir.clone(),
     };
     index.save(&args.out)?;
     println!(
@@ -99,13 +106,13 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
         .checkpoint
         .clone()
         .unwrap_or_else(|| index.checkpoint.clone());
-    let enc = Encoder::open(&ckpt, device(&args.device)?).with_context(|| {
+    let enc = Embedder::open(&ckpt, device(&args.device)?, 1).with_context(|| {
         format!(
             "loading checkpoint {} to encode the query (pass --checkpoint if it moved)",
             ckpt.display()
         )
     })?;
-    let q = enc.texts(&[args.query.as_str()], 1)?;
+    let q = enc.texts(std::slice::from_ref(&args.query))?;
     if q.size()[1] != index.embeddings.size()[1] {
         bail!(
             "{} embeds into {} dims but the index has {}; use the checkpoint that wrote it",

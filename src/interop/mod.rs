@@ -424,30 +424,3 @@ pub fn init_weights(
     }
     Ok(report)
 }
-
-impl SavedModel {
-    /// The checkpoint as a ready model on `device` (its variables hold the saved weights).
-    pub fn build(
-        &self,
-        device: tch::Device,
-    ) -> Result<(nn::VarStore, crate::model::ClipModel), InteropError> {
-        let mut vs = nn::VarStore::new(device);
-        let model = crate::model::ClipModel::new(
-            &vs.root(),
-            &self.config.model,
-            self.eot_id(),
-            self.config.loss.kind,
-        )
-        .map_err(|e| InteropError::BadConfig {
-            path: self.dir.join("config.toml"),
-            reason: e.to_string(),
-        })?;
-        let tensors = self
-            .tensors
-            .iter()
-            .map(|(n, t)| (n.clone(), t.shallow_clone()))
-            .collect();
-        load_named(&mut vs, tensors, true, &self.dir.join("model.safetensors"))?;
-        Ok((vs, model))
-    }
-}
