@@ -574,5 +574,10 @@ fn finetune_rules() {
         &["finetune.lock_image=true", "finetune.lock_text=true"],
         "finetune.lock_text = true must not lock both whole towers at once (nothing but the temperature would train)",
     );
-    assert!(problems("", &["finetune.logit_scale=reset", "model.init_from=x"]).is_empty());
+    let c = ok(
+        "",
+        &["finetune.logit_scale=reset", "model.init_from=\"runs/x\""],
+    );
+    assert_eq!(c.finetune.logit_scale, config::LogitScaleMode::Reset);
+    assert_eq!(c.model.init_from, "runs/x");
 }
