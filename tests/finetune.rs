@@ -42,6 +42,8 @@ logit_scale = "freeze"
 "#,
     )
     .unwrap();
+    let effective = ok(cliptrain(&["config", "check", "ft.toml"], d));
+    assert!(effective.contains("embed_dim = 16"), "{effective}");
     let out = cliptrain(&["train", "--config", "ft.toml"], d);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     ok(out);
