@@ -149,6 +149,43 @@ fn trained_checkpoint_beats_chance_where_random_weights_and_shuffled_labels_do_n
         "{random}"
     );
 
+    // An independent computation (transformers CLIPModel on the same weights, PIL/torchvision
+    // preprocessing, plain torch maths) agrees within half a point overall.
+    let reference = std::process::Command::new(common::venv_python())
+        .arg(repo().join("scripts/zeroshot_reference.py"))
+        .args([
+            "runs/trained/latest",
+            "--data",
+            data,
+            "--classnames",
+            "syn/classnames.txt",
+        ])
+        .args(["--templates", "syn/templates.txt", "--classes-subset"])
+        .args(["syn/classes_seen.txt", "--json", "reference.json"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    ok(reference);
+    let reference = read_json(&d.join("reference.json"));
+    for k in ["top1", "top5"] {
+        let (ours, theirs) = (trained[k].as_f64().unwrap(), reference[k].as_f64().unwrap());
+        assert!(
+            (ours - theirs).abs() <= 0.005,
+            "{k}: ours {ours}, reference {theirs}"
+        );
+    }
+    for g in ["seen", "held_out"] {
+        let samples = reference["groups"][g]["samples"].as_f64().unwrap();
+        let (ours, theirs) = (
+            top1(&trained, g),
+            reference["groups"][g]["top1"].as_f64().unwrap(),
+        );
+        assert!(
+            (ours - theirs).abs() * samples <= 2.5,
+            "{g}: ours {ours}, reference {theirs}"
+        );
+    }
+
     // The same images with their labels permuted among them: the model is as good as before,
     // but the answers no longer mean anything, and the score must fall to chance.
     let mut rows = samples(&d.join(data));
