@@ -62,7 +62,8 @@ impl Embedder {
 
     /// Every image of the shards `spec` (read once, in order), CLIP's eval transform (resize the
     /// shorter side, center crop) and the checkpoint's normalisation. Returns the sample keys,
-    /// their embeddings and what was skipped.
+    /// their embeddings and what was skipped. Samples need only an image (no caption or label,
+    /// which the evaluation loader requires), so images are read here, on this thread.
     pub fn shards(&self, spec: &str) -> Result<(Vec<String>, Tensor, SkipCounts), EmbedError> {
         let cfg = &self.loaded.config;
         let (batch, encoder) = (self.batch_size, self.encoder());
