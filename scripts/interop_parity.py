@@ -5,7 +5,8 @@
       offline. Runs the model on CMP/inputs.safetensors (pixel_values, input_ids) and compares
       its image/text embeddings with CMP/outputs.safetensors (cliptrain's). Also checks the
       processor: its tokenizer must give cliptrain's ids (CMP/captions.json) up to the EOT, and
-      its image settings must be the checkpoint's size, mean and std (CMP/expect.json).
+      its image settings must be the checkpoint's size, mean and std (CMP/expect.json). Saves
+      the loaded model and processor again with save_pretrained to CMP/resaved.
   interop_parity.py openclip-check EXPORT CMP
       open_clip.create_model_and_transforms('local-dir:' + EXPORT), the same comparisons, with
       open_clip.get_tokenizer('local-dir:' + EXPORT) when the export has a tokenizer.
@@ -73,6 +74,9 @@ def hf_check(export: Path, cmp: Path, tol: float) -> int:
         and [round(x, 6) for x in ip.image_mean] == [round(x, 6) for x in expect["mean"]]
         and [round(x, 6) for x in ip.image_std] == [round(x, 6) for x in expect["std"]]
     )
+    # What transformers itself writes back, for the Rust side to import again.
+    model.save_pretrained(str(cmp / "resaved"))
+    processor.save_pretrained(str(cmp / "resaved"))
     print(json.dumps({"max_abs_diff": diffs, "tokenizer_rows_differing": bad_rows,
                       "image_processor_ok": image_ok, "tokenizer": type(processor.tokenizer).__name__}))
     ok = all(v <= tol for v in diffs.values()) and not bad_rows and image_ok

@@ -128,6 +128,8 @@ fn hf_export_is_read_by_transformers_and_imports_back_bitwise() {
     ]);
     println!("cliptrain -> transformers: {}", report.trim());
     imports_back_bitwise(&hf, &ckpt, SourceKind::HuggingFace);
+    // The folder transformers' own save_pretrained writes imports bitwise too.
+    imports_back_bitwise(&d.join("cmp/resaved"), &ckpt, SourceKind::HuggingFace);
 }
 
 #[test]

@@ -113,12 +113,22 @@ pub fn read_config(path: &Path) -> Result<ModelConfig, InteropError> {
     })
 }
 
-/// `image_mean`/`image_std` of a `preprocessor_config.json`, when the file exists and has both.
-pub fn read_preprocessor(path: &Path) -> Result<Option<super::MeanStd>, InteropError> {
-    if !path.is_file() {
+/// Newer transformers (5.x) save the image processor inside this file, under `image_processor`.
+pub const PROCESSOR: &str = "processor_config.json";
+
+/// The image `mean`/`std` an HF folder states: `preprocessor_config.json`, or the
+/// `image_processor` of `processor_config.json`; `None` when neither has both.
+pub fn read_preprocessor(dir: &Path) -> Result<Option<super::MeanStd>, InteropError> {
+    let json = if dir.join(PREPROCESSOR).is_file() {
+        super::read_json(&dir.join(PREPROCESSOR))?
+    } else if dir.join(PROCESSOR).is_file() {
+        match super::read_json(&dir.join(PROCESSOR))?.get("image_processor") {
+            Some(v) => v.clone(),
+            None => return Ok(None),
+        }
+    } else {
         return Ok(None);
-    }
-    let json = super::read_json(path)?;
+    };
     let triple = |key: &str| -> Option<[f64; 3]> {
         let a = json.get(key)?.as_array()?;
         match a.as_slice() {

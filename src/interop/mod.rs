@@ -142,7 +142,7 @@ impl InitSource {
                 dir: path.to_path_buf(),
                 model,
                 tokenizer: tokenizer(path),
-                image_mean_std: hf::read_preprocessor(&path.join(hf::PREPROCESSOR))?,
+                image_mean_std: hf::read_preprocessor(path)?,
             });
         }
         let dir =
