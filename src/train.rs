@@ -76,7 +76,9 @@ fn install_signal_handlers() {
 /// Trains per `cfg` (the effective config, already validated). Started by torchrun or
 /// `cliptrain launch` (`WORLD_SIZE` etc. set), this process is one rank of a data-parallel job.
 pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> {
-    let (dist, cfg) = crate::dist::join_from_env(cfg)?;
+    // model.init_from may set the model's dimensions and tokenizer: this is the effective config.
+    let (cfg, init) = crate::interop::prepare(cfg)?;
+    let (dist, cfg) = crate::dist::join_from_env(&cfg)?;
     let cfg = &cfg;
     let device = cfg.run.device.resolve();
     if cfg.run.threads > 0 {
@@ -94,11 +96,23 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
         cfg.loss.kind,
     )?;
     let loss_fn = ClipLoss::new(&cfg.loss);
+    let resume_from = resume_dir(&run_dir, &opts.resume)?;
+    if let (Some(init), None) = (&init, &resume_from) {
+        crate::interop::init_weights(init, &mut vs, cfg.model.init_strict)?;
+    }
+    let ft = crate::finetune::apply(&cfg.finetune, &cfg.model, cfg.loss.kind, &vs);
     let evaluator = Evaluator::from_config(cfg).context("preparing the [eval] sets")?;
     let mut opt = AdamW::new(named_variables(&vs), &cfg.optim, model::no_weight_decay);
+    opt.set_lr_scales(|name| crate::finetune::lr_scale(&cfg.finetune, &cfg.model, name));
+    if ft.frozen_tensors > 0 {
+        tracing::info!(
+            "finetune: {} parameters frozen, {} trainable",
+            ft.frozen_params,
+            ft.trainable_params
+        );
+    }
     let schedule = LrSchedule::new(&cfg.optim);
 
-    let resume_from = resume_dir(&run_dir, &opts.resume)?;
     let mut state = match &resume_from {
         Some(dir) => restore(dir, cfg, &mut vs, &mut opt)?,
         None => TrainState {

@@ -548,3 +548,36 @@ fn all_broken_rules_are_reported_together() {
     );
     assert_eq!(p.len(), 3, "{p:#?}");
 }
+
+#[test]
+fn finetune_rules() {
+    assert_problem(
+        "",
+        &["finetune.image_layer_decay=1.5"],
+        "finetune.image_layer_decay = 1.5 must be in (0, 1] (1 = no layer-wise decay)",
+    );
+    assert_problem(
+        "",
+        &["finetune.text_lr_scale=-1"],
+        "finetune.text_lr_scale = -1 must be a finite number >= 0 (it multiplies optim.lr)",
+    );
+    assert_problem(
+        "",
+        &[
+            "finetune.lock_image=true",
+            "finetune.unlocked_image_layers=13",
+        ],
+        "finetune.unlocked_image_layers = 13 must be at most the tower's 12 layers",
+    );
+    assert_problem(
+        "",
+        &["finetune.lock_image=true", "finetune.lock_text=true"],
+        "finetune.lock_text = true must not lock both whole towers at once (nothing but the temperature would train)",
+    );
+    let c = ok(
+        "",
+        &["finetune.logit_scale=reset", "model.init_from=\"runs/x\""],
+    );
+    assert_eq!(c.finetune.logit_scale, config::LogitScaleMode::Reset);
+    assert_eq!(c.model.init_from, "runs/x");
+}

@@ -38,6 +38,7 @@ fn tiny_cfg(activation: Activation) -> ModelConfig {
             heads: 4,
             mlp_ratio: 4.0,
         },
+        ..Default::default()
     }
 }
 

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate FILE (with its `extends` chain and overrides) and print the effective config,
-    /// every default filled in, as TOML on stdout.
+    /// every default filled in, as TOML on stdout. With `model.init_from`, the source's model
+    /// dimensions (and tokenizer, normalisation) are applied as training would, each one logged.
     Check(CheckArgs),
 }
 
@@ -29,6 +30,8 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
 fn check(args: CheckArgs) -> anyhow::Result<()> {
     let cfg = config::load(&args.file, &args.overrides)
         .with_context(|| format!("{} is not a valid config", args.file.display()))?;
+    let (cfg, _) = cliptrain::interop::prepare(&cfg)
+        .with_context(|| format!("{}: model.init_from", args.file.display()))?;
     print!("{}", cfg.to_toml());
     tracing::info!("{} is valid", args.file.display());
     Ok(())

@@ -2,8 +2,10 @@
 mod bench_cmd;
 mod config_cmd;
 mod data_cmd;
+mod embed_cmd;
 mod env_cmd;
 mod eval_cmd;
+mod export_cmd;
 mod launch_cmd;
 mod tokenizer_cmd;
 mod train_cmd;
@@ -35,6 +37,13 @@ pub enum Command {
     /// Make, pack and inspect WebDataset shards.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// Encode images (shards) or texts with a checkpoint into an embedding index.
+    Embed(embed_cmd::EmbedArgs),
+    /// Write a checkpoint as a Hugging Face or OpenCLIP folder.
+    #[command(subcommand)]
+    Export(export_cmd::ExportCommand),
+    /// Search an embedding index with a text query.
+    Search(embed_cmd::SearchArgs),
     /// Evaluate a checkpoint: zero-shot classification or image-text retrieval.
     #[command(subcommand)]
     Eval(eval_cmd::EvalCommand),
@@ -54,7 +63,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => bench_cmd::run(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Data(cmd) => data_cmd::run(cmd),
+        Command::Embed(args) => embed_cmd::embed(args),
         Command::Env(args) => env_cmd::run(args),
+        Command::Export(cmd) => export_cmd::run(cmd),
+        Command::Search(args) => embed_cmd::search(args),
         Command::Eval(cmd) => eval_cmd::run(cmd),
         Command::Launch(args) => launch_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),

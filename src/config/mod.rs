@@ -27,6 +27,7 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     pub log: LogConfig,
     pub dist: DistConfig,
+    pub finetune: FinetuneConfig,
 }
 
 /// `[run]`: identity, reproducibility and hardware.
@@ -118,6 +119,13 @@ pub struct ModelConfig {
     pub embed_dim: usize,
     pub activation: Activation,
     pub layer_norm_eps: f64,
+    /// Start from these weights instead of a random init: a cliptrain checkpoint or run
+    /// folder, a Hugging Face CLIP folder, or an OpenCLIP folder (see `interop`). Empty = random.
+    /// HF and OpenCLIP folders (and checkpoints) also set the model's dimensions.
+    pub init_from: String,
+    /// With `false`, tensors of `init_from` that are missing or mis-shaped are listed and left
+    /// at their random init instead of stopping the run.
+    pub init_strict: bool,
     pub vision: VisionConfig,
     pub text: TextConfig,
 }
@@ -128,6 +136,8 @@ impl Default for ModelConfig {
             embed_dim: 512,
             activation: Activation::QuickGelu,
             layer_norm_eps: 1e-5,
+            init_from: String::new(),
+            init_strict: true,
             vision: VisionConfig::default(),
             text: TextConfig::default(),
         }
@@ -351,6 +361,57 @@ impl Default for DistConfig {
             bucket_mb: 25,
         }
     }
+}
+
+/// `[finetune]`: which parts train and how fast, for fine-tuning from `model.init_from`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FinetuneConfig {
+    /// Freeze the image tower (and its projection): LiT's locked-image tuning.
+    pub lock_image: bool,
+    /// With `lock_image`, keep the last N vision blocks, the post-LayerNorm and the projection
+    /// trainable.
+    pub unlocked_image_layers: usize,
+    /// Freeze the text tower (and its projection).
+    pub lock_text: bool,
+    /// With `lock_text`, keep the last N text blocks, the final LayerNorm and the projection
+    /// trainable.
+    pub unlocked_text_layers: usize,
+    /// Learning-rate multiplier of the image tower (vision_model.*, visual_projection).
+    pub image_lr_scale: f64,
+    /// Learning-rate multiplier of the text tower (text_model.*, text_projection).
+    pub text_lr_scale: f64,
+    /// Layer-wise LR decay of the image tower: block i of L gets `decay^(L - i)`, the
+    /// embeddings `decay^(L + 1)`, the head 1. 1.0 = off.
+    pub image_layer_decay: f64,
+    pub logit_scale: LogitScaleMode,
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        Self {
+            lock_image: false,
+            unlocked_image_layers: 0,
+            lock_text: false,
+            unlocked_text_layers: 0,
+            image_lr_scale: 1.0,
+            text_lr_scale: 1.0,
+            image_layer_decay: 1.0,
+            logit_scale: LogitScaleMode::Train,
+        }
+    }
+}
+
+/// What happens to the loaded temperature `logit_scale` when fine-tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogitScaleMode {
+    /// Keep the loaded value and train it.
+    Train,
+    /// Keep the loaded value fixed.
+    Freeze,
+    /// Start again from the loss's initial value (ln 1/0.07, or ln 10 for SigLIP) and train it.
+    Reset,
 }
 
 /// Where tensors live: `"auto"` picks CUDA device 0 when available, else the CPU.

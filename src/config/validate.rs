@@ -10,6 +10,7 @@ pub fn validate(c: &Config) -> Vec<String> {
     data(c, &mut p);
     model(c, &mut p);
     optim(c, &mut p);
+    finetune(c, &mut p);
     rest(c, &mut p);
     p.0
 }
@@ -210,6 +211,55 @@ fn optim(c: &Config, p: &mut Problems) {
         "be a finite number >= 0 (0 turns clipping off)",
     );
     p.at_least("optim.max_bad_steps", o.max_bad_steps as u64, 1);
+}
+
+fn finetune(c: &Config, p: &mut Problems) {
+    let f = &c.finetune;
+    for (key, v) in [
+        ("finetune.image_lr_scale", f.image_lr_scale),
+        ("finetune.text_lr_scale", f.text_lr_scale),
+    ] {
+        p.check(
+            v.is_finite() && v >= 0.0,
+            key,
+            v,
+            "be a finite number >= 0 (it multiplies optim.lr)",
+        );
+    }
+    p.check(
+        f.image_layer_decay > 0.0 && f.image_layer_decay <= 1.0,
+        "finetune.image_layer_decay",
+        f.image_layer_decay,
+        "be in (0, 1] (1 = no layer-wise decay)",
+    );
+    for (key, n, layers) in [
+        (
+            "finetune.unlocked_image_layers",
+            f.unlocked_image_layers,
+            c.model.vision.layers,
+        ),
+        (
+            "finetune.unlocked_text_layers",
+            f.unlocked_text_layers,
+            c.model.text.layers,
+        ),
+    ] {
+        p.check(
+            n <= layers || !c.model.init_from.is_empty(),
+            key,
+            n,
+            format!("be at most the tower's {layers} layers"),
+        );
+    }
+    p.check(
+        !(f.lock_image
+            && f.lock_text
+            && f.unlocked_image_layers == 0
+            && f.unlocked_text_layers == 0),
+        "finetune.lock_text",
+        true,
+        "not lock both whole towers at once (nothing but the temperature would train)",
+    );
 }
 
 fn rest(c: &Config, p: &mut Problems) {

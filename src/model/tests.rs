@@ -33,6 +33,7 @@ fn small_cfg() -> ModelConfig {
             heads: 4,
             mlp_ratio: 4.0,
         },
+        ..Default::default()
     }
 }
 

@@ -39,6 +39,9 @@ struct Param {
     name: String,
     tensor: Tensor,
     decay: bool,
+    /// Multiplier of the step's learning rate for this parameter (fine-tuning's per-tower and
+    /// layer-wise rates); weight decay uses the scaled rate too, as a torch param group would.
+    lr_scale: f64,
     /// Moments are kept in fp32 whatever the parameter dtype. Only parameters that require grad
     /// get them (frozen towers cost no optimizer memory); allocating at construction instead of
     /// on the first step gives the state a fixed set of names to save and check.
@@ -48,7 +51,8 @@ struct Param {
     step: u64,
 }
 
-/// Decoupled-weight-decay Adam (`torch.optim.AdamW`) over named parameters in two groups.
+/// Decoupled-weight-decay Adam (`torch.optim.AdamW`) over named parameters in two groups, each
+/// parameter with its own learning-rate multiplier.
 pub struct AdamW {
     params: Vec<Param>,
     beta1: f64,
@@ -102,6 +106,7 @@ impl AdamW {
                 };
                 Param {
                     decay: !no_decay(&name),
+                    lr_scale: 1.0,
                     name,
                     tensor,
                     exp_avg,
@@ -123,6 +128,14 @@ impl AdamW {
     /// Completed optimizer steps.
     pub fn steps(&self) -> u64 {
         self.steps
+    }
+
+    /// Sets every parameter's learning-rate multiplier to `scale(name)` (all 1.0 until called).
+    /// The multipliers are configuration, not state: they are not saved with the moments.
+    pub fn set_lr_scales(&mut self, scale: impl Fn(&str) -> f64) {
+        for p in &mut self.params {
+            p.lr_scale = scale(&p.name);
+        }
     }
 
     /// Names of the parameters in the weight-decay group.
@@ -166,6 +179,7 @@ impl AdamW {
                     p.tensor.to_kind(Kind::Float)
                 };
                 p.step += 1;
+                let lr = lr * p.lr_scale;
                 if p.decay && self.weight_decay != 0.0 {
                     // Decoupled decay first, on the pre-update weights, as torch.optim.AdamW.
                     let _ = w.g_mul_scalar_(1.0 - lr * self.weight_decay);

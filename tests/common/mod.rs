@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod tiny_run;
+
 /// Runs the built `cliptrain` binary in `cwd`.
 pub fn cliptrain(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cliptrain"))

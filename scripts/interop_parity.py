@@ -1,0 +1,180 @@
+"""Reference side of tests/interop.rs: the folders cliptrain exports, loaded by the real libraries.
+
+  interop_parity.py hf-check EXPORT CMP
+      transformers.CLIPModel.from_pretrained(EXPORT) and CLIPProcessor.from_pretrained(EXPORT),
+      offline. Runs the model on CMP/inputs.safetensors (pixel_values, input_ids) and compares
+      its image/text embeddings with CMP/outputs.safetensors (cliptrain's). Also checks the
+      processor: its tokenizer must give cliptrain's ids (CMP/captions.json) up to the EOT, and
+      its image settings must be the checkpoint's size, mean and std (CMP/expect.json). Saves
+      the loaded model and processor again with save_pretrained to CMP/resaved.
+  interop_parity.py openclip-check EXPORT CMP
+      open_clip.create_model_and_transforms('local-dir:' + EXPORT), the same comparisons, with
+      open_clip.get_tokenizer('local-dir:' + EXPORT) when the export has a tokenizer.
+  interop_parity.py openclip-make DIR --act gelu|quick_gelu
+      A small random OpenCLIP model (1-d parameters randomised too) as DIR/open_clip_model.safetensors
+      + DIR/open_clip_config.json, with DIR/inputs.safetensors and its DIR/outputs.safetensors.
+
+Each mode prints one JSON line; the checks exit 1 when an embedding differs by more than --tol.
+"""
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch
+from safetensors.torch import load_file, save_file
+
+VOCAB, CTX = 99, 16
+EOT = VOCAB - 1  # OpenCLIP pools at argmax(ids): EOT must be the largest id
+
+
+def max_diff(a, b):
+    return (a.float() - b.float()).abs().max().item()
+
+
+def ids_until_eot(row, eot):
+    row = [int(x) for x in row]
+    return row[: row.index(eot) + 1] if eot in row else row
+
+
+def compare_ids(got_rows, want_rows, eot):
+    bad = []
+    for i, (g, w) in enumerate(zip(got_rows, want_rows)):
+        if ids_until_eot(g, eot) != ids_until_eot(w, eot):
+            bad.append(i)
+    return bad
+
+
+def hf_check(export: Path, cmp: Path, tol: float) -> int:
+    from transformers import CLIPModel, CLIPProcessor
+
+    model = CLIPModel.from_pretrained(str(export), local_files_only=True).eval()
+    processor = CLIPProcessor.from_pretrained(str(export), local_files_only=True)
+    inputs = load_file(str(cmp / "inputs.safetensors"))
+    ours = load_file(str(cmp / "outputs.safetensors"))
+    with torch.no_grad():
+        out = model(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"])
+    diffs = {
+        "image_embeds": max_diff(out.image_embeds, ours["image_embeds"]),
+        "text_embeds": max_diff(out.text_embeds, ours["text_embeds"]),
+    }
+    expect = json.loads((cmp / "expect.json").read_text())
+    captions = json.loads((cmp / "captions.json").read_text())
+    tok = processor(text=captions, padding="max_length", max_length=expect["context_length"],
+                    truncation=True, return_tensors="pt")
+    bad_rows = compare_ids(tok["input_ids"].tolist(), inputs["input_ids"].tolist(), expect["eot"])
+    ip = processor.image_processor
+    crop = ip.crop_size["height"] if isinstance(ip.crop_size, dict) else ip.crop_size.height
+    image_ok = (
+        crop == expect["image_size"]
+        and [round(x, 6) for x in ip.image_mean] == [round(x, 6) for x in expect["mean"]]
+        and [round(x, 6) for x in ip.image_std] == [round(x, 6) for x in expect["std"]]
+    )
+    # What transformers itself writes back, for the Rust side to import again.
+    model.save_pretrained(str(cmp / "resaved"))
+    processor.save_pretrained(str(cmp / "resaved"))
+    print(json.dumps({"max_abs_diff": diffs, "tokenizer_rows_differing": bad_rows,
+                      "image_processor_ok": image_ok, "tokenizer": type(processor.tokenizer).__name__}))
+    ok = all(v <= tol for v in diffs.values()) and not bad_rows and image_ok
+    return 0 if ok else 1
+
+
+def openclip_check(export: Path, cmp: Path, tol: float) -> int:
+    import open_clip
+
+    name = "local-dir:" + str(export)
+    model, _, preprocess = open_clip.create_model_and_transforms(name)
+    model.eval()
+    inputs = load_file(str(cmp / "inputs.safetensors"))
+    ours = load_file(str(cmp / "outputs.safetensors"))
+    with torch.no_grad():
+        image = model.encode_image(inputs["pixel_values"], normalize=True)
+        text = model.encode_text(inputs["input_ids"], normalize=True)
+    diffs = {
+        "image_embeds": max_diff(image, ours["image_embeds"]),
+        "text_embeds": max_diff(text, ours["text_embeds"]),
+    }
+    expect = json.loads((cmp / "expect.json").read_text())
+    norm = [t for t in preprocess.transforms if type(t).__name__ == "Normalize"][0]
+    image_ok = (
+        [round(x, 6) for x in norm.mean] == [round(x, 6) for x in expect["mean"]]
+        and [round(x, 6) for x in norm.std] == [round(x, 6) for x in expect["std"]]
+        and model.visual.image_size[0] == expect["image_size"]
+    )
+    result = {"max_abs_diff": diffs, "image_preprocess_ok": image_ok}
+    bad_rows = []
+    if (export / "tokenizer.json").exists():
+        captions = json.loads((cmp / "captions.json").read_text())
+        tokenizer = open_clip.get_tokenizer(name)
+        bad_rows = compare_ids(tokenizer(captions).tolist(), inputs["input_ids"].tolist(), expect["eot"])
+        result["tokenizer"] = type(tokenizer).__name__
+        result["tokenizer_rows_differing"] = bad_rows
+    print(json.dumps(result))
+    ok = all(v <= tol for v in diffs.values()) and not bad_rows and image_ok
+    return 0 if ok else 1
+
+
+def openclip_make(d: Path, act: str) -> int:
+    import open_clip
+
+    torch.manual_seed(7 if act == "gelu" else 8)
+    cfg = {
+        "embed_dim": 40,
+        "quick_gelu": act == "quick_gelu",
+        "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "layers": 2,
+                       "head_width": 16, "mlp_ratio": 4.0},
+        "text_cfg": {"context_length": CTX, "vocab_size": VOCAB, "width": 48, "heads": 4,
+                     "layers": 2, "mlp_ratio": 4.0},
+    }
+    model = open_clip.model.CLIP(**cfg).eval()
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if p.ndim <= 1 and p.numel() > 1:  # LayerNorms, biases, class embedding
+                p.add_(0.1 * torch.randn_like(p))
+        model.logit_scale.fill_(2.1)
+    ids = torch.randint(1, EOT - 1, (4, CTX))
+    for row, pos in enumerate([3, CTX - 1, 7, 10]):
+        ids[row, 0] = EOT - 1
+        ids[row, pos] = EOT
+        ids[row, pos + 1:] = 0
+    inputs = {"pixel_values": torch.randn(3, 3, 32, 32), "input_ids": ids}
+    with torch.no_grad():
+        outputs = {
+            "image_features": model.encode_image(inputs["pixel_values"]),
+            "text_features": model.encode_text(inputs["input_ids"]),
+        }
+    d.mkdir(parents=True, exist_ok=True)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items() if k != "attn_mask"}
+    save_file(sd, str(d / "open_clip_model.safetensors"))
+    (d / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": cfg,
+        "preprocess_cfg": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.25, 0.3]},
+    }, indent=2))
+    save_file(inputs, str(d / "inputs.safetensors"))
+    save_file({k: v.contiguous() for k, v in outputs.items()}, str(d / "outputs.safetensors"))
+    print(json.dumps({"tensors": len(sd), "eot": EOT}))
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("mode", choices=["hf-check", "openclip-check", "openclip-make"])
+    ap.add_argument("dir", type=Path)
+    ap.add_argument("cmp", type=Path, nargs="?")
+    ap.add_argument("--act", choices=["quick_gelu", "gelu"], default="gelu")
+    ap.add_argument("--tol", type=float, default=1e-4)
+    a = ap.parse_args()
+    if a.mode == "openclip-make":
+        return openclip_make(a.dir, a.act)
+    if a.cmp is None:
+        ap.error(f"{a.mode} needs EXPORT and CMP folders")
+    check = hf_check if a.mode == "hf-check" else openclip_check
+    return check(a.dir, a.cmp, a.tol)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

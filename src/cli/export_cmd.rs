@@ -1,0 +1,56 @@
+//! `cliptrain export hf|openclip`: a checkpoint as a folder other tools load.
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use cliptrain::interop::{self, SavedModel};
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// A Hugging Face folder: config.json, model.safetensors, tokenizer and preprocessor files,
+    /// for `CLIPModel.from_pretrained` and `CLIPProcessor.from_pretrained`.
+    Hf(ExportArgs),
+    /// An OpenCLIP folder: open_clip_config.json + open_clip_model.safetensors (+ tokenizer),
+    /// for `open_clip.create_model_and_transforms('local-dir:DIR')`.
+    Openclip(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A checkpoint folder, or a run folder (its newest checkpoint).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The folder to write (created; files in it are replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run(cmd: ExportCommand) -> anyhow::Result<()> {
+    let (args, files) = match cmd {
+        ExportCommand::Hf(a) => {
+            let saved = open(&a)?;
+            let files = interop::hf::export(&saved, &a.out)?;
+            (a, files)
+        }
+        ExportCommand::Openclip(a) => {
+            let saved = open(&a)?;
+            let files = interop::openclip::export(&saved, &a.out)?;
+            (a, files)
+        }
+    };
+    for f in files {
+        println!("{}", args.out.join(f).display());
+    }
+    Ok(())
+}
+
+fn open(a: &ExportArgs) -> anyhow::Result<SavedModel> {
+    let saved = SavedModel::open(&a.checkpoint)
+        .with_context(|| format!("reading checkpoint {}", a.checkpoint.display()))?;
+    if saved.tokenizer.is_none() {
+        tracing::warn!(
+            "{} has no tokenizer.json; the export will have no tokenizer files",
+            saved.dir.display()
+        );
+    }
+    Ok(saved)
+}

@@ -1,0 +1,282 @@
+//! Hugging Face `CLIPModel` folders: `config.json` (CLIPConfig) to and from our model config,
+//! the tokenizer and image-processor files `CLIPProcessor` reads, and `cliptrain export hf`.
+//! The weights need no map: our names are HF's.
+use super::{InteropError, SavedModel, write_json, write_tensors};
+use crate::config::{Activation, ModelConfig, TextConfig, VisionConfig};
+use serde_json::{Value, json};
+use std::path::Path;
+
+/// HF's image-processor file.
+pub const PREPROCESSOR: &str = "preprocessor_config.json";
+
+fn bad(path: &Path, reason: String) -> InteropError {
+    InteropError::BadConfig {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+/// Reads `key` of `section` as a count, with HF's default when absent.
+fn count(
+    path: &Path,
+    section: &Value,
+    name: &str,
+    key: &str,
+    default: usize,
+) -> Result<usize, InteropError> {
+    match section.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| {
+            bad(
+                path,
+                format!("{name}.{key} = {v} is not a non-negative integer"),
+            )
+        }),
+    }
+}
+
+fn activation(path: &Path, section: &Value, name: &str) -> Result<Activation, InteropError> {
+    match section
+        .get("hidden_act")
+        .and_then(Value::as_str)
+        .unwrap_or("quick_gelu")
+    {
+        "quick_gelu" => Ok(Activation::QuickGelu),
+        "gelu" => Ok(Activation::Gelu),
+        other => Err(bad(
+            path,
+            format!(
+                "{name}.hidden_act = {other:?}: cliptrain supports \"quick_gelu\" and \"gelu\""
+            ),
+        )),
+    }
+}
+
+/// The model dimensions a CLIPConfig `config.json` describes (HF's defaults for absent keys).
+pub fn read_config(path: &Path) -> Result<ModelConfig, InteropError> {
+    let json = super::read_json(path)?;
+    let empty = json!({});
+    let t = json.get("text_config").unwrap_or(&empty);
+    let v = json.get("vision_config").unwrap_or(&empty);
+    let (t_act, v_act) = (
+        activation(path, t, "text_config")?,
+        activation(path, v, "vision_config")?,
+    );
+    if t_act != v_act {
+        return Err(bad(
+            path,
+            "text_config.hidden_act and vision_config.hidden_act differ; cliptrain uses one activation for both towers".into(),
+        ));
+    }
+    let eps = |s: &Value| {
+        s.get("layer_norm_eps")
+            .and_then(Value::as_f64)
+            .unwrap_or(1e-5)
+    };
+    if eps(t) != eps(v) {
+        return Err(bad(
+            path,
+            "text and vision layer_norm_eps differ; cliptrain uses one".into(),
+        ));
+    }
+    let tw = count(path, t, "text_config", "hidden_size", 512)?;
+    let vw = count(path, v, "vision_config", "hidden_size", 768)?;
+    let ratio = |inter: usize, w: usize| inter as f64 / w.max(1) as f64;
+    Ok(ModelConfig {
+        embed_dim: count(path, &json, "config", "projection_dim", 512)?,
+        activation: t_act,
+        layer_norm_eps: eps(t),
+        init_from: String::new(),
+        init_strict: true,
+        vision: VisionConfig {
+            image_size: count(path, v, "vision_config", "image_size", 224)?,
+            patch_size: count(path, v, "vision_config", "patch_size", 32)?,
+            width: vw,
+            layers: count(path, v, "vision_config", "num_hidden_layers", 12)?,
+            heads: count(path, v, "vision_config", "num_attention_heads", 12)?,
+            mlp_ratio: ratio(
+                count(path, v, "vision_config", "intermediate_size", 3072)?,
+                vw,
+            ),
+        },
+        text: TextConfig {
+            vocab_size: count(path, t, "text_config", "vocab_size", 49408)?,
+            context_length: count(path, t, "text_config", "max_position_embeddings", 77)?,
+            width: tw,
+            layers: count(path, t, "text_config", "num_hidden_layers", 12)?,
+            heads: count(path, t, "text_config", "num_attention_heads", 8)?,
+            mlp_ratio: ratio(
+                count(path, t, "text_config", "intermediate_size", 2048)?,
+                tw,
+            ),
+        },
+    })
+}
+
+/// Newer transformers (5.x) save the image processor inside this file, under `image_processor`.
+pub const PROCESSOR: &str = "processor_config.json";
+
+/// The image `mean`/`std` an HF folder states: `preprocessor_config.json`, or the
+/// `image_processor` of `processor_config.json`; `None` when neither has both.
+pub fn read_preprocessor(dir: &Path) -> Result<Option<super::MeanStd>, InteropError> {
+    let json = if dir.join(PREPROCESSOR).is_file() {
+        super::read_json(&dir.join(PREPROCESSOR))?
+    } else if dir.join(PROCESSOR).is_file() {
+        match super::read_json(&dir.join(PROCESSOR))?.get("image_processor") {
+            Some(v) => v.clone(),
+            None => return Ok(None),
+        }
+    } else {
+        return Ok(None);
+    };
+    let triple = |key: &str| -> Option<[f64; 3]> {
+        let a = json.get(key)?.as_array()?;
+        match a.as_slice() {
+            [r, g, b] => Some([r.as_f64()?, g.as_f64()?, b.as_f64()?]),
+            _ => None,
+        }
+    };
+    Ok(triple("image_mean").zip(triple("image_std")))
+}
+
+fn act_name(a: Activation) -> &'static str {
+    match a {
+        Activation::QuickGelu => "quick_gelu",
+        Activation::Gelu => "gelu",
+    }
+}
+
+/// MLP hidden width exactly as the model builds it.
+pub(crate) fn mlp_width(width: usize, ratio: f64) -> usize {
+    (width as f64 * ratio).round() as usize
+}
+
+/// The CLIPConfig `config.json` of a model. `eot`, `sot` and `pad` are the tokenizer's ids;
+/// `eos_token_id = eot` makes HF pool at the first EOT, as cliptrain does.
+pub fn config_json(m: &ModelConfig, eot: i64, sot: i64, pad: i64) -> Value {
+    let (t, v) = (&m.text, &m.vision);
+    json!({
+        "architectures": ["CLIPModel"],
+        "model_type": "clip",
+        "projection_dim": m.embed_dim,
+        "logit_scale_init_value": 2.6592,
+        "initializer_factor": 1.0,
+        "torch_dtype": "float32",
+        "text_config": {
+            "model_type": "clip_text_model",
+            "vocab_size": t.vocab_size,
+            "hidden_size": t.width,
+            "intermediate_size": mlp_width(t.width, t.mlp_ratio),
+            "projection_dim": m.embed_dim,
+            "num_hidden_layers": t.layers,
+            "num_attention_heads": t.heads,
+            "max_position_embeddings": t.context_length,
+            "hidden_act": act_name(m.activation),
+            "layer_norm_eps": m.layer_norm_eps,
+            "attention_dropout": 0.0,
+            "eos_token_id": eot,
+            "bos_token_id": sot,
+            "pad_token_id": pad,
+        },
+        "vision_config": {
+            "model_type": "clip_vision_model",
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "num_channels": 3,
+            "hidden_size": v.width,
+            "intermediate_size": mlp_width(v.width, v.mlp_ratio),
+            "projection_dim": m.embed_dim,
+            "num_hidden_layers": v.layers,
+            "num_attention_heads": v.heads,
+            "hidden_act": act_name(m.activation),
+            "layer_norm_eps": m.layer_norm_eps,
+            "attention_dropout": 0.0,
+        },
+    })
+}
+
+/// `preprocessor_config.json` for `CLIPImageProcessor`: CLIP's eval transform (bicubic resize
+/// of the shorter side, center crop) at our size and normalisation.
+pub fn preprocessor_json(size: usize, mean: [f64; 3], std: [f64; 3]) -> Value {
+    json!({
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": true,
+        "size": {"shortest_edge": size},
+        "resample": 3,
+        "do_center_crop": true,
+        "crop_size": {"height": size, "width": size},
+        "do_rescale": true,
+        "rescale_factor": 1.0 / 255.0,
+        "do_normalize": true,
+        "image_mean": mean,
+        "image_std": std,
+        "do_convert_rgb": true,
+    })
+}
+
+/// Writes the tokenizer files a `CLIPTokenizer`/`AutoTokenizer` reads offline:
+/// `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`.
+pub(crate) fn write_tokenizer_files(
+    out: &Path,
+    tok: &crate::text::TextTokenizer,
+    context_length: usize,
+) -> Result<(), InteropError> {
+    let path = out.join("tokenizer.json");
+    tok.save(&path).map_err(|e| bad(&path, e.to_string()))?;
+    let name = |id: u32| tok.inner().id_to_token(id).unwrap_or_default();
+    let (sot, eot) = (name(tok.sot_id()), name(tok.eot_id()));
+    write_json(
+        &out.join("tokenizer_config.json"),
+        &json!({
+            "tokenizer_class": "CLIPTokenizer",
+            "model_max_length": context_length,
+            "bos_token": sot,
+            "eos_token": eot,
+            "unk_token": eot,
+            "pad_token": eot,
+            "do_lower_case": true,
+            "clean_up_tokenization_spaces": false,
+        }),
+    )?;
+    write_json(
+        &out.join("special_tokens_map.json"),
+        &json!({"bos_token": sot, "eos_token": eot, "unk_token": eot, "pad_token": eot}),
+    )
+}
+
+/// `cliptrain export hf`: a folder `CLIPModel.from_pretrained` and `CLIPProcessor.from_pretrained`
+/// load offline. Returns the files written.
+pub fn export(ckpt: &SavedModel, out: &Path) -> Result<Vec<String>, InteropError> {
+    if ckpt.tensors.iter().any(|(n, _)| n == "logit_bias") {
+        return Err(InteropError::Unsupported(format!(
+            "{} is a SigLIP model (it has logit_bias); Hugging Face CLIPModel has no logit bias. \
+             Export it with `cliptrain export openclip` instead",
+            ckpt.dir.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(super::io("creating", out))?;
+    let m = &ckpt.config.model;
+    let eot = ckpt.eot_id();
+    let sot = ckpt
+        .tokenizer
+        .as_ref()
+        .map(|t| i64::from(t.sot_id()))
+        .unwrap_or(eot - 1);
+    write_json(&out.join("config.json"), &config_json(m, eot, sot, eot))?;
+    write_tensors(&out.join("model.safetensors"), &ckpt.tensors)?;
+    let d = &ckpt.config.data;
+    write_json(
+        &out.join(PREPROCESSOR),
+        &preprocessor_json(m.vision.image_size, d.image_mean, d.image_std),
+    )?;
+    let mut files = vec!["config.json", "model.safetensors", PREPROCESSOR];
+    if let Some(tok) = &ckpt.tokenizer {
+        write_tokenizer_files(out, tok, m.text.context_length)?;
+        files.extend([
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+        ]);
+    }
+    Ok(files.into_iter().map(String::from).collect())
+}

@@ -1,0 +1,452 @@
+//! OpenCLIP folders: `open_clip_config.json` + `open_clip_model.safetensors`, as
+//! `open_clip.create_model_and_transforms('local-dir:' + DIR)` reads them, mapped onto our
+//! (Hugging Face) names and back.
+//!
+//! The state dicts differ in three ways beyond names: OpenCLIP fuses the attention input
+//! projections (`attn.in_proj_weight` = q, k, v stacked), stores both projections transposed
+//! (`visual.proj`, `text_projection` are `[width, embed]`), and names the blocks `resblocks`.
+use super::{InteropError, SavedModel, write_json, write_tensors};
+use crate::config::{Activation, ModelConfig, TextConfig, VisionConfig};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::Path;
+use tch::Tensor;
+
+pub const CONFIG: &str = "open_clip_config.json";
+pub const WEIGHTS: &str = "open_clip_model.safetensors";
+
+/// Whole-tensor renames outside the blocks: (OpenCLIP, ours, transposed).
+const TOP: [(&str, &str, bool); 14] = [
+    (
+        "visual.conv1.weight",
+        "vision_model.embeddings.patch_embedding.weight",
+        false,
+    ),
+    (
+        "visual.class_embedding",
+        "vision_model.embeddings.class_embedding",
+        false,
+    ),
+    (
+        "visual.positional_embedding",
+        "vision_model.embeddings.position_embedding.weight",
+        false,
+    ),
+    (
+        "visual.ln_pre.weight",
+        "vision_model.pre_layrnorm.weight",
+        false,
+    ),
+    (
+        "visual.ln_pre.bias",
+        "vision_model.pre_layrnorm.bias",
+        false,
+    ),
+    (
+        "visual.ln_post.weight",
+        "vision_model.post_layernorm.weight",
+        false,
+    ),
+    (
+        "visual.ln_post.bias",
+        "vision_model.post_layernorm.bias",
+        false,
+    ),
+    ("visual.proj", "visual_projection.weight", true),
+    (
+        "token_embedding.weight",
+        "text_model.embeddings.token_embedding.weight",
+        false,
+    ),
+    (
+        "positional_embedding",
+        "text_model.embeddings.position_embedding.weight",
+        false,
+    ),
+    (
+        "ln_final.weight",
+        "text_model.final_layer_norm.weight",
+        false,
+    ),
+    ("ln_final.bias", "text_model.final_layer_norm.bias", false),
+    ("text_projection", "text_projection.weight", true),
+    ("logit_scale", "logit_scale", false),
+];
+
+/// Renames inside one block (`….resblocks.N.` ↔ `….encoder.layers.N.`), weight and bias each.
+const BLOCK: [(&str, &str); 5] = [
+    ("attn.out_proj", "self_attn.out_proj"),
+    ("ln_1", "layer_norm1"),
+    ("ln_2", "layer_norm2"),
+    ("mlp.c_fc", "mlp.fc1"),
+    ("mlp.c_proj", "mlp.fc2"),
+];
+
+/// Tower prefixes: (OpenCLIP, ours).
+const TOWERS: [(&str, &str); 2] = [
+    (
+        "visual.transformer.resblocks.",
+        "vision_model.encoder.layers.",
+    ),
+    ("transformer.resblocks.", "text_model.encoder.layers."),
+];
+
+/// OpenCLIP tensors to ours. Names with no counterpart (e.g. an `attn_mask` buffer) are kept
+/// under their own name, so a load reports them as unexpected.
+pub fn to_hf(tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
+    let mut out = Vec::with_capacity(tensors.len() + 16);
+    'next: for (name, t) in tensors {
+        if name == "logit_bias" {
+            out.push((name, t));
+            continue;
+        }
+        if let Some((_, ours, tr)) = TOP.iter().find(|(oc, _, _)| *oc == name) {
+            out.push((ours.to_string(), if *tr { t.tr().contiguous() } else { t }));
+            continue;
+        }
+        for (oc_prefix, our_prefix) in TOWERS {
+            let Some(rest) = name.strip_prefix(oc_prefix) else {
+                continue;
+            };
+            let Some((layer, leaf)) = rest.split_once('.') else {
+                continue;
+            };
+            let base = format!("{our_prefix}{layer}.");
+            if let Some(kind) = leaf.strip_prefix("attn.in_proj_") {
+                // [3w, ...] → q, k, v; a shape that does not split stays fused and unexpected.
+                if t.size()[0] % 3 == 0 {
+                    for (part, proj) in t
+                        .chunk(3, 0)
+                        .into_iter()
+                        .zip(["q_proj", "k_proj", "v_proj"])
+                    {
+                        out.push((format!("{base}self_attn.{proj}.{kind}"), part.contiguous()));
+                    }
+                    continue 'next;
+                }
+            }
+            for (oc, ours) in BLOCK {
+                if let Some(suffix) = leaf.strip_prefix(oc).and_then(|s| s.strip_prefix('.')) {
+                    out.push((format!("{base}{ours}.{suffix}"), t));
+                    continue 'next;
+                }
+            }
+        }
+        out.push((name, t));
+    }
+    out
+}
+
+/// Our tensors to OpenCLIP's names and layouts (q/k/v fused, projections transposed).
+pub fn from_hf(tensors: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    let by_name: BTreeMap<&str, &Tensor> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut out = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        if let Some((oc, _, tr)) = TOP.iter().find(|(_, ours, _)| ours == name) {
+            out.push((
+                oc.to_string(),
+                if *tr {
+                    t.tr().contiguous()
+                } else {
+                    t.shallow_clone()
+                },
+            ));
+            continue;
+        }
+        if name == "logit_bias" {
+            out.push((name.clone(), t.shallow_clone()));
+            continue;
+        }
+        for (oc_prefix, our_prefix) in TOWERS {
+            let Some(rest) = name.strip_prefix(our_prefix) else {
+                continue;
+            };
+            let Some((layer, leaf)) = rest.split_once('.') else {
+                continue;
+            };
+            let base = format!("{oc_prefix}{layer}.");
+            if let Some(kind) = leaf.strip_prefix("self_attn.q_proj.") {
+                let part =
+                    |p: &str| by_name[format!("{our_prefix}{layer}.self_attn.{p}.{kind}").as_str()];
+                let fused = Tensor::cat(&[part("q_proj"), part("k_proj"), part("v_proj")], 0);
+                out.push((format!("{base}attn.in_proj_{kind}"), fused));
+            }
+            for (oc, ours) in BLOCK {
+                if let Some(suffix) = leaf.strip_prefix(ours).and_then(|s| s.strip_prefix('.')) {
+                    out.push((format!("{base}{oc}.{suffix}"), t.shallow_clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn bad(path: &Path, reason: String) -> InteropError {
+    InteropError::BadConfig {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+fn num(path: &Path, s: &Value, name: &str, key: &str, default: f64) -> Result<f64, InteropError> {
+    match s.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v
+            .as_f64()
+            .ok_or_else(|| bad(path, format!("{name}.{key} = {v} is not a number"))),
+    }
+}
+
+/// Refuses OpenCLIP options our model cannot represent, naming each.
+fn check_plain(path: &Path, s: &Value, name: &str) -> Result<(), InteropError> {
+    let allowed_false = [
+        "attentional_pool",
+        "no_ln_pre",
+        "final_ln_after_pool",
+        "embed_cls",
+        "no_causal_mask",
+        "proj_bias",
+        "qk_norm",
+        "scaled_cosine_attn",
+        "scale_heads",
+        "scale_attn_inner",
+        "scale_attn",
+        "scale_fc",
+        "output_tokens",
+    ];
+    let mut problems = Vec::new();
+    for key in allowed_false {
+        if s.get(key).and_then(Value::as_bool) == Some(true) {
+            problems.push(format!("{name}.{key} = true"));
+        }
+    }
+    for key in [
+        "ls_init_value",
+        "timm_model_name",
+        "hf_model_name",
+        "act_kwargs",
+    ] {
+        if s.get(key).is_some_and(|v| !v.is_null()) {
+            problems.push(format!("{name}.{key} is set"));
+        }
+    }
+    let pool = s.get("pool_type").and_then(Value::as_str);
+    if !matches!(pool, None | Some("tok") | Some("argmax") | Some("eos")) {
+        problems.push(format!("{name}.pool_type = {pool:?}"));
+    }
+    if !matches!(
+        s.get("proj_type").and_then(Value::as_str),
+        None | Some("linear")
+    ) {
+        problems.push(format!("{name}.proj_type is not \"linear\""));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(bad(
+            path,
+            format!(
+                "uses OpenCLIP options cliptrain's plain CLIP model does not have: {}",
+                problems.join(", ")
+            ),
+        ))
+    }
+}
+
+fn layer_norm_eps(s: &Value) -> Option<f64> {
+    s.get("norm_kwargs")?.get("eps")?.as_f64()
+}
+
+/// The model dimensions (and preprocessing mean/std, when stated) of an `open_clip_config.json`.
+pub fn read_config(path: &Path) -> Result<(ModelConfig, Option<super::MeanStd>), InteropError> {
+    let json = super::read_json(path)?;
+    let m = json.get("model_cfg").unwrap_or(&json);
+    let empty = json!({});
+    let v = m.get("vision_cfg").unwrap_or(&empty);
+    let t = m.get("text_cfg").unwrap_or(&empty);
+    check_plain(path, v, "vision_cfg")?;
+    check_plain(path, t, "text_cfg")?;
+    if v.get("layers").is_some_and(Value::is_array) {
+        return Err(bad(
+            path,
+            "vision_cfg.layers is a list (a ResNet tower); cliptrain has only ViTs".into(),
+        ));
+    }
+    let int = |s: &Value, name: &str, key: &str, d: f64| -> Result<usize, InteropError> {
+        let x = num(path, s, name, key, d)?;
+        if x < 0.0 || x.fract() != 0.0 {
+            return Err(bad(
+                path,
+                format!("{name}.{key} = {x} is not a non-negative integer"),
+            ));
+        }
+        Ok(x as usize)
+    };
+    let vw = int(v, "vision_cfg", "width", 768.0)?;
+    let head_width = int(v, "vision_cfg", "head_width", 64.0)?.max(1);
+    let eps_v = layer_norm_eps(v).unwrap_or(1e-5);
+    if eps_v != layer_norm_eps(t).unwrap_or(1e-5) {
+        return Err(bad(
+            path,
+            "vision and text norm_kwargs.eps differ; cliptrain uses one".into(),
+        ));
+    }
+    let model = ModelConfig {
+        embed_dim: int(m, "model_cfg", "embed_dim", 512.0)?,
+        activation: if m.get("quick_gelu").and_then(Value::as_bool) == Some(true) {
+            Activation::QuickGelu
+        } else {
+            Activation::Gelu
+        },
+        layer_norm_eps: eps_v,
+        init_from: String::new(),
+        init_strict: true,
+        vision: VisionConfig {
+            image_size: int(v, "vision_cfg", "image_size", 224.0)?,
+            patch_size: int(v, "vision_cfg", "patch_size", 16.0)?,
+            width: vw,
+            layers: int(v, "vision_cfg", "layers", 12.0)?,
+            heads: vw / head_width,
+            mlp_ratio: num(path, v, "vision_cfg", "mlp_ratio", 4.0)?,
+        },
+        text: TextConfig {
+            vocab_size: int(t, "text_cfg", "vocab_size", 49408.0)?,
+            context_length: int(t, "text_cfg", "context_length", 77.0)?,
+            width: int(t, "text_cfg", "width", 512.0)?,
+            layers: int(t, "text_cfg", "layers", 12.0)?,
+            heads: int(t, "text_cfg", "heads", 8.0)?,
+            mlp_ratio: num(path, t, "text_cfg", "mlp_ratio", 4.0)?,
+        },
+    };
+    let p = json.get("preprocess_cfg").unwrap_or(&empty);
+    let triple = |key: &str| -> Option<[f64; 3]> {
+        match p.get(key)?.as_array()?.as_slice() {
+            [r, g, b] => Some([r.as_f64()?, g.as_f64()?, b.as_f64()?]),
+            _ => None,
+        }
+    };
+    Ok((model, triple("mean").zip(triple("std"))))
+}
+
+/// The `open_clip_config.json` of a model. Text pooling is `eos` at our end-of-text id (first
+/// EOT, as cliptrain pools); `hf_tokenizer_name` makes `open_clip.get_tokenizer('local-dir:…')`
+/// read the folder's `tokenizer.json` when one is written.
+pub fn config_json(ckpt: &SavedModel, with_tokenizer: bool) -> Value {
+    let m = &ckpt.config.model;
+    let (v, t, d) = (&m.vision, &m.text, &ckpt.config.data);
+    let mut vision = json!({
+        "image_size": v.image_size,
+        "patch_size": v.patch_size,
+        "width": v.width,
+        "layers": v.layers,
+        "head_width": v.width / v.heads.max(1),
+        "mlp_ratio": super::hf::mlp_width(v.width, v.mlp_ratio) as f64 / v.width.max(1) as f64,
+    });
+    let mut text = json!({
+        "context_length": t.context_length,
+        "vocab_size": t.vocab_size,
+        "width": t.width,
+        "heads": t.heads,
+        "layers": t.layers,
+        "mlp_ratio": super::hf::mlp_width(t.width, t.mlp_ratio) as f64 / t.width.max(1) as f64,
+        "pool_type": "eos",
+        "eos_id": ckpt.eot_id(),
+    });
+    if m.layer_norm_eps != 1e-5 {
+        vision["norm_kwargs"] = json!({"eps": m.layer_norm_eps});
+        text["norm_kwargs"] = json!({"eps": m.layer_norm_eps});
+    }
+    if with_tokenizer {
+        text["hf_tokenizer_name"] = json!("tokenizer.json");
+    }
+    let mut model_cfg = json!({
+        "embed_dim": m.embed_dim,
+        "quick_gelu": m.activation == Activation::QuickGelu,
+        "vision_cfg": vision,
+        "text_cfg": text,
+    });
+    if let Some((_, b)) = ckpt.tensors.iter().find(|(n, _)| n == "logit_bias") {
+        model_cfg["init_logit_bias"] = json!(b.double_value(&[]));
+    }
+    json!({
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {
+            "mean": d.image_mean,
+            "std": d.image_std,
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+        },
+    })
+}
+
+/// `cliptrain export openclip`: `open_clip_config.json` + `open_clip_model.safetensors`
+/// (+ the tokenizer files). Returns the files written.
+pub fn export(ckpt: &SavedModel, out: &Path) -> Result<Vec<String>, InteropError> {
+    std::fs::create_dir_all(out).map_err(super::io("creating", out))?;
+    let with_tok = ckpt.tokenizer.is_some();
+    write_json(&out.join(CONFIG), &config_json(ckpt, with_tok))?;
+    write_tensors(&out.join(WEIGHTS), &from_hf(&ckpt.tensors))?;
+    let mut files = vec![CONFIG.to_string(), WEIGHTS.to_string()];
+    if let Some(tok) = &ckpt.tokenizer {
+        super::hf::write_tokenizer_files(out, tok, ckpt.config.model.text.context_length)?;
+        files.extend(
+            [
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "special_tokens_map.json",
+            ]
+            .map(String::from),
+        );
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LossKind;
+    use crate::model::ClipModel;
+    use tch::{Device, nn};
+
+    #[test]
+    fn names_map_both_ways_without_loss() {
+        let mut cfg = ModelConfig::default();
+        (cfg.vision.image_size, cfg.vision.patch_size) = (16, 8);
+        (cfg.vision.width, cfg.vision.layers, cfg.vision.heads) = (8, 2, 2);
+        (cfg.text.vocab_size, cfg.text.context_length) = (20, 6);
+        (
+            cfg.text.width,
+            cfg.text.layers,
+            cfg.text.heads,
+            cfg.embed_dim,
+        ) = (12, 2, 2, 4);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _m = ClipModel::new(&vs.root(), &cfg, 19, LossKind::Siglip).unwrap();
+        let ours: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        let oc = from_hf(&ours);
+        let names: Vec<&str> = oc.iter().map(|(n, _)| n.as_str()).collect();
+        // 3 separate projections fuse into one in_proj per weight/bias: 4 fewer per block.
+        assert_eq!(oc.len(), ours.len() - 4 * 4);
+        for want in [
+            "visual.transformer.resblocks.1.attn.in_proj_weight",
+            "transformer.resblocks.0.mlp.c_proj.bias",
+            "visual.proj",
+            "logit_bias",
+        ] {
+            assert!(names.contains(&want), "{want} not in {names:?}");
+        }
+        let fused = &oc
+            .iter()
+            .find(|(n, _)| n == "transformer.resblocks.1.attn.in_proj_weight")
+            .unwrap()
+            .1;
+        assert_eq!(fused.size(), [36, 12]);
+        let proj = &oc.iter().find(|(n, _)| n == "visual.proj").unwrap().1;
+        assert_eq!(proj.size(), [8, 4], "OpenCLIP's [width, embed]");
+        let back: std::collections::HashMap<String, Tensor> = to_hf(oc).into_iter().collect();
+        assert_eq!(back.len(), ours.len());
+        for (n, t) in &ours {
+            assert!(back[n].equal(t), "{n} changed");
+        }
+    }
+}
