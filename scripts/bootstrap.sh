@@ -27,9 +27,13 @@ done
 TORCH_STAMP="$VENV/.cliptrain-torch-$TORCH_VERSION.stamp"
 REF_HASH="$(sha256sum "$ROOT/scripts/requirements-ref.txt" | cut -c1-16)"
 REF_STAMP="$VENV/.cliptrain-ref-$REF_HASH.stamp"
+# NCCL's process-group header needs two CUDA header sets torch's wheels do not install
+# (crt/host_config.h, <nv/target>); the wheels matching torch's CUDA 13.0 provide them.
+CUDA_HEADERS=("nvidia-cuda-crt==13.0.88.*" "nvidia-cuda-cccl==13.0.85.*")
+CUDA_STAMP="$VENV/.cliptrain-cuda-headers-13.0.stamp"
 
 done_already() {
-  [[ -f "$TORCH_STAMP" ]] && { [[ $WANT_REF == 0 ]] || [[ -f "$REF_STAMP" ]]; }
+  [[ -f "$TORCH_STAMP" && -f "$CUDA_STAMP" ]] && { [[ $WANT_REF == 0 ]] || [[ -f "$REF_STAMP" ]]; }
 }
 if done_already; then exit 0; fi
 
@@ -53,6 +57,18 @@ if [[ ! -f "$TORCH_STAMP" ]]; then
     exit 1
   fi
   touch "$TORCH_STAMP"
+fi
+
+if [[ ! -f "$CUDA_STAMP" ]]; then
+  echo "bootstrap: fetching CUDA headers for the NCCL process group into $VENV/cuda-extra" >&2
+  tmp="$(mktemp -d)"
+  "$VENV/bin/python" -m pip download --quiet --no-deps -d "$tmp" "${CUDA_HEADERS[@]}"
+  rm -rf "$VENV/cuda-extra"
+  for wheel in "$tmp"/*.whl; do
+    "$VENV/bin/python" -m zipfile -e "$wheel" "$VENV/cuda-extra"
+  done
+  rm -rf "$tmp"
+  touch "$CUDA_STAMP"
 fi
 
 if [[ $WANT_REF == 1 && ! -f "$REF_STAMP" ]]; then

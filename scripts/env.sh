@@ -14,3 +14,9 @@ esac
 if [[ -z "${LIBTORCH:-}" ]]; then
   export LIBTORCH_USE_PYTORCH=1
 fi
+# The NCCL process group is built whenever bootstrap.sh fetched the CUDA headers it needs
+# (CLIPTRAIN_NCCL=0 turns it off).
+if [[ -d "$CLIPTRAIN_VENV/cuda-extra/nvidia/cu13/include" ]]; then
+  export CUDA_EXTRA_INCLUDE="${CUDA_EXTRA_INCLUDE:-$CLIPTRAIN_VENV/cuda-extra/nvidia/cu13/include}"
+  export CLIPTRAIN_NCCL="${CLIPTRAIN_NCCL:-1}"
+fi

@@ -392,3 +392,29 @@ fn the_launcher_fails_the_job_when_a_rank_is_killed() {
     // Rank 0 was stopped and reaped by the launcher, not left behind.
     assert!(!Path::new(&format!("/proc/{}", pids[0])).exists());
 }
+
+/// The NCCL backend is part of every build made through scripts/env.sh (bootstrap fetches the
+/// CUDA headers it needs), and on a host without GPUs creating it is a clean error, not an abort.
+#[test]
+fn nccl_is_compiled_in_and_fails_cleanly_without_a_gpu() {
+    use cliptrain::dist::{Backend, ProcessGroup};
+    assert!(
+        Backend::Nccl.compiled_in(),
+        "built without the NCCL process group: build after `source scripts/env.sh` (which sets \
+         CLIPTRAIN_NCCL=1 once scripts/bootstrap.sh has fetched the CUDA headers)"
+    );
+    if tch::Cuda::is_available() {
+        return; // a GPU host runs the real thing (docs: gpu checks)
+    }
+    let err = ProcessGroup::join(
+        "127.0.0.1",
+        free_port(),
+        0,
+        1,
+        Backend::Nccl,
+        Duration::from_secs(10),
+    )
+    .err()
+    .expect("an NCCL group without GPUs");
+    assert!(err.to_string().contains("GPU"), "{err}");
+}
