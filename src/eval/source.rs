@@ -21,6 +21,8 @@ pub struct EvalImages {
     pub batch_size: usize,
     pub workers: usize,
     pub image_keys: SampleKeys,
+    /// Images whose header claims more pixels are skipped (`data.max_image_pixels`).
+    pub max_pixels: u64,
 }
 
 /// A batch of evaluation samples.
@@ -92,7 +94,7 @@ impl EvalBatches {
             transform: ImageTransform {
                 size: prep.size,
                 augment: Augment::Eval,
-                max_pixels: 89_478_485,
+                max_pixels: prep.max_pixels,
                 seed: 0,
             },
             keys,
@@ -208,7 +210,7 @@ impl FolderBatches {
         let transform = ImageTransform {
             size: p.size,
             augment: Augment::Eval,
-            max_pixels: 89_478_485,
+            max_pixels: p.max_pixels,
             seed: 0,
         };
         let plane = (p.size * p.size) as usize;
