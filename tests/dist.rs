@@ -1,7 +1,7 @@
 //! Multi-process training on CPU (Gloo over 127.0.0.1): a 2-rank job equals one process on the
 //! whole batch, resumes only with its own world size, and fails cleanly when a rank dies or hangs.
 mod common;
-use common::{cliptrain, ok};
+use common::{cliptrain, ok, small_synth};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -30,36 +30,7 @@ fn free_port() -> u16 {
 ///   into ±lr steps — 1e-4 apart even between one process with and without micro-batching. A
 ///   larger eps keeps that noise below 1e-9 while the real gradients still train.
 fn setup(d: &Path) {
-    ok(cliptrain(
-        &[
-            "data",
-            "synth",
-            "--out",
-            "syn",
-            "--train",
-            "80",
-            "--eval",
-            "8",
-            "--image-size",
-            "32",
-            "--shard-size",
-            "4",
-        ],
-        d,
-    ));
-    ok(cliptrain(
-        &[
-            "tokenizer",
-            "train",
-            "--data",
-            "syn/train-{000000..000019}.tar",
-            "--vocab-size",
-            "600",
-            "--out",
-            "syn/tok.json",
-        ],
-        d,
-    ));
+    small_synth(d, 80, 8, 4);
     std::fs::write(
         d.join("tiny.toml"),
         r#"

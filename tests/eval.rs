@@ -5,13 +5,9 @@
 mod common;
 use cliptrain::data::tarstream::{SampleReader, TarEvent};
 use cliptrain::data::writer::ShardWriter;
-use common::{cliptrain, ok};
+use common::{cliptrain, ok, repo, small_synth};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn read_json(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
@@ -307,39 +303,6 @@ progress = "plain"
     path
 }
 
-fn small_synth(d: &Path) {
-    ok(cliptrain(
-        &[
-            "data",
-            "synth",
-            "--out",
-            "syn",
-            "--train",
-            "96",
-            "--eval",
-            "48",
-            "--image-size",
-            "32",
-            "--shard-size",
-            "32",
-        ],
-        d,
-    ));
-    ok(cliptrain(
-        &[
-            "tokenizer",
-            "train",
-            "--data",
-            "syn/train-{000000..000002}.tar",
-            "--vocab-size",
-            "600",
-            "--out",
-            "syn/tok.json",
-        ],
-        d,
-    ));
-}
-
 fn jsonl(run: &Path) -> Vec<Value> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
@@ -352,7 +315,7 @@ fn jsonl(run: &Path) -> Vec<Value> {
 fn evaluating_during_training_changes_nothing_and_is_logged() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    small_synth(d);
+    small_synth(d, 96, 48, 32);
     let plain = tiny(d, "plain", "");
     let with_eval = tiny(
         d,
@@ -472,7 +435,7 @@ fn fails_with(d: &Path, args: &[&str], needles: &[&str]) {
 fn bad_evaluation_inputs_name_the_file_or_sample() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    small_synth(d);
+    small_synth(d, 96, 48, 32);
     let cfg = tiny(d, "t", "");
     ok(cliptrain(
         &[

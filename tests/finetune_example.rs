@@ -3,13 +3,9 @@
 //! fine-tune with configs/finetune-example.toml → zero-shot after → `export hf`. Fine-tuning
 //! must raise zero-shot accuracy on the new domain well above where it started.
 mod common;
-use common::{cliptrain, ok};
+use common::{cliptrain, ok, repo};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use std::path::Path;
 
 /// `cliptrain train --config CONFIG --set ...` in `d`.
 fn train(d: &Path, config: &str, sets: &[String]) {

@@ -3,17 +3,13 @@
 //! the torch venv's python. A missing venv or reference package fails the test with the fix
 //! (`scripts/bootstrap.sh --ref`); it never skips.
 mod common;
-use std::path::PathBuf;
+use common::repo;
 use std::process::Command;
 
 use cliptrain::config::{LossConfig, LossKind, OptimConfig};
 use cliptrain::loss::ClipLoss;
 use cliptrain::optim::{AdamW, LrSchedule};
 use tch::{Device, Kind, Reduction, Tensor, nn};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Runs a repo script with the venv python; a failure names the script and the fix.
 fn run_script(script: &str, args: &[&str]) {

@@ -5,7 +5,8 @@
 //! Python packages fail the test (they are part of `scripts/bootstrap.sh --ref`), never skip it.
 mod common;
 use cliptrain::text::TextTokenizer;
-use std::path::{Path, PathBuf};
+use common::repo;
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -51,10 +52,6 @@ fn captions() -> Vec<String> {
             .join(" "),
     );
     v
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Runs a repo script with the venv python; a failure names the script and the fix.

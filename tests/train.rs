@@ -5,43 +5,14 @@ use cliptrain::config::{self, LossKind, Precision};
 use cliptrain::loss::ClipLoss;
 use cliptrain::model::ClipModel;
 use cliptrain::train::train_step;
-use common::{cliptrain, ok};
+use common::{cliptrain, ok, small_synth};
 use std::path::Path;
 use std::process::Command;
 use tch::{Device, Kind, Tensor, nn};
 
 /// A small dataset, its tokenizer and a config for a very small CLIP, in `d`.
 fn setup(d: &Path) {
-    ok(cliptrain(
-        &[
-            "data",
-            "synth",
-            "--out",
-            "syn",
-            "--train",
-            "96",
-            "--eval",
-            "8",
-            "--image-size",
-            "32",
-            "--shard-size",
-            "32",
-        ],
-        d,
-    ));
-    ok(cliptrain(
-        &[
-            "tokenizer",
-            "train",
-            "--data",
-            "syn/train-{000000..000002}.tar",
-            "--vocab-size",
-            "600",
-            "--out",
-            "syn/tok.json",
-        ],
-        d,
-    ));
+    small_synth(d, 96, 8, 32);
     std::fs::write(
         d.join("tiny.toml"),
         r#"

@@ -475,7 +475,35 @@ struct Slots {
     base: usize,
     plane: usize,
     capacity: usize,
+    normalise: Normalise,
+}
+
+/// 8-bit RGB (HWC) → normalised float CHW, through a per-channel lookup table: one pass over
+/// memory, while the decoded pixels are still in cache.
+pub(crate) struct Normalise {
     lut: [[f32; 256]; 3],
+}
+
+impl Normalise {
+    pub(crate) fn new(mean: [f64; 3], std: [f64; 3]) -> Self {
+        Self {
+            lut: std::array::from_fn(|c| {
+                std::array::from_fn(|v| ((v as f64 / 255.0 - mean[c]) / std[c]) as f32)
+            }),
+        }
+    }
+
+    /// `pixels` (HWC, 3 bytes a pixel) into `dst` (CHW, the same number of values).
+    pub(crate) fn write(&self, pixels: &[u8], dst: &mut [f32]) {
+        let plane = dst.len() / 3;
+        let (r, rest) = dst.split_at_mut(plane);
+        let (g, b) = rest.split_at_mut(plane);
+        for (k, px) in pixels.chunks_exact(3).enumerate() {
+            r[k] = self.lut[0][px[0] as usize];
+            g[k] = self.lut[1][px[1] as usize];
+            b[k] = self.lut[2][px[2] as usize];
+        }
+    }
 }
 
 impl Slots {
@@ -485,9 +513,7 @@ impl Slots {
             base: images.data_ptr() as usize,
             plane: size * size,
             capacity: images.size()[0] as usize,
-            lut: std::array::from_fn(|c| {
-                std::array::from_fn(|v| ((v as f64 / 255.0 - mean[c]) / std[c]) as f32)
-            }),
+            normalise: Normalise::new(mean, std),
         }
     }
 
@@ -512,13 +538,7 @@ impl Slots {
     fn write(&self, i: usize, pixels: &[u8]) {
         // SAFETY: each decode task writes only its own sample's slot.
         let dst = unsafe { self.slot(i) };
-        let (r, rest) = dst.split_at_mut(self.plane);
-        let (g, b) = rest.split_at_mut(self.plane);
-        for (k, px) in pixels.chunks_exact(3).enumerate() {
-            r[k] = self.lut[0][px[0] as usize];
-            g[k] = self.lut[1][px[1] as usize];
-            b[k] = self.lut[2][px[2] as usize];
-        }
+        self.normalise.write(pixels, dst);
     }
 
     fn move_slot(&self, from: usize, to: usize) {

@@ -69,9 +69,8 @@ pub fn zeroshot_markdown(r: &ZeroShotReport) -> String {
             pairs.join("; ")
         );
     }
-    let skipped: u64 = r.skipped.values().sum();
-    if skipped > 0 {
-        let _ = writeln!(s, "Skipped samples: {skipped} ({:?})", r.skipped);
+    if r.skipped.total() > 0 {
+        let _ = writeln!(s, "Skipped samples: {} ({})", r.skipped.total(), r.skipped);
     }
     s
 }

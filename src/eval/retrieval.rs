@@ -4,7 +4,6 @@ use super::metrics::{RetrievalMetrics, retrieval_recall};
 use super::source::{EvalBatches, EvalImages, Want};
 use super::{Encoder, EvalError};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use tch::Tensor;
 
 #[derive(Debug, Clone, Serialize)]
@@ -12,7 +11,7 @@ pub struct RetrievalReport {
     #[serde(flatten)]
     pub metrics: RetrievalMetrics,
     pub data: String,
-    pub skipped: BTreeMap<String, u64>,
+    pub skipped: crate::data::SkipCounts,
 }
 
 pub fn run(spec: &str, enc: &Encoder, prep: &EvalImages) -> Result<RetrievalReport, EvalError> {
@@ -38,11 +37,6 @@ pub fn run(spec: &str, enc: &Encoder, prep: &EvalImages) -> Result<RetrievalRepo
     Ok(RetrievalReport {
         metrics: retrieval_recall(&images, &texts, &owner),
         data: spec.to_string(),
-        skipped: batches
-            .skipped()
-            .0
-            .iter()
-            .map(|(r, n)| (r.as_str().to_string(), *n))
-            .collect(),
+        skipped: batches.skipped().clone(),
     })
 }

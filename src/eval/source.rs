@@ -1,7 +1,7 @@
 //! Where evaluation images come from: WebDataset shards (read once, in order, through the
 //! training data layer with the eval transform) or an ImageFolder tree `DIR/<class>/*`.
 use super::EvalError;
-use crate::data::loader::{Loader, LoaderOptions, SampleKeys, Tokenize};
+use crate::data::loader::{Loader, LoaderOptions, Normalise, SampleKeys, Tokenize};
 use crate::data::spec::parse_spec;
 use crate::data::stream::{Order, ShardStream, StreamOptions};
 use crate::data::transform::{Augment, ImageTransform};
@@ -23,6 +23,18 @@ pub struct EvalImages {
     pub image_keys: SampleKeys,
     /// Images whose header claims more pixels are skipped (`data.max_image_pixels`).
     pub max_pixels: u64,
+}
+
+impl EvalImages {
+    /// CLIP's eval transform at the model's size: shorter side resized, center crop.
+    fn transform(&self) -> ImageTransform {
+        ImageTransform {
+            size: self.size,
+            augment: Augment::Eval,
+            max_pixels: self.max_pixels,
+            seed: 0,
+        }
+    }
 }
 
 /// A batch of evaluation samples.
@@ -91,12 +103,7 @@ impl EvalBatches {
         };
         let opts = LoaderOptions {
             batch_size: prep.batch_size,
-            transform: ImageTransform {
-                size: prep.size,
-                augment: Augment::Eval,
-                max_pixels: prep.max_pixels,
-                seed: 0,
-            },
+            transform: prep.transform(),
             keys,
             workers: prep.workers,
             prefetch: 2,
@@ -207,12 +214,8 @@ impl FolderBatches {
 
     fn next_batch(&mut self) -> Result<Option<EvalBatch>, EvalError> {
         let p = &self.prep;
-        let transform = ImageTransform {
-            size: p.size,
-            augment: Augment::Eval,
-            max_pixels: p.max_pixels,
-            seed: 0,
-        };
+        let transform = p.transform();
+        let normalise = Normalise::new(p.mean, p.std);
         let plane = (p.size * p.size) as usize;
         loop {
             if self.next >= self.files.len() {
@@ -229,12 +232,7 @@ impl FolderBatches {
                             std::fs::read(path).map_err(|_| SkipReason::UndecodableImage)?;
                         let rgb = transform.apply(&bytes, 0, rs)?;
                         let mut chw = vec![0f32; 3 * plane];
-                        for (k, px) in rgb.chunks_exact(3).enumerate() {
-                            for c in 0..3 {
-                                chw[c * plane + k] =
-                                    ((px[c] as f64 / 255.0 - p.mean[c]) / p.std[c]) as f32;
-                            }
-                        }
+                        normalise.write(&rgb, &mut chw);
                         Ok(chw)
                     })
                     .collect()

@@ -5,7 +5,6 @@ use super::metrics::{LabelGroup, ZeroShotMetrics, ZeroShotTally};
 use super::source::{EvalBatches, EvalImages, Want};
 use super::{Encoder, EvalError};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::path::Path;
 use tch::Tensor;
 
@@ -36,7 +35,7 @@ pub struct ZeroShotReport {
     pub metrics: ZeroShotMetrics,
     pub data: String,
     pub templates: usize,
-    pub skipped: BTreeMap<String, u64>,
+    pub skipped: crate::data::SkipCounts,
 }
 
 impl ZeroShotTask {
@@ -168,12 +167,7 @@ impl ZeroShotTask {
             metrics,
             data: self.data.clone(),
             templates: self.templates.len(),
-            skipped: batches
-                .skipped()
-                .0
-                .iter()
-                .map(|(r, n)| (r.as_str().to_string(), *n))
-                .collect(),
+            skipped: batches.skipped().clone(),
         })
     }
 }

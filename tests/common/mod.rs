@@ -6,6 +6,49 @@ use std::process::{Command, Output};
 
 pub mod tiny_run;
 
+/// The repository root (configs/, scripts/).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// In `d`: `cliptrain data synth` into `syn/` (32 px images, `train` + `eval` samples,
+/// `shard_size` per shard) and a 600-id BPE tokenizer `syn/tok.json` trained on its captions.
+pub fn small_synth(d: &Path, train: usize, eval: usize, shard_size: usize) {
+    let (train_s, eval_s, shard_s) = (train.to_string(), eval.to_string(), shard_size.to_string());
+    ok(cliptrain(
+        &[
+            "data",
+            "synth",
+            "--out",
+            "syn",
+            "--train",
+            &train_s,
+            "--eval",
+            &eval_s,
+            "--image-size",
+            "32",
+            "--shard-size",
+            &shard_s,
+        ],
+        d,
+    ));
+    let last = train.div_ceil(shard_size) - 1;
+    let spec = format!("syn/train-{{000000..{last:06}}}.tar");
+    ok(cliptrain(
+        &[
+            "tokenizer",
+            "train",
+            "--data",
+            &spec,
+            "--vocab-size",
+            "600",
+            "--out",
+            "syn/tok.json",
+        ],
+        d,
+    ));
+}
+
 /// Runs the built `cliptrain` binary in `cwd`.
 pub fn cliptrain(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cliptrain"))

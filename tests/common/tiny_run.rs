@@ -1,5 +1,5 @@
 //! A tiny trained run shared by the interop, fine-tuning and embedding tests.
-use super::{cliptrain, ok};
+use super::{cliptrain, ok, small_synth};
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
@@ -7,36 +7,7 @@ use tch::Tensor;
 /// (`syn/tok.json`), `tiny.toml` (a very small CLIP with `activation`) and its 2-step run
 /// `runs/t`. Returns the checkpoint folder.
 pub fn trained_run(d: &Path, activation: &str) -> PathBuf {
-    ok(cliptrain(
-        &[
-            "data",
-            "synth",
-            "--out",
-            "syn",
-            "--train",
-            "64",
-            "--eval",
-            "8",
-            "--image-size",
-            "32",
-            "--shard-size",
-            "32",
-        ],
-        d,
-    ));
-    ok(cliptrain(
-        &[
-            "tokenizer",
-            "train",
-            "--data",
-            "syn/train-{000000..000001}.tar",
-            "--vocab-size",
-            "600",
-            "--out",
-            "syn/tok.json",
-        ],
-        d,
-    ));
+    small_synth(d, 64, 8, 32);
     std::fs::write(d.join("tiny.toml"), tiny_toml(activation)).unwrap();
     ok(cliptrain(&["train", "--config", "tiny.toml"], d));
     d.join("runs/t/latest").canonicalize().unwrap()
