@@ -4,6 +4,8 @@
 # tokenizer, batch 256 and the same number of threads. Prints samples/s of both (steps after a
 # 5-step warm-up), the ratio, and peak resident memory.
 #   scripts/bench_train.sh [THREADS]   (default 2)
+# CLIPTRAIN_BIN=/path/to/cliptrain measures that binary instead of building this tree (to compare
+# two builds on the same machine, back to back).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 THREADS="${1:-2}"
@@ -12,8 +14,12 @@ STEPS="${BENCH_STEPS:-25}"
 scripts/bootstrap.sh --ref
 # shellcheck source=scripts/env.sh
 source scripts/env.sh
-cargo build --release --locked --quiet
-BIN=$PWD/target/release/cliptrain
+if [[ -n "${CLIPTRAIN_BIN:-}" ]]; then
+  BIN=$CLIPTRAIN_BIN
+else
+  cargo build --release --locked --quiet
+  BIN=$PWD/target/release/cliptrain
+fi
 DATA=data/synth
 [[ -f $DATA/stats.json ]] || "$BIN" -q data synth --out "$DATA" >/dev/null
 [[ -f $DATA/tokenizer.json ]] || "$BIN" -q tokenizer train --data "$DATA/train-{000000..000007}.tar" --vocab-size 1024 --out "$DATA/tokenizer.json"

@@ -12,6 +12,14 @@ source scripts/env.sh
 echo "== bootstrap ready after $(( $(date +%s) - start ))s (venv: $CLIPTRAIN_VENV)"
 
 cargo fmt --check
+# A dependency that nothing uses fails the run (cargo-machete, pinned, built once beside the venv).
+MACHETE_VERSION=0.9.2
+TOOLS="$(dirname "$CLIPTRAIN_VENV")/tools"
+if ! "$TOOLS/bin/cargo-machete" --version 2>/dev/null | grep -q "$MACHETE_VERSION"; then
+  echo "== installing cargo-machete $MACHETE_VERSION into $TOOLS (once)"
+  cargo install --quiet --locked --root "$TOOLS" cargo-machete --version "$MACHETE_VERSION"
+fi
+"$TOOLS/bin/cargo-machete" --skip-target-dir
 # --release shares build-script outputs (the torch-sys and shim C++ builds) with the test build.
 cargo clippy --release --all-targets --locked -- -D warnings
 echo "== lints clean after $(( $(date +%s) - start ))s"

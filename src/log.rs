@@ -9,8 +9,76 @@ use std::io::{IsTerminal, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-/// One row of metrics at a step.
-pub type Metrics = BTreeMap<String, f64>;
+/// One metric's value. Counts stay integers wherever they are shown (`skipped_samples 3`, not
+/// `3.0000`); TensorBoard stores every scalar as a float anyway.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    Count(u64),
+    Real(f64),
+}
+
+impl Value {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Value::Count(n) => n as f64,
+            Value::Real(v) => v,
+        }
+    }
+
+    fn json(self) -> serde_json::Value {
+        match self {
+            Value::Count(n) => n.into(),
+            Value::Real(v) => {
+                serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into)
+            }
+        }
+    }
+
+    /// Four decimals in the usual range, scientific notation outside it.
+    fn short(self) -> String {
+        match self {
+            Value::Count(n) => n.to_string(),
+            Value::Real(v) if v == 0.0 || (1e-3..1e5).contains(&v.abs()) => format!("{v:.4}"),
+            Value::Real(v) => format!("{v:.3e}"),
+        }
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Real(v)
+    }
+}
+
+impl From<u64> for Value {
+    fn from(n: u64) -> Self {
+        Value::Count(n)
+    }
+}
+
+/// One row of metrics at a step, by name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics(BTreeMap<String, Value>);
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `name` to `value` (an `f64` is a measurement, a `u64` a count).
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Value>) {
+        self.0.insert(name.into(), value.into());
+    }
+
+    pub fn get(&self, name: &str) -> Option<Value> {
+        self.0.get(name).copied()
+    }
+
+    /// Every metric, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, Value)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+}
 
 pub struct MetricsLog {
     jsonl: Option<std::fs::File>,
@@ -105,11 +173,8 @@ impl MetricsLog {
         let mut row = serde_json::Map::new();
         row.insert("kind".into(), kind.into());
         row.insert("step".into(), step.into());
-        for (k, v) in metrics {
-            row.insert(
-                k.clone(),
-                serde_json::Number::from_f64(*v).map_or(serde_json::Value::Null, Into::into),
-            );
+        for (k, v) in metrics.iter() {
+            row.insert(k.to_string(), v.json());
         }
         if let Some(f) = self.jsonl.as_mut()
             && writeln!(f, "{}", serde_json::Value::Object(row))
@@ -124,8 +189,8 @@ impl MetricsLog {
         }
         if let Some(tb) = self.tb.as_mut() {
             let ok = catch_unwind(AssertUnwindSafe(|| {
-                for (k, v) in metrics {
-                    tb.add_scalar(&format!("{kind}/{k}"), *v as f32, step as usize);
+                for (k, v) in metrics.iter() {
+                    tb.add_scalar(&format!("{kind}/{k}"), v.as_f64() as f32, step as usize);
                 }
             }))
             .is_ok();
@@ -136,7 +201,7 @@ impl MetricsLog {
         }
         let line = metrics
             .iter()
-            .map(|(k, v)| format!("{k} {}", short(*v)))
+            .map(|(k, v)| format!("{k} {}", v.short()))
             .collect::<Vec<_>>()
             .join("  ");
         match &self.bar {
@@ -178,13 +243,5 @@ impl MetricsLog {
 impl Drop for MetricsLog {
     fn drop(&mut self) {
         self.finish();
-    }
-}
-
-fn short(v: f64) -> String {
-    if v == 0.0 || (1e-3..1e5).contains(&v.abs()) {
-        format!("{v:.4}")
-    } else {
-        format!("{v:.3e}")
     }
 }

@@ -438,3 +438,35 @@ fn bf16_autocast_trains_on_the_cpu_path_too() {
     assert_eq!(l.len(), 3);
     assert!(l.iter().all(|(_, x)| x.is_finite()), "{l:?}");
 }
+
+#[test]
+fn a_log_file_gets_plain_text_and_counts_as_integers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let log = d.join("log.txt");
+    let status = Command::new(env!("CARGO_BIN_EXE_cliptrain"))
+        .args(["train", "--config", "tiny.toml"])
+        .args(["--set", "optim.steps=1", "--set", "optim.warmup_steps=0"])
+        .current_dir(d)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape bytes in a log file:\n{text}"
+    );
+    // The step line, e.g. "train step 1: bad_steps 0  data_wait_fraction 0.1234 ...".
+    let step = text
+        .lines()
+        .find(|l| l.contains("train step 1:"))
+        .unwrap_or_else(|| panic!("no step line in:\n{text}"));
+    assert!(step.contains("bad_steps 0 "), "{step}");
+    assert!(step.contains("skipped_samples 0"), "{step}");
+    assert!(!step.contains("bad_steps 0.0"), "{step}");
+    let row = std::fs::read_to_string(d.join("runs/t/metrics.jsonl")).unwrap();
+    assert!(row.contains("\"bad_steps\":0,"), "{row}");
+}

@@ -11,6 +11,7 @@ mod tokenizer_cmd;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 
 /// Train, fine-tune and evaluate CLIP-style image-text models.
 #[derive(Debug, Parser)]
@@ -84,9 +85,11 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CLIPTRAIN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Colour only on a terminal: a log file (CI, nohup, `2> log.txt`) gets plain text.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }
