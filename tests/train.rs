@@ -510,8 +510,7 @@ fn a_moved_and_renamed_run_resumes_and_a_changed_model_is_refused_by_key() {
         "optim.warmup_steps=1",
         "model.embed_dim=32",
     ])
-    .err()
-    .expect("a changed model.embed_dim is refused")
+    .expect_err("a changed model.embed_dim is refused")
     .to_string();
     assert!(
         err.contains("model.embed_dim: 16 in the checkpoint, 32 now"),
