@@ -4,8 +4,8 @@
 //! ```text
 //! step-0000200/   model.safetensors      weights only, Hugging Face CLIPModel names
 //!                 optimizer.safetensors  AdamW moments and step
-//!                 state.json             step, data-stream position, counters, config hash
-//!                 config.toml            the effective config
+//!                 state.json             step, data-stream position, counters
+//!                 config.toml            the effective config (resume compares it)
 //!                 tokenizer.json         the tokenizer the run used
 //! latest -> step-0000200                 updated last, atomically
 //! ```
@@ -49,8 +49,6 @@ pub struct TrainState {
     pub bad_steps_in_a_row: u32,
     /// Non-finite losses skipped over the whole run.
     pub bad_steps_total: u64,
-    /// Hash of the effective config's training-relevant parts (resume refuses a different one).
-    pub config_hash: String,
     pub seed: u64,
     pub cliptrain_version: String,
     /// Processes the run was trained with (its data is split over them).
@@ -230,7 +228,6 @@ mod tests {
             .unwrap(),
             bad_steps_in_a_row: 0,
             bad_steps_total: 0,
-            config_hash: "h".into(),
             seed: 1,
             cliptrain_version: "t".into(),
             world_size: 1,

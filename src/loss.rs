@@ -42,7 +42,8 @@ impl ClipLoss {
     ///
     /// `logit_scale` is the log temperature (a 0-dim tensor). `logit_bias` is SigLIP's learnable
     /// bias; it is also added to InfoNCE logits when given (as OpenCLIP's `ClipLoss` does), and
-    /// SigLIP without it uses a bias of 0.
+    /// SigLIP without it uses a bias of 0. The whole batch is the one slice of a job of one
+    /// process, so this is [`forward_local`](Self::forward_local) over all N rows.
     pub fn forward(
         &self,
         image_features: &Tensor,
@@ -50,33 +51,10 @@ impl ClipLoss {
         logit_scale: &Tensor,
         logit_bias: Option<&Tensor>,
     ) -> Tensor {
-        let image = l2_normalize(image_features);
-        let text = l2_normalize(text_features);
-        let scale = logit_scale.exp();
-        let mut logits = image.matmul(&text.tr()) * scale;
-        if let Some(b) = logit_bias {
-            logits += b;
-        }
-        let n = image.size()[0];
-        match self.kind {
-            LossKind::InfoNce => {
-                let labels = Tensor::arange(n, (Kind::Int64, logits.device()));
-                // logits_per_text = s·T·Iᵀ (+ b) is exactly the transpose of logits_per_image.
-                let ce = |l: &Tensor| {
-                    l.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0)
-                };
-                (ce(&logits) + ce(&logits.tr())) / 2.0
-            }
-            LossKind::Siglip => {
-                // labels = 2·I − 1: +1 on the diagonal (matching pairs), −1 elsewhere.
-                let labels = Tensor::eye(n, (logits.kind(), logits.device())) * 2.0 - 1.0;
-                -(labels * &logits).log_sigmoid().sum(logits.kind()) / n as f64
-            }
-        }
+        let n = image_features.size()[0];
+        self.forward_local(image_features, text_features, 0, n, logit_scale, logit_bias)
     }
-}
 
-impl ClipLoss {
     /// The share of the loss of rows `start..start + len` of a gathered batch (distributed
     /// training with `local_loss`): those images against every caption and those captions
     /// against every image, averaged over the `len` rows. Over a partition of the rows into W

@@ -1,10 +1,10 @@
 //! Training end to end on a tiny model and the synthetic data: exact resume, feature-caching
 //! gradients, interruption, checkpoint contents.
 mod common;
-use cliptrain::config::{self, LossKind, Precision};
-use cliptrain::loss::ClipLoss;
+use cliptrain::config::{self, DeviceSpec, LossKind};
+use cliptrain::dist::Dist;
 use cliptrain::model::ClipModel;
-use cliptrain::train::train_step;
+use cliptrain::train::{self, Resume, Step, StopToken, TrainOptions};
 use common::{cliptrain, ok, small_synth};
 use std::path::Path;
 use std::process::Command;
@@ -56,6 +56,18 @@ progress = "plain"
 "#,
     )
     .unwrap();
+}
+
+/// `tiny.toml` in `d` with `overrides` (`section.key=value`) and its paths made absolute, for
+/// runs through the library (the tests of a binary share one working directory).
+fn tiny_config(d: &Path, overrides: &[&str]) -> config::Config {
+    let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
+    let mut cfg = config::load(&d.join("tiny.toml"), &overrides).unwrap();
+    let abs = |p: &str| d.join(p).to_string_lossy().into_owned();
+    cfg.data.train = abs(&cfg.data.train);
+    cfg.data.tokenizer = abs(&cfg.data.tokenizer);
+    cfg.run.output_dir = d.join(&cfg.run.output_dir);
+    cfg
 }
 
 fn losses(run: &Path) -> Vec<(u64, f64)> {
@@ -190,6 +202,7 @@ fn checkpoint_holds_hf_named_weights_state_config_and_tokenizer() {
 fn feature_caching_gives_the_full_batch_gradient() {
     tch::manual_seed(0);
     let mut cfg = config::Config::default();
+    cfg.run.device = DeviceSpec::Cpu;
     let m = &mut cfg.model;
     (
         m.embed_dim,
@@ -210,7 +223,6 @@ fn feature_caching_gives_the_full_batch_gradient() {
         cfg.loss.kind = kind;
         let vs = nn::VarStore::new(Device::Cpu);
         let model = ClipModel::new(&vs.root(), &cfg.model, 49, kind).unwrap();
-        let loss_fn = ClipLoss::new(&cfg.loss);
         let images = Tensor::randn([12, 3, 16, 16], (Kind::Float, Device::Cpu));
         let tokens = Tensor::randint(48, [12, 8], (Kind::Int64, Device::Cpu));
         let _ = tokens.narrow(1, 5, 1).fill_(49); // EOT
@@ -221,16 +233,13 @@ fn feature_caching_gives_the_full_batch_gradient() {
                     let _ = g.zero_();
                 }
             }
-            let loss = train_step(
-                &model,
-                &loss_fn,
-                &images,
-                &tokens,
-                micro,
-                Precision::Fp32,
-                Device::Cpu,
-            )
-            .unwrap();
+            let mut cfg = cfg.clone();
+            cfg.optim.micro_batch_size = micro;
+            let step = Step::new(&cfg, vec![]);
+            // A job of one process: the same step as every rank of a larger one.
+            let loss = step
+                .forward_backward(&model, &images, &tokens, &Dist::single())
+                .unwrap();
             let mut named: Vec<(String, Tensor)> = vs
                 .variables()
                 .into_iter()
@@ -469,4 +478,76 @@ fn a_log_file_gets_plain_text_and_counts_as_integers() {
     assert!(!step.contains("bad_steps 0.0"), "{step}");
     let row = std::fs::read_to_string(d.join("runs/t/metrics.jsonl")).unwrap();
     assert!(row.contains("\"bad_steps\":0,"), "{row}");
+}
+
+#[test]
+fn a_stop_token_ends_the_run_with_a_checkpoint_and_the_next_run_in_the_process_is_unaffected() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    // Set before the start: one step, a checkpoint of it, and the run says it was interrupted.
+    let stop = StopToken::new();
+    stop.stop();
+    let opts = TrainOptions {
+        stop: stop.clone(),
+        ..TrainOptions::default()
+    };
+    let cfg = tiny_config(d, &["run.name=stopped", "optim.warmup_steps=1"]);
+    let s = train::train(&cfg, &opts).unwrap();
+    assert!(s.interrupted);
+    assert_eq!((s.first_step, s.last_step), (0, 1));
+    assert_eq!(s.checkpoint, Some(d.join("runs/stopped/step-0000001")));
+    // A second training in this process, in another folder and with its own token, runs to
+    // the end: nothing of the first run's stop lingers.
+    let cfg = tiny_config(
+        d,
+        &[
+            "run.output_dir=other",
+            "optim.steps=2",
+            "optim.warmup_steps=1",
+        ],
+    );
+    let s = train::train(&cfg, &TrainOptions::default()).unwrap();
+    assert!(!s.interrupted);
+    assert_eq!((s.first_step, s.last_step, s.losses.len()), (0, 2, 2));
+    assert!(d.join("other/t/step-0000002/model.safetensors").is_file());
+}
+
+#[test]
+fn a_moved_and_renamed_run_resumes_and_a_changed_model_is_refused_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let short = ["optim.steps=2", "optim.warmup_steps=1"];
+    train::train(&tiny_config(d, &short), &TrainOptions::default()).unwrap();
+    // The run folder moves to another output_dir under another name.
+    std::fs::create_dir_all(d.join("archive")).unwrap();
+    std::fs::rename(d.join("runs/t"), d.join("archive/renamed")).unwrap();
+    let resume = |more: &[&str]| {
+        let mut overrides = vec!["run.output_dir=archive", "run.name=renamed"];
+        overrides.extend_from_slice(more);
+        let opts = TrainOptions {
+            resume: Resume::Auto,
+            ..TrainOptions::default()
+        };
+        train::train(&tiny_config(d, &overrides), &opts)
+    };
+    // ...and continues, extended by a step and logged differently.
+    let s = resume(&["optim.steps=3", "optim.warmup_steps=1", "log.every=2"]).unwrap();
+    assert_eq!((s.first_step, s.last_step), (2, 3));
+    assert_eq!(s.checkpoint, Some(d.join("archive/renamed/step-0000003")));
+    // A different embedding size is another model: refused, naming the key and both values.
+    let err = resume(&[
+        "optim.steps=3",
+        "optim.warmup_steps=1",
+        "model.embed_dim=32",
+    ])
+    .expect_err("a changed model.embed_dim is refused")
+    .to_string();
+    assert!(
+        err.contains("model.embed_dim: 16 in the checkpoint, 32 now"),
+        "{err}"
+    );
+    assert!(!err.contains("optim.steps:"), "{err}");
+    assert!(err.contains("may change on resume: run.name"), "{err}");
 }

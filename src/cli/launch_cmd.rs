@@ -35,5 +35,11 @@ pub fn run(args: LaunchArgs) -> anyhow::Result<()> {
         master_addr: args.master_addr,
         master_port: args.master_port,
     };
-    Ok(launch(&opts, &exe, &args.command)?)
+    // The ranks checkpoint and exit on SIGINT/SIGTERM: the launcher passes them on.
+    Ok(launch(
+        &opts,
+        &exe,
+        &args.command,
+        super::signal::last_signal(),
+    )?)
 }

@@ -7,6 +7,7 @@ mod env_cmd;
 mod eval_cmd;
 mod export_cmd;
 mod launch_cmd;
+mod signal;
 mod tokenizer_cmd;
 mod train_cmd;
 

@@ -43,6 +43,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         &TrainOptions {
             resume,
             stop_at_step: args.stop_at_step,
+            // Ctrl-C or a scheduler's SIGTERM: finish the step, checkpoint, exit cleanly.
+            stop: super::signal::stop_token(),
         },
     )?;
     if std::env::var("RANK").is_ok_and(|r| r.trim() != "0") {

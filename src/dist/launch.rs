@@ -19,17 +19,15 @@ pub struct LaunchOptions {
     pub master_port: u16,
 }
 
-/// The last SIGINT/SIGTERM the launcher received, passed on to the ranks (which checkpoint and
-/// exit on either).
-static FORWARD: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    FORWARD.store(sig, Ordering::SeqCst);
-}
-
 /// Runs `program args...` once per local rank and waits for all of them. Errors name the first
-/// rank that failed, after the others have been killed.
-pub fn launch(opts: &LaunchOptions, program: &Path, args: &[String]) -> Result<(), DistError> {
+/// rank that failed, after the others have been killed. A signal number stored in `forward`
+/// (the caller's SIGINT/SIGTERM handler) is taken and sent to every rank.
+pub fn launch(
+    opts: &LaunchOptions,
+    program: &Path,
+    args: &[String],
+    forward: &AtomicI32,
+) -> Result<(), DistError> {
     if opts.nproc_per_node == 0 || opts.nnodes == 0 || opts.node_rank >= opts.nnodes {
         return Err(DistError::Launch(format!(
             "--nproc-per-node {} --nnodes {} --node-rank {}: need at least one process and node, \
@@ -38,11 +36,6 @@ pub fn launch(opts: &LaunchOptions, program: &Path, args: &[String]) -> Result<(
         )));
     }
     let world = opts.nproc_per_node * opts.nnodes;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
     let mut ranks: Vec<(usize, Child)> = Vec::new();
     let mut pumps: Vec<JoinHandle<()>> = Vec::new();
     for local in 0..opts.nproc_per_node {
@@ -77,7 +70,7 @@ pub fn launch(opts: &LaunchOptions, program: &Path, args: &[String]) -> Result<(
         pumps.push(pump(err, rank, true));
         ranks.push((rank, child));
     }
-    let result = supervise(&mut ranks);
+    let result = supervise(&mut ranks, forward);
     kill_all(&mut ranks);
     for p in pumps {
         let _ = p.join();
@@ -85,11 +78,11 @@ pub fn launch(opts: &LaunchOptions, program: &Path, args: &[String]) -> Result<(
     result
 }
 
-/// Polls the ranks until all succeeded or one failed.
-fn supervise(ranks: &mut [(usize, Child)]) -> Result<(), DistError> {
+/// Polls the ranks until all succeeded or one failed, forwarding signals from `forward`.
+fn supervise(ranks: &mut [(usize, Child)], forward: &AtomicI32) -> Result<(), DistError> {
     let mut done = vec![false; ranks.len()];
     loop {
-        let sig = FORWARD.swap(0, Ordering::SeqCst);
+        let sig = forward.swap(0, Ordering::SeqCst);
         if sig != 0 {
             for (_, c) in ranks.iter() {
                 // SAFETY: signalling our own child by its pid.

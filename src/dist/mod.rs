@@ -3,22 +3,23 @@
 //!
 //! - [`env`]: the torchrun environment (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, ...).
 //! - [`group`]: the C++ binding — a `TCPStore` rendezvous, a process group and its collectives.
-//! - [`step`]: one optimizer step's forward/backward with the contrastive loss over the global
-//!   batch and gradients averaged over ranks.
+//! - [`Dist`]: this process's place in the job and its collectives; a job of one process has
+//!   identity collectives, so the training step (`train::step`) has one code path for 1..N ranks.
+//! - `grads`: gradients averaged over ranks in bucketed flat buffers.
 //! - [`launch`]: `cliptrain launch`, which starts the local ranks and supervises them.
 mod env;
+mod grads;
 pub mod group;
 pub mod launch;
 mod run;
-mod step;
 
 pub use env::DistEnv;
+pub use grads::GradSync;
 pub use group::{Backend, ProcessGroup, ReduceOp};
 pub use run::join_from_env;
-pub use step::{GradSync, LossSpan, StepError, train_step};
 
 use std::time::Duration;
-use tch::Device;
+use tch::{Device, Tensor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DistError {
@@ -132,6 +133,20 @@ impl Dist {
         }
     }
 
+    /// Every rank's `t` (same shape on all) concatenated along dim 0 in rank order; one
+    /// process gets `t` itself.
+    pub fn all_gather(&self, t: &Tensor) -> Result<Tensor, DistError> {
+        match &self.group {
+            Some(g) => g.all_gather(t),
+            None => Ok(t.shallow_clone()),
+        }
+    }
+
+    /// Reduces `t` in place over all ranks; one process leaves it as it is.
+    pub fn all_reduce(&self, t: &Tensor, op: ReduceOp) -> Result<(), DistError> {
+        self.group.as_ref().map_or(Ok(()), |g| g.all_reduce(t, op))
+    }
+
     /// The device this rank computes on.
     pub fn device(&self) -> Device {
         self.device
@@ -139,7 +154,7 @@ impl Dist {
 
     /// Copies rank 0's values of `tensors` to every rank, so all start from the same weights
     /// whatever their RNG did.
-    pub fn broadcast_from_main(&self, tensors: &[tch::Tensor]) -> Result<(), DistError> {
+    pub fn broadcast_from_main(&self, tensors: &[Tensor]) -> Result<(), DistError> {
         let Some(g) = &self.group else {
             return Ok(());
         };

@@ -1,0 +1,79 @@
+//! Why a run could not start or had to stop.
+use super::resume::KeyChange;
+use super::step::StepError;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A setting the run cannot start with, named with its fix.
+    #[error("{0}")]
+    Setup(String),
+    #[error("loading data.tokenizer = {path}: {source}")]
+    Tokenizer {
+        path: String,
+        source: crate::text::TextError,
+    },
+    #[error("preparing the [eval] sets: {0}")]
+    Eval(#[from] crate::eval::EvalError),
+    #[error("opening the metrics log in {}: {source}", path.display())]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("loading {}: {source}", path.display())]
+    Weights {
+        path: PathBuf,
+        source: crate::model::ModelError,
+    },
+    #[error("loading {}: {source}", path.display())]
+    OptimizerState {
+        path: PathBuf,
+        source: crate::optim::OptimError,
+    },
+    #[error("reading the config saved in {}: {source}", path.display())]
+    SavedConfig {
+        path: PathBuf,
+        source: crate::config::ConfigError,
+    },
+    #[error(
+        "{} was trained with a different config; to resume, these keys must be as they were:\n{}\n\
+         Keys that may change on resume: {} (configs/README.md, \"Resuming a run\")",
+        dir.display(),
+        changes.iter().map(|c| format!("  {c}")).collect::<Vec<_>>().join("\n"),
+        super::resume::MAY_CHANGE_ON_RESUME.join(", ")
+    )]
+    ConfigChanged {
+        dir: PathBuf,
+        changes: Vec<KeyChange>,
+    },
+    #[error(
+        "data.tokenizer = {} is not the tokenizer {} was trained with ({}); resume with that one",
+        path.display(), dir.display(), dir.join("tokenizer.json").display()
+    )]
+    TokenizerChanged { path: PathBuf, dir: PathBuf },
+    #[error(
+        "{in_a_row} non-finite losses in a row (optim.max_bad_steps = {max}); stopping. The last \
+         good checkpoint in {} is intact; lower optim.lr or set optim.grad_clip_norm before \
+         resuming",
+        run_dir.display()
+    )]
+    NonFinite {
+        in_a_row: u32,
+        max: u32,
+        run_dir: PathBuf,
+    },
+    #[error("the training stream ended")]
+    StreamEnded,
+    #[error(transparent)]
+    Step(#[from] StepError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Interop(#[from] crate::interop::InteropError),
+    #[error(transparent)]
+    Dist(#[from] crate::dist::DistError),
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+}

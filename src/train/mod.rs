@@ -1,0 +1,411 @@
+//! The training loop: build everything from the config, then step, evaluate and checkpoint when
+//! due, and finish with a summary.
+//!
+//! [`train`] is the story; a [`Trainer`] holds the run and does one phase per method. On this
+//! path parameters change in four places: loading weights when the run is built (`build`,
+//! `resume`), [`crate::finetune::apply`] once at the start (freezing, a `logit_scale` reset),
+//! and after each step the optimizer's update ([`AdamW::step`]) followed by the temperature
+//! clamp ([`crate::loss::clamp_logit_scale`]).
+//!
+//! - [`step`]: one step's forward and backward, the same code for one process and N ranks;
+//! - [`meter`]: throughput (samples/s, time waiting for data, evaluation left out);
+//! - [`resume`]: which checkpoint to continue, which config changes it allows, restoring it;
+//! - `input`: the tokenizer and this rank's data loader;
+//! - `build`: where the model comes from (`model.init_from`, the towers, checkpoint weights).
+mod build;
+mod error;
+mod input;
+pub mod meter;
+pub mod resume;
+pub mod step;
+mod stop;
+
+pub use error::TrainError;
+pub use resume::{KeyChange, MAY_CHANGE_ON_RESUME};
+pub use step::{LossSpan, Step, StepError};
+pub use stop::StopToken;
+
+use crate::checkpoint::{self, Checkpoint, TrainState};
+use crate::config::Config;
+use crate::data::SkipCounts;
+use crate::data::loader::Loader;
+use crate::dist::Dist;
+use crate::eval::{Encoder, EvalResults, Evaluator};
+use crate::log::{Metrics, MetricsLog};
+use crate::model::{self, ClipModel};
+use crate::optim::{AdamW, LrSchedule};
+use crate::text::TextTokenizer;
+use meter::Meter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{Tensor, nn};
+
+/// How a run starts.
+#[derive(Debug, Clone, Default)]
+pub enum Resume {
+    /// From scratch (refused when the run folder already has checkpoints).
+    #[default]
+    No,
+    /// From the newest complete checkpoint of this run, or from scratch when there is none.
+    Auto,
+    /// From this checkpoint or run folder.
+    From(PathBuf),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    pub resume: Resume,
+    /// End the run after this step with a checkpoint (a preempted job); the schedule still
+    /// spans `optim.steps`.
+    pub stop_at_step: Option<u64>,
+    /// Set by the caller to end the run after the current step, with a checkpoint.
+    pub stop: StopToken,
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub run_dir: PathBuf,
+    pub first_step: u64,
+    pub last_step: u64,
+    /// (step, loss) at every logged step.
+    pub losses: Vec<(u64, f64)>,
+    pub samples_per_s: f64,
+    pub data_wait_fraction: f64,
+    pub checkpoint: Option<PathBuf>,
+    /// The run ended early because its [`StopToken`] was set.
+    pub interrupted: bool,
+    pub skipped_samples: String,
+    /// The last evaluation of the `[eval]` sets, at its step.
+    pub eval: Option<(u64, EvalResults)>,
+}
+
+/// Trains per `cfg` (the effective config, already validated). Started by torchrun or
+/// `cliptrain launch` (`WORLD_SIZE` etc. set), this process is one rank of a data-parallel job.
+pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
+    let mut trainer = Trainer::build(cfg, opts)?;
+    while !trainer.finished() {
+        trainer.step()?;
+        let stopping = trainer.stop_requested()?;
+        if !stopping {
+            trainer.evaluate_if_due();
+        }
+        trainer.checkpoint_if_due(stopping)?;
+        if stopping {
+            return Ok(trainer.finish(true));
+        }
+    }
+    Ok(trainer.finish(false))
+}
+
+/// A run in progress: the model, its optimizer and data, and what has been logged so far.
+pub struct Trainer {
+    cfg: Config,
+    dist: Dist,
+    run_dir: PathBuf,
+    tokenizer: Arc<TextTokenizer>,
+    vs: nn::VarStore,
+    model: ClipModel,
+    step_fn: Step,
+    opt: AdamW,
+    schedule: LrSchedule,
+    evaluator: Option<Evaluator>,
+    loader: Loader,
+    state: TrainState,
+    log: MetricsLog,
+    meter: Meter,
+    stop: StopToken,
+    /// The step this run ends at (`optim.steps`, or `stop_at_step` before it).
+    last_step: u64,
+    skipped: SkipCounts,
+    summary: TrainSummary,
+}
+
+impl Trainer {
+    /// Everything the run needs, from `cfg`: joins the job, builds (or restores) the model and
+    /// optimizer, starts the data and opens the log.
+    pub fn build(cfg: &Config, opts: &TrainOptions) -> Result<Self, TrainError> {
+        let (cfg, init) = build::effective_config(cfg)?;
+        let (dist, cfg) = crate::dist::join_from_env(&cfg)?;
+        if cfg.run.threads > 0 {
+            tch::set_num_threads(cfg.run.threads as i32);
+        }
+        tch::manual_seed(cfg.run.seed as i64);
+        let run_dir = cfg.run.output_dir.join(&cfg.run.name);
+        let resume_from = resume::choose(&run_dir, &opts.resume)?;
+        if let Some(dir) = &resume_from {
+            resume::check_config(dir, &cfg)?;
+        }
+        let tokenizer = Arc::new(input::load_tokenizer(&cfg)?);
+        let init = init.as_ref().filter(|_| resume_from.is_none());
+        let (mut vs, model) = build::build_model(&cfg, tokenizer.eot_id() as i64, init)?;
+        apply_finetune(&cfg, &vs);
+        let evaluator = Evaluator::from_config(&cfg)?;
+        let mut opt = optimizer(&cfg, &vs);
+        let state = match &resume_from {
+            Some(dir) => resume::restore(dir, &dist, &mut vs, &mut opt)?,
+            None => fresh_state(&cfg, &dist),
+        };
+        let params: Vec<Tensor> = named_variables(&vs).into_iter().map(|(_, t)| t).collect();
+        dist.broadcast_from_main(&params)?;
+        let loader = input::start_loader(&cfg, tokenizer.clone(), &state, &dist)?;
+        let log = open_log(&cfg, &dist, &run_dir, state.step)?;
+        if let Some(dir) = &resume_from {
+            let at = state.step;
+            log.println(&format!("resumed from {} at step {at}", dir.display()));
+        }
+        Ok(Self {
+            step_fn: Step::new(&cfg, params),
+            schedule: LrSchedule::new(&cfg.optim),
+            last_step: opts
+                .stop_at_step
+                .map_or(cfg.optim.steps, |s| s.min(cfg.optim.steps)),
+            summary: TrainSummary::starting(&run_dir, state.step),
+            meter: Meter::starting_at(Instant::now()),
+            stop: opts.stop.clone(),
+            skipped: SkipCounts::default(),
+            cfg,
+            dist,
+            run_dir,
+            tokenizer,
+            vs,
+            model,
+            opt,
+            evaluator,
+            loader,
+            state,
+            log,
+        })
+    }
+
+    /// Whether the run has reached its last step.
+    pub fn finished(&self) -> bool {
+        self.state.step >= self.last_step
+    }
+
+    /// One optimizer step on the next batch, logged every `log.every` steps and at the last.
+    pub fn step(&mut self) -> Result<(), TrainError> {
+        let waiting = Instant::now();
+        let batch = self.loader.next_batch()?.ok_or(TrainError::StreamEnded)?;
+        self.meter.waited(waiting.elapsed());
+        let lr = self.schedule.lr_at(self.state.step);
+        let (images, tokens) = (&batch.images, &batch.tokens);
+        let loss = self
+            .step_fn
+            .forward_backward(&self.model, images, tokens, &self.dist)?;
+        let grad_norm = self.update(loss, lr)?;
+        let samples = batch.images.size()[0] as u64 * self.dist.world_size as u64;
+        self.state.step += 1;
+        self.state.samples_seen += samples;
+        self.state.data = batch.state;
+        self.skipped = batch.skipped;
+        self.meter.trained(samples);
+        if self.state.step % self.cfg.log.every == 0 || self.state.step == self.last_step {
+            self.log_step(loss, lr, grad_norm);
+        }
+        Ok(())
+    }
+
+    /// Applies the step's gradients and returns their norm, or, when the loss is not finite,
+    /// skips the step (NaN norm) and ends the run after `optim.max_bad_steps` in a row.
+    fn update(&mut self, loss: f64, lr: f64) -> Result<f64, TrainError> {
+        if !loss.is_finite() {
+            self.opt.zero_grad();
+            self.state.bad_steps_in_a_row += 1;
+            self.state.bad_steps_total += 1;
+            let step = self.state.step + 1;
+            self.log.println(&format!(
+                "step {step}: non-finite loss {loss}; step skipped"
+            ));
+            if self.state.bad_steps_in_a_row >= self.cfg.optim.max_bad_steps {
+                return Err(TrainError::NonFinite {
+                    in_a_row: self.state.bad_steps_in_a_row,
+                    max: self.cfg.optim.max_bad_steps,
+                    run_dir: self.run_dir.clone(),
+                });
+            }
+            return Ok(f64::NAN);
+        }
+        self.state.bad_steps_in_a_row = 0;
+        let norm = self.opt.clip_grad_norm(self.cfg.optim.grad_clip_norm);
+        self.opt.step(lr);
+        crate::loss::clamp_logit_scale(self.model.logit_scale(), self.cfg.loss.max_logit_scale);
+        self.opt.zero_grad();
+        Ok(norm)
+    }
+
+    fn log_step(&mut self, loss: f64, lr: f64, grad_norm: f64) {
+        let rate = self.meter.take_window(Instant::now());
+        let scale = self.model.logit_scale().double_value(&[]).exp();
+        let mut m = Metrics::new();
+        m.insert("loss", loss);
+        m.insert("lr", lr);
+        m.insert("temperature", 1.0 / scale);
+        m.insert("grad_norm", grad_norm);
+        m.insert("samples_per_s", rate.samples_per_s);
+        m.insert("data_wait_fraction", rate.data_wait_fraction);
+        m.insert("skipped_samples", self.skipped.total());
+        m.insert("bad_steps", self.state.bad_steps_total);
+        self.log.log("train", self.state.step, &m);
+        self.summary.losses.push((self.state.step, loss));
+    }
+
+    /// Whether the run was asked to stop, agreed by every rank: a signal may reach only some,
+    /// and all must stop at the same step or the next collective would pair up wrongly.
+    pub fn stop_requested(&self) -> Result<bool, TrainError> {
+        Ok(self.dist.any(self.stop.is_stopped())?)
+    }
+
+    /// Evaluates the `[eval]` sets every `eval.every` steps and at the last step, on rank 0 (the
+    /// other ranks wait for it in the next collective). A broken evaluation set must not end
+    /// hours of training: its error is logged and training goes on.
+    pub fn evaluate_if_due(&mut self) {
+        let Some(ev) = &self.evaluator else {
+            return;
+        };
+        let step = self.state.step;
+        let due = (ev.every > 0 && step % ev.every == 0) || step == self.last_step;
+        if !due || !self.dist.is_main() {
+            return;
+        }
+        let started = Instant::now();
+        let encoder = Encoder {
+            model: &self.model,
+            tokenizer: self.tokenizer.clone(),
+            device: self.step_fn.device,
+            precision: self.cfg.run.precision,
+            batch_size: self.cfg.eval.batch_size,
+        };
+        match ev.run(&encoder) {
+            Ok(r) => {
+                self.log.log("eval", step, &r.metrics());
+                self.summary.eval = Some((step, r));
+            }
+            Err(e) => self
+                .log
+                .println(&format!("step {step}: evaluation failed: {e}")),
+        }
+        self.meter.exclude(started.elapsed());
+    }
+
+    /// Writes a checkpoint every `checkpoint.every` steps, at the last step, and when `stopping`.
+    pub fn checkpoint_if_due(&mut self, stopping: bool) -> Result<(), TrainError> {
+        let step = self.state.step;
+        let every = self.cfg.checkpoint.every;
+        if !(stopping || step == self.last_step || (every > 0 && step % every == 0)) {
+            return Ok(());
+        }
+        // Every rank's data position goes into rank 0's checkpoint; the barrier keeps the
+        // others from running ahead (or exiting) before it is complete.
+        self.dist.collect_stream_states(&mut self.state)?;
+        if self.dist.is_main() {
+            let ckpt = Checkpoint {
+                model: &named_variables(&self.vs),
+                optimizer: &self.opt.state_tensors(),
+                state: &self.state,
+                config_toml: &self.cfg.to_toml(),
+                tokenizer_json: Some(Path::new(&self.cfg.data.tokenizer)),
+            };
+            let saved = checkpoint::save(&self.run_dir, &ckpt, self.cfg.checkpoint.keep)?;
+            self.summary.checkpoint = Some(saved);
+        }
+        self.dist.barrier()?;
+        Ok(())
+    }
+
+    /// Closes the log and reports the run; `interrupted` when it stopped on its token.
+    pub fn finish(mut self, interrupted: bool) -> TrainSummary {
+        let rate = self.meter.run(Instant::now());
+        self.log.finish();
+        TrainSummary {
+            last_step: self.state.step,
+            samples_per_s: rate.samples_per_s,
+            data_wait_fraction: rate.data_wait_fraction,
+            interrupted,
+            skipped_samples: self.skipped.to_string(),
+            ..self.summary
+        }
+    }
+}
+
+impl TrainSummary {
+    fn starting(run_dir: &Path, first_step: u64) -> Self {
+        Self {
+            run_dir: run_dir.to_path_buf(),
+            first_step,
+            last_step: first_step,
+            losses: vec![],
+            samples_per_s: 0.0,
+            data_wait_fraction: 0.0,
+            checkpoint: None,
+            interrupted: false,
+            skipped_samples: String::new(),
+            eval: None,
+        }
+    }
+}
+
+/// Freezes what `[finetune]` locks (and resets `logit_scale` if asked), before the optimizer
+/// is built so frozen parameters get no state.
+fn apply_finetune(cfg: &Config, vs: &nn::VarStore) {
+    let ft = crate::finetune::apply(&cfg.finetune, &cfg.model, cfg.loss.kind, vs);
+    if ft.frozen_tensors > 0 {
+        tracing::info!(
+            "finetune: {} parameters frozen, {} trainable",
+            ft.frozen_params,
+            ft.trainable_params
+        );
+    }
+}
+
+fn optimizer(cfg: &Config, vs: &nn::VarStore) -> AdamW {
+    let mut opt = AdamW::new(named_variables(vs), &cfg.optim, model::no_weight_decay);
+    opt.set_lr_scales(|name| crate::finetune::lr_scale(&cfg.finetune, &cfg.model, name));
+    opt
+}
+
+/// Model variables by (HF) name, sorted so files and optimizer state have a stable order.
+fn named_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn fresh_state(cfg: &Config, dist: &Dist) -> TrainState {
+    TrainState {
+        step: 0,
+        samples_seen: 0,
+        data: Default::default(),
+        bad_steps_in_a_row: 0,
+        bad_steps_total: 0,
+        seed: cfg.run.seed,
+        cliptrain_version: env!("CARGO_PKG_VERSION").into(),
+        world_size: dist.world_size,
+        rank_data: vec![],
+    }
+}
+
+/// Rank 0 writes `metrics.jsonl` (and TensorBoard, a progress bar); the other ranks log nothing.
+fn open_log(
+    cfg: &Config,
+    dist: &Dist,
+    run_dir: &Path,
+    first_step: u64,
+) -> Result<MetricsLog, TrainError> {
+    if !dist.is_main() {
+        return Ok(MetricsLog::silent());
+    }
+    let bar = MetricsLog::want_bar(cfg.log.progress);
+    MetricsLog::open(
+        run_dir,
+        cfg.log.tensorboard,
+        bar,
+        first_step,
+        cfg.optim.steps,
+    )
+    .map_err(|source| TrainError::Log {
+        path: run_dir.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,223 @@
+//! Continuing a run: which checkpoint to start from, whether this config may continue it, and
+//! restoring its weights, optimizer state and data position.
+//!
+//! A checkpoint may be continued by a config that differs from its saved `config.toml` only in
+//! keys that change neither the math nor the data stream ([`MAY_CHANGE_ON_RESUME`]): the run
+//! may be renamed or moved, run on other hardware, extended, logged, evaluated and checkpointed
+//! differently. Every other key must match, and a refusal names each one that differs.
+use super::{Resume, TrainError, build};
+use crate::checkpoint::{self, TrainState};
+use crate::config::Config;
+use crate::dist::Dist;
+use crate::optim::AdamW;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use tch::nn;
+
+/// Config keys that may differ from the checkpoint's when resuming; an entry ending in `.`
+/// stands for its whole section. Everything else must match.
+/// - where the run lives and what it runs on: `run.name`, `run.output_dir`, `run.device`,
+///   `run.threads`, and the decode threads and queue (`data.workers`, `data.prefetch`);
+/// - `data.tokenizer`: its *content* must match the checkpoint's `tokenizer.json` instead;
+/// - `model.init_from`, `model.init_strict`: only a fresh run reads the weights they name;
+/// - `optim.steps` (extend or shorten the run; the LR schedule is recomputed over the new
+///   length, as OpenCLIP does), `optim.micro_batch_size` (feature caching gives the same
+///   gradients), `optim.max_bad_steps` (a tolerance, not the math);
+/// - `[eval]`, `[checkpoint]`, `[log]`, and `dist.timeout_s`, `dist.bucket_mb`.
+pub const MAY_CHANGE_ON_RESUME: &[&str] = &[
+    "run.name",
+    "run.output_dir",
+    "run.device",
+    "run.threads",
+    "data.tokenizer",
+    "data.workers",
+    "data.prefetch",
+    "model.init_from",
+    "model.init_strict",
+    "optim.steps",
+    "optim.micro_batch_size",
+    "optim.max_bad_steps",
+    "eval.",
+    "checkpoint.",
+    "log.",
+    "dist.timeout_s",
+    "dist.bucket_mb",
+];
+
+/// A key whose value differs between a checkpoint's config and the resuming run's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyChange {
+    /// `section.key`, as in `--set`.
+    pub key: String,
+    pub saved: String,
+    pub now: String,
+}
+
+impl fmt::Display for KeyChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} in the checkpoint, {} now",
+            self.key, self.saved, self.now
+        )
+    }
+}
+
+/// The checkpoint a run continues from, if any, per `--resume`.
+pub(super) fn choose(run_dir: &Path, resume: &Resume) -> Result<Option<PathBuf>, TrainError> {
+    match resume {
+        Resume::No => {
+            if !checkpoint::list(run_dir).is_empty() {
+                return Err(TrainError::Setup(format!(
+                    "{} already has checkpoints; continue it with `--resume auto`, or choose another run.name",
+                    run_dir.display()
+                )));
+            }
+            Ok(None)
+        }
+        Resume::Auto => Ok(checkpoint::resolve(run_dir).ok()),
+        Resume::From(p) => Ok(Some(checkpoint::resolve(p)?)),
+    }
+}
+
+/// Refuses to continue the checkpoint in `dir` with `cfg` when a key outside
+/// [`MAY_CHANGE_ON_RESUME`] differs from its saved `config.toml`, or when `data.tokenizer` is
+/// not the tokenizer it saved.
+pub(super) fn check_config(dir: &Path, cfg: &Config) -> Result<(), TrainError> {
+    let path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| TrainError::Setup(format!("reading {}: {e}", path.display())))?;
+    let saved = crate::config::load_str(&text, &[])
+        .map_err(|source| TrainError::SavedConfig { path, source })?;
+    let changes = changed_keys(&saved, cfg);
+    if !changes.is_empty() {
+        return Err(TrainError::ConfigChanged {
+            dir: dir.to_path_buf(),
+            changes,
+        });
+    }
+    // The path may change (a moved project); the vocabulary may not. An unreadable file is
+    // left to the tokenizer loader to report.
+    let tok = PathBuf::from(&cfg.data.tokenizer);
+    if let (Ok(saved), Ok(now)) = (
+        std::fs::read(dir.join("tokenizer.json")),
+        std::fs::read(&tok),
+    ) && saved != now
+    {
+        return Err(TrainError::TokenizerChanged {
+            path: tok,
+            dir: dir.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// The keys outside [`MAY_CHANGE_ON_RESUME`] whose values differ, in key order.
+pub fn changed_keys(saved: &Config, now: &Config) -> Vec<KeyChange> {
+    let (saved, now) = (flatten(saved), flatten(now));
+    saved
+        .iter()
+        .filter(|(key, _)| !may_change(key))
+        .filter_map(|(key, old)| {
+            let new = now.get(key)?;
+            (old != new).then(|| KeyChange {
+                key: key.clone(),
+                saved: old.to_string(),
+                now: new.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn may_change(key: &str) -> bool {
+    MAY_CHANGE_ON_RESUME
+        .iter()
+        .any(|k| match k.strip_suffix('.') {
+            Some(section) => key
+                .strip_prefix(section)
+                .is_some_and(|r| r.starts_with('.')),
+            None => key == *k,
+        })
+}
+
+/// Every leaf of the config as `section.key` → value (nested sections joined with `.`).
+fn flatten(cfg: &Config) -> BTreeMap<String, toml::Value> {
+    fn walk(prefix: &str, v: toml::Value, out: &mut BTreeMap<String, toml::Value>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            leaf => {
+                out.insert(prefix.to_string(), leaf);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    let value = toml::Value::try_from(cfg).expect("a Config always converts to TOML");
+    walk("", value, &mut out);
+    out
+}
+
+/// Loads the checkpoint in `dir` into the model and optimizer; returns its state with this
+/// rank's data position (refused when the job's number of processes changed).
+pub(super) fn restore(
+    dir: &Path,
+    dist: &Dist,
+    vs: &mut nn::VarStore,
+    opt: &mut AdamW,
+) -> Result<TrainState, TrainError> {
+    let mut state = checkpoint::read_state(dir)?;
+    build::load_checkpoint_weights(vs, dir)?;
+    let path = dir.join("optimizer.safetensors");
+    opt.load_state(checkpoint::read_tensors(&path)?)
+        .map_err(|source| TrainError::OptimizerState { path, source })?;
+    state.data = dist.stream_state_of(&state)?;
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_keys_that_change_the_math_or_the_data_are_compared() {
+        let saved = Config::default();
+        let mut now = saved.clone();
+        now.run.name = "moved".into();
+        now.run.output_dir = "elsewhere".into();
+        now.optim.steps += 100;
+        now.eval.every = 7;
+        now.dist.bucket_mb = 1;
+        assert_eq!(changed_keys(&saved, &now), []);
+        now.model.vision.width = 64;
+        now.data.crop_scale = [1.0, 1.0];
+        now.dist.local_loss = true;
+        let keys: Vec<String> = changed_keys(&saved, &now)
+            .into_iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "data.crop_scale: [0.9, 1.0] in the checkpoint, [1.0, 1.0] now",
+                "dist.local_loss: false in the checkpoint, true now",
+                "model.vision.width: 768 in the checkpoint, 64 now",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_section_entry_covers_only_its_own_keys() {
+        assert!(may_change("eval.every") && may_change("log.every"));
+        assert!(!may_change("evaluation.every"));
+        assert!(!may_change("run.seed") && !may_change("optim.lr"));
+    }
+}
