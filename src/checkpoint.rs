@@ -114,7 +114,8 @@ pub fn save(run_dir: &Path, ckpt: &Checkpoint, keep: usize) -> Result<PathBuf, C
     Ok(final_dir)
 }
 
-fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<(), CheckpointError> {
+/// Writes named tensors as a safetensors file, synced to disk: checkpoints and exports alike.
+pub fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<(), CheckpointError> {
     // safetensors needs contiguous CPU tensors; copies are cheap next to the write.
     let owned: Vec<(String, Tensor)> = named
         .iter()
@@ -209,6 +210,7 @@ pub fn read_state(dir: &Path) -> Result<TrainState, CheckpointError> {
     })
 }
 
+/// The named tensors of a safetensors file (a checkpoint's, or any model folder's weights).
 pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointError> {
     Tensor::read_safetensors(path).map_err(|source| CheckpointError::Tensor {
         path: path.into(),

@@ -13,11 +13,7 @@ pub struct ClipLoss {
     max_logit_scale: f64,
 }
 
-/// Row-wise L2 normalisation, as `F.normalize(x, dim=-1)` (the 1e-12 floor avoids 0/0 on an
-/// all-zero row).
-pub fn l2_normalize(x: &Tensor) -> Tensor {
-    x / x.norm_scalaropt_dim(2.0, [-1i64], true).clamp_min(1e-12)
-}
+pub use crate::model::l2_normalize;
 
 impl ClipLoss {
     /// The loss described by `cfg`.

@@ -77,7 +77,7 @@ fn install_signal_handlers() {
 /// `cliptrain launch` (`WORLD_SIZE` etc. set), this process is one rank of a data-parallel job.
 pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> {
     // model.init_from may set the model's dimensions and tokenizer: this is the effective config.
-    let (cfg, init) = crate::interop::prepare(cfg)?;
+    let (cfg, init) = crate::source::prepare(cfg)?;
     let (dist, cfg) = crate::dist::join_from_env(&cfg)?;
     let cfg = &cfg;
     let device = cfg.run.device.resolve();
@@ -91,14 +91,12 @@ pub fn train(cfg: &Config, opts: &TrainOptions) -> anyhow::Result<TrainSummary> 
     let mut vs = nn::VarStore::new(device);
     let model = ClipModel::new(
         &vs.root(),
-        &cfg.model,
-        tokenizer.eot_id() as i64,
-        cfg.loss.kind,
+        &cfg.model.spec(tokenizer.eot_id() as i64, cfg.loss.kind),
     )?;
     let loss_fn = ClipLoss::new(&cfg.loss);
     let resume_from = resume_dir(&run_dir, &opts.resume)?;
     if let (Some(init), None) = (&init, &resume_from) {
-        crate::interop::init_weights(init, &mut vs, cfg.model.init_strict)?;
+        crate::source::init_weights(init, &mut vs, cfg.model.init_strict)?;
     }
     let ft = crate::finetune::apply(&cfg.finetune, &cfg.model, cfg.loss.kind, &vs);
     let evaluator = Evaluator::from_config(cfg).context("preparing the [eval] sets")?;
@@ -486,7 +484,8 @@ fn restore(
         );
     }
     let weights = dir.join("model.safetensors");
-    model::load_hf_safetensors(vs, &weights)
+    let tensors = checkpoint::read_tensors(&weights)?;
+    model::load_named(vs, tensors, model::LoadMode::Strict, &weights)
         .with_context(|| format!("loading {}", weights.display()))?;
     opt.load_state(checkpoint::read_tensors(
         &dir.join("optimizer.safetensors"),
