@@ -34,6 +34,11 @@ pub enum CheckpointError {
     NotFound(PathBuf),
     #[error("{}: bad state.json: {reason}", path.display())]
     BadState { path: PathBuf, reason: String },
+    #[error("{}: {source}", path.display())]
+    BadConfig {
+        path: PathBuf,
+        source: crate::config::ConfigError,
+    },
 }
 
 /// Everything besides tensors needed to continue a run exactly.
@@ -112,7 +117,8 @@ pub fn save(run_dir: &Path, ckpt: &Checkpoint, keep: usize) -> Result<PathBuf, C
     Ok(final_dir)
 }
 
-fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<(), CheckpointError> {
+/// Writes named tensors as a safetensors file, synced to disk: checkpoints and exports alike.
+pub fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<(), CheckpointError> {
     // safetensors needs contiguous CPU tensors; copies are cheap next to the write.
     let owned: Vec<(String, Tensor)> = named
         .iter()
@@ -205,6 +211,15 @@ pub fn read_state(dir: &Path) -> Result<TrainState, CheckpointError> {
         path: dir.to_path_buf(),
         reason: e.to_string(),
     })
+}
+
+/// The named tensors of a safetensors file (a checkpoint's, or any model folder's weights).
+/// The effective config saved with the checkpoint in `dir` (`config.toml`).
+pub fn read_config(dir: &Path) -> Result<crate::config::Config, CheckpointError> {
+    let path = dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).map_err(io("reading", &path))?;
+    crate::config::load_str(&text, &[])
+        .map_err(|source| CheckpointError::BadConfig { path, source })
 }
 
 pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointError> {

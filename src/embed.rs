@@ -1,17 +1,16 @@
-//! Embeddings for applications: encode images (WebDataset shards) or texts with a checkpoint
+//! Embeddings for applications: encode images (WebDataset shards) or texts with a model
 //! into an index file, and search such an index with a text query.
 //!
 //! An index is one safetensors file: `embeddings` (`[N, D]` f32, L2-normalised) and, in the
 //! file's metadata, `keys` (a JSON array, the sample keys or the texts, row by row), `kind`
-//! (`images` or `texts`), `checkpoint` (the absolute checkpoint folder that encoded it, so a
-//! search can encode its query with the same model) and `format` (`cliptrain-index-1`).
+//! (`images` or `texts`), `checkpoint` (the absolute model folder that encoded it — a
+//! checkpoint, or a Hugging Face or OpenCLIP folder — so a search can encode its query with the
+//! same model) and `format` (`cliptrain-index-1`).
 use crate::config::Precision;
 use crate::data::SkipCounts;
-use crate::data::loader::SampleKeys;
-use crate::data::spec::parse_spec;
-use crate::data::stream::{Order, ShardStream, StreamOptions};
-use crate::data::transform::{Augment, ImageTransform};
-use crate::eval::{Encoder, EvalError, LoadedModel};
+use crate::eval::source::{EvalBatches, Want};
+use crate::eval::{Encoder, EvalError, eval_images};
+use crate::source::{LoadedModel, SourceError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -23,24 +22,26 @@ pub enum EmbedError {
     #[error(transparent)]
     Eval(#[from] EvalError),
     #[error(transparent)]
-    Data(#[from] crate::data::DataError),
+    Source(#[from] SourceError),
     #[error("{}: {reason}", path.display())]
     Index { path: PathBuf, reason: String },
 }
 
-/// A checkpoint's model and tokenizer, encoding for an index.
+/// A model and its tokenizer, encoding for an index.
 pub struct Embedder {
     pub loaded: LoadedModel,
-    device: Device,
+    tokenizer: std::sync::Arc<crate::text::TextTokenizer>,
     batch_size: usize,
 }
 
 impl Embedder {
-    /// Loads the checkpoint (or run folder's newest checkpoint) at `checkpoint` onto `device`.
-    pub fn open(checkpoint: &Path, device: Device, batch_size: usize) -> Result<Self, EmbedError> {
+    /// Loads the model at `path` (a checkpoint or run folder, a Hugging Face or an OpenCLIP
+    /// folder) onto `device`.
+    pub fn open(path: &Path, device: Device, batch_size: usize) -> Result<Self, EmbedError> {
+        let loaded = LoadedModel::open(path, device)?;
         Ok(Self {
-            loaded: LoadedModel::load(checkpoint, device)?,
-            device,
+            tokenizer: loaded.tokenizer()?,
+            loaded,
             batch_size: batch_size.max(1),
         })
     }
@@ -48,8 +49,8 @@ impl Embedder {
     fn encoder(&self) -> Encoder<'_> {
         Encoder {
             model: &self.loaded.model,
-            tokenizer: self.loaded.tokenizer.clone(),
-            device: self.device,
+            tokenizer: self.tokenizer.clone(),
+            device: self.loaded.vs.device(),
             precision: Precision::Fp32,
             batch_size: self.batch_size,
         }
@@ -60,80 +61,28 @@ impl Embedder {
         Ok(self.encoder().texts(texts)?.to_device(Device::Cpu))
     }
 
-    /// Every image of the shards `spec` (read once, in order), CLIP's eval transform (resize the
-    /// shorter side, center crop) and the checkpoint's normalisation. Returns the sample keys,
-    /// their embeddings and what was skipped. Samples need only an image (no caption or label,
-    /// which the evaluation loader requires), so images are read here, on this thread.
+    /// Every image of the shards `spec` (read once, in order) through the evaluation pipeline:
+    /// CLIP's eval transform (resize the shorter side, center crop) and the model's
+    /// normalisation. Samples need only an image. Returns the sample keys, their embeddings and
+    /// what was skipped (samples and shards).
     pub fn shards(&self, spec: &str) -> Result<(Vec<String>, Tensor, SkipCounts), EmbedError> {
-        let cfg = &self.loaded.config;
-        let (batch, encoder) = (self.batch_size, self.encoder());
-        let keys = SampleKeys::from_config(&cfg.data);
-        let opts = StreamOptions {
-            order: Order::Once,
-            shuffle_buffer: 0,
-            seed: 0,
-            rank: 0,
-            world_size: 1,
-        };
-        let mut stream = ShardStream::new(parse_spec(spec)?, opts)?;
-        let size = cfg.model.vision.image_size as u32;
-        let transform = ImageTransform {
-            size,
-            augment: Augment::Eval,
-            max_pixels: cfg.data.max_image_pixels,
-            seed: 0,
-        };
-        let (mean, std) = (cfg.data.image_mean, cfg.data.image_std);
-        let mut resizer = fast_image_resize::Resizer::new();
-        let (mut names, mut pixels) = (Vec::new(), Vec::new());
-        let mut out: Vec<Result<Tensor, EvalError>> = Vec::new();
-        let mut skipped = SkipCounts::default();
-        let flush = |pixels: &mut Vec<u8>, out: &mut Vec<Result<Tensor, EvalError>>| {
-            if pixels.is_empty() {
-                return;
-            }
-            let s = size as i64;
-            let n = pixels.len() as i64 / (3 * s * s);
-            let x = Tensor::from_slice(pixels.as_slice())
-                .view([n, s, s, 3])
-                .permute([0, 3, 1, 2])
-                .to_kind(Kind::Float)
-                / 255.0;
-            let m = Tensor::from_slice(&mean.map(|v| v as f32)).view([1, 3, 1, 1]);
-            let sd = Tensor::from_slice(&std.map(|v| v as f32)).view([1, 3, 1, 1]);
-            out.push(
-                encoder
-                    .images(&((x - m) / sd))
-                    .map(|e| e.to_device(Device::Cpu)),
-            );
-            pixels.clear();
-        };
-        while let Some(sample) = stream.next_sample()? {
-            let bytes = keys.image.iter().find_map(|k| sample.raw.member(k));
-            let rgb = match bytes {
-                None => Err(crate::data::SkipReason::MissingImage),
-                Some(b) => transform.apply(b, sample.index, &mut resizer),
-            };
-            match rgb {
-                Ok(rgb) => {
-                    pixels.extend_from_slice(&rgb);
-                    names.push(sample.raw.key.clone());
-                }
-                Err(reason) => skipped.add(reason),
-            }
-            if names.len() % batch == 0 {
-                flush(&mut pixels, &mut out);
-            }
+        let cfg = self.loaded.source.config();
+        let workers = crate::runtime::cpu_threads(0);
+        let prep = eval_images(&cfg, self.batch_size, workers);
+        let encoder = self.encoder();
+        let mut batches = EvalBatches::open(spec, Want::Images, &prep, &[], encoder.tokenizer())?;
+        let (mut keys, mut parts) = (Vec::new(), Vec::new());
+        while let Some(b) = batches.next_batch()? {
+            parts.push(encoder.images(&b.images)?.to_device(Device::Cpu));
+            keys.extend(b.keys);
         }
-        flush(&mut pixels, &mut out);
-        let parts = out.into_iter().collect::<Result<Vec<_>, _>>()?;
-        let dim = cfg.model.embed_dim as i64;
         let embeddings = if parts.is_empty() {
+            let dim = self.loaded.source.spec.embed_dim as i64;
             Tensor::zeros([0, dim], (Kind::Float, Device::Cpu))
         } else {
             Tensor::cat(&parts, 0)
         };
-        Ok((names, embeddings, skipped))
+        Ok((keys, embeddings, batches.skipped().clone()))
     }
 }
 
@@ -144,7 +93,7 @@ pub struct Index {
     pub embeddings: Tensor,
     /// `images` or `texts`.
     pub kind: String,
-    /// The checkpoint folder that encoded it.
+    /// The model folder that encoded it.
     pub checkpoint: PathBuf,
 }
 

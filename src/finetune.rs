@@ -106,10 +106,7 @@ pub fn apply(
             s.trainable_params += t.numel() as i64;
         }
         if name == "logit_scale" && ft.logit_scale == LogitScaleMode::Reset {
-            let init = match loss {
-                LossKind::InfoNce => (1.0f64 / 0.07).ln(),
-                LossKind::Siglip => 10f64.ln(),
-            };
+            let init = crate::model::LogitHead::from(loss).logit_scale_init();
             tch::no_grad(|| {
                 let _ = t.shallow_clone().fill_(init);
             });

@@ -13,11 +13,7 @@ pub struct ClipLoss {
     max_logit_scale: f64,
 }
 
-/// Row-wise L2 normalisation, as `F.normalize(x, dim=-1)` (the 1e-12 floor avoids 0/0 on an
-/// all-zero row).
-pub fn l2_normalize(x: &Tensor) -> Tensor {
-    x / x.norm_scalaropt_dim(2.0, [-1i64], true).clamp_min(1e-12)
-}
+pub use crate::model::l2_normalize;
 
 impl ClipLoss {
     /// The loss described by `cfg`.
@@ -26,16 +22,6 @@ impl ClipLoss {
             kind: cfg.kind,
             max_logit_scale: cfg.max_logit_scale,
         }
-    }
-
-    /// Which loss this is.
-    pub fn kind(&self) -> LossKind {
-        self.kind
-    }
-
-    /// Upper bound of `exp(logit_scale)`, for [`clamp_logit_scale`] after each step.
-    pub fn max_logit_scale(&self) -> f64 {
-        self.max_logit_scale
     }
 
     /// The scalar loss for a batch of N paired features (`[N, D]` each; pair i is the positive).
@@ -100,16 +86,17 @@ impl ClipLoss {
             }
         }
     }
-}
 
-/// Clamps the log temperature in place to `[0, ln max_logit_scale]`, as OpenCLIP does after every
-/// optimizer step: an unbounded scale makes the softmax saturate and training diverge.
-pub fn clamp_logit_scale(logit_scale: &Tensor, max_logit_scale: f64) {
-    tch::no_grad(|| {
-        let _ = logit_scale
-            .shallow_clone()
-            .clamp_(0.0, max_logit_scale.ln());
-    });
+    /// Clamps the log temperature in place to `[0, ln loss.max_logit_scale]`, as OpenCLIP does
+    /// after every optimizer step: an unbounded scale makes the softmax saturate and training
+    /// diverge.
+    pub fn clamp_logit_scale(&self, logit_scale: &Tensor) {
+        tch::no_grad(|| {
+            let _ = logit_scale
+                .shallow_clone()
+                .clamp_(0.0, self.max_logit_scale.ln());
+        });
+    }
 }
 
 #[cfg(test)]
@@ -286,11 +273,11 @@ mod tests {
     #[test]
     fn clamp_keeps_scale_in_range() {
         let s = Tensor::from(7.0f32).set_requires_grad(true);
-        clamp_logit_scale(&s, 100.0);
+        loss(LossKind::InfoNce).clamp_logit_scale(&s);
         assert!((s.double_value(&[]) - 100f64.ln()).abs() < 1e-6);
         assert!(s.requires_grad());
         let s = Tensor::from(-1.0f32);
-        clamp_logit_scale(&s, 100.0);
+        loss(LossKind::InfoNce).clamp_logit_scale(&s);
         assert_eq!(s.double_value(&[]), 0.0);
     }
 }

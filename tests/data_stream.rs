@@ -287,6 +287,7 @@ fn loader_opts(batch: usize, augment: Augment) -> LoaderOptions {
             json_caption_field: None,
             label: false,
             all_captions: false,
+            image_only: false,
         },
         workers: 2,
         prefetch: 2,

@@ -1,5 +1,7 @@
 //! `cliptrain embed` and `cliptrain search` on a tiny trained checkpoint.
 mod common;
+use cliptrain::data::tarstream::{SampleReader, TarEvent};
+use cliptrain::data::writer::ShardWriter;
 use cliptrain::embed::Index;
 use common::tiny_run::trained_run;
 use common::{cliptrain, ok};
@@ -99,4 +101,56 @@ fn embed_images_and_texts_then_search_them() {
     assert!(!err.status.success());
     let msg = String::from_utf8_lossy(&err.stderr);
     assert!(msg.contains("not a cliptrain index"), "{msg}");
+}
+
+/// `embed` reads images through the evaluation pipeline, needing nothing but the image: samples
+/// without caption or label are embedded, samples without an image are skipped and counted,
+/// and a truncated shard is counted too.
+#[test]
+fn embed_needs_only_images_and_counts_what_it_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    trained_run(d, "gelu");
+    let mut reader = SampleReader::new(std::fs::File::open(d.join("syn/eval-000000.tar")).unwrap());
+    let mut w = ShardWriter::new(d.join("bare"), "bare", 100).unwrap();
+    let mut images = 0;
+    while let Some(TarEvent::Sample(s)) = reader.next_event() {
+        // Keep only the image member; every third sample keeps only its caption instead.
+        let keep = if images % 3 == 2 { "txt" } else { "png" };
+        let members: Vec<(&str, &[u8])> = s
+            .members
+            .iter()
+            .filter(|(ext, _)| ext == keep || (keep == "png" && ext == "jpg"))
+            .map(|(e, b)| (e.as_str(), b.as_slice()))
+            .collect();
+        w.write(&s.key, &members).unwrap();
+        images += 1;
+    }
+    w.finish().unwrap();
+    assert_eq!(images, 8);
+    let whole = std::fs::read(d.join("bare/bare-000000.tar")).unwrap();
+    std::fs::write(d.join("bare/broken.tar"), &whole[..700]).unwrap();
+    let out = cliptrain(
+        &[
+            "embed",
+            "--checkpoint",
+            "runs/t",
+            "--images",
+            "bare/bare-000000.tar::bare/broken.tar",
+            "--out",
+            "bare.safetensors",
+        ],
+        d,
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("6 images embedded"), "{stdout}");
+    assert!(stderr.contains("missing_image: 2"), "{stderr}");
+    assert!(
+        stderr.contains("truncated"),
+        "the broken shard is counted: {stderr}"
+    );
 }

@@ -4,10 +4,9 @@
 //! `scripts/interop_parity.py`, run with the torch venv's python.
 mod common;
 use cliptrain::config::{Activation, LossKind, ModelConfig};
-use cliptrain::eval::LoadedModel;
-use cliptrain::interop::{InitSource, InteropError, SavedModel, SourceKind, hf};
-use cliptrain::model::ClipModel;
-use common::tiny_run::trained_checkpoint;
+use cliptrain::model::{ClipModel, LoadMode, ModelError};
+use cliptrain::source::{LoadedModel, ModelSource, SourceError, SourceKind, hf};
+use common::tiny_run::{trained_checkpoint, trained_run};
 use common::{cliptrain, ok};
 use std::collections::HashMap;
 use std::path::Path;
@@ -44,9 +43,9 @@ const CAPTIONS: [&str; 4] = [
 /// what the reference must find (ids, size, mean, std, EOT).
 fn write_comparison(ckpt: &Path, cmp: &Path) {
     std::fs::create_dir_all(cmp).unwrap();
-    let saved = SavedModel::open(ckpt).unwrap();
-    let loaded = LoadedModel::load(ckpt, Device::Cpu).unwrap();
-    let (model, tok) = (&loaded.model, &loaded.tokenizer);
+    let loaded = LoadedModel::open(ckpt, Device::Cpu).unwrap();
+    let (model, tok) = (&loaded.model, loaded.tokenizer().unwrap());
+    let saved = loaded.source.config();
     let ids = Tensor::from_slice(&tok.encode_batch(&CAPTIONS).unwrap()).view([4, 16]);
     let px = Tensor::randn([3, 3, 32, 32], (Kind::Float, Device::Cpu));
     let out = tch::no_grad(|| model.forward(&px, &ids));
@@ -64,35 +63,29 @@ fn write_comparison(ckpt: &Path, cmp: &Path) {
     .unwrap();
     let expect = serde_json::json!({
         "context_length": 16, "eot": tok.eot_id(), "image_size": 32,
-        "mean": saved.config.data.image_mean, "std": saved.config.data.image_std,
+        "mean": saved.data.image_mean, "std": saved.data.image_std,
     });
     std::fs::write(cmp.join("expect.json"), expect.to_string()).unwrap();
 }
 
-/// Imports `dir` with `model.init_from`'s reader and checks every tensor equals the
-/// checkpoint's bit for bit, and that the dimensions and tokenizer came along.
+/// Opens `dir` with the one model reader and checks every tensor equals the checkpoint's bit
+/// for bit, and that the model, tokenizer and normalisation came along.
 fn imports_back_bitwise(dir: &Path, ckpt: &Path, kind: SourceKind) {
-    let source = InitSource::open(dir).unwrap();
+    let source = ModelSource::open(dir).unwrap();
     assert_eq!(source.kind, kind);
-    let saved = SavedModel::open(ckpt).unwrap();
-    let mut want = saved.config.model.clone();
-    want.init_from = String::new();
-    want.init_strict = true;
-    assert_eq!(source.model, want, "dimensions read from {}", dir.display());
+    let saved = ModelSource::open(ckpt).unwrap();
+    assert_eq!(saved.kind, SourceKind::Checkpoint);
+    assert_eq!(source.spec, saved.spec, "model read from {}", dir.display());
     assert_eq!(
-        source.tokenizer.as_deref(),
+        source.tokenizer_path.as_deref(),
         Some(dir.join("tokenizer.json").as_path())
     );
-    assert_eq!(
-        source.image_mean_std,
-        Some((saved.config.data.image_mean, saved.config.data.image_std))
-    );
-    let mut vs = VarStore::new(Device::Cpu);
-    let _m = ClipModel::new(&vs.root(), &source.model, saved.eot_id(), LossKind::InfoNce).unwrap();
-    let report = source.load_into(&mut vs, true).unwrap();
-    let vars = vs.variables();
-    assert_eq!(report.loaded, saved.tensors.len());
-    for (name, t) in &saved.tensors {
+    assert_eq!(source.image_mean_std, saved.image_mean_std);
+    let (_, tensors) = saved.tensors().unwrap();
+    let loaded = source.load(Device::Cpu).unwrap();
+    let vars = loaded.vs.variables();
+    assert_eq!(vars.len(), tensors.len());
+    for (name, t) in &tensors {
         assert!(vars[name].equal(t), "{name} changed in the round trip");
     }
 }
@@ -175,18 +168,18 @@ fn open_clip_state_dict_reproduces_open_clip_outputs() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         parity(&["openclip-make", d.to_str().unwrap(), "--act", act]);
-        let source = InitSource::open(d).unwrap();
+        let source = ModelSource::open(d).unwrap();
         assert_eq!(source.kind, SourceKind::OpenClip);
-        assert_eq!(source.model.activation, ours);
-        assert_eq!(source.model.vision.heads, 4, "heads = width / head_width");
+        assert_eq!(source.spec.activation, ours);
+        assert_eq!(source.spec.vision.heads, 4, "heads = width / head_width");
+        // EOT = 98, the largest id, as OpenCLIP's argmax pooling assumes.
+        assert_eq!(source.spec.eot_id, 98);
         assert_eq!(
             source.image_mean_std,
             Some(([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]))
         );
-        let mut vs = VarStore::new(Device::Cpu);
-        // EOT = 98, the largest id, as OpenCLIP's argmax pooling assumes.
-        let m = ClipModel::new(&vs.root(), &source.model, 98, LossKind::InfoNce).unwrap();
-        source.load_into(&mut vs, true).unwrap();
+        let loaded = source.load(Device::Cpu).unwrap();
+        let (m, vs) = (&loaded.model, &loaded.vs);
         let inputs = read(&d.join("inputs.safetensors"));
         let reference = read(&d.join("outputs.safetensors"));
         let (img, txt) = tch::no_grad(|| {
@@ -205,6 +198,7 @@ fn open_clip_state_dict_reproduces_open_clip_outputs() {
     }
 }
 
+/// A small model's run-config section; `text_width` varies between the two sides of a mismatch.
 fn small(text_width: usize) -> ModelConfig {
     let mut m = ModelConfig {
         embed_dim: 16,
@@ -217,25 +211,39 @@ fn small(text_width: usize) -> ModelConfig {
     m
 }
 
+/// In `d`: an HF folder (config.json + model.safetensors) of `small(text_width)`.
+fn write_hf_folder(d: &Path, text_width: usize) {
+    let spec = small(text_width).spec(49, LossKind::InfoNce);
+    let vs = VarStore::new(Device::Cpu);
+    let _m = ClipModel::new(&vs.root(), &spec).unwrap();
+    std::fs::create_dir_all(d).unwrap();
+    vs.save(d.join("model.safetensors")).unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        hf::config_json(&spec, 48, 49).to_string(),
+    )
+    .unwrap();
+}
+
 #[test]
 fn init_from_lists_every_mismatch_and_non_strict_loads_what_fits() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // An HF folder whose weights have text width 32 ...
-    let vs = VarStore::new(Device::Cpu);
-    let _m = ClipModel::new(&vs.root(), &small(32), 49, LossKind::InfoNce).unwrap();
-    vs.save(d.join("model.safetensors")).unwrap();
-    let cfg = hf::config_json(&small(32), 49, 48, 49);
-    std::fs::write(d.join("config.json"), cfg.to_string()).unwrap();
-    let source = InitSource::open(d).unwrap();
-    assert_eq!(source.model, small(32));
+    write_hf_folder(d, 32);
+    let source = ModelSource::open(d).unwrap();
+    assert_eq!(source.spec, small(32).spec(49, LossKind::InfoNce));
     // ... loaded into a model whose text tower is 48 wide.
     let mut target = VarStore::new(Device::Cpu);
-    let _t = ClipModel::new(&target.root(), &small(48), 49, LossKind::InfoNce).unwrap();
+    let _t = ClipModel::new(&target.root(), &small(48).spec(49, LossKind::InfoNce)).unwrap();
     let before = target.variables()["vision_model.pre_layrnorm.weight"].copy();
-    let err = source.load_into(&mut target, true).unwrap_err();
+    let err = cliptrain::source::init_weights(&source, &mut target, true).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, InteropError::Mismatch { .. }), "{msg}");
+    assert!(
+        matches!(&err, SourceError::InitMismatch(ModelError::Mismatch { path, .. })
+            if *path == d.join("model.safetensors")),
+        "{msg}"
+    );
     assert!(msg.contains("init_strict = false"), "{msg}");
     assert!(
         msg.contains(
@@ -255,7 +263,7 @@ fn init_from_lists_every_mismatch_and_non_strict_loads_what_fits() {
         "a strict failure writes nothing"
     );
     // Not strict: the image tower and logit_scale load, the text tower keeps its init.
-    let report = source.load_into(&mut target, false).unwrap();
+    let report = source.load_into(&mut target, LoadMode::Lenient).unwrap();
     assert_eq!(report.skipped.mismatched.len(), mismatched);
     let file = read(&d.join("model.safetensors"));
     let vars = target.variables();
@@ -264,8 +272,133 @@ fn init_from_lists_every_mismatch_and_non_strict_loads_what_fits() {
             .equal(&file["vision_model.encoder.layers.1.mlp.fc2.weight"])
     );
     assert_eq!(report.loaded, file.len() - mismatched);
-    // A folder that is none of the three kinds says what it expects.
+    // A folder that is none of the three kinds says what the three kinds are.
     let empty = tempfile::tempdir().unwrap();
-    let err = InitSource::open(empty.path()).unwrap_err().to_string();
-    assert!(err.contains("open_clip_config.json"), "{err}");
+    let err = ModelSource::open(empty.path()).unwrap_err().to_string();
+    for kind in ["state.json", "config.json", "open_clip_config.json"] {
+        assert!(err.contains(kind), "{err}");
+    }
+}
+
+/// A pretrained folder is evaluated and embedded as it is, without a training step; a folder
+/// whose weights do not fit its config.json is refused with the mismatch report.
+#[test]
+fn commands_take_hugging_face_and_openclip_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    trained_run(d, "quick_gelu");
+    ok(cliptrain(
+        &["export", "hf", "--checkpoint", "runs/t", "--out", "hf"],
+        d,
+    ));
+    ok(cliptrain(
+        &["export", "openclip", "--checkpoint", "hf", "--out", "oc"],
+        d,
+    ));
+    let zeroshot = |model: &str, json: &str| {
+        let args = [
+            "-q",
+            "eval",
+            "zeroshot",
+            "--checkpoint",
+            model,
+            "--data",
+            "syn/eval-000000.tar",
+            "--classnames",
+            "syn/classnames.txt",
+            "--templates",
+            "syn/templates.txt",
+            "--json",
+            json,
+        ];
+        ok(cliptrain(&args, d));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join(json)).unwrap()).unwrap();
+        v
+    };
+    let (ckpt, hf) = (zeroshot("runs/t", "c.json"), zeroshot("hf", "h.json"));
+    assert_eq!(hf["step"], serde_json::Value::Null);
+    assert_eq!(ckpt["step"], 2);
+    for key in ["top1", "top5", "samples"] {
+        assert_eq!(
+            hf[key], ckpt[key],
+            "{key}: the HF export scores as its checkpoint"
+        );
+    }
+    let embed = |model: &str, out: &str| {
+        let args = [
+            "embed",
+            "--checkpoint",
+            model,
+            "--images",
+            "syn/eval-000000.tar",
+            "--out",
+            out,
+        ];
+        ok(cliptrain(&args, d));
+        cliptrain::embed::Index::load(&d.join(out)).unwrap()
+    };
+    let (from_ckpt, from_oc) = (embed("runs/t", "c.idx"), embed("oc", "o.idx"));
+    assert_eq!(from_oc.checkpoint, d.join("oc").canonicalize().unwrap());
+    assert_eq!(from_oc.keys, from_ckpt.keys);
+    let diff = (&from_oc.embeddings - &from_ckpt.embeddings).abs().max();
+    assert!(diff.double_value(&[]) < 1e-5, "{diff}");
+    // search re-encodes its query with the OpenCLIP folder the index records.
+    let found = ok(cliptrain(
+        &[
+            "search",
+            "--index",
+            "o.idx",
+            "--query",
+            "a red circle",
+            "-k",
+            "2",
+        ],
+        d,
+    ));
+    assert_eq!(found.lines().count(), 2, "{found}");
+
+    // An HF folder whose config.json says text width 48 while its weights are 32 wide.
+    write_hf_folder(&d.join("bad"), 32);
+    let cfg = hf::config_json(&small(48).spec(49, LossKind::InfoNce), 48, 49);
+    std::fs::write(d.join("bad/config.json"), cfg.to_string()).unwrap();
+    let out = cliptrain(
+        &[
+            "embed",
+            "--checkpoint",
+            "bad",
+            "--texts",
+            "syn/classnames.txt",
+            "--out",
+            "x.idx",
+        ],
+        d,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("model.safetensors does not fit the model"),
+        "{err}"
+    );
+    assert!(
+        err.contains("shape of text_projection.weight: model expects [16, 48], file has [16, 32]"),
+        "{err}"
+    );
+    // And a folder of none of the three kinds names them.
+    let out = cliptrain(
+        &[
+            "eval",
+            "retrieval",
+            "--checkpoint",
+            "syn",
+            "--data",
+            "syn/eval-000000.tar",
+        ],
+        d,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Hugging Face CLIP folder (config.json + model.safetensors)"),
+        "{err}"
+    );
 }

@@ -6,8 +6,9 @@
 //! Missing Python packages fail the test (they come with `scripts/bootstrap.sh --ref`), never
 //! skip it.
 mod common;
-use cliptrain::config::{Activation, LossKind, ModelConfig, TextConfig, VisionConfig};
-use cliptrain::model::{ClipModel, load_hf_safetensors};
+use cliptrain::model::{
+    Activation, ClipModel, LoadMode, LogitHead, ModelSpec, TextConfig, VisionConfig, load_named,
+};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -16,9 +17,9 @@ use tch::{Device, Kind, Tensor, nn::VarStore};
 const TOL: f64 = 1e-4;
 const EOS: i64 = 98;
 
-/// The model `scripts/hf_parity.py` builds, as our config.
-fn tiny_cfg(activation: Activation) -> ModelConfig {
-    ModelConfig {
+/// The model `scripts/hf_parity.py` builds, as our spec.
+fn tiny_cfg(activation: Activation) -> ModelSpec {
+    ModelSpec {
         embed_dim: 40,
         activation,
         layer_norm_eps: 1e-5,
@@ -38,7 +39,8 @@ fn tiny_cfg(activation: Activation) -> ModelConfig {
             heads: 4,
             mlp_ratio: 4.0,
         },
-        ..Default::default()
+        eot_id: EOS,
+        head: LogitHead::Clip,
     }
 }
 
@@ -95,8 +97,10 @@ fn hf_to_ours(activation: Activation) {
     let d = dir.path().to_str().unwrap();
     hf_parity(&["make", d, "--act", act_name(activation)]);
     let mut vs = VarStore::new(Device::Cpu);
-    let m = ClipModel::new(&vs.root(), &tiny_cfg(activation), EOS, LossKind::InfoNce).unwrap();
-    load_hf_safetensors(&mut vs, &dir.path().join("model.safetensors")).unwrap();
+    let m = ClipModel::new(&vs.root(), &tiny_cfg(activation)).unwrap();
+    let weights = dir.path().join("model.safetensors");
+    let tensors = Tensor::read_safetensors(&weights).unwrap();
+    load_named(&mut vs, tensors, LoadMode::Strict, &weights).unwrap();
     let reference = read(&dir.path().join("outputs.safetensors"));
     let ours = our_outputs(&m, &read(&dir.path().join("inputs.safetensors")));
     assert_eq!(reference.len(), ours.len());
@@ -143,7 +147,7 @@ fn our_checkpoint_loads_strictly_into_hf() {
         tch::manual_seed(7);
         let dir = tempfile::tempdir().unwrap();
         let vs = VarStore::new(Device::Cpu);
-        let m = ClipModel::new(&vs.root(), &tiny_cfg(activation), EOS, LossKind::InfoNce).unwrap();
+        let m = ClipModel::new(&vs.root(), &tiny_cfg(activation)).unwrap();
         // Move LayerNorms and biases off 1/0 so a swapped or dropped one would show.
         tch::no_grad(|| {
             for t in vs.variables().values_mut() {

@@ -222,7 +222,7 @@ fn feature_caching_gives_the_full_batch_gradient() {
     for kind in [LossKind::InfoNce, LossKind::Siglip] {
         cfg.loss.kind = kind;
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = ClipModel::new(&vs.root(), &cfg.model, 49, kind).unwrap();
+        let model = ClipModel::new(&vs.root(), &cfg.model.spec(49, kind)).unwrap();
         let images = Tensor::randn([12, 3, 16, 16], (Kind::Float, Device::Cpu));
         let tokens = Tensor::randint(48, [12, 8], (Kind::Int64, Device::Cpu));
         let _ = tokens.narrow(1, 5, 1).fill_(49); // EOT

@@ -30,7 +30,7 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
 fn check(args: CheckArgs) -> anyhow::Result<()> {
     let cfg = config::load(&args.file, &args.overrides)
         .with_context(|| format!("{} is not a valid config", args.file.display()))?;
-    let (cfg, _) = cliptrain::interop::prepare(&cfg)
+    let (cfg, _) = cliptrain::source::prepare(&cfg)
         .with_context(|| format!("{}: model.init_from", args.file.display()))?;
     print!("{}", cfg.to_toml());
     tracing::info!("{} is valid", args.file.display());

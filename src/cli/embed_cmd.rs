@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
-    /// A checkpoint folder, or a run folder (its newest checkpoint).
+    /// The model: a checkpoint folder, a run folder (its newest checkpoint), a Hugging Face
+    /// CLIP folder or an OpenCLIP folder.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// WebDataset shards whose images to embed (keys are the sample keys).
@@ -38,7 +39,8 @@ pub struct SearchArgs {
     /// How many matches to print.
     #[arg(short, long, default_value_t = 10)]
     pub k: usize,
-    /// Encode the query with this checkpoint instead of the one the index records.
+    /// Encode the query with this model (any kind `embed` takes) instead of the one the index
+    /// records.
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     #[arg(long, default_value = "auto")]
@@ -52,7 +54,7 @@ fn device(spec: &str) -> anyhow::Result<tch::Device> {
 
 pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
     let enc = Embedder::open(&args.checkpoint, device(&args.device)?, args.batch_size)
-        .with_context(|| format!("loading checkpoint {}", args.checkpoint.display()))?;
+        .with_context(|| format!("loading model {}", args.checkpoint.display()))?;
     let (keys, embeddings, kind) = if let Some(spec) = &args.images {
         let (keys, emb, skipped) = enc.shards(spec)?;
         if skipped.total() > 0 {
@@ -88,7 +90,7 @@ pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
         keys,
         embeddings,
         kind: kind.into(),
-        checkpoint: enc.loaded.dir.clone(),
+        checkpoint: enc.loaded.source.dir.clone(),
     };
     index.save(&args.out)?;
     println!(
@@ -108,14 +110,14 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| index.checkpoint.clone());
     let enc = Embedder::open(&ckpt, device(&args.device)?, 1).with_context(|| {
         format!(
-            "loading checkpoint {} to encode the query (pass --checkpoint if it moved)",
+            "loading model {} to encode the query (pass --checkpoint if it moved)",
             ckpt.display()
         )
     })?;
     let q = enc.texts(std::slice::from_ref(&args.query))?;
     if q.size()[1] != index.embeddings.size()[1] {
         bail!(
-            "{} embeds into {} dims but the index has {}; use the checkpoint that wrote it",
+            "{} embeds into {} dims but the index has {}; use the model that wrote it",
             ckpt.display(),
             q.size()[1],
             index.embeddings.size()[1]

@@ -1,10 +1,14 @@
-//! `cliptrain eval zeroshot|retrieval`: how good is this checkpoint, in the numbers the field
-//! reports. Tables go to stdout, `--json` keeps everything.
+//! `cliptrain eval zeroshot|retrieval`: how good is this model (a checkpoint, or a pretrained
+//! Hugging Face or OpenCLIP folder), in the numbers the field reports. Tables go to stdout, `--json` keeps everything.
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use cliptrain::config::Config;
 use cliptrain::config::{DeviceSpec, Precision};
-use cliptrain::eval::{Encoder, LoadedModel, ZeroShotTask, eval_images, plot, report, retrieval};
+use cliptrain::eval::{Encoder, ZeroShotTask, eval_images, plot, report, retrieval};
+use cliptrain::source::LoadedModel;
+use cliptrain::text::TextTokenizer;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
@@ -18,7 +22,8 @@ pub enum EvalCommand {
 /// What every evaluation needs: the model and where to run it.
 #[derive(Debug, Args)]
 pub struct Common {
-    /// A checkpoint folder, or a run folder (its `latest` checkpoint is used).
+    /// The model: a checkpoint folder, a run folder (its `latest` checkpoint), a Hugging Face
+    /// CLIP folder or an OpenCLIP folder.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
@@ -77,6 +82,9 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
 
 struct Session {
     loaded: LoadedModel,
+    tokenizer: Arc<TextTokenizer>,
+    /// The checkpoint's config (its data settings), or the defaults for a pretrained folder.
+    config: Config,
     precision: Precision,
     workers: usize,
 }
@@ -97,14 +105,21 @@ impl Session {
             Some("bf16") => Precision::Bf16,
             Some(other) => bail!("--precision {other}: use fp32 or bf16"),
         };
-        let loaded = LoadedModel::load(&c.checkpoint, device)
-            .with_context(|| format!("loading checkpoint {}", c.checkpoint.display()))?;
+        let loaded = LoadedModel::open(&c.checkpoint, device)
+            .with_context(|| format!("loading model {}", c.checkpoint.display()))?;
+        let source = &loaded.source;
         tracing::info!(
-            "evaluating {} (step {}) on {device:?}",
-            loaded.dir.display(),
-            loaded.step
+            "evaluating {:?} model {}{} on {device:?}",
+            source.kind,
+            source.dir.display(),
+            source
+                .step
+                .map(|s| format!(" (step {s})"))
+                .unwrap_or_default()
         );
         Ok(Self {
+            tokenizer: loaded.tokenizer()?,
+            config: source.config(),
             loaded,
             precision,
             workers: cliptrain::runtime::cpu_threads(c.threads),
@@ -114,7 +129,7 @@ impl Session {
     fn encoder(&self, batch_size: usize) -> Encoder<'_> {
         Encoder {
             model: &self.loaded.model,
-            tokenizer: self.loaded.tokenizer.clone(),
+            tokenizer: self.tokenizer.clone(),
             device: self.loaded.vs.device(),
             precision: self.precision,
             batch_size,
@@ -127,9 +142,9 @@ impl Session {
         if let serde_json::Value::Object(map) = &mut v {
             map.insert(
                 "checkpoint".into(),
-                self.loaded.dir.display().to_string().into(),
+                self.loaded.source.dir.display().to_string().into(),
             );
-            map.insert("step".into(), self.loaded.step.into());
+            map.insert("step".into(), self.loaded.source.step.into());
         }
         report::write_json(path, &v)?;
         eprintln!("wrote {}", path.display());
@@ -145,18 +160,19 @@ fn zeroshot(a: ZeroShotArgs) -> anyhow::Result<()> {
         a.templates.as_deref(),
         a.classes_subset.as_deref(),
     )?;
-    let prep = eval_images(&s.loaded.config, a.common.batch_size, s.workers);
+    let prep = eval_images(&s.config, a.common.batch_size, s.workers);
     let r = task.run(&s.encoder(a.common.batch_size), &prep)?;
     print!("{}", report::zeroshot_markdown(&r));
     if let Some(path) = &a.common.json {
         s.write_json(path, &r)?;
     }
     if let Some(path) = &a.plot {
+        let step = s.loaded.source.step;
         let title = format!(
-            "{} classes, top-1 {:.1}% (step {})",
+            "{} classes, top-1 {:.1}%{}",
             r.metrics.classes,
             100.0 * r.metrics.top1,
-            s.loaded.step
+            step.map(|n| format!(" (step {n})")).unwrap_or_default()
         );
         plot::confusion_png(&r.metrics.confusion_matrix, &task.classnames, &title, path)?;
         eprintln!("wrote {}", path.display());
@@ -166,7 +182,7 @@ fn zeroshot(a: ZeroShotArgs) -> anyhow::Result<()> {
 
 fn retrieval_cmd(a: RetrievalArgs) -> anyhow::Result<()> {
     let s = Session::open(&a.common)?;
-    let prep = eval_images(&s.loaded.config, a.common.batch_size, s.workers);
+    let prep = eval_images(&s.config, a.common.batch_size, s.workers);
     let r = retrieval::run(&a.data, &s.encoder(a.common.batch_size), &prep)?;
     print!("{}", report::retrieval_markdown(&r));
     if let Some(path) = &a.common.json {

@@ -1,8 +1,9 @@
-//! `cliptrain export hf|openclip`: a checkpoint as a folder other tools load.
+//! `cliptrain export hf|openclip`: a model (usually a checkpoint) as a folder other tools load.
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use cliptrain::interop::{self, SavedModel};
+use cliptrain::source::{self, LoadedModel};
 use std::path::PathBuf;
+use tch::Device;
 
 #[derive(Debug, Subcommand)]
 pub enum ExportCommand {
@@ -16,7 +17,8 @@ pub enum ExportCommand {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// A checkpoint folder, or a run folder (its newest checkpoint).
+    /// The model: a checkpoint folder, a run folder (its newest checkpoint), a Hugging Face
+    /// CLIP folder or an OpenCLIP folder.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// The folder to write (created; files in it are replaced).
@@ -28,12 +30,12 @@ pub fn run(cmd: ExportCommand) -> anyhow::Result<()> {
     let (args, files) = match cmd {
         ExportCommand::Hf(a) => {
             let saved = open(&a)?;
-            let files = interop::hf::export(&saved, &a.out)?;
+            let files = source::hf::export(&saved, &a.out)?;
             (a, files)
         }
         ExportCommand::Openclip(a) => {
             let saved = open(&a)?;
-            let files = interop::openclip::export(&saved, &a.out)?;
+            let files = source::openclip::export(&saved, &a.out)?;
             (a, files)
         }
     };
@@ -43,13 +45,13 @@ pub fn run(cmd: ExportCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open(a: &ExportArgs) -> anyhow::Result<SavedModel> {
-    let saved = SavedModel::open(&a.checkpoint)
-        .with_context(|| format!("reading checkpoint {}", a.checkpoint.display()))?;
-    if saved.tokenizer.is_none() {
+fn open(a: &ExportArgs) -> anyhow::Result<LoadedModel> {
+    let saved = LoadedModel::open(&a.checkpoint, Device::Cpu)
+        .with_context(|| format!("reading model {}", a.checkpoint.display()))?;
+    if saved.source.tokenizer.is_none() {
         tracing::warn!(
             "{} has no tokenizer.json; the export will have no tokenizer files",
-            saved.dir.display()
+            saved.source.dir.display()
         );
     }
     Ok(saved)

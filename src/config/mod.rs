@@ -8,8 +8,12 @@ mod validate;
 
 pub use load::{ConfigError, Origin, load, load_str};
 pub use validate::validate;
+// The model's own types: the TOML sections deserialize straight into what the towers take.
+pub use crate::model::{Activation, TextConfig, VisionConfig};
 
+use crate::model::{LogitHead, ModelSpec};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -120,7 +124,7 @@ pub struct ModelConfig {
     pub activation: Activation,
     pub layer_norm_eps: f64,
     /// Start from these weights instead of a random init: a cliptrain checkpoint or run
-    /// folder, a Hugging Face CLIP folder, or an OpenCLIP folder (see `interop`). Empty = random.
+    /// folder, a Hugging Face CLIP folder, or an OpenCLIP folder (see `source`). Empty = random.
     /// HF and OpenCLIP folders (and checkpoints) also set the model's dimensions.
     pub init_from: String,
     /// With `false`, tensors of `init_from` that are missing or mis-shaped are listed and left
@@ -128,6 +132,35 @@ pub struct ModelConfig {
     pub init_strict: bool,
     pub vision: VisionConfig,
     pub text: TextConfig,
+}
+
+impl ModelConfig {
+    /// The model this section describes, pooling text at `eot_id` (the tokenizer's end-of-text
+    /// id), with the logit head `loss` trains.
+    pub fn spec(&self, eot_id: i64, loss: LossKind) -> ModelSpec {
+        ModelSpec {
+            embed_dim: self.embed_dim,
+            activation: self.activation,
+            layer_norm_eps: self.layer_norm_eps,
+            vision: self.vision.clone(),
+            text: self.text.clone(),
+            eot_id,
+            head: loss.into(),
+        }
+    }
+
+    /// This section with its dimensions (towers, embedding, activation, eps) replaced by
+    /// `spec`'s; `init_from` and `init_strict` are kept.
+    pub fn with_dims_of(&self, spec: &ModelSpec) -> Self {
+        Self {
+            embed_dim: spec.embed_dim,
+            activation: spec.activation,
+            layer_norm_eps: spec.layer_norm_eps,
+            vision: spec.vision.clone(),
+            text: spec.text.clone(),
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for ModelConfig {
@@ -140,58 +173,6 @@ impl Default for ModelConfig {
             init_strict: true,
             vision: VisionConfig::default(),
             text: TextConfig::default(),
-        }
-    }
-}
-
-/// `[model.vision]`: the Vision Transformer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VisionConfig {
-    pub image_size: usize,
-    pub patch_size: usize,
-    pub width: usize,
-    pub layers: usize,
-    pub heads: usize,
-    /// MLP hidden width = `mlp_ratio * width`.
-    pub mlp_ratio: f64,
-}
-
-impl Default for VisionConfig {
-    fn default() -> Self {
-        Self {
-            image_size: 224,
-            patch_size: 32,
-            width: 768,
-            layers: 12,
-            heads: 12,
-            mlp_ratio: 4.0,
-        }
-    }
-}
-
-/// `[model.text]`: the causal text Transformer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TextConfig {
-    pub vocab_size: usize,
-    /// Tokens per caption, start and end tokens included.
-    pub context_length: usize,
-    pub width: usize,
-    pub layers: usize,
-    pub heads: usize,
-    pub mlp_ratio: f64,
-}
-
-impl Default for TextConfig {
-    fn default() -> Self {
-        Self {
-            vocab_size: 49408,
-            context_length: 77,
-            width: 512,
-            layers: 12,
-            heads: 8,
-            mlp_ratio: 4.0,
         }
     }
 }
@@ -210,6 +191,24 @@ impl Default for LossConfig {
         Self {
             kind: LossKind::InfoNce,
             max_logit_scale: 100.0,
+        }
+    }
+}
+
+impl From<LossKind> for LogitHead {
+    fn from(loss: LossKind) -> Self {
+        match loss {
+            LossKind::InfoNce => LogitHead::Clip,
+            LossKind::Siglip => LogitHead::Siglip,
+        }
+    }
+}
+
+impl From<LogitHead> for LossKind {
+    fn from(head: LogitHead) -> Self {
+        match head {
+            LogitHead::Clip => LossKind::InfoNce,
+            LogitHead::Siglip => LossKind::Siglip,
         }
     }
 }
@@ -499,14 +498,6 @@ pub enum DataMode {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Activation {
-    /// `x * sigmoid(1.702 x)`, as OpenAI's CLIP.
-    QuickGelu,
-    Gelu,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LossKind {
     /// Symmetric InfoNCE over the batch (CLIP).
@@ -540,4 +531,30 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a Config always serializes to TOML")
     }
+}
+
+/// Every leaf of a config section as `key.sub` → its TOML value text (nested tables joined with
+/// `.`, as `--set` spells keys), for comparing two configs key by key.
+pub fn flat_keys<T: Serialize>(section: &T) -> BTreeMap<String, String> {
+    fn walk(prefix: &str, v: toml::Value, out: &mut BTreeMap<String, String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            leaf => {
+                out.insert(prefix.to_string(), leaf.to_string());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    let value = toml::Value::try_from(section).expect("config sections convert to TOML");
+    walk("", value, &mut out);
+    out
 }

@@ -38,6 +38,9 @@ pub struct SampleKeys {
     /// Also collect every caption of a sample (retrieval sets): the text member, numbered ones
     /// (`KEY.0.txt`, `KEY.1.txt`, ...), or a JSON list in `json_caption_field`.
     pub all_captions: bool,
+    /// Read only the image (embedding an image collection): captions and labels are not looked
+    /// at, so a sample without them is still usable.
+    pub image_only: bool,
 }
 
 impl SampleKeys {
@@ -54,6 +57,7 @@ impl SampleKeys {
             json_caption_field: Some(d.json_caption_field.clone()).filter(|f| !f.is_empty()),
             label: false,
             all_captions: false,
+            image_only: false,
         }
     }
 }
@@ -578,7 +582,9 @@ fn prepare(
     resizer: &mut Resizer,
 ) -> Result<(Prepared, Vec<u8>), SkipReason> {
     let keys = &opts.keys;
-    let (caption, caption_set) = if keys.all_captions {
+    let (caption, caption_set) = if keys.image_only {
+        (String::new(), Vec::new())
+    } else if keys.all_captions {
         let all = captions_of(&s.raw, keys)?;
         (all[0].clone(), all)
     } else {

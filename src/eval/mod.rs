@@ -8,7 +8,6 @@ pub mod retrieval;
 pub mod source;
 pub mod zeroshot;
 
-use crate::checkpoint;
 use crate::config::{Config, EvalConfig, Precision};
 use crate::data::loader::{SampleKeys, Tokenize};
 use crate::log::Metrics;
@@ -18,7 +17,7 @@ use crate::text::TextTokenizer;
 use source::EvalImages;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Device, Kind, Tensor};
 
 pub use retrieval::RetrievalReport;
 pub use zeroshot::{ZeroShotReport, ZeroShotTask};
@@ -30,10 +29,6 @@ pub enum EvalError {
     Input(String),
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
-    #[error(transparent)]
-    Checkpoint(#[from] crate::checkpoint::CheckpointError),
-    #[error(transparent)]
-    Model(#[from] crate::model::ModelError),
     #[error(transparent)]
     Text(#[from] crate::text::TextError),
     #[error(transparent)]
@@ -57,7 +52,7 @@ impl Encoder<'_> {
         let _ac = Autocast::enter(self.device, self.precision)?;
         Ok(tch::no_grad(|| {
             let e = self.model.encode_image(&images.to_device(self.device));
-            crate::loss::l2_normalize(&e.to_kind(Kind::Float))
+            crate::model::l2_normalize(&e.to_kind(Kind::Float))
         }))
     }
 
@@ -74,7 +69,7 @@ impl Encoder<'_> {
             let _ac = Autocast::enter(self.device, self.precision)?;
             parts.push(tch::no_grad(|| {
                 let e = self.model.encode_text(&tokens);
-                crate::loss::l2_normalize(&e.to_kind(Kind::Float))
+                crate::model::l2_normalize(&e.to_kind(Kind::Float))
             }));
         }
         if parts.is_empty() {
@@ -85,50 +80,6 @@ impl Encoder<'_> {
 
     pub fn tokenizer(&self) -> Arc<dyn Tokenize> {
         self.tokenizer.clone()
-    }
-}
-
-/// A trained model read back from a checkpoint folder (or a run folder's `latest`).
-pub struct LoadedModel {
-    pub dir: PathBuf,
-    pub step: u64,
-    pub config: Config,
-    pub model: ClipModel,
-    pub tokenizer: Arc<TextTokenizer>,
-    /// Owns the parameters `model` refers to.
-    pub vs: nn::VarStore,
-}
-
-impl LoadedModel {
-    pub fn load(path: &Path, device: Device) -> Result<Self, EvalError> {
-        let dir = checkpoint::resolve(path)?;
-        let step = checkpoint::read_state(&dir)?.step;
-        let config_path = dir.join("config.toml");
-        let config = crate::config::load(&config_path, &[])
-            .map_err(|e| EvalError::Input(format!("{}: {e}", config_path.display())))?;
-        let tok_path = dir.join("tokenizer.json");
-        let tok_path = if tok_path.is_file() {
-            tok_path
-        } else {
-            PathBuf::from(&config.data.tokenizer)
-        };
-        let tokenizer = TextTokenizer::from_file(&tok_path, config.model.text.context_length)?;
-        let mut vs = nn::VarStore::new(device);
-        let model = ClipModel::new(
-            &vs.root(),
-            &config.model,
-            tokenizer.eot_id() as i64,
-            config.loss.kind,
-        )?;
-        crate::model::load_hf_safetensors(&mut vs, &dir.join("model.safetensors"))?;
-        Ok(Self {
-            dir,
-            step,
-            config,
-            model,
-            tokenizer: Arc::new(tokenizer),
-            vs,
-        })
     }
 }
 

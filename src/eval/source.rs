@@ -61,6 +61,8 @@ pub enum Want {
     Labels,
     /// All captions of the sample.
     Captions,
+    /// Nothing but the image (embedding a collection).
+    Images,
 }
 
 impl EvalBatches {
@@ -73,11 +75,20 @@ impl EvalBatches {
         tokenizer: Arc<dyn Tokenize>,
     ) -> Result<Self, EvalError> {
         if Path::new(spec).is_dir() {
-            if want == Want::Captions {
-                return Err(EvalError::Input(format!(
-                    "{spec} is a folder; retrieval needs captioned shards (KEY.jpg + KEY.txt), \
-                     e.g. made by `cliptrain data build`"
-                )));
+            match want {
+                Want::Labels => {}
+                Want::Captions => {
+                    return Err(EvalError::Input(format!(
+                        "{spec} is a folder; retrieval needs captioned shards (KEY.jpg + KEY.txt), \
+                         e.g. made by `cliptrain data build`"
+                    )));
+                }
+                Want::Images => {
+                    return Err(EvalError::Input(format!(
+                        "{spec} is a folder; name WebDataset shards (e.g. \"photos-{{000..009}}.tar\"), \
+                         as `cliptrain data build` writes them"
+                    )));
+                }
             }
             return Ok(Self::Folder(FolderBatches::new(
                 Path::new(spec),
@@ -99,6 +110,7 @@ impl EvalBatches {
         let keys = SampleKeys {
             label: want == Want::Labels,
             all_captions: want == Want::Captions,
+            image_only: want == Want::Images,
             ..prep.image_keys.clone()
         };
         let opts = LoaderOptions {

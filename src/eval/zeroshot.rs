@@ -123,7 +123,7 @@ impl ZeroShotTask {
         let emb = enc.texts(&prompts)?; // normalised, [C*T, D]
         let (c, t) = (self.classnames.len() as i64, self.templates.len() as i64);
         let mean = emb.view([c, t, -1]).mean_dim(1, false, tch::Kind::Float);
-        Ok(crate::loss::l2_normalize(&mean))
+        Ok(crate::model::l2_normalize(&mean))
     }
 
     /// Scores every image of the set against the classifier.

@@ -1,10 +1,12 @@
-//! Strict loading of Hugging Face `CLIPModel` safetensors into a [`tch::nn::VarStore`].
+//! The one strict loader: named tensors (Hugging Face `CLIPModel` names) into a
+//! [`tch::nn::VarStore`], every mismatch collected and reported at once.
 //!
 //! The VarStore's names are HF's names, so saving is plain `vs.save("model.safetensors")`.
-//! Loading is stricter than `vs.load`: every mismatch is collected and reported at once, with
-//! shapes, and each variable keeps its own dtype (tch's `load` would adopt the file's).
+//! Loading is stricter than `vs.load`: every missing, unexpected and mis-shaped name is listed
+//! with its shapes, and each variable keeps its own dtype (tch's `load` would adopt the file's).
+//! Resuming a run, `model.init_from`, evaluation, embedding and export all load through here.
 use super::ModelError;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{Tensor, nn};
 
@@ -13,61 +15,84 @@ fn is_ignored_buffer(name: &str) -> bool {
     name.ends_with("embeddings.position_ids")
 }
 
-/// Fills every variable of `vs` from the safetensors file at `path`, which must hold exactly
-/// those names with the same shapes (HF's `position_ids` buffers are tolerated and ignored).
+/// Whether a load may leave variables out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Every variable must be matched with its shape, or nothing is written.
+    Strict,
+    /// What fits is copied; the rest keeps its init and is reported.
+    Lenient,
+}
+
+/// What a load copied and what it left out.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// Variables filled from the tensors.
+    pub loaded: usize,
+    /// What did not fit (empty after a strict load).
+    pub skipped: MismatchReport,
+}
+
+/// Copies `tensors` into the variables of `vs`; `path` names their file in errors.
 ///
-/// On any mismatch nothing is written and the error lists every missing, unexpected and
-/// mis-shaped name.
-pub fn load_hf_safetensors(vs: &mut nn::VarStore, path: &Path) -> Result<(), ModelError> {
-    let read = Tensor::read_safetensors(path).map_err(|source| ModelError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let file: BTreeMap<String, Tensor> = read
+/// A `logit_bias` the tensors lack is not a mismatch in either mode: CLIP weights have none,
+/// and a SigLIP model started from them keeps its initial bias. HF's `position_ids` buffers are
+/// ignored. In [`LoadMode::Strict`] any other difference fails with [`ModelError::Mismatch`]
+/// listing every problem, and nothing is written.
+pub fn load_named(
+    vs: &mut nn::VarStore,
+    tensors: Vec<(String, Tensor)>,
+    mode: LoadMode,
+    path: &Path,
+) -> Result<LoadReport, ModelError> {
+    let file: BTreeMap<String, Tensor> = tensors
         .into_iter()
         .filter(|(n, _)| !is_ignored_buffer(n))
         .collect();
     let vars = vs.variables();
-    let var_names: BTreeSet<&String> = vars.keys().collect();
-    let missing: Vec<String> = var_names
-        .iter()
-        .filter(|n| !file.contains_key(n.as_str()))
-        .map(|n| n.to_string())
-        .collect();
-    let unexpected: Vec<String> = file
-        .keys()
-        .filter(|n| !vars.contains_key(n.as_str()))
-        .cloned()
-        .collect();
-    let mismatched: Vec<ShapeMismatch> = file
-        .iter()
-        .filter_map(|(n, t)| {
-            let v = vars.get(n)?;
-            (v.size() != t.size()).then(|| ShapeMismatch {
-                name: n.clone(),
+    let mut report = MismatchReport {
+        missing: vars
+            .keys()
+            .filter(|n| !file.contains_key(*n) && n.as_str() != "logit_bias")
+            .cloned()
+            .collect(),
+        unexpected: file
+            .keys()
+            .filter(|n| !vars.contains_key(*n))
+            .cloned()
+            .collect(),
+        mismatched: vec![],
+    };
+    report.missing.sort();
+    let mut fits = Vec::new();
+    for (name, t) in &file {
+        let Some(v) = vars.get(name) else { continue };
+        if v.size() == t.size() {
+            fits.push((v.shallow_clone(), t));
+        } else {
+            report.mismatched.push(ShapeMismatch {
+                name: name.clone(),
                 expected: v.size(),
                 found: t.size(),
-            })
-        })
-        .collect();
-    if !(missing.is_empty() && unexpected.is_empty() && mismatched.is_empty()) {
+            });
+        }
+    }
+    if mode == LoadMode::Strict && !report.is_empty() {
         return Err(ModelError::Mismatch {
             path: path.to_path_buf(),
-            report: MismatchReport {
-                missing,
-                unexpected,
-                mismatched,
-            },
+            report,
         });
     }
     tch::no_grad(|| {
-        for (name, t) in &file {
-            let mut v = vars[name].shallow_clone();
+        for (v, t) in &fits {
             // copy_ converts dtype and device to the variable's.
-            v.copy_(t);
+            v.shallow_clone().copy_(t);
         }
     });
-    Ok(())
+    Ok(LoadReport {
+        loaded: fits.len(),
+        skipped: report,
+    })
 }
 
 /// One name whose shape differs between the model and the file.
@@ -86,6 +111,13 @@ pub struct MismatchReport {
     /// File tensors the model has no variable for.
     pub unexpected: Vec<String>,
     pub mismatched: Vec<ShapeMismatch>,
+}
+
+impl MismatchReport {
+    /// Nothing missing, unexpected or mis-shaped.
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.mismatched.is_empty()
+    }
 }
 
 impl std::fmt::Display for MismatchReport {

@@ -2,19 +2,23 @@
 //!
 //! Every variable is created under nested [`nn::Path`]s that spell Hugging Face `CLIPModel`'s
 //! state-dict names and layouts, so `vs.save("model.safetensors")` is an HF checkpoint and
-//! [`load_hf_safetensors`] reads one back (or an HF-trained model) unchanged. Initialisation
-//! follows OpenCLIP. The model owns no training logic: losses and optimizers live elsewhere and
-//! use [`ClipOutput`], [`ClipModel::logit_scale`] and [`no_weight_decay`].
+//! [`load_named`] reads one back (or an HF-trained model) unchanged. Initialisation follows
+//! OpenCLIP. The model knows nothing of runs: it is built from a [`ModelSpec`], and owns no
+//! training logic: the losses take [`ClipModel::encode_image`] / [`ClipModel::encode_text`]
+//! features and [`ClipModel::logit_scale`], the optimizer [`no_weight_decay`].
+//! [`ClipModel::forward`] returns HF's `CLIPOutput` ([`ClipOutput`]) for parity checks against
+//! `transformers`.
 mod load;
+mod spec;
 mod text;
 mod transformer;
 mod vision;
 
-pub use load::{MismatchReport, ShapeMismatch, load_hf_safetensors};
+pub use load::{LoadMode, LoadReport, MismatchReport, ShapeMismatch, load_named};
+pub use spec::{Activation, LogitHead, ModelSpec, TextConfig, VisionConfig, mlp_width};
 pub use text::TextTransformer;
 pub use vision::VisionTransformer;
 
-use crate::config::{LossKind, ModelConfig};
 use std::path::PathBuf;
 use tch::{Tensor, nn};
 use transformer::{Linear, WeightInit};
@@ -22,16 +26,11 @@ use transformer::{Linear, WeightInit};
 /// Why a model could not be built or loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// The model config cannot describe a working network.
+    /// The spec cannot describe a working network.
     #[error("invalid model config: {0}")]
     Config(String),
-    #[error("reading {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: tch::TchError,
-    },
-    #[error("{} does not match the model:{report}", path.display())]
+    /// Weights that do not fit the model, every problem listed.
+    #[error("{} does not fit the model:{report}", path.display())]
     Mismatch {
         path: PathBuf,
         report: MismatchReport,
@@ -64,28 +63,22 @@ pub struct ClipModel {
 }
 
 impl ClipModel {
-    /// Creates every variable under `root` (normally `vs.root()`). `eot_id` is the tokenizer's
-    /// end-of-text id (49407 for CLIP's BPE); `loss` decides whether a `logit_bias` exists and
-    /// how `logit_scale` starts (`ln(1/0.07)` for InfoNCE, `ln 10` with bias −10 for SigLIP).
-    /// Draws from libtorch's global RNG, so `tch::manual_seed` makes it deterministic.
-    pub fn new(
-        root: &nn::Path,
-        cfg: &ModelConfig,
-        eot_id: i64,
-        loss: LossKind,
-    ) -> Result<Self, ModelError> {
-        check_config(cfg, eot_id)?;
-        let eps = cfg.layer_norm_eps;
-        let embed = cfg.embed_dim as i64;
-        let (vw, tw) = (cfg.vision.width as i64, cfg.text.width as i64);
+    /// Creates every variable under `root` (normally `vs.root()`) as `spec` describes; the
+    /// head decides whether a `logit_bias` exists and how `logit_scale` starts. Draws from
+    /// libtorch's global RNG, so `tch::manual_seed` makes it deterministic.
+    pub fn new(root: &nn::Path, spec: &ModelSpec) -> Result<Self, ModelError> {
+        spec.validate()?;
+        let eps = spec.layer_norm_eps;
+        let embed = spec.embed_dim as i64;
+        let (vw, tw) = (spec.vision.width as i64, spec.text.width as i64);
         let vision =
-            VisionTransformer::new(&(root / "vision_model"), &cfg.vision, cfg.activation, eps);
+            VisionTransformer::new(&(root / "vision_model"), &spec.vision, spec.activation, eps);
         let text = TextTransformer::new(
             &(root / "text_model"),
-            &cfg.text,
-            cfg.activation,
+            &spec.text,
+            spec.activation,
             eps,
-            eot_id,
+            spec.eot_id,
         );
         // OpenCLIP draws both projections as w^-0.5·randn (its [w, embed] is HF's transpose).
         let visual_projection = Linear::new(
@@ -102,13 +95,15 @@ impl ClipModel {
             false,
             WeightInit::Normal((tw as f64).powf(-0.5)),
         );
-        let scale_init = match loss {
-            LossKind::InfoNce => (1.0f64 / 0.07).ln(),
-            LossKind::Siglip => 10f64.ln(),
-        };
-        let logit_scale = root.var("logit_scale", &[], nn::Init::Const(scale_init));
-        let logit_bias =
-            (loss == LossKind::Siglip).then(|| root.var("logit_bias", &[], nn::Init::Const(-10.0)));
+        let logit_scale = root.var(
+            "logit_scale",
+            &[],
+            nn::Init::Const(spec.head.logit_scale_init()),
+        );
+        let logit_bias = spec
+            .head
+            .logit_bias_init()
+            .map(|b| root.var("logit_bias", &[], nn::Init::Const(b)));
         Ok(Self {
             vision,
             text,
@@ -157,34 +152,10 @@ impl ClipModel {
     }
 }
 
-/// `x / ‖x‖₂` along the last dimension, without an epsilon, exactly as HF.
-fn l2_normalize(x: &Tensor) -> Tensor {
-    x / x.norm_scalaropt_dim(2, [-1], true)
-}
-
-fn check_config(cfg: &ModelConfig, eot_id: i64) -> Result<(), ModelError> {
-    let (v, t) = (&cfg.vision, &cfg.text);
-    let bad = |m: String| Err(ModelError::Config(m));
-    if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
-        return bad(format!(
-            "vision image_size {} is not a multiple of patch_size {}",
-            v.image_size, v.patch_size
-        ));
-    }
-    for (tower, width, heads) in [("vision", v.width, v.heads), ("text", t.width, t.heads)] {
-        if heads == 0 || width % heads != 0 {
-            return bad(format!(
-                "{tower} width {width} is not divisible by {heads} heads"
-            ));
-        }
-    }
-    if eot_id < 0 || eot_id as usize >= t.vocab_size {
-        return bad(format!(
-            "end-of-text id {eot_id} is outside the vocabulary of {}",
-            t.vocab_size
-        ));
-    }
-    Ok(())
+/// Row-wise L2 normalisation, as `F.normalize(x, dim=-1)`: the 1e-12 floor only matters for an
+/// all-zero row (0 instead of NaN), so real features match HF's plain `x / ‖x‖₂` exactly.
+pub fn l2_normalize(x: &Tensor) -> Tensor {
+    x / x.norm_scalaropt_dim(2.0, [-1i64], true).clamp_min(1e-12)
 }
 
 /// Whether the variable called `name` is excluded from weight decay: biases, LayerNorm gains

@@ -1,5 +1,4 @@
 use super::*;
-use crate::config::{Activation, TextConfig, VisionConfig};
 use tch::{Device, Kind, nn::VarStore};
 
 const EOT: i64 = 30;
@@ -12,8 +11,8 @@ fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn small_cfg() -> ModelConfig {
-    ModelConfig {
+fn small_cfg() -> ModelSpec {
+    ModelSpec {
         embed_dim: 24,
         activation: Activation::QuickGelu,
         layer_norm_eps: 1e-5,
@@ -33,14 +32,22 @@ fn small_cfg() -> ModelConfig {
             heads: 4,
             mlp_ratio: 4.0,
         },
-        ..Default::default()
+        eot_id: EOT,
+        head: LogitHead::Clip,
     }
 }
 
-fn build(cfg: &ModelConfig, loss: LossKind) -> (VarStore, ClipModel) {
+fn build(cfg: &ModelSpec, head: LogitHead) -> (VarStore, ClipModel) {
     tch::manual_seed(0);
     let vs = VarStore::new(Device::Cpu);
-    let m = ClipModel::new(&vs.root(), cfg, EOT, loss).unwrap();
+    let m = ClipModel::new(
+        &vs.root(),
+        &ModelSpec {
+            head,
+            ..cfg.clone()
+        },
+    )
+    .unwrap();
     (vs, m)
 }
 
@@ -61,7 +68,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 #[test]
 fn output_shapes_and_normalisation() {
     let _rng = rng_lock();
-    let (_vs, m) = build(&small_cfg(), LossKind::InfoNce);
+    let (_vs, m) = build(&small_cfg(), LogitHead::Clip);
     let images = Tensor::randn([3, 3, 16, 16], (Kind::Float, Device::Cpu));
     let tokens = tokens_with_eot(&[2, 5, 11, 7]);
     let out = tch::no_grad(|| m.forward(&images, &tokens));
@@ -80,7 +87,7 @@ fn output_shapes_and_normalisation() {
 #[test]
 fn siglip_has_logit_bias() {
     let _rng = rng_lock();
-    let (vs, m) = build(&small_cfg(), LossKind::Siglip);
+    let (vs, m) = build(&small_cfg(), LogitHead::Siglip);
     assert_eq!(m.logit_bias().unwrap().double_value(&[]), -10.0);
     assert!((m.logit_scale().double_value(&[]) - 10f64.ln()).abs() < 1e-6);
     assert!(vs.variables().contains_key("logit_bias"));
@@ -88,14 +95,14 @@ fn siglip_has_logit_bias() {
     let out = tch::no_grad(|| m.forward(&images, &tokens_with_eot(&[3, 9])));
     let want = out.image_embeds.matmul(&out.text_embeds.tr()) * 10.0 - 10.0;
     assert!(max_diff(&out.logits_per_image, &want) < 1e-5);
-    let (vs, _) = build(&small_cfg(), LossKind::InfoNce);
+    let (vs, _) = build(&small_cfg(), LogitHead::Clip);
     assert!(!vs.variables().contains_key("logit_bias"));
 }
 
 #[test]
 fn text_attention_is_causal() {
     let _rng = rng_lock();
-    let (_vs, m) = build(&small_cfg(), LossKind::InfoNce);
+    let (_vs, m) = build(&small_cfg(), LogitHead::Clip);
     let tokens = tokens_with_eot(&[4, 6]);
     let before = tch::no_grad(|| m.encode_text(&tokens));
     // Change every token after the EOT: the pooled output must not move.
@@ -120,7 +127,7 @@ fn text_attention_is_causal() {
 #[test]
 fn pooling_takes_the_first_eot() {
     let _rng = rng_lock();
-    let (_vs, m) = build(&small_cfg(), LossKind::InfoNce);
+    let (_vs, m) = build(&small_cfg(), LogitHead::Clip);
     let tokens = tokens_with_eot(&[3]);
     let _ = tokens.get(0).get(9).fill_(EOT);
     // Pooling at 3 = the full sequence truncated after position 3, pooled at its last token.
@@ -141,9 +148,10 @@ fn weight_decay_groups_follow_openclip() {
         &[],
     )
     .unwrap()
-    .model;
+    .model
+    .spec(EOT, crate::config::LossKind::Siglip);
     cfg.text.vocab_size = EOT as usize + 1;
-    let (vs, _) = build(&cfg, LossKind::Siglip);
+    let (vs, _) = build(&cfg, LogitHead::Siglip);
     let vars = vs.variables();
     let mut excluded = 0;
     for (name, t) in &vars {
@@ -173,7 +181,7 @@ fn init_statistics() {
     cfg.text.layers = 3;
     tch::manual_seed(0);
     let vs = VarStore::new(Device::Cpu);
-    let _m = ClipModel::new(&vs.root(), &cfg, EOT, LossKind::InfoNce).unwrap();
+    let _m = ClipModel::new(&vs.root(), &cfg).unwrap();
     let v = vs.variables();
     let std = |n: &str| v[n].std(true).double_value(&[]);
     let close = |n: &str, want: f64| {
@@ -217,7 +225,7 @@ fn init_statistics() {
     // Same seed, same weights.
     tch::manual_seed(0);
     let vs2 = VarStore::new(Device::Cpu);
-    let _m2 = ClipModel::new(&vs2.root(), &cfg, EOT, LossKind::InfoNce).unwrap();
+    let _m2 = ClipModel::new(&vs2.root(), &cfg).unwrap();
     for (n, t) in &vs2.variables() {
         assert!(t.equal(&v[n]), "{n} differs under the same seed");
     }
@@ -231,9 +239,10 @@ fn vit_b_32_parameter_count_matches_hf() {
         &[],
     )
     .unwrap()
-    .model;
+    .model
+    .spec(49407, crate::config::LossKind::InfoNce);
     let vs = VarStore::new(Device::Cpu);
-    let _m = tch::no_grad(|| ClipModel::new(&vs.root(), &cfg, 49407, LossKind::InfoNce)).unwrap();
+    let _m = tch::no_grad(|| ClipModel::new(&vs.root(), &cfg)).unwrap();
     let n: i64 = vs.variables().values().map(|t| t.numel() as i64).sum();
     // transformers 5.24: sum(p.numel() for p in CLIPModel(CLIPConfig()).parameters()).
     assert_eq!(n, 151_277_313);
@@ -246,17 +255,20 @@ fn rejects_bad_configs() {
     let mut cfg = small_cfg();
     cfg.text.heads = 5;
     assert!(matches!(
-        ClipModel::new(&vs.root(), &cfg, EOT, LossKind::InfoNce),
+        ClipModel::new(&vs.root(), &cfg),
         Err(ModelError::Config(_))
     ));
-    assert!(ClipModel::new(&vs.root(), &small_cfg(), EOT + 1, LossKind::InfoNce).is_err());
+    let past_vocab = ModelSpec {
+        eot_id: EOT + 1,
+        ..small_cfg()
+    };
+    assert!(ClipModel::new(&vs.root(), &past_vocab).is_err());
 }
 
 #[test]
 fn strict_loader_reports_every_mismatch() {
     let _rng = rng_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let (vs, _m) = build(&small_cfg(), LossKind::InfoNce);
+    let (vs, _m) = build(&small_cfg(), LogitHead::Clip);
     let mut named: Vec<(String, Tensor)> = vs
         .variables()
         .into_iter()
@@ -275,11 +287,18 @@ fn strict_loader_reports_every_mismatch() {
         "text_model.embeddings.position_ids".into(),
         Tensor::arange(12, (Kind::Int64, Device::Cpu)),
     ));
-    let path = dir.path().join("bad.safetensors");
-    Tensor::write_safetensors(&named, &path).unwrap();
-    let (mut vs2, _m2) = build(&small_cfg(), LossKind::InfoNce);
-    let err = load_hf_safetensors(&mut vs2, &path).unwrap_err();
+    let path = std::path::Path::new("bad.safetensors");
+    let (mut vs2, _m2) = build(&small_cfg(), LogitHead::Clip);
+    let before = vs2.variables()["visual_projection.weight"].copy();
+    let copy = |named: &[(String, Tensor)]| -> Vec<(String, Tensor)> {
+        named.iter().map(|(n, t)| (n.clone(), t.copy())).collect()
+    };
+    let err = load_named(&mut vs2, copy(&named), LoadMode::Strict, path).unwrap_err();
     let msg = err.to_string();
+    assert!(
+        msg.starts_with("bad.safetensors does not fit the model"),
+        "{msg}"
+    );
     assert!(msg.contains("missing in file: logit_scale"), "{msg}");
     assert!(msg.contains("unexpected in file: extra.weight"), "{msg}");
     assert!(
@@ -287,16 +306,45 @@ fn strict_loader_reports_every_mismatch() {
         "{msg}"
     );
     assert!(!msg.contains("position_ids"), "{msg}");
+    assert!(
+        vs2.variables()["visual_projection.weight"].equal(&before),
+        "a strict failure writes nothing"
+    );
 
-    // The saved store reloads exactly into a differently seeded model.
+    // Lenient: what fits is copied, the rest reported.
+    let report = load_named(&mut vs2, named, LoadMode::Lenient, path).unwrap();
+    assert_eq!(report.skipped.missing, ["logit_scale"]);
+    assert_eq!(report.skipped.unexpected, ["extra.weight"]);
+    assert_eq!(report.skipped.mismatched.len(), 1);
+    assert_eq!(report.loaded, vs.variables().len() - 2);
+    assert!(
+        vs2.variables()["visual_projection.weight"]
+            .equal(&vs.variables()["visual_projection.weight"])
+    );
+
+    // Saved and read back, a store reloads exactly into a differently seeded model.
+    let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("model.safetensors");
     vs.save(&good).unwrap();
     tch::manual_seed(1);
     let mut vs3 = VarStore::new(Device::Cpu);
-    let _m3 = ClipModel::new(&vs3.root(), &small_cfg(), EOT, LossKind::InfoNce).unwrap();
-    load_hf_safetensors(&mut vs3, &good).unwrap();
+    let _m3 = ClipModel::new(&vs3.root(), &small_cfg()).unwrap();
+    let tensors = Tensor::read_safetensors(&good).unwrap();
+    load_named(&mut vs3, tensors, LoadMode::Strict, &good).unwrap();
     let v = vs.variables();
     for (n, t) in &vs3.variables() {
         assert!(t.equal(&v[n]), "{n}");
     }
+}
+
+#[test]
+fn a_siglip_model_takes_clip_weights_and_keeps_its_bias_init() {
+    let _rng = rng_lock();
+    let (clip, _) = build(&small_cfg(), LogitHead::Clip);
+    let (mut siglip, m) = build(&small_cfg(), LogitHead::Siglip);
+    let tensors: Vec<(String, Tensor)> = clip.variables().into_iter().collect();
+    let report = load_named(&mut siglip, tensors, LoadMode::Strict, "clip".as_ref()).unwrap();
+    assert!(report.skipped.is_empty());
+    assert_eq!(report.loaded, clip.variables().len());
+    assert_eq!(m.logit_bias().unwrap().double_value(&[]), -10.0);
 }

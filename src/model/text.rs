@@ -1,9 +1,9 @@
 //! The text tower: a causal Transformer pooled at the end-of-text token, named as HF's
 //! `CLIPTextTransformer` (`text_model.*`).
+use super::spec::{Activation, TextConfig, mlp_width};
 use super::transformer::{
     Encoder, LayerInit, LayerNorm, StackSpec, WeightInit, gather_rows, weight,
 };
-use crate::config::{Activation, TextConfig};
 use tch::{Kind, Tensor, nn};
 
 /// Causal text encoder producing the final-LayerNorm feature at each caption's first EOT token,
@@ -49,7 +49,7 @@ impl TextTransformer {
             width: w,
             layers,
             heads: cfg.heads as i64,
-            mlp_width: (cfg.width as f64 * cfg.mlp_ratio).round() as i64,
+            mlp_width: mlp_width(cfg.width, cfg.mlp_ratio) as i64,
             activation,
             eps,
             causal: true,

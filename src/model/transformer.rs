@@ -1,7 +1,7 @@
 //! The building blocks both towers share: linear and LayerNorm layers, multi-head attention,
 //! the MLP and the pre-LN encoder layer, each named as in Hugging Face's `modeling_clip.py` so
 //! the `nn::Path` tree is the safetensors name tree.
-use crate::config::Activation;
+use super::spec::Activation;
 use tch::{Kind, Tensor, nn};
 
 /// How a weight matrix is drawn. The towers differ (OpenCLIP gives the text tower explicit

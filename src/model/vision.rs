@@ -1,7 +1,7 @@
 //! The image tower: a ViT with a class token, named as HF's `CLIPVisionTransformer`
 //! (`vision_model.*`).
+use super::spec::{Activation, VisionConfig, mlp_width};
 use super::transformer::{Encoder, LayerInit, LayerNorm, StackSpec, WeightInit, weight};
-use crate::config::{Activation, VisionConfig};
 use tch::{Tensor, nn};
 
 /// ViT image encoder producing the pooled (post-LayerNorm class token) feature, before the
@@ -27,7 +27,7 @@ impl VisionTransformer {
         let w = cfg.width as i64;
         let patch = cfg.patch_size as i64;
         let grid = (cfg.image_size / cfg.patch_size) as i64;
-        let mlp_width = (cfg.width as f64 * cfg.mlp_ratio).round() as i64;
+        let mlp_width = mlp_width(cfg.width, cfg.mlp_ratio) as i64;
         let scale = (w as f64).powf(-0.5);
         let emb = p / "embeddings";
         let patch_embedding = weight(

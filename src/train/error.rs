@@ -30,11 +30,6 @@ pub enum TrainError {
         path: PathBuf,
         source: crate::optim::OptimError,
     },
-    #[error("reading the config saved in {}: {source}", path.display())]
-    SavedConfig {
-        path: PathBuf,
-        source: crate::config::ConfigError,
-    },
     #[error(
         "{} was trained with a different config; to resume, these keys must be as they were:\n{}\n\
          Keys that may change on resume: {} (configs/README.md, \"Resuming a run\")",
@@ -69,7 +64,7 @@ pub enum TrainError {
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
     #[error(transparent)]
-    Interop(#[from] crate::interop::InteropError),
+    Source(#[from] crate::source::SourceError),
     #[error(transparent)]
     Dist(#[from] crate::dist::DistError),
     #[error(transparent)]

@@ -5,7 +5,7 @@
 //! path parameters change in four places: loading weights when the run is built (`build`,
 //! `resume`), [`crate::finetune::apply`] once at the start (freezing, a `logit_scale` reset),
 //! and after each step the optimizer's update ([`AdamW::step`]) followed by the temperature
-//! clamp ([`crate::loss::clamp_logit_scale`]).
+//! clamp ([`crate::loss::ClipLoss::clamp_logit_scale`]).
 //!
 //! - [`step`]: one step's forward and backward, the same code for one process and N ranks;
 //! - [`meter`]: throughput (samples/s, time waiting for data, evaluation left out);
@@ -230,7 +230,9 @@ impl Trainer {
         self.state.bad_steps_in_a_row = 0;
         let norm = self.opt.clip_grad_norm(self.cfg.optim.grad_clip_norm);
         self.opt.step(lr);
-        crate::loss::clamp_logit_scale(self.model.logit_scale(), self.cfg.loss.max_logit_scale);
+        self.step_fn
+            .loss
+            .clamp_logit_scale(self.model.logit_scale());
         self.opt.zero_grad();
         Ok(norm)
     }

@@ -7,10 +7,9 @@
 //! differently. Every other key must match, and a refusal names each one that differs.
 use super::{Resume, TrainError, build};
 use crate::checkpoint::{self, TrainState};
-use crate::config::Config;
+use crate::config::{Config, flat_keys};
 use crate::dist::Dist;
 use crate::optim::AdamW;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use tch::nn;
@@ -85,11 +84,7 @@ pub(super) fn choose(run_dir: &Path, resume: &Resume) -> Result<Option<PathBuf>,
 /// [`MAY_CHANGE_ON_RESUME`] differs from its saved `config.toml`, or when `data.tokenizer` is
 /// not the tokenizer it saved.
 pub(super) fn check_config(dir: &Path, cfg: &Config) -> Result<(), TrainError> {
-    let path = dir.join("config.toml");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| TrainError::Setup(format!("reading {}: {e}", path.display())))?;
-    let saved = crate::config::load_str(&text, &[])
-        .map_err(|source| TrainError::SavedConfig { path, source })?;
+    let saved = checkpoint::read_config(dir)?;
     let changes = changed_keys(&saved, cfg);
     if !changes.is_empty() {
         return Err(TrainError::ConfigChanged {
@@ -115,7 +110,7 @@ pub(super) fn check_config(dir: &Path, cfg: &Config) -> Result<(), TrainError> {
 
 /// The keys outside [`MAY_CHANGE_ON_RESUME`] whose values differ, in key order.
 pub fn changed_keys(saved: &Config, now: &Config) -> Vec<KeyChange> {
-    let (saved, now) = (flatten(saved), flatten(now));
+    let (saved, now) = (flat_keys(saved), flat_keys(now));
     saved
         .iter()
         .filter(|(key, _)| !may_change(key))
@@ -123,8 +118,8 @@ pub fn changed_keys(saved: &Config, now: &Config) -> Vec<KeyChange> {
             let new = now.get(key)?;
             (old != new).then(|| KeyChange {
                 key: key.clone(),
-                saved: old.to_string(),
-                now: new.to_string(),
+                saved: old.clone(),
+                now: new.clone(),
             })
         })
         .collect()
@@ -139,31 +134,6 @@ fn may_change(key: &str) -> bool {
                 .is_some_and(|r| r.starts_with('.')),
             None => key == *k,
         })
-}
-
-/// Every leaf of the config as `section.key` → value (nested sections joined with `.`).
-fn flatten(cfg: &Config) -> BTreeMap<String, toml::Value> {
-    fn walk(prefix: &str, v: toml::Value, out: &mut BTreeMap<String, toml::Value>) {
-        match v {
-            toml::Value::Table(t) => {
-                for (k, v) in t {
-                    let key = if prefix.is_empty() {
-                        k
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&key, v, out);
-                }
-            }
-            leaf => {
-                out.insert(prefix.to_string(), leaf);
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    let value = toml::Value::try_from(cfg).expect("a Config always converts to TOML");
-    walk("", value, &mut out);
-    out
 }
 
 /// Loads the checkpoint in `dir` into the model and optimizer; returns its state with this

@@ -1,16 +1,16 @@
 //! Hugging Face `CLIPModel` folders: `config.json` (CLIPConfig) to and from our model config,
 //! the tokenizer and image-processor files `CLIPProcessor` reads, and `cliptrain export hf`.
 //! The weights need no map: our names are HF's.
-use super::{InteropError, SavedModel, write_json, write_tensors};
-use crate::config::{Activation, ModelConfig, TextConfig, VisionConfig};
+use super::{LoadedModel, SourceError, write_json};
+use crate::model::{Activation, LogitHead, ModelSpec, TextConfig, VisionConfig, mlp_width};
 use serde_json::{Value, json};
 use std::path::Path;
 
 /// HF's image-processor file.
 pub const PREPROCESSOR: &str = "preprocessor_config.json";
 
-fn bad(path: &Path, reason: String) -> InteropError {
-    InteropError::BadConfig {
+fn bad(path: &Path, reason: String) -> SourceError {
+    SourceError::BadConfig {
         path: path.to_path_buf(),
         reason,
     }
@@ -23,7 +23,7 @@ fn count(
     name: &str,
     key: &str,
     default: usize,
-) -> Result<usize, InteropError> {
+) -> Result<usize, SourceError> {
     match section.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(v) => v.as_u64().map(|n| n as usize).ok_or_else(|| {
@@ -35,7 +35,7 @@ fn count(
     }
 }
 
-fn activation(path: &Path, section: &Value, name: &str) -> Result<Activation, InteropError> {
+fn activation(path: &Path, section: &Value, name: &str) -> Result<Activation, SourceError> {
     match section
         .get("hidden_act")
         .and_then(Value::as_str)
@@ -52,8 +52,10 @@ fn activation(path: &Path, section: &Value, name: &str) -> Result<Activation, In
     }
 }
 
-/// The model dimensions a CLIPConfig `config.json` describes (HF's defaults for absent keys).
-pub fn read_config(path: &Path) -> Result<ModelConfig, InteropError> {
+/// The model a CLIPConfig `config.json` describes (HF's defaults for absent keys). Text pools at
+/// `text_config.eos_token_id`, or — absent, or HF's legacy 2, which means argmax pooling — at
+/// the last id of the vocabulary, where CLIP's BPE puts its end-of-text token.
+pub fn read_config(path: &Path) -> Result<ModelSpec, SourceError> {
     let json = super::read_json(path)?;
     let empty = json!({});
     let t = json.get("text_config").unwrap_or(&empty);
@@ -82,12 +84,15 @@ pub fn read_config(path: &Path) -> Result<ModelConfig, InteropError> {
     let tw = count(path, t, "text_config", "hidden_size", 512)?;
     let vw = count(path, v, "vision_config", "hidden_size", 768)?;
     let ratio = |inter: usize, w: usize| inter as f64 / w.max(1) as f64;
-    Ok(ModelConfig {
+    let vocab_size = count(path, t, "text_config", "vocab_size", 49408)?;
+    let eot_id = match t.get("eos_token_id").and_then(Value::as_i64) {
+        None | Some(2) => vocab_size as i64 - 1,
+        Some(id) => id,
+    };
+    Ok(ModelSpec {
         embed_dim: count(path, &json, "config", "projection_dim", 512)?,
         activation: t_act,
         layer_norm_eps: eps(t),
-        init_from: String::new(),
-        init_strict: true,
         vision: VisionConfig {
             image_size: count(path, v, "vision_config", "image_size", 224)?,
             patch_size: count(path, v, "vision_config", "patch_size", 32)?,
@@ -100,7 +105,7 @@ pub fn read_config(path: &Path) -> Result<ModelConfig, InteropError> {
             ),
         },
         text: TextConfig {
-            vocab_size: count(path, t, "text_config", "vocab_size", 49408)?,
+            vocab_size,
             context_length: count(path, t, "text_config", "max_position_embeddings", 77)?,
             width: tw,
             layers: count(path, t, "text_config", "num_hidden_layers", 12)?,
@@ -110,6 +115,8 @@ pub fn read_config(path: &Path) -> Result<ModelConfig, InteropError> {
                 tw,
             ),
         },
+        eot_id,
+        head: LogitHead::Clip,
     })
 }
 
@@ -118,7 +125,7 @@ pub const PROCESSOR: &str = "processor_config.json";
 
 /// The image `mean`/`std` an HF folder states: `preprocessor_config.json`, or the
 /// `image_processor` of `processor_config.json`; `None` when neither has both.
-pub fn read_preprocessor(dir: &Path) -> Result<Option<super::MeanStd>, InteropError> {
+pub fn read_preprocessor(dir: &Path) -> Result<Option<super::MeanStd>, SourceError> {
     let json = if dir.join(PREPROCESSOR).is_file() {
         super::read_json(&dir.join(PREPROCESSOR))?
     } else if dir.join(PROCESSOR).is_file() {
@@ -146,20 +153,16 @@ fn act_name(a: Activation) -> &'static str {
     }
 }
 
-/// MLP hidden width exactly as the model builds it.
-pub(crate) fn mlp_width(width: usize, ratio: f64) -> usize {
-    (width as f64 * ratio).round() as usize
-}
-
-/// The CLIPConfig `config.json` of a model. `eot`, `sot` and `pad` are the tokenizer's ids;
-/// `eos_token_id = eot` makes HF pool at the first EOT, as cliptrain does.
-pub fn config_json(m: &ModelConfig, eot: i64, sot: i64, pad: i64) -> Value {
+/// The CLIPConfig `config.json` of a model. `sot` and `pad` are the tokenizer's ids;
+/// `eos_token_id = m.eot_id` makes HF pool at the first EOT, as cliptrain does.
+pub fn config_json(m: &ModelSpec, sot: i64, pad: i64) -> Value {
     let (t, v) = (&m.text, &m.vision);
+    let eot = m.eot_id;
     json!({
         "architectures": ["CLIPModel"],
         "model_type": "clip",
         "projection_dim": m.embed_dim,
-        "logit_scale_init_value": 2.6592,
+        "logit_scale_init_value": LogitHead::Clip.logit_scale_init(),
         "initializer_factor": 1.0,
         "torch_dtype": "float32",
         "text_config": {
@@ -215,12 +218,12 @@ pub fn preprocessor_json(size: usize, mean: [f64; 3], std: [f64; 3]) -> Value {
 }
 
 /// Writes the tokenizer files a `CLIPTokenizer`/`AutoTokenizer` reads offline:
-/// `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`.
+/// `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`. Returns their names.
 pub(crate) fn write_tokenizer_files(
     out: &Path,
     tok: &crate::text::TextTokenizer,
     context_length: usize,
-) -> Result<(), InteropError> {
+) -> Result<Vec<String>, SourceError> {
     let path = out.join("tokenizer.json");
     tok.save(&path).map_err(|e| bad(&path, e.to_string()))?;
     let name = |id: u32| tok.inner().id_to_token(id).unwrap_or_default();
@@ -241,42 +244,46 @@ pub(crate) fn write_tokenizer_files(
     write_json(
         &out.join("special_tokens_map.json"),
         &json!({"bos_token": sot, "eos_token": eot, "unk_token": eot, "pad_token": eot}),
-    )
+    )?;
+    Ok([
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ]
+    .map(String::from)
+    .to_vec())
 }
 
 /// `cliptrain export hf`: a folder `CLIPModel.from_pretrained` and `CLIPProcessor.from_pretrained`
 /// load offline. Returns the files written.
-pub fn export(ckpt: &SavedModel, out: &Path) -> Result<Vec<String>, InteropError> {
-    if ckpt.tensors.iter().any(|(n, _)| n == "logit_bias") {
-        return Err(InteropError::Unsupported(format!(
+pub fn export(loaded: &LoadedModel, out: &Path) -> Result<Vec<String>, SourceError> {
+    let (source, m) = (&loaded.source, &loaded.source.spec);
+    if m.head == LogitHead::Siglip {
+        return Err(SourceError::Unsupported(format!(
             "{} is a SigLIP model (it has logit_bias); Hugging Face CLIPModel has no logit bias. \
              Export it with `cliptrain export openclip` instead",
-            ckpt.dir.display()
+            source.dir.display()
         )));
     }
     std::fs::create_dir_all(out).map_err(super::io("creating", out))?;
-    let m = &ckpt.config.model;
-    let eot = ckpt.eot_id();
-    let sot = ckpt
+    let sot = source
         .tokenizer
         .as_ref()
         .map(|t| i64::from(t.sot_id()))
-        .unwrap_or(eot - 1);
-    write_json(&out.join("config.json"), &config_json(m, eot, sot, eot))?;
-    write_tensors(&out.join("model.safetensors"), &ckpt.tensors)?;
-    let d = &ckpt.config.data;
+        .unwrap_or(m.eot_id - 1);
+    write_json(&out.join("config.json"), &config_json(m, sot, m.eot_id))?;
+    let weights = out.join("model.safetensors");
+    crate::checkpoint::write_tensors(&weights, &loaded.named_tensors())?;
+    let d = source.config().data;
     write_json(
         &out.join(PREPROCESSOR),
         &preprocessor_json(m.vision.image_size, d.image_mean, d.image_std),
     )?;
-    let mut files = vec!["config.json", "model.safetensors", PREPROCESSOR];
-    if let Some(tok) = &ckpt.tokenizer {
-        write_tokenizer_files(out, tok, m.text.context_length)?;
-        files.extend([
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "special_tokens_map.json",
-        ]);
+    let mut files: Vec<String> = ["config.json", "model.safetensors", PREPROCESSOR]
+        .map(String::from)
+        .to_vec();
+    if let Some(tok) = &source.tokenizer {
+        files.extend(write_tokenizer_files(out, tok, m.text.context_length)?);
     }
-    Ok(files.into_iter().map(String::from).collect())
+    Ok(files)
 }

@@ -5,8 +5,8 @@
 //! The state dicts differ in three ways beyond names: OpenCLIP fuses the attention input
 //! projections (`attn.in_proj_weight` = q, k, v stacked), stores both projections transposed
 //! (`visual.proj`, `text_projection` are `[width, embed]`), and names the blocks `resblocks`.
-use super::{InteropError, SavedModel, write_json, write_tensors};
-use crate::config::{Activation, ModelConfig, TextConfig, VisionConfig};
+use super::{LoadedModel, SourceError, write_json};
+use crate::model::{Activation, LogitHead, ModelSpec, TextConfig, VisionConfig, mlp_width};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -181,14 +181,14 @@ pub fn from_hf(tensors: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
     out
 }
 
-fn bad(path: &Path, reason: String) -> InteropError {
-    InteropError::BadConfig {
+fn bad(path: &Path, reason: String) -> SourceError {
+    SourceError::BadConfig {
         path: path.to_path_buf(),
         reason,
     }
 }
 
-fn num(path: &Path, s: &Value, name: &str, key: &str, default: f64) -> Result<f64, InteropError> {
+fn num(path: &Path, s: &Value, name: &str, key: &str, default: f64) -> Result<f64, SourceError> {
     match s.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(v) => v
@@ -198,7 +198,7 @@ fn num(path: &Path, s: &Value, name: &str, key: &str, default: f64) -> Result<f6
 }
 
 /// Refuses OpenCLIP options our model cannot represent, naming each.
-fn check_plain(path: &Path, s: &Value, name: &str) -> Result<(), InteropError> {
+fn check_plain(path: &Path, s: &Value, name: &str) -> Result<(), SourceError> {
     let allowed_false = [
         "attentional_pool",
         "no_ln_pre",
@@ -257,8 +257,10 @@ fn layer_norm_eps(s: &Value) -> Option<f64> {
     s.get("norm_kwargs")?.get("eps")?.as_f64()
 }
 
-/// The model dimensions (and preprocessing mean/std, when stated) of an `open_clip_config.json`.
-pub fn read_config(path: &Path) -> Result<(ModelConfig, Option<super::MeanStd>), InteropError> {
+/// The model (and preprocessing mean/std, when stated) of an `open_clip_config.json`. Text
+/// pools at `text_cfg.eos_id`, else (OpenCLIP's argmax pooling) at the last id of the
+/// vocabulary; an `init_logit_bias` makes it a SigLIP model.
+pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), SourceError> {
     let json = super::read_json(path)?;
     let m = json.get("model_cfg").unwrap_or(&json);
     let empty = json!({});
@@ -272,7 +274,7 @@ pub fn read_config(path: &Path) -> Result<(ModelConfig, Option<super::MeanStd>),
             "vision_cfg.layers is a list (a ResNet tower); cliptrain has only ViTs".into(),
         ));
     }
-    let int = |s: &Value, name: &str, key: &str, d: f64| -> Result<usize, InteropError> {
+    let int = |s: &Value, name: &str, key: &str, d: f64| -> Result<usize, SourceError> {
         let x = num(path, s, name, key, d)?;
         if x < 0.0 || x.fract() != 0.0 {
             return Err(bad(
@@ -291,7 +293,8 @@ pub fn read_config(path: &Path) -> Result<(ModelConfig, Option<super::MeanStd>),
             "vision and text norm_kwargs.eps differ; cliptrain uses one".into(),
         ));
     }
-    let model = ModelConfig {
+    let vocab_size = int(t, "text_cfg", "vocab_size", 49408.0)?;
+    let model = ModelSpec {
         embed_dim: int(m, "model_cfg", "embed_dim", 512.0)?,
         activation: if m.get("quick_gelu").and_then(Value::as_bool) == Some(true) {
             Activation::QuickGelu
@@ -299,8 +302,6 @@ pub fn read_config(path: &Path) -> Result<(ModelConfig, Option<super::MeanStd>),
             Activation::Gelu
         },
         layer_norm_eps: eps_v,
-        init_from: String::new(),
-        init_strict: true,
         vision: VisionConfig {
             image_size: int(v, "vision_cfg", "image_size", 224.0)?,
             patch_size: int(v, "vision_cfg", "patch_size", 16.0)?,
@@ -310,12 +311,21 @@ pub fn read_config(path: &Path) -> Result<(ModelConfig, Option<super::MeanStd>),
             mlp_ratio: num(path, v, "vision_cfg", "mlp_ratio", 4.0)?,
         },
         text: TextConfig {
-            vocab_size: int(t, "text_cfg", "vocab_size", 49408.0)?,
+            vocab_size,
             context_length: int(t, "text_cfg", "context_length", 77.0)?,
             width: int(t, "text_cfg", "width", 512.0)?,
             layers: int(t, "text_cfg", "layers", 12.0)?,
             heads: int(t, "text_cfg", "heads", 8.0)?,
             mlp_ratio: num(path, t, "text_cfg", "mlp_ratio", 4.0)?,
+        },
+        eot_id: match t.get("eos_id").and_then(Value::as_i64) {
+            Some(id) => id,
+            None => vocab_size as i64 - 1,
+        },
+        head: if m.get("init_logit_bias").is_some_and(|b| !b.is_null()) {
+            LogitHead::Siglip
+        } else {
+            LogitHead::Clip
         },
     };
     let p = json.get("preprocess_cfg").unwrap_or(&empty);
@@ -331,16 +341,17 @@ pub fn read_config(path: &Path) -> Result<(ModelConfig, Option<super::MeanStd>),
 /// The `open_clip_config.json` of a model. Text pooling is `eos` at our end-of-text id (first
 /// EOT, as cliptrain pools); `hf_tokenizer_name` makes `open_clip.get_tokenizer('local-dir:…')`
 /// read the folder's `tokenizer.json` when one is written.
-pub fn config_json(ckpt: &SavedModel, with_tokenizer: bool) -> Value {
-    let m = &ckpt.config.model;
-    let (v, t, d) = (&m.vision, &m.text, &ckpt.config.data);
+pub fn config_json(loaded: &LoadedModel, with_tokenizer: bool) -> Value {
+    let m = &loaded.source.spec;
+    let d = loaded.source.config().data;
+    let (v, t) = (&m.vision, &m.text);
     let mut vision = json!({
         "image_size": v.image_size,
         "patch_size": v.patch_size,
         "width": v.width,
         "layers": v.layers,
         "head_width": v.width / v.heads.max(1),
-        "mlp_ratio": super::hf::mlp_width(v.width, v.mlp_ratio) as f64 / v.width.max(1) as f64,
+        "mlp_ratio": mlp_width(v.width, v.mlp_ratio) as f64 / v.width.max(1) as f64,
     });
     let mut text = json!({
         "context_length": t.context_length,
@@ -348,9 +359,9 @@ pub fn config_json(ckpt: &SavedModel, with_tokenizer: bool) -> Value {
         "width": t.width,
         "heads": t.heads,
         "layers": t.layers,
-        "mlp_ratio": super::hf::mlp_width(t.width, t.mlp_ratio) as f64 / t.width.max(1) as f64,
+        "mlp_ratio": mlp_width(t.width, t.mlp_ratio) as f64 / t.width.max(1) as f64,
         "pool_type": "eos",
-        "eos_id": ckpt.eot_id(),
+        "eos_id": m.eot_id,
     });
     if m.layer_norm_eps != 1e-5 {
         vision["norm_kwargs"] = json!({"eps": m.layer_norm_eps});
@@ -365,7 +376,7 @@ pub fn config_json(ckpt: &SavedModel, with_tokenizer: bool) -> Value {
         "vision_cfg": vision,
         "text_cfg": text,
     });
-    if let Some((_, b)) = ckpt.tensors.iter().find(|(n, _)| n == "logit_bias") {
+    if let Some(b) = loaded.model.logit_bias() {
         model_cfg["init_logit_bias"] = json!(b.double_value(&[]));
     }
     json!({
@@ -381,22 +392,16 @@ pub fn config_json(ckpt: &SavedModel, with_tokenizer: bool) -> Value {
 
 /// `cliptrain export openclip`: `open_clip_config.json` + `open_clip_model.safetensors`
 /// (+ the tokenizer files). Returns the files written.
-pub fn export(ckpt: &SavedModel, out: &Path) -> Result<Vec<String>, InteropError> {
+pub fn export(loaded: &LoadedModel, out: &Path) -> Result<Vec<String>, SourceError> {
     std::fs::create_dir_all(out).map_err(super::io("creating", out))?;
-    let with_tok = ckpt.tokenizer.is_some();
-    write_json(&out.join(CONFIG), &config_json(ckpt, with_tok))?;
-    write_tensors(&out.join(WEIGHTS), &from_hf(&ckpt.tensors))?;
+    let tokenizer = loaded.source.tokenizer.as_ref();
+    write_json(&out.join(CONFIG), &config_json(loaded, tokenizer.is_some()))?;
+    let weights = out.join(WEIGHTS);
+    crate::checkpoint::write_tensors(&weights, &from_hf(&loaded.named_tensors()))?;
     let mut files = vec![CONFIG.to_string(), WEIGHTS.to_string()];
-    if let Some(tok) = &ckpt.tokenizer {
-        super::hf::write_tokenizer_files(out, tok, ckpt.config.model.text.context_length)?;
-        files.extend(
-            [
-                "tokenizer.json",
-                "tokenizer_config.json",
-                "special_tokens_map.json",
-            ]
-            .map(String::from),
-        );
+    if let Some(tok) = tokenizer {
+        let ctx = loaded.source.spec.text.context_length;
+        files.extend(super::hf::write_tokenizer_files(out, tok, ctx)?);
     }
     Ok(files)
 }
@@ -404,7 +409,7 @@ pub fn export(ckpt: &SavedModel, out: &Path) -> Result<Vec<String>, InteropError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LossKind;
+    use crate::config::{LossKind, ModelConfig};
     use crate::model::ClipModel;
     use tch::{Device, nn};
 
@@ -421,7 +426,7 @@ mod tests {
             cfg.embed_dim,
         ) = (12, 2, 2, 4);
         let vs = nn::VarStore::new(Device::Cpu);
-        let _m = ClipModel::new(&vs.root(), &cfg, 19, LossKind::Siglip).unwrap();
+        let _m = ClipModel::new(&vs.root(), &cfg.spec(19, LossKind::Siglip)).unwrap();
         let ours: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         let oc = from_hf(&ours);
         let names: Vec<&str> = oc.iter().map(|(n, _)| n.as_str()).collect();

@@ -1,0 +1,246 @@
+//! Where a model comes from, and where it goes: [`ModelSource`] opens a cliptrain checkpoint
+//! (or run folder), a Hugging Face CLIP folder or an OpenCLIP folder the same way for every
+//! command that takes one — training's `model.init_from`, `eval`, `embed`, `search`, `export` —
+//! and the `export` writers turn a loaded model into the other two kinds.
+//!
+//! Every name map lives here: HF names are ours ([`crate::model`] spells them), [`openclip`]
+//! maps OpenCLIP's state-dict names onto them and back, [`hf`] reads and writes HF's
+//! `config.json` and processor files. Loading goes through [`crate::model::load_named`].
+pub mod hf;
+mod init;
+mod loaded;
+pub mod openclip;
+
+pub use init::{init_weights, prepare};
+pub use loaded::LoadedModel;
+
+use crate::checkpoint::{self, CheckpointError};
+use crate::config::Config;
+use crate::model::{LoadMode, LoadReport, ModelError, ModelSpec};
+use crate::text::{TextError, TextTokenizer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tch::{Tensor, nn};
+
+/// Why a model could not be opened, loaded or exported.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{}: no such file or folder", .0.display())]
+    Missing(PathBuf),
+    #[error(
+        "{} is not a cliptrain checkpoint or run folder (state.json / latest), a Hugging Face \
+         CLIP folder (config.json + model.safetensors) or an OpenCLIP folder \
+         (open_clip_config.json + open_clip_model.safetensors)",
+        .0.display()
+    )]
+    UnknownSource(PathBuf),
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {reason}", path.display())]
+    BadConfig { path: PathBuf, reason: String },
+    #[error(
+        "{} has no tokenizer: put its tokenizer.json in the folder (a checkpoint may also name \
+         one in data.tokenizer of its config.toml)",
+        .0.display()
+    )]
+    NoTokenizer(PathBuf),
+    /// A strict `model.init_from` that does not fit the run's model.
+    #[error("{0}\n(set model.init_strict = false to load what fits and keep the rest at its init)")]
+    InitMismatch(#[source] ModelError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Text(#[from] TextError),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SourceError {
+    let path = path.to_path_buf();
+    move |source| SourceError::Io { op, path, source }
+}
+
+pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, SourceError> {
+    let text = std::fs::read_to_string(path).map_err(io("reading", path))?;
+    serde_json::from_str(&text).map_err(|e| SourceError::BadConfig {
+        path: path.to_path_buf(),
+        reason: format!("not valid JSON: {e}"),
+    })
+}
+
+pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), SourceError> {
+    let text = serde_json::to_string_pretty(value).expect("JSON values serialize");
+    std::fs::write(path, text + "\n").map_err(io("writing", path))
+}
+
+/// Per-channel image normalisation: (mean, std).
+pub type MeanStd = ([f64; 3], [f64; 3]);
+
+/// The three kinds of model folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A cliptrain checkpoint folder (a run folder is resolved to its newest checkpoint).
+    Checkpoint,
+    HuggingFace,
+    OpenClip,
+}
+
+/// A model folder, read up to its weights (which [`ModelSource::tensors`] reads).
+#[derive(Clone)]
+pub struct ModelSource {
+    pub kind: SourceKind,
+    /// The folder the files are in (a run folder is resolved to its checkpoint).
+    pub dir: PathBuf,
+    /// The model the folder holds. Its `eot_id` is the tokenizer's when there is one, else what
+    /// the folder states (HF's and OpenCLIP's argmax pooling: the last id of the vocabulary).
+    pub spec: ModelSpec,
+    /// The tokenizer file: the folder's `tokenizer.json`, or a checkpoint's `data.tokenizer`.
+    pub tokenizer_path: Option<PathBuf>,
+    pub tokenizer: Option<Arc<TextTokenizer>>,
+    /// The image normalisation the folder states.
+    pub image_mean_std: Option<MeanStd>,
+    /// Optimizer steps a checkpoint was trained for; `None` for HF and OpenCLIP folders.
+    pub step: Option<u64>,
+    /// A checkpoint's saved `config.toml`.
+    saved: Option<Config>,
+}
+
+impl std::fmt::Debug for ModelSource {
+    // The tokenizer has no Debug; its path says which it is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSource")
+            .field("kind", &self.kind)
+            .field("dir", &self.dir)
+            .field("spec", &self.spec)
+            .field("tokenizer_path", &self.tokenizer_path)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one folder states about its model before the tokenizer is read.
+struct Described {
+    kind: SourceKind,
+    dir: PathBuf,
+    spec: ModelSpec,
+    image_mean_std: Option<MeanStd>,
+    saved: Option<Config>,
+}
+
+impl ModelSource {
+    /// Identifies the folder at `path` and reads its model description and tokenizer.
+    pub fn open(path: &Path) -> Result<Self, SourceError> {
+        if !path.exists() {
+            return Err(SourceError::Missing(path.to_path_buf()));
+        }
+        let d = describe(path)?;
+        let mut tokenizer_path = Some(d.dir.join("tokenizer.json")).filter(|p| p.is_file());
+        if let (None, Some(saved)) = (&tokenizer_path, &d.saved) {
+            tokenizer_path = Some(PathBuf::from(&saved.data.tokenizer)).filter(|p| p.is_file());
+        }
+        let tokenizer = match &tokenizer_path {
+            Some(p) => Some(Arc::new(TextTokenizer::from_file(
+                p,
+                d.spec.text.context_length,
+            )?)),
+            None => None,
+        };
+        let mut spec = d.spec;
+        // The one end-of-text rule: the tokenizer's id wins over what the folder states.
+        if let Some(tok) = &tokenizer {
+            spec.eot_id = i64::from(tok.eot_id());
+        }
+        let step = match d.kind {
+            SourceKind::Checkpoint => Some(checkpoint::read_state(&d.dir)?.step),
+            _ => None,
+        };
+        Ok(Self {
+            kind: d.kind,
+            dir: d.dir,
+            spec,
+            tokenizer_path,
+            tokenizer,
+            image_mean_std: d.image_mean_std,
+            step,
+            saved: d.saved,
+        })
+    }
+
+    /// The weights file and its tensors under our (HF) names.
+    pub fn tensors(&self) -> Result<(PathBuf, Vec<(String, Tensor)>), SourceError> {
+        Ok(match self.kind {
+            SourceKind::OpenClip => {
+                let path = self.dir.join(openclip::WEIGHTS);
+                let tensors = openclip::to_hf(checkpoint::read_tensors(&path)?);
+                (path, tensors)
+            }
+            SourceKind::HuggingFace | SourceKind::Checkpoint => {
+                let path = self.dir.join("model.safetensors");
+                let tensors = checkpoint::read_tensors(&path)?;
+                (path, tensors)
+            }
+        })
+    }
+
+    /// Copies the weights into `vs` through the one strict loader (see
+    /// [`crate::model::load_named`]).
+    pub fn load_into(
+        &self,
+        vs: &mut nn::VarStore,
+        mode: LoadMode,
+    ) -> Result<LoadReport, SourceError> {
+        let (path, tensors) = self.tensors()?;
+        Ok(crate::model::load_named(vs, tensors, mode, &path)?)
+    }
+
+    /// The run config this model goes with: a checkpoint's own; for HF and OpenCLIP folders the
+    /// defaults with the folder's model, head, tokenizer and normalisation applied.
+    pub fn config(&self) -> Config {
+        if let Some(saved) = &self.saved {
+            return saved.clone();
+        }
+        let mut cfg = Config::default();
+        cfg.loss.kind = self.spec.head.into();
+        self.apply_to(&mut cfg);
+        cfg
+    }
+}
+
+/// The folder's kind, model and normalisation, from its config file.
+fn describe(path: &Path) -> Result<Described, SourceError> {
+    if path.join(openclip::CONFIG).is_file() {
+        let (spec, mean_std) = openclip::read_config(&path.join(openclip::CONFIG))?;
+        return Ok(Described {
+            kind: SourceKind::OpenClip,
+            dir: path.to_path_buf(),
+            spec,
+            image_mean_std: mean_std,
+            saved: None,
+        });
+    }
+    if path.join("config.json").is_file() && path.join("model.safetensors").is_file() {
+        return Ok(Described {
+            kind: SourceKind::HuggingFace,
+            dir: path.to_path_buf(),
+            spec: hf::read_config(&path.join("config.json"))?,
+            image_mean_std: hf::read_preprocessor(path)?,
+            saved: None,
+        });
+    }
+    let dir = checkpoint::resolve(path).map_err(|_| SourceError::UnknownSource(path.into()))?;
+    let saved = checkpoint::read_config(&dir)?;
+    let last_id = saved.model.text.vocab_size as i64 - 1;
+    Ok(Described {
+        kind: SourceKind::Checkpoint,
+        spec: saved.model.spec(last_id, saved.loss.kind),
+        image_mean_std: Some((saved.data.image_mean, saved.data.image_std)),
+        saved: Some(saved),
+        dir,
+    })
+}
