@@ -1,6 +1,7 @@
 //! The streaming data path on shards these tests write themselves: ordering modes, rank splits,
 //! shuffling, exact resume, and every kind of bad input skipped and counted.
-use cliptrain::data::loader::{Batch, Loader, LoaderOptions, SampleKeys, Tokenize};
+use cliptrain::data::loader::{Batch, Loader, LoaderOptions, Tokenize};
+use cliptrain::data::sample::SampleKeys;
 use cliptrain::data::spec::{Shard, parse_spec};
 use cliptrain::data::stream::{Order, ShardStream, StreamOptions, StreamState};
 use cliptrain::data::transform::{Augment, ImageTransform};

@@ -3,7 +3,8 @@
 use clap::{Args, Subcommand};
 use cliptrain::config::DataConfig;
 use cliptrain::data::inspect::inspect;
-use cliptrain::data::loader::{Loader, LoaderOptions, SampleKeys};
+use cliptrain::data::loader::{Loader, LoaderOptions};
+use cliptrain::data::sample::SampleKeys;
 use cliptrain::data::spec::parse_spec;
 use cliptrain::data::stream::{Order, ShardStream, StreamOptions};
 use cliptrain::data::transform::{Augment, ImageTransform};

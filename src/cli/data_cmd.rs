@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 use cliptrain::config::DataConfig;
 use cliptrain::data::import::{self, ImportOptions};
 use cliptrain::data::inspect::inspect;
-use cliptrain::data::loader::SampleKeys;
+use cliptrain::data::sample::SampleKeys;
 use cliptrain::data::spec::parse_spec;
 use cliptrain::data::synth::{self, SynthOptions};
 use std::path::PathBuf;

@@ -2,7 +2,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use cliptrain::config::DataConfig;
-use cliptrain::data::{self, loader::SampleKeys};
+use cliptrain::data::{self, sample::SampleKeys};
 use cliptrain::text::{TextTokenizer, train_bpe};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -76,7 +76,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
                 text_key: args.text_key.clone(),
                 ..DataConfig::default()
             };
-            Some(data::loader::captions(
+            Some(data::sample::captions(
                 data::spec::parse_spec(spec)?,
                 SampleKeys::from_config(&d),
             )?)

@@ -1,7 +1,7 @@
 //! `cliptrain data inspect`: what a set of shards holds, shard by shard — samples, member keys,
 //! what is missing or broken and why, caption lengths and image sizes. Every image is decoded
 //! (in parallel), so "ok" means exactly what the training loader would accept.
-use super::loader::{SampleKeys, caption_of, image_of};
+use super::sample::{SampleKeys, caption_of, image_of};
 use super::spec::Shard;
 use super::tarstream::{RawSample, SampleReader, TarEvent};
 use super::transform::decode_rgb8;

@@ -2,12 +2,14 @@
 //!
 //! `spec` turns shard specs into shards, `tarstream` reads samples out of tar streams,
 //! `stream` orders shards and samples (epochs, resampling, ranks, shuffling, resume),
-//! `transform` decodes and augments images, and `loader` runs it all on background threads and
+//! `sample` says which members hold the image, caption and label, `transform` decodes and
+//! augments images, and `loader` runs it all on background threads and
 //! hands the trainer finished batches. On the writing side, `writer` writes img2dataset-style
 //! shards, `synth` generates the embedded default dataset, and `inspect` reports on shards.
 pub mod import;
 pub mod inspect;
 pub mod loader;
+pub mod sample;
 pub mod spec;
 pub mod stream;
 pub mod synth;

@@ -9,7 +9,8 @@ pub mod source;
 pub mod zeroshot;
 
 use crate::config::{Config, EvalConfig, Precision};
-use crate::data::loader::{SampleKeys, Tokenize};
+use crate::data::loader::Tokenize;
+use crate::data::sample::SampleKeys;
 use crate::log::Metrics;
 use crate::model::ClipModel;
 use crate::precision::Autocast;

@@ -1,7 +1,8 @@
 //! Where evaluation images come from: WebDataset shards (read once, in order, through the
 //! training data layer with the eval transform) or an ImageFolder tree `DIR/<class>/*`.
 use super::EvalError;
-use crate::data::loader::{Loader, LoaderOptions, Normalise, SampleKeys, Tokenize};
+use crate::data::loader::{Loader, LoaderOptions, Normalise, Tokenize};
+use crate::data::sample::SampleKeys;
 use crate::data::spec::parse_spec;
 use crate::data::stream::{Order, ShardStream, StreamOptions};
 use crate::data::transform::{Augment, ImageTransform};

@@ -2,7 +2,8 @@
 use super::TrainError;
 use crate::checkpoint::TrainState;
 use crate::config::{Config, DataMode};
-use crate::data::loader::{Loader, LoaderOptions, SampleKeys};
+use crate::data::loader::{Loader, LoaderOptions};
+use crate::data::sample::SampleKeys;
 use crate::data::spec::parse_spec;
 use crate::data::stream::{Order, ShardStream, StreamOptions};
 use crate::data::transform::{Augment, ImageTransform};

@@ -8,14 +8,16 @@
 //! byte-identical for the same options however rayon schedules the work.
 mod captions;
 mod draw;
+mod sink;
 
 use crate::data::writer::{ShardInfo, ShardWriter, WriterError};
 use draw::{Background, COLOURS, Object, Shape, Texture};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use sink::{Encoded, Sink, brace_spec, encode, remove_old_shards, write_text};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Colour × shape combinations (indices into the colour and shape tables) held out of training.
 /// One per colour and at most two per shape, so every colour and every shape still appears in
@@ -377,44 +379,6 @@ fn eval_sample(domain: Domain, index: usize, side: u32, rng: &mut ChaCha8Rng) ->
     }
 }
 
-/// A sample as its tar members.
-struct Encoded {
-    jpg: Vec<u8>,
-    txt: String,
-    cls: Option<String>,
-    objects: usize,
-}
-
-fn encode(split: Split, index: usize, sample: Sample) -> Result<Encoded, SynthError> {
-    let mut jpg = Vec::with_capacity(4096);
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpg, JPEG_QUALITY)
-        .encode_image(&sample.image)
-        .map_err(|source| SynthError::Encode {
-            split: split.prefix(),
-            index,
-            source,
-        })?;
-    Ok(Encoded {
-        jpg,
-        txt: sample.caption,
-        cls: match split {
-            Split::Eval => sample.label.map(|l| l.to_string()),
-            Split::Train => None,
-        },
-        objects: sample.objects.len(),
-    })
-}
-
-/// The brace spec covering `n` shards named `prefix-NNNNNN.tar` in `dir`.
-fn brace_spec(dir: &Path, prefix: &str, n: usize) -> String {
-    let name = match n {
-        0 => return String::new(),
-        1 => ShardWriter::shard_name(prefix, 0),
-        _ => format!("{prefix}-{{{:06}..{:06}}}.tar", 0, n - 1),
-    };
-    dir.join(name).display().to_string()
-}
-
 fn write_split(
     opts: &SynthOptions,
     split: Split,
@@ -475,90 +439,6 @@ fn write_split(
         two_object,
         spec,
         shards,
-    })
-}
-
-/// Where encoded samples go: shards, or loose files as a user's own data arrives.
-enum Sink {
-    Shards(ShardWriter),
-    Folder {
-        dir: PathBuf,
-        /// Training captions, `file,caption` rows relative to `dir`.
-        csv: Vec<String>,
-        classes: Vec<String>,
-    },
-}
-
-impl Sink {
-    fn write(&mut self, key: &str, e: &Encoded) -> Result<(), SynthError> {
-        match self {
-            Sink::Shards(writer) => {
-                let mut members: Vec<(&str, &[u8])> =
-                    vec![("jpg", e.jpg.as_slice()), ("txt", e.txt.as_bytes())];
-                if let Some(cls) = &e.cls {
-                    members.push(("cls", cls.as_bytes()));
-                }
-                writer.write(key, &members)?;
-            }
-            Sink::Folder { dir, csv, classes } => {
-                // Eval images go to eval/<class>/ (spaces as underscores, as ImageFolders
-                // are usually named); training images to images/ with a captions.csv row.
-                let folder = match &e.cls {
-                    Some(cls) => {
-                        let label: usize = cls.parse().expect("labels are written as integers");
-                        dir.join(classes[label].replace(' ', "_"))
-                    }
-                    None => {
-                        csv.push(format!("{key}.jpg,\"{}\"", e.txt.replace('"', "\"\"")));
-                        dir.clone()
-                    }
-                };
-                fs::create_dir_all(&folder).map_err(|source| SynthError::Io {
-                    op: "creating",
-                    path: folder.clone(),
-                    source,
-                })?;
-                let path = folder.join(format!("{key}.jpg"));
-                fs::write(&path, &e.jpg).map_err(|source| SynthError::Io {
-                    op: "writing",
-                    path,
-                    source,
-                })?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Removes shards (and leftover `.tmp` files) of an earlier run in `dir`, so a smaller run does
-/// not leave stale shards that a brace spec or glob would pick up. Only names this generator
-/// writes (`train-NNNNNN.tar`, `eval-NNNNNN.tar`, with optional `.tmp`) are touched.
-fn remove_old_shards(dir: &Path) -> Result<(), SynthError> {
-    let io = |op, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| SynthError::Io { op, path, source }
-    };
-    for entry in fs::read_dir(dir).map_err(io("listing", dir))? {
-        let entry = entry.map_err(io("listing", dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let stem = name.strip_suffix(".tmp").unwrap_or(&name);
-        let number = ["train-", "eval-"]
-            .iter()
-            .find_map(|p| stem.strip_prefix(p)?.strip_suffix(".tar"));
-        if number.is_some_and(|n| n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit())) {
-            fs::remove_file(entry.path()).map_err(io("removing stale shard", &entry.path()))?;
-        }
-    }
-    Ok(())
-}
-
-fn write_text(path: PathBuf, lines: &[String]) -> Result<(), SynthError> {
-    let mut text = lines.join("\n");
-    text.push('\n');
-    fs::write(&path, text).map_err(|source| SynthError::Io {
-        op: "writing",
-        path,
-        source,
     })
 }
 

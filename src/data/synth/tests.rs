@@ -3,6 +3,7 @@
 use super::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
+use std::path::Path;
 
 fn tiny(out: &Path, seed: u64, image_size: u32) -> SynthOptions {
     SynthOptions {
