@@ -344,6 +344,14 @@ fn wrong_types_name_key_value_and_expectation() {
 }
 
 #[test]
+fn rule_errors_are_reported_beside_type_errors() {
+    let p = problems("[run]\nseed = \"abc\"\n[optim]\nlr = -1\n", &[]);
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].starts_with("run.seed = \"abc\""), "{p:?}");
+    assert_eq!(p[1], "optim.lr = -1 must be a finite number > 0");
+}
+
+#[test]
 fn syntax_error_shows_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let f = write(
