@@ -207,7 +207,10 @@ mod tests {
     fn missing_cuda_device_is_an_error_naming_it() {
         let count = tch::Cuda::device_count();
         let e = device(DeviceSpec::Cuda(count as usize + 6)).unwrap_err();
-        assert!(e.to_string().starts_with(&format!("cuda:{} is not on this host", count + 6)));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cuda:{} is not on this host", count + 6))
+        );
         assert_eq!(device(DeviceSpec::Cpu).unwrap(), tch::Device::Cpu);
     }
 

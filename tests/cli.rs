@@ -110,11 +110,24 @@ fn config_check_prints_the_effective_config() {
     }
     let demo = repo().join("configs/demo.toml");
     let check = |dir: &Path| {
-        let args = ["config", "check", demo.to_str().unwrap(), "--set", "optim.steps=420"];
-        Command::new(bin()).args(args).current_dir(dir).output().unwrap()
+        let args = [
+            "config",
+            "check",
+            demo.to_str().unwrap(),
+            "--set",
+            "optim.steps=420",
+        ];
+        Command::new(bin())
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap()
     };
     let err = text(&check(dir.path()).stderr);
-    assert!(err.contains("eval.classes_subset = \"data/synth/classes_seen.txt\": no such file"), "{err}");
+    assert!(
+        err.contains("eval.classes_subset = \"data/synth/classes_seen.txt\": no such file"),
+        "{err}"
+    );
     std::fs::write(synth.join("classes_seen.txt"), "").unwrap();
     let out = check(dir.path());
     assert!(out.status.success(), "{}", text(&out.stderr));

@@ -47,10 +47,13 @@ pub struct SearchArgs {
     pub device: String,
 }
 
-
 pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
-    let enc = Embedder::open(&args.checkpoint, super::device_arg(&args.device)?, args.batch_size)
-        .with_context(|| format!("loading model {}", args.checkpoint.display()))?;
+    let enc = Embedder::open(
+        &args.checkpoint,
+        super::device_arg(&args.device)?,
+        args.batch_size,
+    )
+    .with_context(|| format!("loading model {}", args.checkpoint.display()))?;
     let (keys, embeddings, kind) = if let Some(spec) = &args.images {
         let (keys, emb, skipped) = enc.shards(spec)?;
         if skipped.total() > 0 {

@@ -196,7 +196,8 @@ impl ModelSpec {
         let vision = vw * 3.0 * p * p + vw + patches * vw + 4.0 * vw + vw * e;
         let tw = t.width as f64;
         let text = (t.vocab_size + t.context_length) as f64 * tw + 2.0 * tw + tw * e;
-        let towers = blocks(v.width, v.layers, v.mlp_ratio) + blocks(t.width, t.layers, t.mlp_ratio);
+        let towers =
+            blocks(v.width, v.layers, v.mlp_ratio) + blocks(t.width, t.layers, t.mlp_ratio);
         vision + text + towers + 2.0
     }
 }

@@ -26,13 +26,19 @@ pub(crate) fn read_shapes(path: &Path) -> Result<BTreeMap<String, Vec<u64>>, Sou
     let mut file = std::fs::File::open(path).map_err(super::io("opening", path))?;
     let len = file.metadata().map_err(super::io("reading", path))?.len();
     let mut n = [0u8; 8];
-    file.read_exact(&mut n).map_err(super::io("reading", path))?;
+    file.read_exact(&mut n)
+        .map_err(super::io("reading", path))?;
     let n = u64::from_le_bytes(n);
     if n > MAX_HEADER || n > len.saturating_sub(8) {
-        return Err(bad(path, format!("safetensors header of {n} bytes does not fit a file of {len} bytes")));
+        return Err(bad(
+            path,
+            format!("safetensors header of {n} bytes does not fit a file of {len} bytes"),
+        ));
     }
     let mut text = Vec::with_capacity(n as usize);
-    file.take(n).read_to_end(&mut text).map_err(super::io("reading", path))?;
+    file.take(n)
+        .read_to_end(&mut text)
+        .map_err(super::io("reading", path))?;
     let json: Value = serde_json::from_slice(&text)
         .map_err(|e| bad(path, format!("safetensors header is not valid JSON: {e}")))?;
     let Value::Object(entries) = json else {
@@ -43,14 +49,24 @@ pub(crate) fn read_shapes(path: &Path) -> Result<BTreeMap<String, Vec<u64>>, Sou
     for (name, info) in entries.iter().filter(|(k, _)| *k != "__metadata__") {
         let shape = info.get("shape").and_then(Value::as_array);
         let shape: Option<Vec<u64>> = shape.and_then(|s| s.iter().map(Value::as_u64).collect());
-        let end = info.get("data_offsets").and_then(|o| o.get(1)).and_then(Value::as_u64);
+        let end = info
+            .get("data_offsets")
+            .and_then(|o| o.get(1))
+            .and_then(Value::as_u64);
         let fits = |s: &[u64], end: u64| {
             let count = s.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
             end <= data && count.is_some_and(|c| c <= end)
         };
         match (shape, end) {
             (Some(s), Some(end)) if fits(&s, end) => shapes.insert(name.clone(), s),
-            _ => return Err(bad(path, format!("tensor {name}: its shape and offsets do not fit the file's {data} bytes of data"))),
+            _ => {
+                return Err(bad(
+                    path,
+                    format!(
+                        "tensor {name}: its shape and offsets do not fit the file's {data} bytes of data"
+                    ),
+                ));
+            }
         };
     }
     Ok(shapes)
@@ -96,7 +112,10 @@ pub(crate) fn check(
 ) -> Result<(), SourceError> {
     let problems = spec.dim_problems();
     if !problems.is_empty() {
-        return Err(bad(config, format!("the model it describes is invalid: {}", problems.join("; "))));
+        return Err(bad(
+            config,
+            format!("the model it describes is invalid: {}", problems.join("; ")),
+        ));
     }
     let mut shapes = read_shapes(weights)?;
     if kind == SourceKind::OpenClip {
@@ -109,7 +128,7 @@ pub(crate) fn check(
             have => wrong.push(format!(
                 "{} = {} gives {name} the shape {want:?}, the weights have {}",
                 stated_as(kind, key),
-                value_of(spec, key),
+                value_of(spec, key, kind),
                 have.map_or("no such tensor".into(), |h| format!("{h:?}"))
             )),
         }
@@ -118,23 +137,38 @@ pub(crate) fn check(
         let prefix = format!("{tower}_model.encoder.layers.");
         let have = shapes
             .keys()
-            .filter_map(|n| n.strip_prefix(&prefix)?.split('.').next()?.parse::<u64>().ok())
+            .filter_map(|n| {
+                n.strip_prefix(&prefix)?
+                    .split('.')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
             .max()
             .map_or(0, |i| i + 1);
         if have != layers as u64 {
             let key = stated_as(kind, &format!("{tower}.layers"));
-            wrong.push(format!("{key} = {layers}, the weights have {have} {tower} layers"));
+            wrong.push(format!(
+                "{key} = {layers}, the weights have {have} {tower} layers"
+            ));
         }
     }
     match wrong.is_empty() {
         true => Ok(()),
-        false => Err(bad(config, format!("does not match {}: {}", weights.display(), wrong.join("; ")))),
+        false => Err(bad(
+            config,
+            format!("does not match {}: {}", weights.display(), wrong.join("; ")),
+        )),
     }
 }
 
-fn value_of(spec: &ModelSpec, key: &str) -> String {
+/// The value of `key` as the folder states it (HF states MLP widths, not ratios).
+fn value_of(spec: &ModelSpec, key: &str, kind: SourceKind) -> String {
     let (v, t) = (&spec.vision, &spec.text);
+    let hf = kind == SourceKind::HuggingFace;
     match key {
+        "vision.mlp_ratio" if hf => mlp_width(v.width, v.mlp_ratio).to_string(),
+        "text.mlp_ratio" if hf => mlp_width(t.width, t.mlp_ratio).to_string(),
         "vision.width" => v.width.to_string(),
         "vision.image_size" => v.image_size.to_string(),
         "vision.patch_size" => v.patch_size.to_string(),
@@ -150,18 +184,45 @@ fn value_of(spec: &ModelSpec, key: &str) -> String {
 fn expected(spec: &ModelSpec) -> Vec<(&'static str, String, Vec<u64>)> {
     let (v, t) = (&spec.vision, &spec.text);
     let (vw, tw, e) = (v.width as u64, t.width as u64, spec.embed_dim as u64);
-    let (p, grid) = (v.patch_size as u64, (v.image_size / v.patch_size.max(1)) as u64);
+    let (p, grid) = (
+        v.patch_size as u64,
+        (v.image_size / v.patch_size.max(1)) as u64,
+    );
     let vm = mlp_width(v.width, v.mlp_ratio) as u64;
     let tm = mlp_width(t.width, t.mlp_ratio) as u64;
     let s = |x: &str| x.to_string();
     vec![
-        ("vision.width", s("vision_model.embeddings.patch_embedding.weight"), vec![vw, 3, p, p]),
-        ("vision.image_size", s("vision_model.embeddings.position_embedding.weight"), vec![grid * grid + 1, vw]),
-        ("vision.mlp_ratio", s("vision_model.encoder.layers.0.mlp.fc1.weight"), vec![vm, vw]),
+        (
+            "vision.width",
+            s("vision_model.embeddings.patch_embedding.weight"),
+            vec![vw, 3, p, p],
+        ),
+        (
+            "vision.image_size",
+            s("vision_model.embeddings.position_embedding.weight"),
+            vec![grid * grid + 1, vw],
+        ),
+        (
+            "vision.mlp_ratio",
+            s("vision_model.encoder.layers.0.mlp.fc1.weight"),
+            vec![vm, vw],
+        ),
         ("embed_dim", s("visual_projection.weight"), vec![e, vw]),
-        ("text.vocab_size", s("text_model.embeddings.token_embedding.weight"), vec![t.vocab_size as u64, tw]),
-        ("text.context_length", s("text_model.embeddings.position_embedding.weight"), vec![t.context_length as u64, tw]),
-        ("text.mlp_ratio", s("text_model.encoder.layers.0.mlp.fc1.weight"), vec![tm, tw]),
+        (
+            "text.vocab_size",
+            s("text_model.embeddings.token_embedding.weight"),
+            vec![t.vocab_size as u64, tw],
+        ),
+        (
+            "text.context_length",
+            s("text_model.embeddings.position_embedding.weight"),
+            vec![t.context_length as u64, tw],
+        ),
+        (
+            "text.mlp_ratio",
+            s("text_model.encoder.layers.0.mlp.fc1.weight"),
+            vec![tm, tw],
+        ),
         ("embed_dim", s("text_projection.weight"), vec![e, tw]),
     ]
 }

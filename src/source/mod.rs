@@ -257,9 +257,18 @@ impl Described {
     /// The file the model's dimensions come from, and its weights file.
     fn files(&self) -> (PathBuf, PathBuf) {
         match self.kind {
-            SourceKind::OpenClip => (self.dir.join(openclip::CONFIG), self.dir.join(openclip::WEIGHTS)),
-            SourceKind::HuggingFace => (self.dir.join("config.json"), self.dir.join("model.safetensors")),
-            SourceKind::Checkpoint => (self.dir.join("config.toml"), self.dir.join("model.safetensors")),
+            SourceKind::OpenClip => (
+                self.dir.join(openclip::CONFIG),
+                self.dir.join(openclip::WEIGHTS),
+            ),
+            SourceKind::HuggingFace => (
+                self.dir.join("config.json"),
+                self.dir.join("model.safetensors"),
+            ),
+            SourceKind::Checkpoint => (
+                self.dir.join("config.toml"),
+                self.dir.join("model.safetensors"),
+            ),
         }
     }
 }

@@ -111,7 +111,10 @@ mod tests {
         ] {
             let cfg = crate::config::load_str("[run]\ndevice = \"cpu\"\n", &[set.into()]).unwrap();
             let e = check_memory(&cfg, 64e9).unwrap_err().to_string();
-            assert!(e.contains(key) && e.contains("of the 64.0 GB"), "{set}: {e}");
+            assert!(
+                e.contains(key) && e.contains("of the 64.0 GB"),
+                "{set}: {e}"
+            );
         }
     }
 }

@@ -114,6 +114,10 @@ fn missing_shards(shards: &[Shard]) -> Result<(), TrainError> {
          or set data.strict = false to skip them with a warning",
         missing.len(),
         shown.join(", "),
-        if missing.len() > shown.len() { ", ..." } else { "" }
+        if missing.len() > shown.len() {
+            ", ..."
+        } else {
+            ""
+        }
     )))
 }
