@@ -15,9 +15,6 @@ BIN=target/release/cliptrain
 
 echo "== runtime"
 "$BIN" env
-echo
-echo "== configs/demo.toml"
-"$BIN" -q config check configs/demo.toml >/dev/null && echo "valid (cliptrain config check configs/demo.toml prints it in full)"
 
 DATA=data/synth
 if [[ ! -f $DATA/stats.json ]]; then
@@ -30,6 +27,9 @@ if [[ ! -f $DATA/tokenizer.json ]]; then
   echo "== training the demo's BPE tokenizer on its captions"
   "$BIN" tokenizer train --data "$DATA/train-{000000..000007}.tar" --vocab-size 1024 --out "$DATA/tokenizer.json"
 fi
+echo
+echo "== configs/demo.toml"
+"$BIN" -q config check configs/demo.toml >/dev/null && echo "valid, with the files it names (cliptrain config check configs/demo.toml prints it in full)"
 echo
 echo "== the training shards"
 "$BIN" data inspect "$DATA/train-{000000..000007}.tar" | head -6

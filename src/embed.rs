@@ -67,7 +67,7 @@ impl Embedder {
     /// what was skipped (samples and shards).
     pub fn shards(&self, spec: &str) -> Result<(Vec<String>, Tensor, SkipCounts), EmbedError> {
         let cfg = self.loaded.source.config();
-        let workers = crate::runtime::cpu_threads(0);
+        let workers = crate::runtime::cores();
         let prep = eval_images(&cfg, self.batch_size, workers);
         let encoder = self.encoder();
         let mut batches = EvalBatches::open(spec, Want::Images, &prep, &[], encoder.tokenizer())?;

@@ -1,5 +1,6 @@
 //! What this process runs on: the libtorch it loaded, CUDA, threads. Reported by `cliptrain env`
 //! and at the start of long jobs, so a run's log says which build produced it.
+use crate::config::DeviceSpec;
 use crate::shim;
 use serde::Serialize;
 use std::fmt;
@@ -99,13 +100,78 @@ impl fmt::Display for RuntimeInfo {
     }
 }
 
-/// `requested` threads, or every core when 0 (the config's convention for "all").
-pub fn cpu_threads(requested: usize) -> usize {
-    if requested > 0 {
-        requested
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+/// A device this host does not have (libtorch would panic on its first tensor there).
+#[derive(Debug, thiserror::Error)]
+#[error("{device} is not on this host: {}", describe_cuda(*.count))]
+pub struct DeviceUnavailable {
+    pub device: DeviceSpec,
+    /// CUDA devices this process sees.
+    pub count: i64,
+}
+
+fn describe_cuda(count: i64) -> String {
+    match count {
+        0 => "it has no CUDA device (no NVIDIA driver or GPU); use \"cpu\" or \"auto\"".into(),
+        1 => "it has 1 CUDA device, cuda:0".into(),
+        n => format!("it has {n} CUDA devices, cuda:0 to cuda:{}", n - 1),
     }
+}
+
+/// The libtorch device `spec` names, checked against the devices this host has: a CUDA device
+/// that is not there is an error naming it and what exists, at start-up instead of a panic at
+/// the first tensor.
+pub fn device(spec: DeviceSpec) -> Result<tch::Device, DeviceUnavailable> {
+    if let DeviceSpec::Cuda(i) = spec {
+        let count = tch::Cuda::device_count();
+        if i64::try_from(i).map_or(true, |i| i >= count) {
+            return Err(DeviceUnavailable {
+                device: spec,
+                count,
+            });
+        }
+    }
+    Ok(spec.resolve())
+}
+
+/// The cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The most threads one pool gets: twice the cores (decode and I/O may overlap a little; more
+/// only adds switching, and a typo like 100000 would start that many threads).
+pub fn max_threads() -> usize {
+    2 * cores()
+}
+
+/// `requested` threads, or every core when 0 (the config's convention for "all"); at most
+/// [`max_threads`], with a warning naming `key` when it asked for more.
+pub fn cpu_threads(requested: usize, key: &str) -> usize {
+    let cap = max_threads();
+    match requested {
+        0 => cores(),
+        n if n > cap => {
+            tracing::warn!(
+                "{key} = {n} is more than this host's {} cores can use; using {cap} (twice the cores)",
+                cores()
+            );
+            cap
+        }
+        n => n,
+    }
+}
+
+/// Bytes of memory the kernel says can be given to a new program without swapping
+/// (`MemAvailable` in /proc/meminfo); `None` where that is not known.
+pub fn memory_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_available(&text)
+}
+
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
 }
 
 fn yes_no(b: bool) -> &'static str {
@@ -136,6 +202,32 @@ fn loaded_library_dir(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_cuda_device_is_an_error_naming_it() {
+        let count = tch::Cuda::device_count();
+        let e = device(DeviceSpec::Cuda(count as usize + 6)).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cuda:{} is not on this host", count + 6))
+        );
+        assert_eq!(device(DeviceSpec::Cpu).unwrap(), tch::Device::Cpu);
+    }
+
+    #[test]
+    fn thread_counts_are_capped_relative_to_the_cores() {
+        assert_eq!(cpu_threads(0, "run.threads"), cores());
+        assert_eq!(cpu_threads(1, "run.threads"), 1);
+        assert_eq!(cpu_threads(100_000, "data.workers"), 2 * cores());
+    }
+
+    #[test]
+    fn mem_available_reads_meminfo() {
+        let text = "MemTotal:       16000000 kB\nMemAvailable:    8000000 kB\n";
+        assert_eq!(parse_mem_available(text), Some(8_192_000_000));
+        assert_eq!(parse_mem_available("MemTotal: 1 kB\n"), None);
+        assert!(memory_available().is_some_and(|b| b > 0));
+    }
 
     #[test]
     fn version_numbers_decode() {

@@ -101,13 +101,35 @@ fn env_build_config_shows_libtorch_build() {
 
 #[test]
 fn config_check_prints_the_effective_config() {
-    let out = run(&[
-        "config",
-        "check",
-        "configs/demo.toml",
-        "--set",
-        "optim.steps=420",
-    ]);
+    // The files the demo config names, where it looks for them (relative to the working dir).
+    let dir = tempfile::tempdir().unwrap();
+    let synth = dir.path().join("data/synth");
+    std::fs::create_dir_all(&synth).unwrap();
+    for f in ["tokenizer.json", "classnames.txt", "templates.txt"] {
+        std::fs::write(synth.join(f), "").unwrap();
+    }
+    let demo = repo().join("configs/demo.toml");
+    let check = |dir: &Path| {
+        let args = [
+            "config",
+            "check",
+            demo.to_str().unwrap(),
+            "--set",
+            "optim.steps=420",
+        ];
+        Command::new(bin())
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    };
+    let err = text(&check(dir.path()).stderr);
+    assert!(
+        err.contains("eval.classes_subset = \"data/synth/classes_seen.txt\": no such file"),
+        "{err}"
+    );
+    std::fs::write(synth.join("classes_seen.txt"), "").unwrap();
+    let out = check(dir.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let effective: toml::Table = text(&out.stdout).parse().expect("stdout is TOML");
     assert_eq!(effective["optim"]["steps"].as_integer(), Some(420));

@@ -276,7 +276,7 @@ fn unknown_key_in_a_parent_names_the_parent_file() {
     let child = write(
         dir.path(),
         "child.toml",
-        "extends = \"parent.toml\"\n[optim]\nsteps = 3\n",
+        "extends = \"parent.toml\"\n[optim]\nsteps = 3000\n",
     );
     let e = config::load(&child, &[]).unwrap_err();
     let ConfigError::Invalid(p) = e else {
@@ -341,6 +341,16 @@ fn wrong_types_name_key_value_and_expectation() {
     assert!(p.contains(&"run.seed = \"abc\" in the inline config: invalid type: string \"abc\", expected a non-negative integer".to_string()), "{p:?}");
     assert!(p.iter().any(|m| m.starts_with("run.device = \"gpu\" in the inline config: \"gpu\" is not a device; use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")), "{p:?}");
     assert!(p.iter().any(|m| m.starts_with("run.precision = \"fp8\" in the inline config: unknown variant `fp8`, expected one of `fp32`, `bf16`, `fp16`")), "{p:?}");
+}
+
+#[test]
+fn rule_errors_are_reported_beside_type_errors() {
+    let p = problems("[run]\nseed = \"abc\"\n[optim]\nlr = -1\n", &[]);
+    assert!(p[0].starts_with("run.seed = \"abc\""), "{p:?}");
+    assert!(
+        p.contains(&"optim.lr = -1 must be a finite number > 0".into()),
+        "{p:?}"
+    );
 }
 
 #[test]

@@ -51,7 +51,7 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 }
 
 fn data(args: DataBenchArgs) -> anyhow::Result<()> {
-    let threads = cliptrain::runtime::cpu_threads(args.threads);
+    let threads = cliptrain::runtime::cpu_threads(args.threads, "--threads");
     tch::set_num_threads(1); // the loader's work is ours, not libtorch's; keep the cores for decoding
     let d = DataConfig::default();
     let tokenizer = Arc::new(TextTokenizer::from_file(

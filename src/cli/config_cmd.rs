@@ -32,7 +32,30 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{} is not a valid config", args.file.display()))?;
     let (cfg, _) = cliptrain::source::prepare(&cfg)
         .with_context(|| format!("{}: model.init_from", args.file.display()))?;
+    let missing = missing_files(&cfg);
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "{} names files that do not exist:\n  {}",
+            args.file.display(),
+            missing.join("\n  ")
+        );
+    }
     print!("{}", cfg.to_toml());
     tracing::info!("{} is valid", args.file.display());
     Ok(())
+}
+
+/// The files a config names that are not there (shard specs are checked when read: they may be
+/// `pipe:` commands or patterns).
+fn missing_files(cfg: &config::Config) -> Vec<String> {
+    [
+        ("data.tokenizer", &cfg.data.tokenizer),
+        ("eval.classnames", &cfg.eval.classnames),
+        ("eval.templates", &cfg.eval.templates),
+        ("eval.classes_subset", &cfg.eval.classes_subset),
+    ]
+    .into_iter()
+    .filter(|(_, path)| !path.is_empty() && !std::path::Path::new(path).is_file())
+    .map(|(key, path)| format!("{key} = {path:?}: no such file"))
+    .collect()
 }

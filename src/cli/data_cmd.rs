@@ -124,7 +124,7 @@ fn build_cmd(args: BuildArgs) -> anyhow::Result<()> {
         shard_size: args.shard_size,
         max_side: args.max_side,
         max_pixels: DataConfig::default().max_image_pixels,
-        threads: cliptrain::runtime::cpu_threads(args.threads),
+        threads: cliptrain::runtime::cpu_threads(args.threads, "--threads"),
     };
     let start = Instant::now();
     let stats = import::import(&rows, classes.as_deref(), &opts)
@@ -161,12 +161,21 @@ fn inspect_cmd(args: InspectArgs) -> anyhow::Result<()> {
         &shards,
         &SampleKeys::from_config(&d),
         d.max_image_pixels,
-        cliptrain::runtime::cpu_threads(args.threads),
+        cliptrain::runtime::cpu_threads(args.threads, "--threads"),
     );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{report}");
+    }
+    if report.samples_ok == 0 {
+        // As `train` refuses such data: scripts can tell from the exit code.
+        anyhow::bail!(
+            "no usable sample in {} ({} found, skipped: {})",
+            args.spec,
+            report.samples,
+            report.skipped
+        );
     }
     Ok(())
 }

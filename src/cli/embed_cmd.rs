@@ -2,7 +2,6 @@
 //! against an index).
 use anyhow::{Context, bail};
 use clap::Args;
-use cliptrain::config::DeviceSpec;
 use cliptrain::embed::{Embedder, Index};
 use std::path::PathBuf;
 
@@ -21,7 +20,8 @@ pub struct EmbedArgs {
     /// The index to write: safetensors with `embeddings` and the keys in its metadata.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 64)]
+    /// Images (or texts) encoded at once; at least 1.
+    #[arg(long, default_value_t = 64, value_parser = super::batch_size_arg)]
     pub batch_size: usize,
     /// "auto", "cpu", "cuda" or "cuda:N".
     #[arg(long, default_value = "auto")]
@@ -47,14 +47,13 @@ pub struct SearchArgs {
     pub device: String,
 }
 
-fn device(spec: &str) -> anyhow::Result<tch::Device> {
-    let d: DeviceSpec = spec.parse().map_err(anyhow::Error::msg)?;
-    Ok(d.resolve())
-}
-
 pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
-    let enc = Embedder::open(&args.checkpoint, device(&args.device)?, args.batch_size)
-        .with_context(|| format!("loading model {}", args.checkpoint.display()))?;
+    let enc = Embedder::open(
+        &args.checkpoint,
+        super::device_arg(&args.device)?,
+        args.batch_size,
+    )
+    .with_context(|| format!("loading model {}", args.checkpoint.display()))?;
     let (keys, embeddings, kind) = if let Some(spec) = &args.images {
         let (keys, emb, skipped) = enc.shards(spec)?;
         if skipped.total() > 0 {
@@ -108,7 +107,7 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
         .checkpoint
         .clone()
         .unwrap_or_else(|| index.checkpoint.clone());
-    let enc = Embedder::open(&ckpt, device(&args.device)?, 1).with_context(|| {
+    let enc = Embedder::open(&ckpt, super::device_arg(&args.device)?, 1).with_context(|| {
         format!(
             "loading model {} to encode the query (pass --checkpoint if it moved)",
             ckpt.display()

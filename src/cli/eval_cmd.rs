@@ -3,7 +3,7 @@
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use cliptrain::config::Config;
-use cliptrain::config::{DeviceSpec, Precision};
+use cliptrain::config::Precision;
 use cliptrain::eval::{Encoder, ZeroShotTask, eval_images, plot, report, retrieval};
 use cliptrain::source::LoadedModel;
 use cliptrain::text::TextTokenizer;
@@ -32,7 +32,8 @@ pub struct Common {
     /// `fp32`, or `bf16` autocast; default bf16 on CUDA, fp32 on CPU.
     #[arg(long)]
     pub precision: Option<String>,
-    #[arg(long, default_value_t = 256)]
+    /// Images (and prompts) encoded at once; at least 1.
+    #[arg(long, default_value_t = 256, value_parser = super::batch_size_arg)]
     pub batch_size: usize,
     /// libtorch and decode threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
@@ -91,14 +92,11 @@ struct Session {
 
 impl Session {
     fn open(c: &Common) -> anyhow::Result<Self> {
+        let workers = cliptrain::runtime::cpu_threads(c.threads, "--threads");
         if c.threads > 0 {
-            tch::set_num_threads(c.threads as i32);
+            tch::set_num_threads(workers as i32);
         }
-        let device: DeviceSpec = c
-            .device
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!("--device {}: {e}", c.device))?;
-        let device = device.resolve();
+        let device = super::device_arg(&c.device)?;
         let precision = match c.precision.as_deref() {
             None if device.is_cuda() => Precision::Bf16,
             None | Some("fp32") => Precision::Fp32,
@@ -122,7 +120,7 @@ impl Session {
             config: source.config(),
             loaded,
             precision,
-            workers: cliptrain::runtime::cpu_threads(c.threads),
+            workers,
         })
     }
 

@@ -94,3 +94,21 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .with_target(false)
         .init();
 }
+
+/// `--device`: parsed and checked against the devices this host has, so a missing GPU is a
+/// one-line error at start-up instead of a libtorch panic at the first tensor.
+fn device_arg(spec: &str) -> anyhow::Result<tch::Device> {
+    let d: cliptrain::config::DeviceSpec = spec
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--device {spec}: {e}"))?;
+    cliptrain::runtime::device(d).map_err(|e| anyhow::anyhow!("--device {e}"))
+}
+
+/// `--batch-size`: at least 1.
+fn batch_size_arg(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("the batch size is 0; it must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}")),
+    }
+}

@@ -66,6 +66,22 @@ pub fn load_str(text: &str, overrides: &[String]) -> Result<Config, ConfigError>
     finish(layers, overrides)
 }
 
+/// The rule problems of a config whose unknown or mistyped keys were dropped (so it has their
+/// defaults), leaving out every rule that names a dropped key: those would blame a default the
+/// user never wrote.
+fn rules_apart_from(config: &Config, removed: &[String]) -> Vec<String> {
+    let mentions = |msg: &str, key: &str| {
+        msg.match_indices(key).any(|(i, _)| {
+            let after = msg[i + key.len()..].chars().next();
+            !matches!(after, Some(c) if c.is_alphanumeric() || c == '_')
+        })
+    };
+    validate(config)
+        .into_iter()
+        .filter(|msg| !removed.iter().any(|key| mentions(msg, key)))
+        .collect()
+}
+
 fn finish(mut layers: Layers, overrides: &[String]) -> Result<Config, ConfigError> {
     for arg in overrides {
         layers.add_override(arg)?;
@@ -183,11 +199,15 @@ impl Layers {
         let mut problems = Vec::new();
         let mut retried_as_string = Vec::new();
         // Bounded: every round removes or rewrites one key.
+        let mut removed: Vec<String> = Vec::new();
         for _ in 0..256 {
             let value = Value::Table(self.table.clone());
             let err = match serde_path_to_error::deserialize::<_, Config>(value) {
                 Ok(config) if problems.is_empty() => return Ok(config),
-                Ok(_) => break,
+                Ok(config) => {
+                    problems.extend(rules_apart_from(&config, &removed));
+                    break;
+                }
                 Err(err) => err,
             };
             let parent = err.path().to_string();
@@ -214,6 +234,7 @@ impl Layers {
                 if !self.remove(&key) {
                     break; // cannot make progress past this error
                 }
+                removed.push(key);
                 continue;
             }
             let key = parent;
@@ -239,6 +260,7 @@ impl Layers {
             if !self.remove(&key) {
                 break; // cannot make progress past this error
             }
+            removed.push(key);
         }
         Err(ConfigError::Invalid(problems))
     }

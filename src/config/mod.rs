@@ -92,6 +92,9 @@ pub struct DataConfig {
     pub image_std: [f64; 3],
     /// Images whose header claims more pixels are refused (decompression bombs).
     pub max_image_pixels: u64,
+    /// A shard file of `train` that does not exist stops the run instead of being skipped with
+    /// a warning.
+    pub strict: bool,
 }
 
 impl Default for DataConfig {
@@ -111,6 +114,7 @@ impl Default for DataConfig {
             image_std: [0.26862954, 0.26130258, 0.27577711],
             // PIL's Image.MAX_IMAGE_PIXELS, so we refuse what Python pipelines refuse.
             max_image_pixels: 89_478_485,
+            strict: false,
         }
     }
 }

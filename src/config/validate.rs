@@ -103,51 +103,11 @@ fn data(c: &Config, p: &mut Problems) {
     );
 }
 
+/// The `[model]` rules are the model's own ([`crate::model::ModelSpec::dim_problems`]), so a
+/// model read from a Hugging Face, OpenCLIP or checkpoint folder is held to the same ones.
 fn model(c: &Config, p: &mut Problems) {
-    let m = &c.model;
-    p.at_least("model.embed_dim", m.embed_dim as u64, 1);
-    p.positive("model.layer_norm_eps", m.layer_norm_eps);
-
-    let v = &m.vision;
-    p.at_least("model.vision.patch_size", v.patch_size as u64, 1);
-    p.at_least("model.vision.image_size", v.image_size as u64, 1);
-    if v.patch_size > 0 && v.image_size > 0 {
-        p.check(
-            v.image_size % v.patch_size == 0,
-            "model.vision.image_size",
-            v.image_size,
-            format!("be divisible by model.vision.patch_size = {}", v.patch_size),
-        );
-    }
-    tower(p, "model.vision", v.width, v.layers, v.heads, v.mlp_ratio);
-
-    let t = &m.text;
-    // The start and end tokens alone take two slots.
-    p.at_least("model.text.context_length", t.context_length as u64, 2);
-    p.at_least("model.text.vocab_size", t.vocab_size as u64, 3);
-    tower(p, "model.text", t.width, t.layers, t.heads, t.mlp_ratio);
-}
-
-fn tower(
-    p: &mut Problems,
-    section: &str,
-    width: usize,
-    layers: usize,
-    heads: usize,
-    mlp_ratio: f64,
-) {
-    p.at_least(&format!("{section}.layers"), layers as u64, 1);
-    p.at_least(&format!("{section}.heads"), heads as u64, 1);
-    p.at_least(&format!("{section}.width"), width as u64, 1);
-    if heads > 0 && width > 0 {
-        p.check(
-            width % heads == 0,
-            &format!("{section}.width"),
-            width,
-            format!("be divisible by {section}.heads = {heads}"),
-        );
-    }
-    p.positive(&format!("{section}.mlp_ratio"), mlp_ratio);
+    let spec = c.model.spec(0, c.loss.kind);
+    p.0.extend(spec.dim_problems());
 }
 
 fn optim(c: &Config, p: &mut Problems) {

@@ -122,6 +122,16 @@ pub enum DataError {
         what: String,
         skipped: SkipCounts,
     },
+    #[error(
+        "data.shuffle_buffer = {wanted}: its first {samples} samples already take {:.2} GB, \
+         more than this run may hold in memory; lower data.shuffle_buffer",
+        *.bytes as f64 / 1e9
+    )]
+    BufferTooLarge {
+        samples: usize,
+        wanted: usize,
+        bytes: u64,
+    },
     #[error("cannot resume the data stream: {0}")]
     Resume(String),
     #[error("data loader thread stopped unexpectedly: {0}")]

@@ -8,7 +8,7 @@ use super::spec::{Shard, ShardInput};
 use super::tarstream::{RawSample, SampleReader, TarEvent};
 use super::{DataError, SkipCounts, SkipReason};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 /// How shards are visited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +89,11 @@ pub struct ShardStream {
     skipped: SkipCounts,
     empty_run: u64,
     exhausted: bool,
+    /// Bytes of the raw samples in `buffer`, and the most it may hold.
+    buffer_bytes: u64,
+    max_buffer_bytes: u64,
+    /// Shards whose problem was logged already: each is logged once, later passes only count.
+    warned: HashSet<String>,
 }
 
 impl ShardStream {
@@ -126,7 +131,27 @@ impl ShardStream {
             skipped: SkipCounts::default(),
             empty_run: 0,
             exhausted: false,
+            buffer_bytes: 0,
+            max_buffer_bytes: u64::MAX,
+            warned: HashSet::new(),
         })
+    }
+
+    /// Bounds the shuffle buffer by the bytes its raw samples take: reaching `bytes` is an
+    /// error naming `data.shuffle_buffer` (never a silent change, which would change the
+    /// batches with the host's memory).
+    pub fn limit_buffer_bytes(mut self, bytes: u64) -> Self {
+        self.max_buffer_bytes = bytes;
+        self
+    }
+
+    /// Logs a shard's problem the first time only; every pass still counts it in the skips.
+    fn warn_once(&mut self, url: &str, msg: impl std::fmt::Display) {
+        if self.warned.insert(url.to_string()) {
+            tracing::warn!("{msg} (logged once per shard; later passes are only counted)");
+        } else {
+            tracing::debug!("{msg}");
+        }
     }
 
     /// Continues from `state`: reopens the current shard at its offset and re-reads the samples
@@ -148,6 +173,7 @@ impl ShardStream {
         s.skipped = state.skipped.clone();
         s.empty_run = state.empty_run;
         s.buffer = s.reread(&state.buffer)?;
+        s.buffer_bytes = s.buffer.iter().map(|(_, _, r)| raw_bytes(r)).sum();
         if state.offset > 0 {
             let shard = s.shard_at(s.epoch, s.cursor).clone();
             let mut open = OpenShard {
@@ -211,7 +237,7 @@ impl ShardStream {
         let want = self.opts.shuffle_buffer.max(1);
         while self.buffer.len() < want && !self.exhausted {
             match self.read_raw()? {
-                Some(item) => self.buffer.push(item),
+                Some(item) => self.hold(item)?,
                 None => self.exhausted = true,
             }
         }
@@ -232,6 +258,7 @@ impl ShardStream {
         } else {
             self.buffer.swap_remove(j)
         };
+        self.buffer_bytes = self.buffer_bytes.saturating_sub(raw_bytes(&raw));
         let index = self.emitted;
         self.emitted += 1;
         Ok(Some(StreamSample {
@@ -240,6 +267,20 @@ impl ShardStream {
             index,
             shard,
         }))
+    }
+
+    /// Puts a sample into the shuffle buffer, refusing to grow it past `max_buffer_bytes`.
+    fn hold(&mut self, item: (SamplePos, String, RawSample)) -> Result<(), DataError> {
+        self.buffer_bytes += raw_bytes(&item.2);
+        self.buffer.push(item);
+        if self.buffer_bytes > self.max_buffer_bytes {
+            return Err(DataError::BufferTooLarge {
+                samples: self.buffer.len(),
+                wanted: self.opts.shuffle_buffer,
+                bytes: self.buffer_bytes,
+            });
+        }
+        Ok(())
     }
 
     /// The next raw sample in shard order, opening shards as needed.
@@ -266,7 +307,8 @@ impl ShardStream {
                     self.skipped.add(reason);
                 }
                 Some(TarEvent::Broken(reason, msg)) => {
-                    tracing::warn!("shard {}: {msg}; skipping the rest of it", cur.url);
+                    let url = cur.url.clone();
+                    self.warn_once(&url, format!("shard {url}: {msg}; skipping the rest of it"));
                     self.skipped.add(reason);
                     self.close_current(false);
                 }
@@ -283,7 +325,7 @@ impl ShardStream {
             self.empty_run += 1;
         }
         if let Err(e) = cur.reader.into_inner().finish(read_to_end) {
-            tracing::warn!("{e}");
+            self.warn_once(&cur.url, e);
             self.skipped.add(SkipReason::UnreadableShard);
         }
         self.advance();
@@ -322,7 +364,7 @@ impl ShardStream {
                     return Ok(true);
                 }
                 Err(e) => {
-                    tracing::warn!("{e}; skipping it");
+                    self.warn_once(&shard.url(), format!("{e}; skipping it"));
                     self.skipped.add(SkipReason::UnreadableShard);
                     self.empty_run += 1;
                     self.advance();
@@ -402,6 +444,12 @@ impl ShardStream {
 
 /// The shard permutation of an epoch, identical on every rank (ranks then take every
 /// world_size-th entry, so they cover the shards without overlap).
+/// The bytes a raw sample holds (its members' contents and names).
+fn raw_bytes(raw: &RawSample) -> u64 {
+    let members: usize = raw.members.iter().map(|(n, b)| n.len() + b.len()).sum();
+    (raw.key.len() + members) as u64
+}
+
 fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {

@@ -19,7 +19,7 @@ pub fn join_from_env(cfg: &Config) -> Result<(Dist, Config), DistError> {
         cfg.run.device = DeviceSpec::Cuda(env.local_rank);
     }
     if cfg.run.threads == 0 {
-        let cores = crate::runtime::cpu_threads(0);
+        let cores = crate::runtime::cores();
         cfg.run.threads = (cores / env.local_world_size).max(1);
     }
     if cfg.optim.batch_size % env.world_size != 0 {

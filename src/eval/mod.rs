@@ -136,7 +136,7 @@ impl Evaluator {
                 crate::data::spec::parse_spec(spec)?;
             }
         }
-        let workers = crate::runtime::cpu_threads(cfg.run.threads);
+        let workers = crate::runtime::cpu_threads(cfg.run.threads, "run.threads");
         Ok(Some(Self {
             zeroshot,
             retrieval: opt_path(&e.retrieval).map(|_| e.retrieval.clone()),

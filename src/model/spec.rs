@@ -112,30 +112,93 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// Refuses dimensions that cannot make a working network, naming the value.
+    /// Refuses dimensions that cannot make a working network, naming each value.
     pub fn validate(&self) -> Result<(), ModelError> {
+        let mut problems = self.dim_problems();
+        let vocab = self.text.vocab_size;
+        if self.eot_id < 0 || self.eot_id as usize >= vocab {
+            problems.push(format!(
+                "the end-of-text id {} must be inside model.text.vocab_size = {vocab}",
+                self.eot_id
+            ));
+        }
+        match problems.is_empty() {
+            true => Ok(()),
+            false => Err(ModelError::Config(problems.join("; "))),
+        }
+    }
+
+    /// Every broken dimension rule, one `model.<key> = value must <rule>` message each: the
+    /// rules of a TOML `[model]` section, applied the same to a model read from any folder.
+    pub fn dim_problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let mut at_least = |key: &str, value: usize, min: usize| {
+            if value < min {
+                p.push(format!("model.{key} = {value} must be at least {min}"));
+            }
+        };
         let (v, t) = (&self.vision, &self.text);
-        let bad = |m: String| Err(ModelError::Config(m));
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
-            return bad(format!(
-                "vision image_size {} is not a multiple of patch_size {}",
+        at_least("embed_dim", self.embed_dim, 1);
+        at_least("vision.patch_size", v.patch_size, 1);
+        at_least("vision.image_size", v.image_size, 1);
+        // The start and end tokens alone take two slots.
+        at_least("text.context_length", t.context_length, 2);
+        at_least("text.vocab_size", t.vocab_size, 3);
+        for (tower, width, layers, heads) in [
+            ("vision", v.width, v.layers, v.heads),
+            ("text", t.width, t.layers, t.heads),
+        ] {
+            at_least(&format!("{tower}.layers"), layers, 1);
+            at_least(&format!("{tower}.heads"), heads, 1);
+            at_least(&format!("{tower}.width"), width, 1);
+        }
+        if v.patch_size > 0 && v.image_size > 0 && v.image_size % v.patch_size != 0 {
+            p.push(format!(
+                "model.vision.image_size = {} must be divisible by model.vision.patch_size = {}",
                 v.image_size, v.patch_size
             ));
         }
-        for (tower, width, heads) in [("vision", v.width, v.heads), ("text", t.width, t.heads)] {
-            if heads == 0 || width % heads != 0 {
-                return bad(format!(
-                    "{tower} width {width} is not divisible by {heads} heads"
+        for (tower, width, heads, ratio) in [
+            ("vision", v.width, v.heads, v.mlp_ratio),
+            ("text", t.width, t.heads, t.mlp_ratio),
+        ] {
+            if heads > 0 && width > 0 && width % heads != 0 {
+                p.push(format!(
+                    "model.{tower}.width = {width} must be divisible by model.{tower}.heads = {heads}"
+                ));
+            }
+            if !(ratio.is_finite() && ratio > 0.0) {
+                p.push(format!(
+                    "model.{tower}.mlp_ratio = {ratio} must be a finite number > 0"
                 ));
             }
         }
-        if self.eot_id < 0 || self.eot_id as usize >= t.vocab_size {
-            return bad(format!(
-                "end-of-text id {} is outside the vocabulary of {}",
-                self.eot_id, t.vocab_size
+        let eps = self.layer_norm_eps;
+        if !(eps.is_finite() && eps > 0.0) {
+            p.push(format!(
+                "model.layer_norm_eps = {eps} must be a finite number > 0"
             ));
         }
-        Ok(())
+        p
+    }
+
+    /// How many numbers the model's parameters hold (as f64: a hostile spec may overflow any
+    /// integer), for memory estimates before anything is allocated.
+    pub fn param_count(&self) -> f64 {
+        let (v, t, e) = (&self.vision, &self.text, self.embed_dim as f64);
+        let blocks = |width: usize, layers: usize, ratio: f64| {
+            let (w, m) = (width as f64, (width as f64 * ratio).round());
+            // q, k, v, out projections with biases, two LayerNorms, the MLP's two layers.
+            layers as f64 * (4.0 * (w * w + w) + 4.0 * w + 2.0 * w * m + m + w)
+        };
+        let (vw, p) = (v.width as f64, v.patch_size as f64);
+        let patches = (v.image_size as f64 / p.max(1.0)).powi(2) + 1.0;
+        let vision = vw * 3.0 * p * p + vw + patches * vw + 4.0 * vw + vw * e;
+        let tw = t.width as f64;
+        let text = (t.vocab_size + t.context_length) as f64 * tw + 2.0 * tw + tw * e;
+        let towers =
+            blocks(v.width, v.layers, v.mlp_ratio) + blocks(t.width, t.layers, t.mlp_ratio);
+        vision + text + towers + 2.0
     }
 }
 

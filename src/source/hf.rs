@@ -58,8 +58,8 @@ fn activation(path: &Path, section: &Value, name: &str) -> Result<Activation, So
 pub fn read_config(path: &Path) -> Result<ModelSpec, SourceError> {
     let json = super::read_json(path)?;
     let empty = json!({});
-    let t = json.get("text_config").unwrap_or(&empty);
-    let v = json.get("vision_config").unwrap_or(&empty);
+    let t = super::section(path, &json, "text_config", &empty)?;
+    let v = super::section(path, &json, "vision_config", &empty)?;
     let (t_act, v_act) = (
         activation(path, t, "text_config")?,
         activation(path, v, "vision_config")?,

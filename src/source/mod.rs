@@ -6,6 +6,7 @@
 //! Every name map lives here: HF names are ours ([`crate::model`] spells them), [`openclip`]
 //! maps OpenCLIP's state-dict names onto them and back, [`hf`] reads and writes HF's
 //! `config.json` and processor files. Loading goes through [`crate::model::load_named`].
+mod header;
 pub mod hf;
 mod init;
 mod loaded;
@@ -66,12 +67,50 @@ pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -
     move |source| SourceError::Io { op, path, source }
 }
 
+/// A JSON config file; anything but an object (an array, a number) is refused rather than
+/// read as "every key absent", which would give the defaults.
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value, SourceError> {
     let text = std::fs::read_to_string(path).map_err(io("reading", path))?;
-    serde_json::from_str(&text).map_err(|e| SourceError::BadConfig {
+    let bad = |reason: String| SourceError::BadConfig {
         path: path.to_path_buf(),
-        reason: format!("not valid JSON: {e}"),
-    })
+        reason,
+    };
+    match serde_json::from_str(&text) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(other) => Err(bad(format!(
+            "must be a JSON object of settings, found {}",
+            json_kind(&other)
+        ))),
+        Err(e) => Err(bad(format!("not valid JSON: {e}"))),
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Null => "null",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// `key` of a JSON config: absent or null gives `empty`; present, it must be an object.
+pub(crate) fn section<'a>(
+    path: &Path,
+    json: &'a serde_json::Value,
+    key: &str,
+    empty: &'a serde_json::Value,
+) -> Result<&'a serde_json::Value, SourceError> {
+    match json.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(empty),
+        Some(v @ serde_json::Value::Object(_)) => Ok(v),
+        Some(other) => Err(SourceError::BadConfig {
+            path: path.to_path_buf(),
+            reason: format!("{key} must be a JSON object, found {}", json_kind(other)),
+        }),
+    }
 }
 
 pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), SourceError> {
@@ -140,6 +179,8 @@ impl ModelSource {
             return Err(SourceError::Missing(path.to_path_buf()));
         }
         let d = describe(path)?;
+        let (config, weights) = d.files();
+        header::check(d.kind, &d.spec, &config, &weights)?;
         let mut tokenizer_path = Some(d.dir.join("tokenizer.json")).filter(|p| p.is_file());
         if let (None, Some(saved)) = (&tokenizer_path, &d.saved) {
             tokenizer_path = Some(PathBuf::from(&saved.data.tokenizer)).filter(|p| p.is_file());
@@ -209,6 +250,26 @@ impl ModelSource {
         cfg.loss.kind = self.spec.head.into();
         self.apply_to(&mut cfg);
         cfg
+    }
+}
+
+impl Described {
+    /// The file the model's dimensions come from, and its weights file.
+    fn files(&self) -> (PathBuf, PathBuf) {
+        match self.kind {
+            SourceKind::OpenClip => (
+                self.dir.join(openclip::CONFIG),
+                self.dir.join(openclip::WEIGHTS),
+            ),
+            SourceKind::HuggingFace => (
+                self.dir.join("config.json"),
+                self.dir.join("model.safetensors"),
+            ),
+            SourceKind::Checkpoint => (
+                self.dir.join("config.toml"),
+                self.dir.join("model.safetensors"),
+            ),
+        }
     }
 }
 

@@ -95,46 +95,66 @@ const TOWERS: [(&str, &str); 2] = [
 /// under their own name, so a load reports them as unexpected.
 pub fn to_hf(tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
     let mut out = Vec::with_capacity(tensors.len() + 16);
-    'next: for (name, t) in tensors {
-        if name == "logit_bias" {
-            out.push((name, t));
+    for (name, t) in tensors {
+        // [3w, ...] → q, k, v; a shape that does not split stays fused and unexpected.
+        if let Some((base, kind)) = in_proj(&name)
+            && t.size()[0] % 3 == 0
+        {
+            for (part, proj) in t
+                .chunk(3, 0)
+                .into_iter()
+                .zip(["q_proj", "k_proj", "v_proj"])
+            {
+                out.push((format!("{base}self_attn.{proj}.{kind}"), part.contiguous()));
+            }
             continue;
         }
-        if let Some((_, ours, tr)) = TOP.iter().find(|(oc, _, _)| *oc == name) {
-            out.push((ours.to_string(), if *tr { t.tr().contiguous() } else { t }));
-            continue;
+        match hf_name(&name) {
+            Some((ours, true)) => out.push((ours, t.tr().contiguous())),
+            Some((ours, false)) => out.push((ours, t)),
+            None => out.push((name, t)),
         }
-        for (oc_prefix, our_prefix) in TOWERS {
-            let Some(rest) = name.strip_prefix(oc_prefix) else {
-                continue;
-            };
-            let Some((layer, leaf)) = rest.split_once('.') else {
-                continue;
-            };
-            let base = format!("{our_prefix}{layer}.");
-            if let Some(kind) = leaf.strip_prefix("attn.in_proj_") {
-                // [3w, ...] → q, k, v; a shape that does not split stays fused and unexpected.
-                if t.size()[0] % 3 == 0 {
-                    for (part, proj) in t
-                        .chunk(3, 0)
-                        .into_iter()
-                        .zip(["q_proj", "k_proj", "v_proj"])
-                    {
-                        out.push((format!("{base}self_attn.{proj}.{kind}"), part.contiguous()));
-                    }
-                    continue 'next;
-                }
-            }
-            for (oc, ours) in BLOCK {
-                if let Some(suffix) = leaf.strip_prefix(oc).and_then(|s| s.strip_prefix('.')) {
-                    out.push((format!("{base}{ours}.{suffix}"), t));
-                    continue 'next;
-                }
-            }
-        }
-        out.push((name, t));
     }
     out
+}
+
+/// A safetensors header's shapes under our names (the fused attention inputs left out), for
+/// checking a folder's dimensions before loading it.
+pub(crate) fn hf_shapes(shapes: BTreeMap<String, Vec<u64>>) -> BTreeMap<String, Vec<u64>> {
+    shapes
+        .into_iter()
+        .filter_map(|(name, shape)| match hf_name(&name)? {
+            (ours, true) => Some((ours, shape.into_iter().rev().collect())),
+            (ours, false) => Some((ours, shape)),
+        })
+        .collect()
+}
+
+/// `(our block prefix, weight|bias)` of a fused `attn.in_proj_*` name.
+fn in_proj(name: &str) -> Option<(String, &str)> {
+    TOWERS.iter().find_map(|(oc_prefix, our_prefix)| {
+        let (layer, leaf) = name.strip_prefix(oc_prefix)?.split_once('.')?;
+        let kind = leaf.strip_prefix("attn.in_proj_")?;
+        Some((format!("{our_prefix}{layer}."), kind))
+    })
+}
+
+/// Our name for an OpenCLIP tensor outside the fused attention inputs, and whether it is
+/// stored transposed; `None` when it has no counterpart.
+fn hf_name(name: &str) -> Option<(String, bool)> {
+    if name == "logit_bias" {
+        return Some((name.to_string(), false));
+    }
+    if let Some((_, ours, tr)) = TOP.iter().find(|(oc, _, _)| *oc == name) {
+        return Some((ours.to_string(), *tr));
+    }
+    TOWERS.iter().find_map(|(oc_prefix, our_prefix)| {
+        let (layer, leaf) = name.strip_prefix(oc_prefix)?.split_once('.')?;
+        BLOCK.iter().find_map(|(oc, ours)| {
+            let suffix = leaf.strip_prefix(oc)?.strip_prefix('.')?;
+            Some((format!("{our_prefix}{layer}.{ours}.{suffix}"), false))
+        })
+    })
 }
 
 /// Our tensors to OpenCLIP's names and layouts (q/k/v fused, projections transposed).
@@ -262,10 +282,13 @@ fn layer_norm_eps(s: &Value) -> Option<f64> {
 /// vocabulary; an `init_logit_bias` makes it a SigLIP model.
 pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), SourceError> {
     let json = super::read_json(path)?;
-    let m = json.get("model_cfg").unwrap_or(&json);
     let empty = json!({});
-    let v = m.get("vision_cfg").unwrap_or(&empty);
-    let t = m.get("text_cfg").unwrap_or(&empty);
+    let m = match json.get("model_cfg") {
+        Some(_) => super::section(path, &json, "model_cfg", &empty)?,
+        None => &json,
+    };
+    let v = super::section(path, m, "vision_cfg", &empty)?;
+    let t = super::section(path, m, "text_cfg", &empty)?;
     check_plain(path, v, "vision_cfg")?;
     check_plain(path, t, "text_cfg")?;
     if v.get("layers").is_some_and(Value::is_array) {

@@ -11,8 +11,31 @@ use tch::nn;
 
 /// The config the run really uses: `model.init_from` may set the model's dimensions, its
 /// tokenizer and normalisation. Also returns the source to initialise a fresh run from.
+/// Checked against this host first (device, threads, memory, a writable run folder), so a
+/// setting that cannot work is refused before anything is allocated.
 pub(super) fn effective_config(cfg: &Config) -> Result<(Config, Option<ModelSource>), TrainError> {
-    Ok(source::prepare(cfg)?)
+    super::budget::check_device(cfg)?;
+    let (mut cfg, init) = source::prepare(cfg)?;
+    super::budget::fit_to_host(&mut cfg)?;
+    writable_run_dir(&cfg)?;
+    Ok((cfg, init))
+}
+
+/// Creates `run.output_dir/run.name` and checks that a file can be written there, naming the
+/// path when not (`run.output_dir` a file, or read-only).
+fn writable_run_dir(cfg: &Config) -> Result<(), TrainError> {
+    let run_dir = cfg.run.output_dir.join(&cfg.run.name);
+    let refuse = |what: String| {
+        TrainError::Setup(format!(
+            "run.output_dir = {}: {what}; choose a folder this user can write",
+            cfg.run.output_dir.display()
+        ))
+    };
+    let probe = run_dir.join(".cliptrain-write-check");
+    std::fs::create_dir_all(&run_dir)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| refuse(format!("cannot write in {}: {e}", run_dir.display())))
 }
 
 /// The model's variables and towers on the run's device, initialised from `init` when given

@@ -4,7 +4,7 @@ use crate::checkpoint::TrainState;
 use crate::config::{Config, DataMode};
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::sample::SampleKeys;
-use crate::data::spec::parse_spec;
+use crate::data::spec::{Shard, parse_spec};
 use crate::data::stream::{Order, ShardStream, StreamOptions};
 use crate::data::transform::{Augment, ImageTransform};
 use crate::dist::Dist;
@@ -62,12 +62,16 @@ pub(super) fn start_loader(
         rank: dist.rank,
         world_size: dist.world_size,
     };
+    if d.strict {
+        missing_shards(&shards)?;
+    }
     let stream = if state.step > 0 {
         ShardStream::restore(shards, stream_opts, &state.data)?
     } else {
         ShardStream::new(shards, stream_opts)?
     };
-    let threads = crate::runtime::cpu_threads(cfg.run.threads);
+    let stream = stream.limit_buffer_bytes(super::budget::shuffle_buffer_bytes(cfg));
+    let threads = crate::runtime::cpu_threads(cfg.run.threads, "run.threads");
     let opts = LoaderOptions {
         // Each rank loads its share of the global contrastive batch.
         batch_size: cfg.optim.batch_size / dist.world_size,
@@ -80,10 +84,40 @@ pub(super) fn start_loader(
             seed: cfg.run.seed,
         },
         keys: SampleKeys::from_config(d),
-        workers: if d.workers > 0 { d.workers } else { threads },
+        workers: if d.workers > 0 {
+            crate::runtime::cpu_threads(d.workers, "data.workers")
+        } else {
+            threads
+        },
         prefetch: d.prefetch,
         mean: d.image_mean,
         std: d.image_std,
     };
     Ok(Loader::start(stream, tokenizer, opts)?)
+}
+
+/// `data.strict`: every shard file of `data.train` must exist (`pipe:` shards are not checked).
+fn missing_shards(shards: &[Shard]) -> Result<(), TrainError> {
+    let missing: Vec<&str> = shards
+        .iter()
+        .filter_map(|s| match s {
+            Shard::File(p) if !std::path::Path::new(p).is_file() => Some(p.as_str()),
+            _ => None,
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = missing.iter().take(5).copied().collect();
+    Err(TrainError::Setup(format!(
+        "data.strict = true and {} shard file(s) of data.train do not exist: {}{}; fix the spec \
+         or set data.strict = false to skip them with a warning",
+        missing.len(),
+        shown.join(", "),
+        if missing.len() > shown.len() {
+            ", ..."
+        } else {
+            ""
+        }
+    )))
 }

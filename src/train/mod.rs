@@ -12,6 +12,7 @@
 //! - [`resume`]: which checkpoint to continue, which config changes it allows, restoring it;
 //! - `input`: the tokenizer and this rank's data loader;
 //! - `build`: where the model comes from (`model.init_from`, the towers, checkpoint weights).
+mod budget;
 mod build;
 mod error;
 mod input;
@@ -85,6 +86,10 @@ pub struct TrainSummary {
 /// `cliptrain launch` (`WORLD_SIZE` etc. set), this process is one rank of a data-parallel job.
 pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
     let mut trainer = Trainer::build(cfg, opts)?;
+    if trainer.finished() && trainer.state.step == 0 {
+        // `--stop-at-step 0`: the initial weights, as a checkpoint of step 0.
+        trainer.checkpoint_if_due(true)?;
+    }
     while !trainer.finished() {
         trainer.step()?;
         let stopping = trainer.stop_requested()?;
