@@ -18,6 +18,7 @@ use tch::nn;
 /// stands for its whole section. Everything else must match.
 /// - where the run lives and what it runs on: `run.name`, `run.output_dir`, `run.device`,
 ///   `run.threads`, and the decode threads and queue (`data.workers`, `data.prefetch`);
+/// - `data.strict`: whether a missing shard file is an error, not which samples are read;
 /// - `data.tokenizer`: its *content* must match the checkpoint's `tokenizer.json` instead;
 /// - `model.init_from`, `model.init_strict`: only a fresh run reads the weights they name;
 /// - `optim.steps` (extend or shorten the run; the LR schedule is recomputed over the new
@@ -32,6 +33,7 @@ pub const MAY_CHANGE_ON_RESUME: &[&str] = &[
     "data.tokenizer",
     "data.workers",
     "data.prefetch",
+    "data.strict",
     "model.init_from",
     "model.init_strict",
     "optim.steps",
