@@ -63,7 +63,9 @@ impl fmt::Display for KeyChange {
     }
 }
 
-/// The checkpoint a run continues from, if any, per `--resume`.
+/// The checkpoint a run continues from, if any, per `--resume`. A damaged checkpoint (see
+/// [`checkpoint::verify`]) named by a path is refused; `auto` passes over damaged ones with a
+/// warning and takes the newest intact one.
 pub(super) fn choose(run_dir: &Path, resume: &Resume) -> Result<Option<PathBuf>, TrainError> {
     match resume {
         Resume::No => {
@@ -75,9 +77,47 @@ pub(super) fn choose(run_dir: &Path, resume: &Resume) -> Result<Option<PathBuf>,
             }
             Ok(None)
         }
-        Resume::Auto => Ok(checkpoint::resolve(run_dir).ok()),
-        Resume::From(p) => Ok(Some(checkpoint::resolve(p)?)),
+        Resume::Auto => newest_intact(run_dir),
+        Resume::From(p) => {
+            let dir = checkpoint::resolve(p)?;
+            checkpoint::verify(&dir)?;
+            Ok(Some(dir))
+        }
     }
+}
+
+/// The newest checkpoint in `run_dir` that passes [`checkpoint::verify`]; none when the run has
+/// no checkpoint, an error naming each one when all are damaged.
+fn newest_intact(run_dir: &Path) -> Result<Option<PathBuf>, TrainError> {
+    let mut newest_first: Vec<PathBuf> = checkpoint::list(run_dir)
+        .into_iter()
+        .rev()
+        .map(|(_, dir)| dir)
+        .collect();
+    if newest_first.is_empty() {
+        // A checkpoint folder itself, or only a `latest` folder (a copy that followed links).
+        newest_first.extend(checkpoint::resolve(run_dir).ok());
+    }
+    let mut damaged = vec![];
+    for dir in newest_first {
+        match checkpoint::verify(&dir) {
+            Ok(()) => return Ok(Some(dir)),
+            Err(e @ checkpoint::CheckpointError::Corrupt { .. }) => {
+                tracing::warn!("{e}; passing over it to an older checkpoint");
+                damaged.push(format!("  {e}"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if damaged.is_empty() {
+        return Ok(None);
+    }
+    Err(TrainError::Setup(format!(
+        "{} has no intact checkpoint to resume:\n{}\nRestore one from a copy, or move them out \
+         of the folder to start the run over",
+        run_dir.display(),
+        damaged.join("\n")
+    )))
 }
 
 /// Refuses to continue the checkpoint in `dir` with `cfg` when a key outside

@@ -7,11 +7,21 @@
 //!                 state.json             step, data-stream position, counters
 //!                 config.toml            the effective config (resume compares it)
 //!                 tokenizer.json         the tokenizer the run used
+//!                 manifest.json          size and CRC-32 of each file above
 //! latest -> step-0000200                 updated last, atomically
+//! .lock                                  flock of the run writing here; holds its pid
 //! ```
 //! A checkpoint is written into a temporary folder and renamed into place, so a crash or
 //! Ctrl-C mid-write never leaves a half checkpoint under a real name and never touches the
-//! previous good one.
+//! previous good one. A failed write removes its temporary folder; temporaries a killed process
+//! left are removed by the next run to lock the folder ([`RunLock`]). A checkpoint damaged
+//! afterwards fails [`verify`].
+mod manifest;
+mod run_lock;
+
+pub use manifest::verify;
+pub use run_lock::RunLock;
+
 use crate::data::stream::StreamState;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -38,6 +48,28 @@ pub enum CheckpointError {
     BadConfig {
         path: PathBuf,
         source: crate::config::ConfigError,
+    },
+    #[error("checkpoint {} is damaged: {reason}", dir.display())]
+    Corrupt { dir: PathBuf, reason: String },
+    #[error(
+        "{} is in use by another cliptrain process ({}): two runs writing one folder would log \
+         every step twice and overwrite each other's checkpoints. Wait for it to end or stop it, \
+         or choose another run.name",
+        dir.display(),
+        if holder.is_empty() { "pid not yet recorded".to_string() } else { format!("pid {holder}") }
+    )]
+    Locked { dir: PathBuf, holder: String },
+    #[error(
+        "no space left on the device of {} for checkpoint {name}: it needs {needed} bytes, {free} \
+         are free; the temporary folder was removed and the previous checkpoints are intact. Free \
+         space (checkpoint.keep = N prunes old checkpoints) and resume with `--resume auto`",
+        run_dir.display()
+    )]
+    NoSpace {
+        run_dir: PathBuf,
+        name: String,
+        needed: u64,
+        free: u64,
     },
 }
 
@@ -77,7 +109,7 @@ pub struct Checkpoint<'a> {
     pub tokenizer_json: Option<&'a Path>,
 }
 
-fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + use<> {
+pub(super) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + use<> {
     let path = path.to_path_buf();
     move |source| CheckpointError::Io { op, path, source }
 }
@@ -88,33 +120,107 @@ pub fn step_dir_name(step: u64) -> String {
 }
 
 /// Writes `ckpt` as `run_dir/step-NNNNNNN`, points `latest` at it, and prunes all but the
-/// newest `keep` (0 = keep all). Returns the checkpoint folder.
+/// newest `keep` (0 = keep all). Returns the checkpoint folder. On failure nothing is left of
+/// the attempt and the previous checkpoints are untouched.
 pub fn save(run_dir: &Path, ckpt: &Checkpoint, keep: usize) -> Result<PathBuf, CheckpointError> {
     std::fs::create_dir_all(run_dir).map_err(io("creating", run_dir))?;
     let name = step_dir_name(ckpt.state.step);
-    let final_dir = run_dir.join(&name);
     let tmp = run_dir.join(format!(".tmp-{name}-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io("removing", &tmp))?;
+    run_lock::remove_any(&tmp)?;
+    if let Err(e) = write_files(&tmp, ckpt) {
+        let _ = run_lock::remove_any(&tmp);
+        return Err(out_of_space(e, run_dir, &name, ckpt));
     }
-    std::fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
-    write_tensors(&tmp.join("model.safetensors"), ckpt.model)?;
-    write_tensors(&tmp.join("optimizer.safetensors"), ckpt.optimizer)?;
-    let state = serde_json::to_string_pretty(ckpt.state).expect("state serializes");
-    write_synced(&tmp.join("state.json"), state.as_bytes())?;
-    write_synced(&tmp.join("config.toml"), ckpt.config_toml.as_bytes())?;
-    if let Some(tok) = ckpt.tokenizer_json {
-        let bytes = std::fs::read(tok).map_err(io("reading", tok))?;
-        write_synced(&tmp.join("tokenizer.json"), &bytes)?;
-    }
+    let final_dir = run_dir.join(&name);
     if final_dir.exists() {
-        // Saving the same step again (e.g. stop right after a periodic save): replace it.
-        std::fs::remove_dir_all(&final_dir).map_err(io("replacing", &final_dir))?;
+        // Saving the same step again (a resumed run stopped before its first step): the old
+        // one moves aside first, so a kill between the renames leaves the new one in place.
+        let old = run_dir.join(format!(".tmp-replaced-{name}-{}", std::process::id()));
+        std::fs::rename(&final_dir, &old).map_err(io("replacing", &final_dir))?;
+        std::fs::rename(&tmp, &final_dir).map_err(io("renaming into", &final_dir))?;
+        run_lock::remove_any(&old)?;
+    } else {
+        std::fs::rename(&tmp, &final_dir).map_err(io("renaming into", &final_dir))?;
     }
-    std::fs::rename(&tmp, &final_dir).map_err(io("renaming into", &final_dir))?;
     point_latest(run_dir, &name)?;
     prune(run_dir, keep)?;
     Ok(final_dir)
+}
+
+/// Every file of `ckpt`, and last its manifest, into the new folder `dir`.
+fn write_files(dir: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    write_tensors(&dir.join("model.safetensors"), ckpt.model)?;
+    write_tensors(&dir.join("optimizer.safetensors"), ckpt.optimizer)?;
+    let state = serde_json::to_string_pretty(ckpt.state).expect("state serializes");
+    write_synced(&dir.join("state.json"), state.as_bytes())?;
+    write_synced(&dir.join("config.toml"), ckpt.config_toml.as_bytes())?;
+    if let Some(tok) = ckpt.tokenizer_json {
+        let bytes = std::fs::read(tok).map_err(io("reading", tok))?;
+        write_synced(&dir.join("tokenizer.json"), &bytes)?;
+    }
+    manifest::write(dir)
+}
+
+/// `err` as [`CheckpointError::NoSpace`] when the disk (or the user's quota) is full, with the
+/// checkpoint's size and the space free once its temporary folder is gone.
+fn out_of_space(
+    err: CheckpointError,
+    run_dir: &Path,
+    name: &str,
+    ckpt: &Checkpoint,
+) -> CheckpointError {
+    let os_error = match &err {
+        CheckpointError::Io { source, .. } => source.raw_os_error(),
+        CheckpointError::Tensor {
+            source:
+                tch::TchError::SafeTensorError {
+                    err: safetensors::SafeTensorError::IoError(e),
+                    ..
+                },
+            ..
+        } => e.raw_os_error(),
+        _ => None,
+    };
+    if !matches!(os_error, Some(libc::ENOSPC | libc::EDQUOT)) {
+        return err;
+    }
+    CheckpointError::NoSpace {
+        run_dir: run_dir.to_path_buf(),
+        name: name.to_string(),
+        needed: size_of(ckpt),
+        free: free_bytes(run_dir).unwrap_or(0),
+    }
+}
+
+/// About how many bytes `ckpt` takes on disk: its tensors' data and its text files.
+fn size_of(ckpt: &Checkpoint) -> u64 {
+    let tensors = |named: &[(String, Tensor)]| -> u64 {
+        named
+            .iter()
+            .map(|(_, t)| (t.numel() * t.kind().elt_size_in_bytes()) as u64)
+            .sum()
+    };
+    let tokenizer = ckpt
+        .tokenizer_json
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len());
+    tensors(ckpt.model) + tensors(ckpt.optimizer) + ckpt.config_toml.len() as u64 + tokenizer + 4096
+}
+
+/// Bytes an unprivileged process may still write on the file system of `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: a valid C string and a buffer of the right type; read only on success.
+    let st = unsafe {
+        if libc::statvfs(c.as_ptr(), st.as_mut_ptr()) != 0 {
+            return None;
+        }
+        st.assume_init()
+    };
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Writes named tensors as a safetensors file, synced to disk: checkpoints and exports alike.
@@ -137,7 +243,7 @@ pub fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<(), Chec
     sync(path)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+pub(super) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     std::fs::write(path, bytes).map_err(io("writing", path))?;
     sync(path)
 }
@@ -154,6 +260,10 @@ fn point_latest(run_dir: &Path, name: &str) -> Result<(), CheckpointError> {
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(name, &tmp).map_err(io("linking", &tmp))?;
     let latest = run_dir.join("latest");
+    if std::fs::symlink_metadata(&latest).is_ok_and(|m| m.is_dir()) {
+        // A run folder copied by a tool that follows links has a real folder here.
+        std::fs::remove_dir_all(&latest).map_err(io("replacing", &latest))?;
+    }
     std::fs::rename(&tmp, &latest).map_err(io("updating", &latest))
 }
 
@@ -183,7 +293,11 @@ fn prune(run_dir: &Path, keep: usize) -> Result<(), CheckpointError> {
     }
     let all = list(run_dir);
     for (_, dir) in all.iter().take(all.len().saturating_sub(keep)) {
-        std::fs::remove_dir_all(dir).map_err(io("pruning", dir))?;
+        // Renamed first, so a kill mid-delete leaves a temporary, never a half checkpoint.
+        let name = dir.file_name().unwrap_or_default().to_string_lossy();
+        let doomed = run_dir.join(format!(".tmp-pruned-{name}-{}", std::process::id()));
+        std::fs::rename(dir, &doomed).map_err(io("pruning", dir))?;
+        run_lock::remove_any(&doomed)?;
     }
     Ok(())
 }
@@ -213,7 +327,6 @@ pub fn read_state(dir: &Path) -> Result<TrainState, CheckpointError> {
     })
 }
 
-/// The named tensors of a safetensors file (a checkpoint's, or any model folder's weights).
 /// The effective config saved with the checkpoint in `dir` (`config.toml`).
 pub fn read_config(dir: &Path) -> Result<crate::config::Config, CheckpointError> {
     let path = dir.join("config.toml");
@@ -222,6 +335,7 @@ pub fn read_config(dir: &Path) -> Result<crate::config::Config, CheckpointError>
         .map_err(|source| CheckpointError::BadConfig { path, source })
 }
 
+/// The named tensors of a safetensors file (a checkpoint's, or any model folder's weights).
 pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointError> {
     Tensor::read_safetensors(path).map_err(|source| CheckpointError::Tensor {
         path: path.into(),
