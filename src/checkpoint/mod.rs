@@ -346,6 +346,7 @@ pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    const FLOAT: (tch::Kind, tch::Device) = (tch::Kind::Float, tch::Device::Cpu);
 
     fn state(step: u64) -> TrainState {
         TrainState {
@@ -424,5 +425,107 @@ mod tests {
         std::fs::create_dir_all(dir.path().join(".tmp-step-0000009-1")).unwrap();
         std::fs::create_dir_all(dir.path().join("step-0000009")).unwrap(); // no state.json: incomplete
         assert!(resolve(dir.path()).unwrap().ends_with("step-0000005"));
+    }
+
+    /// Saves a checkpoint of one weight `[1, v]` at `step` into `dir`.
+    fn save_tiny(
+        dir: &Path,
+        step: u64,
+        v: f32,
+        tokenizer_json: Option<&Path>,
+    ) -> Result<PathBuf, CheckpointError> {
+        let w = vec![("w".to_string(), Tensor::from_slice(&[1.0f32, v]))];
+        let s = state(step);
+        let ckpt = Checkpoint {
+            model: &w,
+            optimizer: &[],
+            state: &s,
+            config_toml: "[run]\n",
+            tokenizer_json,
+        };
+        save(dir, &ckpt, 0)
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_and_the_previous_checkpoint_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        save_tiny(dir.path(), 5, 1.0, None).unwrap();
+        let missing = Path::new("/nonexistent/tokenizer.json");
+        let err = save_tiny(dir.path(), 7, 2.0, Some(missing)).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/tokenizer.json"), "{err}");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+        assert!(resolve(dir.path()).unwrap().ends_with("step-0000005"));
+        verify(&dir.path().join("step-0000005")).unwrap();
+    }
+
+    #[test]
+    fn a_full_disk_is_reported_with_the_run_folder_and_the_bytes_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, s) = (vec![("w".to_string(), Tensor::zeros([4], FLOAT))], state(7));
+        let ckpt = Checkpoint {
+            model: &w,
+            optimizer: &[],
+            state: &s,
+            config_toml: "",
+            tokenizer_json: None,
+        };
+        let full = CheckpointError::Io {
+            op: "writing",
+            path: dir.path().join(".tmp-step-0000007-1/model.safetensors"),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        let err = out_of_space(full, dir.path(), "step-0000007", &ckpt);
+        let CheckpointError::NoSpace { needed, .. } = &err else {
+            panic!("{err}");
+        };
+        assert!(*needed >= 16, "four f32 weights at least");
+        let msg = err.to_string();
+        let want = format!(
+            "no space left on the device of {} for checkpoint step-0000007: it needs {needed} bytes",
+            dir.path().display()
+        );
+        assert!(msg.starts_with(&want), "{msg}");
+        let other = CheckpointError::NotFound(dir.path().into());
+        assert!(matches!(
+            out_of_space(other, dir.path(), "x", &ckpt),
+            CheckpointError::NotFound(_)
+        ));
+    }
+
+    #[test]
+    fn verify_names_a_cut_short_or_damaged_file_and_non_finite_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = save_tiny(dir.path(), 1, 1.0, None).unwrap();
+        verify(&ckpt).unwrap();
+        let model = ckpt.join("model.safetensors");
+        let mut bytes = std::fs::read(&model).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x55;
+        std::fs::write(&model, &bytes).unwrap();
+        let err = verify(&ckpt).unwrap_err().to_string();
+        assert!(err.contains("model.safetensors has CRC-32"), "{err}");
+        std::fs::write(&model, &bytes[..last]).unwrap();
+        let err = verify(&ckpt).unwrap_err().to_string();
+        let cut = format!("model.safetensors is {last} bytes, the manifest says {}", last + 1);
+        assert!(err.contains(&cut), "{err}");
+        // A checkpoint without a manifest (written before them) is checked by structure.
+        let nan = save_tiny(dir.path(), 2, f32::NAN, None).unwrap();
+        std::fs::remove_file(nan.join(manifest::MANIFEST)).unwrap();
+        let err = verify(&nan).unwrap_err().to_string();
+        assert!(err.contains("`w` holds non-finite values"), "{err}");
+    }
+
+    #[test]
+    fn a_latest_folder_from_a_copy_that_followed_links_is_replaced_by_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("latest")).unwrap();
+        std::fs::write(dir.path().join("latest/state.json"), "{}").unwrap();
+        save_tiny(dir.path(), 3, 1.0, None).unwrap();
+        let link = std::fs::read_link(dir.path().join("latest")).unwrap();
+        assert_eq!(link, Path::new("step-0000003"));
     }
 }

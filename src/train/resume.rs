@@ -225,6 +225,44 @@ mod tests {
     }
 
     #[test]
+    fn auto_takes_the_newest_intact_checkpoint_and_with_none_names_each_damaged_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        let model = vec![("w".to_string(), tch::Tensor::from_slice(&[1.0f32, 2.0]))];
+        let mut state: TrainState = serde_json::from_str(
+            r#"{"step":0,"samples_seen":0,"data":{"fingerprint":"x","epoch":0,"cursor":0,
+            "offset":0,"emitted":0,"buffer":[],"skipped":{},"empty_run":0},
+            "bad_steps_in_a_row":0,"bad_steps_total":0,"seed":1,"cliptrain_version":"t"}"#,
+        )
+        .unwrap();
+        for step in 1..=3 {
+            state.step = step;
+            let ckpt = checkpoint::Checkpoint {
+                model: &model,
+                optimizer: &[],
+                state: &state,
+                config_toml: "",
+                tokenizer_json: None,
+            };
+            checkpoint::save(run, &ckpt, 0).unwrap();
+        }
+        let damage = |step: u64| {
+            let path = run.join(checkpoint::step_dir_name(step)).join("state.json");
+            std::fs::write(path, "{").unwrap();
+        };
+        damage(3);
+        let chosen = choose(run, &Resume::Auto).unwrap().unwrap();
+        assert!(chosen.ends_with("step-0000002"), "{}", chosen.display());
+        damage(2);
+        damage(1);
+        let err = choose(run, &Resume::Auto).unwrap_err().to_string();
+        for step in 1..=3 {
+            let named = format!("step-000000{step} is damaged: state.json is 1 bytes");
+            assert!(err.contains(&named), "{err}");
+        }
+    }
+
+    #[test]
     fn a_section_entry_covers_only_its_own_keys() {
         assert!(may_change("eval.every") && may_change("log.every"));
         assert!(!may_change("evaluation.every"));
