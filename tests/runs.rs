@@ -175,18 +175,18 @@ fn killed_at_random_moments_a_run_resumes_to_the_weights_of_an_uninterrupted_one
     let sets = ["optim.steps=8", "checkpoint.every=1", "checkpoint.keep=2"];
     let whole = d.join("runs/whole");
     let killed = d.join("runs/killed");
-    // The uninterrupted run, timed from its first checkpoint to its end: a step's length
-    // spreads the kills over the steps rather than the start-up.
-    let mut child = train(d, &[&sets[..], &["run.name=whole"]].concat(), &[])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::fs::read_link(whole.join("latest")).is_err() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let started = Instant::now();
-    assert!(child.wait().unwrap().success());
-    let step = started.elapsed() / 7;
+    // The uninterrupted run; the times of its checkpoints give a step's length, so the kills
+    // spread over the steps rather than the start-up.
+    let keep_all = [&sets[..], &["run.name=whole", "checkpoint.keep=0"]].concat();
+    succeeded(train(d, &keep_all, &[]).output().unwrap());
+    let written = |step: u64| {
+        let dir = whole.join(format!("step-{step:07}"));
+        std::fs::metadata(dir.join("manifest.json"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let step = written(8).duration_since(written(1)).unwrap() / 7;
     let mut delays = Delays(0x5eed_c11b);
     let mut landed = vec![];
     for _ in 0..5 {
@@ -206,7 +206,7 @@ fn killed_at_random_moments_a_run_resumes_to_the_weights_of_an_uninterrupted_one
         child.wait().unwrap();
         landed.push((latest(&killed), temporaries(&killed).len()));
     }
-    println!("after each kill, (latest, temporaries left): {landed:?}");
+    println!("a step: {step:?}; after each kill, (latest, temporaries left): {landed:?}");
     let stderr = succeeded(
         train(d, &[&sets[..], &["run.name=killed"]].concat(), &["--resume", "auto"])
             .output()

@@ -29,17 +29,16 @@ use tch::Tensor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{op} {}: {source}", path.display())]
+    // The underlying error is part of the message, not a `source`: printed with its chain, it
+    // would appear twice.
+    #[error("{op} {}: {err}", path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        err: std::io::Error,
     },
-    #[error("{}: {source}", path.display())]
-    Tensor {
-        path: PathBuf,
-        source: tch::TchError,
-    },
+    #[error("{}: {err}", path.display())]
+    Tensor { path: PathBuf, err: tch::TchError },
     #[error("{}: not a cliptrain checkpoint or run folder (no state.json, no `latest`)", .0.display())]
     NotFound(PathBuf),
     #[error("{}: bad state.json: {reason}", path.display())]
@@ -111,7 +110,7 @@ pub struct Checkpoint<'a> {
 
 pub(super) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + use<> {
     let path = path.to_path_buf();
-    move |source| CheckpointError::Io { op, path, source }
+    move |err| CheckpointError::Io { op, path, err }
 }
 
 /// The folder name of the checkpoint after `step` steps.
@@ -170,19 +169,10 @@ fn out_of_space(
     name: &str,
     ckpt: &Checkpoint,
 ) -> CheckpointError {
-    let os_error = match &err {
-        CheckpointError::Io { source, .. } => source.raw_os_error(),
-        CheckpointError::Tensor {
-            source:
-                tch::TchError::SafeTensorError {
-                    err: safetensors::SafeTensorError::IoError(e),
-                    ..
-                },
-            ..
-        } => e.raw_os_error(),
-        _ => None,
+    let CheckpointError::Io { err: e, .. } = &err else {
+        return err;
     };
-    if !matches!(os_error, Some(libc::ENOSPC | libc::EDQUOT)) {
+    if !matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) {
         return err;
     }
     CheckpointError::NoSpace {
@@ -236,9 +226,16 @@ pub fn write_tensors(path: &Path, named: &[(String, Tensor)]) -> Result<(), Chec
         })
         .collect();
     let refs: Vec<(&str, &Tensor)> = owned.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    Tensor::write_safetensors(&refs, path).map_err(|source| CheckpointError::Tensor {
-        path: path.into(),
-        source,
+    Tensor::write_safetensors(&refs, path).map_err(|err| match err {
+        // A full disk (or any I/O failure) reads as one, not as a file-format error.
+        tch::TchError::SafeTensorError {
+            err: safetensors::SafeTensorError::IoError(e),
+            ..
+        } => io("writing", path)(e),
+        err => CheckpointError::Tensor {
+            path: path.into(),
+            err,
+        },
     })?;
     sync(path)
 }
@@ -337,9 +334,9 @@ pub fn read_config(dir: &Path) -> Result<crate::config::Config, CheckpointError>
 
 /// The named tensors of a safetensors file (a checkpoint's, or any model folder's weights).
 pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, CheckpointError> {
-    Tensor::read_safetensors(path).map_err(|source| CheckpointError::Tensor {
+    Tensor::read_safetensors(path).map_err(|err| CheckpointError::Tensor {
         path: path.into(),
-        source,
+        err,
     })
 }
 
@@ -476,7 +473,7 @@ mod tests {
         let full = CheckpointError::Io {
             op: "writing",
             path: dir.path().join(".tmp-step-0000007-1/model.safetensors"),
-            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            err: std::io::Error::from_raw_os_error(libc::ENOSPC),
         };
         let err = out_of_space(full, dir.path(), "step-0000007", &ckpt);
         let CheckpointError::NoSpace { needed, .. } = &err else {
