@@ -299,7 +299,11 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let steps: Vec<u64> = text
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect();
         assert_eq!(steps, [1, 2, 2, 3], "{text}");
         assert!(!dir.path().join(".tmp-metrics.jsonl").exists());

@@ -411,7 +411,11 @@ fn export_refuses_to_replace_files_unless_forced() {
     let d = dir.path();
     trained_run(d, "gelu");
     let export = |kind: &str, more: &[&str]| {
-        let args = [&["export", kind, "--checkpoint", "runs/t", "--out", "out"], more].concat();
+        let args = [
+            &["export", kind, "--checkpoint", "runs/t", "--out", "out"],
+            more,
+        ]
+        .concat();
         cliptrain(&args, d)
     };
     std::fs::create_dir_all(d.join("out")).unwrap();
@@ -429,8 +433,14 @@ fn export_refuses_to_replace_files_unless_forced() {
         "{stderr}"
     );
     assert!(!d.join("out/config.json").exists(), "nothing written");
-    assert_eq!(std::fs::read_to_string(d.join("out/tokenizer.json")).unwrap(), "edited");
+    assert_eq!(
+        std::fs::read_to_string(d.join("out/tokenizer.json")).unwrap(),
+        "edited"
+    );
     ok(export("hf", &["--force"]));
     assert!(d.join("out/config.json").is_file());
-    assert_ne!(std::fs::read_to_string(d.join("out/tokenizer.json")).unwrap(), "edited");
+    assert_ne!(
+        std::fs::read_to_string(d.join("out/tokenizer.json")).unwrap(),
+        "edited"
+    );
 }

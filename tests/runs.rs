@@ -5,7 +5,7 @@ use common::tiny_train::{losses, setup, weights};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `cliptrain train --config tiny.toml` with `--set` for each of `sets`, then `more`.
 fn train(d: &Path, sets: &[&str], more: &[&str]) -> Command {
@@ -114,7 +114,11 @@ fn a_failed_checkpoint_write_leaves_nothing_behind_and_start_up_removes_what_a_k
     succeeded(train(d, &["optim.steps=2"], &[]).output().unwrap());
     let run = d.join("runs/t");
     std::fs::create_dir_all(run.join(".tmp-step-0000003-4242")).unwrap();
-    std::fs::write(run.join(".tmp-step-0000003-4242/model.safetensors"), b"half").unwrap();
+    std::fs::write(
+        run.join(".tmp-step-0000003-4242/model.safetensors"),
+        b"half",
+    )
+    .unwrap();
     std::os::unix::fs::symlink("step-0000003", run.join(".latest-4242")).unwrap();
     let limit = std::fs::metadata(run.join("step-0000002/model.safetensors"))
         .unwrap()
@@ -192,11 +196,15 @@ fn killed_at_random_moments_a_run_resumes_to_the_weights_of_an_uninterrupted_one
     for _ in 0..5 {
         let latest = |run: &Path| std::fs::read_link(run.join("latest")).ok();
         let before = latest(&killed);
-        let mut child = train(d, &[&sets[..], &["run.name=killed"]].concat(), &["--resume", "auto"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = train(
+            d,
+            &[&sets[..], &["run.name=killed"]].concat(),
+            &["--resume", "auto"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
         // Once this process has checkpointed a step, kill it within the next two.
         while latest(&killed) == before && child.try_wait().unwrap().is_none() {
             std::thread::sleep(Duration::from_millis(1));
@@ -208,9 +216,13 @@ fn killed_at_random_moments_a_run_resumes_to_the_weights_of_an_uninterrupted_one
     }
     println!("a step: {step:?}; after each kill, (latest, temporaries left): {landed:?}");
     let stderr = succeeded(
-        train(d, &[&sets[..], &["run.name=killed"]].concat(), &["--resume", "auto"])
-            .output()
-            .unwrap(),
+        train(
+            d,
+            &[&sets[..], &["run.name=killed"]].concat(),
+            &["--resume", "auto"],
+        )
+        .output()
+        .unwrap(),
     );
     assert_same_weights(&killed.join("latest"), &whole.join("latest"));
     assert_eq!(temporaries(&killed), Vec::<String>::new(), "{stderr}");

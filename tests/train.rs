@@ -270,7 +270,11 @@ fn sigint_checkpoints_and_prints_the_resume_command_and_a_second_run_is_locked_o
     let d = dir.path();
     setup(d);
     let mut args = vec!["train", "--config", "tiny.toml"];
-    for set in ["run.name=my run", "optim.steps=100000", "checkpoint.every=0"] {
+    for set in [
+        "run.name=my run",
+        "optim.steps=100000",
+        "checkpoint.every=0",
+    ] {
         args.extend(["--set", set]);
     }
     let child = Command::new(env!("CARGO_BIN_EXE_cliptrain"))
@@ -325,7 +329,11 @@ fn sigint_checkpoints_and_prints_the_resume_command_and_a_second_run_is_locked_o
     assert!(stopped >= 2);
     // The printed command, run by a shell, continues this run (here for one more step).
     let bin = env!("CARGO_BIN_EXE_cliptrain");
-    let cmd = format!("'{bin}'{} --stop-at-step {}", &hint["cliptrain".len()..], stopped + 1);
+    let cmd = format!(
+        "'{bin}'{} --stop-at-step {}",
+        &hint["cliptrain".len()..],
+        stopped + 1
+    );
     ok(Command::new("sh")
         .args(["-c", &cmd])
         .current_dir(d)

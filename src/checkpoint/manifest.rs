@@ -81,7 +81,9 @@ fn problem(dir: &Path) -> Result<(), String> {
     let bytes = std::fs::read(dir.join("model.safetensors"))
         .map_err(|e| format!("model.safetensors cannot be read ({e})"))?;
     match non_finite_tensor(&bytes) {
-        Err(e) => Err(format!("model.safetensors is incomplete or damaged ({e:?})")),
+        Err(e) => Err(format!(
+            "model.safetensors is incomplete or damaged ({e:?})"
+        )),
         Ok(Some(name)) => Err(format!(
             "model.safetensors: `{name}` holds non-finite values (NaN or infinity)"
         )),
@@ -143,9 +145,9 @@ fn all_finite(dtype: Dtype, data: &[u8]) -> bool {
         Dtype::F32 => data
             .chunks_exact(4)
             .all(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7f80_0000 != 0x7f80_0000),
-        Dtype::F64 => data.chunks_exact(8).all(|b| {
-            f64::from_le_bytes(b.try_into().expect("8 bytes")).is_finite()
-        }),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .all(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")).is_finite()),
         Dtype::BF16 => data
             .chunks_exact(2)
             .all(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 != 0x7f80),
@@ -163,8 +165,14 @@ mod tests {
     #[test]
     fn non_finite_values_are_found_in_every_float_kind() {
         let f32s = |v: f32| v.to_le_bytes().to_vec();
-        assert!(all_finite(Dtype::F32, &[f32s(1.5), f32s(-0.0), f32s(f32::MAX)].concat()));
-        assert!(!all_finite(Dtype::F32, &[f32s(1.0), f32s(f32::NAN)].concat()));
+        assert!(all_finite(
+            Dtype::F32,
+            &[f32s(1.5), f32s(-0.0), f32s(f32::MAX)].concat()
+        ));
+        assert!(!all_finite(
+            Dtype::F32,
+            &[f32s(1.0), f32s(f32::NAN)].concat()
+        ));
         assert!(!all_finite(Dtype::F32, &f32s(f32::NEG_INFINITY)));
         assert!(!all_finite(Dtype::F64, &f64::INFINITY.to_le_bytes()));
         // bf16 +inf = 0x7f80, f16 NaN = 0x7e00; 1.0 in each is finite.

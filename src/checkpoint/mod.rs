@@ -61,7 +61,7 @@ pub enum CheckpointError {
     #[error(
         "no space left on the device of {} for checkpoint {name}: it needs {needed} bytes, {free} \
          are free; the temporary folder was removed and the previous checkpoints are intact. Free \
-         space (checkpoint.keep = N prunes old checkpoints) and resume with `--resume auto`",
+         space (a lower checkpoint.keep keeps fewer checkpoints) and resume with `--resume auto`",
         run_dir.display()
     )]
     NoSpace {
@@ -108,7 +108,10 @@ pub struct Checkpoint<'a> {
     pub tokenizer_json: Option<&'a Path>,
 }
 
-pub(super) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + use<> {
+pub(super) fn io(
+    op: &'static str,
+    path: &Path,
+) -> impl FnOnce(std::io::Error) -> CheckpointError + use<> {
     let path = path.to_path_buf();
     move |err| CheckpointError::Io { op, path, err }
 }
@@ -449,7 +452,10 @@ mod tests {
         save_tiny(dir.path(), 5, 1.0, None).unwrap();
         let missing = Path::new("/nonexistent/tokenizer.json");
         let err = save_tiny(dir.path(), 7, 2.0, Some(missing)).unwrap_err();
-        assert!(err.to_string().contains("/nonexistent/tokenizer.json"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent/tokenizer.json"),
+            "{err}"
+        );
         let names: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -507,7 +513,10 @@ mod tests {
         assert!(err.contains("model.safetensors has CRC-32"), "{err}");
         std::fs::write(&model, &bytes[..last]).unwrap();
         let err = verify(&ckpt).unwrap_err().to_string();
-        let cut = format!("model.safetensors is {last} bytes, the manifest says {}", last + 1);
+        let cut = format!(
+            "model.safetensors is {last} bytes, the manifest says {}",
+            last + 1
+        );
         assert!(err.contains(&cut), "{err}");
         // A checkpoint without a manifest (written before them) is checked by structure.
         let nan = save_tiny(dir.path(), 2, f32::NAN, None).unwrap();

@@ -106,7 +106,11 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n != LOCK_FILE)
             .collect();
-        assert_eq!(left, ["step-0000002"], "temporaries removed, checkpoints kept");
+        assert_eq!(
+            left,
+            ["step-0000002"],
+            "temporaries removed, checkpoints kept"
+        );
         // flock belongs to the open file, so a second open in this process is refused too.
         let err = RunLock::acquire(&run).unwrap_err();
         let pid = std::process::id().to_string();
