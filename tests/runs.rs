@@ -205,11 +205,11 @@ fn killed_at_random_moments_a_run_resumes_to_the_weights_of_an_uninterrupted_one
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-        // Once this process has checkpointed a step, kill it within the next two.
+        // Once this process has checkpointed a step, kill it within the next step and a half.
         while latest(&killed) == before && child.try_wait().unwrap().is_none() {
             std::thread::sleep(Duration::from_millis(1));
         }
-        std::thread::sleep(step.mul_f64(2.0 * delays.next()));
+        std::thread::sleep(step.mul_f64(1.5 * delays.next()));
         child.kill().unwrap();
         child.wait().unwrap();
         landed.push((latest(&killed), temporaries(&killed).len()));

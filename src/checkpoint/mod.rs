@@ -368,20 +368,8 @@ mod tests {
     #[test]
     fn save_resolve_prune_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let w = vec![(
-            "a.weight".to_string(),
-            Tensor::from_slice(&[1.0f32, 2.0]).view([1, 2]),
-        )];
         for step in [10, 20, 30] {
-            let s = state(step);
-            let c = Checkpoint {
-                model: &w,
-                optimizer: &[],
-                state: &s,
-                config_toml: "[run]\n",
-                tokenizer_json: None,
-            };
-            save(dir.path(), &c, 2).unwrap();
+            save_tiny(dir.path(), step, 2.0, None, 2).unwrap();
         }
         let steps: Vec<u64> = list(dir.path()).into_iter().map(|(s, _)| s).collect();
         assert_eq!(steps, [20, 30], "keep = 2 prunes the oldest");
@@ -389,8 +377,8 @@ mod tests {
         assert!(latest.ends_with("step-0000030"), "{}", latest.display());
         assert_eq!(read_state(&latest).unwrap(), state(30));
         let t = read_tensors(&latest.join("model.safetensors")).unwrap();
-        assert_eq!(t[0].0, "a.weight");
-        assert!(t[0].1.equal(&w[0].1));
+        assert_eq!(t[0].0, "w");
+        assert!(t[0].1.equal(&Tensor::from_slice(&[1.0f32, 2.0])));
         assert!(
             std::fs::read_dir(dir.path()).unwrap().all(|e| !e
                 .unwrap()
@@ -407,32 +395,20 @@ mod tests {
     #[test]
     fn a_half_written_checkpoint_is_never_taken_for_a_real_one() {
         let dir = tempfile::tempdir().unwrap();
-        let w = vec![("w".to_string(), Tensor::from_slice(&[1.0f32]))];
-        let s = state(5);
-        save(
-            dir.path(),
-            &Checkpoint {
-                model: &w,
-                optimizer: &[],
-                state: &s,
-                config_toml: "",
-                tokenizer_json: None,
-            },
-            0,
-        )
-        .unwrap();
+        save_tiny(dir.path(), 5, 1.0, None, 0).unwrap();
         // A crash while writing step 9 leaves only a temp folder behind.
         std::fs::create_dir_all(dir.path().join(".tmp-step-0000009-1")).unwrap();
         std::fs::create_dir_all(dir.path().join("step-0000009")).unwrap(); // no state.json: incomplete
         assert!(resolve(dir.path()).unwrap().ends_with("step-0000005"));
     }
 
-    /// Saves a checkpoint of one weight `[1, v]` at `step` into `dir`.
+    /// Saves a checkpoint of one weight `w = [1, v]` at `step` into `dir`, keeping `keep`.
     fn save_tiny(
         dir: &Path,
         step: u64,
         v: f32,
         tokenizer_json: Option<&Path>,
+        keep: usize,
     ) -> Result<PathBuf, CheckpointError> {
         let w = vec![("w".to_string(), Tensor::from_slice(&[1.0f32, v]))];
         let s = state(step);
@@ -443,15 +419,15 @@ mod tests {
             config_toml: "[run]\n",
             tokenizer_json,
         };
-        save(dir, &ckpt, 0)
+        save(dir, &ckpt, keep)
     }
 
     #[test]
     fn a_failed_write_leaves_no_temporary_and_the_previous_checkpoint_stands() {
         let dir = tempfile::tempdir().unwrap();
-        save_tiny(dir.path(), 5, 1.0, None).unwrap();
+        save_tiny(dir.path(), 5, 1.0, None, 0).unwrap();
         let missing = Path::new("/nonexistent/tokenizer.json");
-        let err = save_tiny(dir.path(), 7, 2.0, Some(missing)).unwrap_err();
+        let err = save_tiny(dir.path(), 7, 2.0, Some(missing), 0).unwrap_err();
         assert!(
             err.to_string().contains("/nonexistent/tokenizer.json"),
             "{err}"
@@ -502,7 +478,7 @@ mod tests {
     #[test]
     fn verify_names_a_cut_short_or_damaged_file_and_non_finite_weights() {
         let dir = tempfile::tempdir().unwrap();
-        let ckpt = save_tiny(dir.path(), 1, 1.0, None).unwrap();
+        let ckpt = save_tiny(dir.path(), 1, 1.0, None, 0).unwrap();
         verify(&ckpt).unwrap();
         let model = ckpt.join("model.safetensors");
         let mut bytes = std::fs::read(&model).unwrap();
@@ -519,7 +495,7 @@ mod tests {
         );
         assert!(err.contains(&cut), "{err}");
         // A checkpoint without a manifest (written before them) is checked by structure.
-        let nan = save_tiny(dir.path(), 2, f32::NAN, None).unwrap();
+        let nan = save_tiny(dir.path(), 2, f32::NAN, None, 0).unwrap();
         std::fs::remove_file(nan.join(manifest::MANIFEST)).unwrap();
         let err = verify(&nan).unwrap_err().to_string();
         assert!(err.contains("`w` holds non-finite values"), "{err}");
@@ -530,7 +506,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("latest")).unwrap();
         std::fs::write(dir.path().join("latest/state.json"), "{}").unwrap();
-        save_tiny(dir.path(), 3, 1.0, None).unwrap();
+        save_tiny(dir.path(), 3, 1.0, None, 0).unwrap();
         let link = std::fs::read_link(dir.path().join("latest")).unwrap();
         assert_eq!(link, Path::new("step-0000003"));
     }
