@@ -90,7 +90,8 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    /// Opens `run_dir/metrics.jsonl` (appending, so a resumed run continues the file), the
+    /// Opens `run_dir/metrics.jsonl` (appending, so a resumed run continues the file, after
+    /// dropping the rows of steps after `start_step` that the run is about to redo), the
     /// TensorBoard writer in `run_dir/tb` when `tensorboard`, and a progress bar over
     /// `total_steps` when `bar` (plain log lines otherwise).
     pub fn open(
@@ -102,6 +103,13 @@ impl MetricsLog {
     ) -> std::io::Result<Self> {
         std::fs::create_dir_all(run_dir)?;
         let jsonl_path = run_dir.join("metrics.jsonl");
+        let dropped = keep_rows_up_to(&jsonl_path, start_step)?;
+        if dropped > 0 {
+            tracing::info!(
+                "{}: dropped {dropped} rows after step {start_step}, which this run redoes",
+                jsonl_path.display()
+            );
+        }
         let jsonl = Some(
             std::fs::OpenOptions::new()
                 .create(true)
@@ -240,8 +248,64 @@ impl MetricsLog {
     }
 }
 
+/// Rewrites `path` (through a temporary file and a rename) without the rows of steps after
+/// `step` and without a line cut short by a killed process; returns how many rows went.
+fn keep_rows_up_to(path: &Path, step: u64) -> std::io::Result<usize> {
+    let text = match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        other => other?,
+    };
+    let keep = |line: &&str| {
+        serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|row| row.get("step")?.as_u64())
+            .is_some_and(|s| s <= step)
+    };
+    let kept: Vec<&str> = text.lines().filter(keep).collect();
+    let dropped = text.lines().count() - kept.len();
+    if dropped == 0 && (text.is_empty() || text.ends_with('\n')) {
+        return Ok(0);
+    }
+    let tmp = path.with_file_name(".tmp-metrics.jsonl");
+    let mut file = std::fs::File::create(&tmp)?;
+    for line in kept {
+        writeln!(file, "{line}")?;
+    }
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(dropped)
+}
+
 impl Drop for MetricsLog {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reopening_at_a_step_drops_the_rows_after_it_and_a_torn_last_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let rows = [1, 2, 2, 3, 4].map(|s| format!(r#"{{"kind":"train","step":{s}}}"#));
+        std::fs::write(&path, rows.join("\n") + "\n{\"kind\":\"tr").unwrap();
+        let mut log = MetricsLog::open(dir.path(), false, false, 2, 10).unwrap();
+        let mut m = Metrics::new();
+        m.insert("loss", 1.5);
+        log.log("train", 3, &m);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let steps: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(steps, [1, 2, 2, 3], "{text}");
+        assert!(!dir.path().join(".tmp-metrics.jsonl").exists());
     }
 }

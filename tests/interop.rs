@@ -403,3 +403,45 @@ fn commands_take_hugging_face_and_openclip_folders() {
         "{err}"
     );
 }
+
+/// `export` into a folder that already holds files it would write is refused, naming them and
+/// leaving them as they were; `--force` replaces them. Other files do not matter.
+#[test]
+fn export_refuses_to_replace_files_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    trained_run(d, "gelu");
+    let export = |kind: &str, more: &[&str]| {
+        let args = [
+            &["export", kind, "--checkpoint", "runs/t", "--out", "out"],
+            more,
+        ]
+        .concat();
+        cliptrain(&args, d)
+    };
+    std::fs::create_dir_all(d.join("out")).unwrap();
+    std::fs::write(d.join("out/README.md"), "mine").unwrap();
+    ok(export("openclip", &[]));
+    std::fs::write(d.join("out/tokenizer.json"), "edited").unwrap();
+    let refused = export("hf", &[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "out already has tokenizer.json, tokenizer_config.json, special_tokens_map.json; \
+             export does not replace files unless asked: choose another --out, or pass --force"
+        ),
+        "{stderr}"
+    );
+    assert!(!d.join("out/config.json").exists(), "nothing written");
+    assert_eq!(
+        std::fs::read_to_string(d.join("out/tokenizer.json")).unwrap(),
+        "edited"
+    );
+    ok(export("hf", &["--force"]));
+    assert!(d.join("out/config.json").is_file());
+    assert_ne!(
+        std::fs::read_to_string(d.join("out/tokenizer.json")).unwrap(),
+        "edited"
+    );
+}

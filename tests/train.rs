@@ -5,86 +5,10 @@ use cliptrain::config::{self, DeviceSpec, LossKind};
 use cliptrain::dist::Dist;
 use cliptrain::model::ClipModel;
 use cliptrain::train::{self, Resume, Step, StopToken, TrainOptions};
-use common::{cliptrain, ok, small_synth};
-use std::path::Path;
+use common::tiny_train::{losses, setup, tiny_config, weights};
+use common::{cliptrain, ok};
 use std::process::Command;
 use tch::{Device, Kind, Tensor, nn};
-
-/// A small dataset, its tokenizer and a config for a very small CLIP, in `d`.
-fn setup(d: &Path) {
-    small_synth(d, 96, 8, 32);
-    std::fs::write(
-        d.join("tiny.toml"),
-        r#"
-[run]
-name = "t"
-output_dir = "runs"
-device = "cpu"
-threads = 1
-seed = 3
-[data]
-train = "syn/train-{000000..000002}.tar"
-tokenizer = "syn/tok.json"
-shuffle_buffer = 16
-workers = 1
-[model]
-embed_dim = 16
-[model.vision]
-image_size = 32
-patch_size = 8
-width = 32
-layers = 1
-heads = 2
-[model.text]
-vocab_size = 600
-context_length = 16
-width = 32
-layers = 1
-heads = 2
-[optim]
-steps = 6
-batch_size = 8
-warmup_steps = 2
-lr = 1e-3
-[checkpoint]
-every = 2
-keep = 0
-[log]
-every = 1
-tensorboard = false
-progress = "plain"
-"#,
-    )
-    .unwrap();
-}
-
-/// `tiny.toml` in `d` with `overrides` (`section.key=value`) and its paths made absolute, for
-/// runs through the library (the tests of a binary share one working directory).
-fn tiny_config(d: &Path, overrides: &[&str]) -> config::Config {
-    let overrides: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
-    let mut cfg = config::load(&d.join("tiny.toml"), &overrides).unwrap();
-    let abs = |p: &str| d.join(p).to_string_lossy().into_owned();
-    cfg.data.train = abs(&cfg.data.train);
-    cfg.data.tokenizer = abs(&cfg.data.tokenizer);
-    cfg.run.output_dir = d.join(&cfg.run.output_dir);
-    cfg
-}
-
-fn losses(run: &Path) -> Vec<(u64, f64)> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["kind"] == "train")
-        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
-        .collect()
-}
-
-fn weights(dir: &Path) -> Vec<(String, Tensor)> {
-    let mut w = Tensor::read_safetensors(dir.join("model.safetensors")).unwrap();
-    w.sort_by(|a, b| a.0.cmp(&b.0));
-    w
-}
 
 #[test]
 fn resume_after_a_stop_reproduces_the_uninterrupted_run() {
@@ -108,7 +32,9 @@ fn resume_after_a_stop_reproduces_the_uninterrupted_run() {
         d,
     ));
     assert!(
-        out.contains("continue with: cliptrain train --config tiny.toml --resume auto"),
+        out.contains(
+            "continue with: cliptrain train --config tiny.toml --set run.name=split --resume auto"
+        ),
         "{out}"
     );
     assert!(
@@ -336,35 +262,43 @@ print(json.dumps({t: [[e.step, e.value] for e in acc.Scalars(t)] for t in acc.Ta
     }
 }
 
+/// Ctrl-C finishes the step, checkpoints and prints the command that continues this very run,
+/// every `--set` included; while the run lives, a second `train` on its folder is refused.
 #[test]
-fn sigint_finishes_the_step_checkpoints_and_exits_zero() {
+fn sigint_checkpoints_and_prints_the_resume_command_and_a_second_run_is_locked_out() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
+    let mut args = vec!["train", "--config", "tiny.toml"];
+    for set in [
+        "run.name=my run",
+        "optim.steps=100000",
+        "checkpoint.every=0",
+    ] {
+        args.extend(["--set", set]);
+    }
     let child = Command::new(env!("CARGO_BIN_EXE_cliptrain"))
-        .args([
-            "train",
-            "--config",
-            "tiny.toml",
-            "--set",
-            "optim.steps=100000",
-            "--set",
-            "checkpoint.every=0",
-        ])
+        .args(&args)
         .current_dir(d)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let metrics = d.join("runs/t/metrics.jsonl");
+    let run = d.join("runs/my run");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while std::fs::read_to_string(&metrics).map_or(true, |m| m.lines().count() < 2) {
+    while std::fs::read_to_string(run.join("metrics.jsonl")).map_or(true, |m| m.lines().count() < 2)
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "training never logged a step"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let second = cliptrain(&[&args[..], &["--resume", "auto"]].concat(), d);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    let holder = format!("in use by another cliptrain process (pid {})", child.id());
+    assert!(stderr.contains(&holder), "{stderr}");
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
@@ -375,14 +309,39 @@ fn sigint_finishes_the_step_checkpoints_and_exits_zero() {
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.contains("continue with: cliptrain train --config tiny.toml --resume auto"),
-        "{stdout}"
+    let hint = stdout
+        .lines()
+        .find_map(|l| l.split_once("continue with: "))
+        .unwrap_or_else(|| panic!("no resume command in:\n{stdout}"))
+        .1;
+    assert_eq!(
+        hint,
+        "cliptrain train --config tiny.toml --set 'run.name=my run' --set optim.steps=100000 \
+         --set checkpoint.every=0 --resume auto"
     );
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join("runs/t/latest/state.json")).unwrap())
-            .unwrap();
-    assert!(state["step"].as_u64().unwrap() >= 2, "{state}");
+    let step_of = |dir: &str| {
+        let state = std::fs::read_to_string(run.join(dir).join("state.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&state).unwrap()["step"]
+            .as_u64()
+            .unwrap()
+    };
+    let stopped = step_of("latest");
+    assert!(stopped >= 2);
+    // The printed command, run by a shell, continues this run (here for one more step).
+    let bin = env!("CARGO_BIN_EXE_cliptrain");
+    let cmd = format!(
+        "'{bin}'{} --stop-at-step {}",
+        &hint["cliptrain".len()..],
+        stopped + 1
+    );
+    ok(Command::new("sh")
+        .args(["-c", &cmd])
+        .current_dir(d)
+        .output()
+        .unwrap());
+    assert_eq!(step_of("latest"), stopped + 1);
+    let steps: Vec<u64> = losses(&run).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(steps, (1..=stopped + 1).collect::<Vec<_>>());
 }
 
 #[test]
@@ -480,37 +439,32 @@ fn a_log_file_gets_plain_text_and_counts_as_integers() {
     assert!(row.contains("\"bad_steps\":0,"), "{row}");
 }
 
+/// A stop asked for before the run starts (Ctrl-C during start-up) ends it before its first
+/// step; the run then resumes in the same process, its lock released, and runs to the end.
 #[test]
-fn a_stop_token_ends_the_run_with_a_checkpoint_and_the_next_run_in_the_process_is_unaffected() {
+fn a_stop_during_start_up_ends_the_run_before_its_first_step_and_a_resume_continues() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
-    // Set before the start: one step, a checkpoint of it, and the run says it was interrupted.
     let stop = StopToken::new();
     stop.stop();
     let opts = TrainOptions {
         stop: stop.clone(),
         ..TrainOptions::default()
     };
-    let cfg = tiny_config(d, &["run.name=stopped", "optim.warmup_steps=1"]);
+    let cfg = tiny_config(d, &["optim.steps=2", "optim.warmup_steps=1"]);
     let s = train::train(&cfg, &opts).unwrap();
     assert!(s.interrupted);
-    assert_eq!((s.first_step, s.last_step), (0, 1));
-    assert_eq!(s.checkpoint, Some(d.join("runs/stopped/step-0000001")));
-    // A second training in this process, in another folder and with its own token, runs to
-    // the end: nothing of the first run's stop lingers.
-    let cfg = tiny_config(
-        d,
-        &[
-            "run.output_dir=other",
-            "optim.steps=2",
-            "optim.warmup_steps=1",
-        ],
-    );
-    let s = train::train(&cfg, &TrainOptions::default()).unwrap();
+    assert_eq!((s.first_step, s.last_step, s.checkpoint), (0, 0, None));
+    assert!(cliptrain::checkpoint::list(&d.join("runs/t")).is_empty());
+    let opts = TrainOptions {
+        resume: Resume::Auto,
+        ..TrainOptions::default()
+    };
+    let s = train::train(&cfg, &opts).unwrap();
     assert!(!s.interrupted);
     assert_eq!((s.first_step, s.last_step, s.losses.len()), (0, 2, 2));
-    assert!(d.join("other/t/step-0000002/model.safetensors").is_file());
+    assert_eq!(s.checkpoint, Some(d.join("runs/t/step-0000002")));
 }
 
 #[test]

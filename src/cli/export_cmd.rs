@@ -21,21 +21,25 @@ pub struct ExportArgs {
     /// CLIP folder or an OpenCLIP folder.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// The folder to write (created; files in it are replaced).
+    /// The folder to write (created if missing). Files of the export already in it are
+    /// refused, by name, unless --force.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace the files of an earlier export in --out.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(cmd: ExportCommand) -> anyhow::Result<()> {
     let (args, files) = match cmd {
         ExportCommand::Hf(a) => {
             let saved = open(&a)?;
-            let files = source::hf::export(&saved, &a.out)?;
+            let files = source::hf::export(&saved, &a.out, a.force)?;
             (a, files)
         }
         ExportCommand::Openclip(a) => {
             let saved = open(&a)?;
-            let files = source::openclip::export(&saved, &a.out)?;
+            let files = source::openclip::export(&saved, &a.out, a.force)?;
             (a, files)
         }
     };

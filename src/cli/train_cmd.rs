@@ -24,6 +24,9 @@ pub struct TrainArgs {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    // Ctrl-C or a scheduler's SIGTERM, from now on: finish the step (or the start-up),
+    // checkpoint what was trained, exit cleanly.
+    let stop = super::signal::stop_token();
     let cfg = config::load(&args.config, &args.overrides)
         .with_context(|| format!("{} is not a valid config", args.config.display()))?;
     let resume = match args.resume.as_deref() {
@@ -43,8 +46,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         &TrainOptions {
             resume,
             stop_at_step: args.stop_at_step,
-            // Ctrl-C or a scheduler's SIGTERM: finish the step, checkpoint, exit cleanly.
-            stop: super::signal::stop_token(),
+            stop,
         },
     )?;
     if std::env::var("RANK").is_ok_and(|r| r.trim() != "0") {
@@ -87,10 +89,45 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     if s.interrupted || s.last_step < cfg.optim.steps {
         println!(
-            "stopped at step {}; continue with: cliptrain train --config {} --resume auto",
+            "stopped at step {}; continue with: {}",
             s.last_step,
-            args.config.display()
+            resume_command(&args, &s)
         );
     }
     Ok(())
+}
+
+/// The command that continues this run: the same config and every `--set`, with `--resume
+/// auto` (or the `--resume` given, when this run saved nothing of its own), quoted for a shell.
+fn resume_command(args: &TrainArgs, s: &train::TrainSummary) -> String {
+    let mut words = vec![
+        "cliptrain".to_string(),
+        "train".into(),
+        "--config".into(),
+        args.config.display().to_string(),
+    ];
+    for o in &args.overrides {
+        words.extend(["--set".to_string(), o.clone()]);
+    }
+    let saved = s.checkpoint.is_some() || s.last_step > s.first_step;
+    let resume = match &args.resume {
+        Some(r) if !saved => r.clone(),
+        _ => "auto".into(),
+    };
+    words.extend(["--resume".to_string(), resume]);
+    words
+        .iter()
+        .map(|w| shell_word(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `w` as one shell word: as it is when it has no special characters, else single-quoted.
+fn shell_word(w: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_-+=:,./@%".contains(c);
+    if !w.is_empty() && w.chars().all(plain) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
 }

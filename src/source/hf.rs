@@ -218,12 +218,12 @@ pub fn preprocessor_json(size: usize, mean: [f64; 3], std: [f64; 3]) -> Value {
 }
 
 /// Writes the tokenizer files a `CLIPTokenizer`/`AutoTokenizer` reads offline:
-/// `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`. Returns their names.
+/// `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` ([`TOKENIZER_FILES`]).
 pub(crate) fn write_tokenizer_files(
     out: &Path,
     tok: &crate::text::TextTokenizer,
     context_length: usize,
-) -> Result<Vec<String>, SourceError> {
+) -> Result<(), SourceError> {
     let path = out.join("tokenizer.json");
     tok.save(&path).map_err(|e| bad(&path, e.to_string()))?;
     let name = |id: u32| tok.inner().id_to_token(id).unwrap_or_default();
@@ -245,18 +245,20 @@ pub(crate) fn write_tokenizer_files(
         &out.join("special_tokens_map.json"),
         &json!({"bos_token": sot, "eos_token": eot, "unk_token": eot, "pad_token": eot}),
     )?;
-    Ok([
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-    ]
-    .map(String::from)
-    .to_vec())
+    Ok(())
 }
 
+/// The tokenizer files an export writes (when the model has a tokenizer).
+pub(crate) const TOKENIZER_FILES: [&str; 3] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+];
+
 /// `cliptrain export hf`: a folder `CLIPModel.from_pretrained` and `CLIPProcessor.from_pretrained`
-/// load offline. Returns the files written.
-pub fn export(loaded: &LoadedModel, out: &Path) -> Result<Vec<String>, SourceError> {
+/// load offline. Returns the files written. Refused when one of them is already in `out`,
+/// unless `replace`.
+pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<String>, SourceError> {
     let (source, m) = (&loaded.source, &loaded.source.spec);
     if m.head == LogitHead::Siglip {
         return Err(SourceError::Unsupported(format!(
@@ -265,6 +267,11 @@ pub fn export(loaded: &LoadedModel, out: &Path) -> Result<Vec<String>, SourceErr
             source.dir.display()
         )));
     }
+    let mut files = vec!["config.json", "model.safetensors", PREPROCESSOR];
+    if source.tokenizer.is_some() {
+        files.extend(TOKENIZER_FILES);
+    }
+    super::check_replace(out, &files, replace)?;
     std::fs::create_dir_all(out).map_err(super::io("creating", out))?;
     let sot = source
         .tokenizer
@@ -279,11 +286,8 @@ pub fn export(loaded: &LoadedModel, out: &Path) -> Result<Vec<String>, SourceErr
         &out.join(PREPROCESSOR),
         &preprocessor_json(m.vision.image_size, d.image_mean, d.image_std),
     )?;
-    let mut files: Vec<String> = ["config.json", "model.safetensors", PREPROCESSOR]
-        .map(String::from)
-        .to_vec();
     if let Some(tok) = &source.tokenizer {
-        files.extend(write_tokenizer_files(out, tok, m.text.context_length)?);
+        write_tokenizer_files(out, tok, m.text.context_length)?;
     }
-    Ok(files)
+    Ok(files.into_iter().map(String::from).collect())
 }

@@ -60,11 +60,34 @@ pub enum SourceError {
     Text(#[from] TextError),
     #[error("{0}")]
     Unsupported(String),
+    #[error(
+        "{} already has {}; export does not replace files unless asked: choose another --out, or \
+         pass --force to replace them",
+        dir.display(), files.join(", ")
+    )]
+    WouldReplace { dir: PathBuf, files: Vec<String> },
 }
 
 pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SourceError {
     let path = path.to_path_buf();
     move |source| SourceError::Io { op, path, source }
+}
+
+/// Before an export writes `files` into `out`: refused, naming those already there, unless
+/// `replace`.
+pub(crate) fn check_replace(out: &Path, files: &[&str], replace: bool) -> Result<(), SourceError> {
+    let existing: Vec<String> = files
+        .iter()
+        .filter(|f| std::fs::symlink_metadata(out.join(f)).is_ok())
+        .map(|f| f.to_string())
+        .collect();
+    if replace || existing.is_empty() {
+        return Ok(());
+    }
+    Err(SourceError::WouldReplace {
+        dir: out.to_path_buf(),
+        files: existing,
+    })
 }
 
 /// A JSON config file; anything but an object (an array, a number) is refused rather than

@@ -415,18 +415,22 @@ pub fn config_json(loaded: &LoadedModel, with_tokenizer: bool) -> Value {
 
 /// `cliptrain export openclip`: `open_clip_config.json` + `open_clip_model.safetensors`
 /// (+ the tokenizer files). Returns the files written.
-pub fn export(loaded: &LoadedModel, out: &Path) -> Result<Vec<String>, SourceError> {
-    std::fs::create_dir_all(out).map_err(super::io("creating", out))?;
+pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<String>, SourceError> {
     let tokenizer = loaded.source.tokenizer.as_ref();
+    let mut files = vec![CONFIG, WEIGHTS];
+    if tokenizer.is_some() {
+        files.extend(super::hf::TOKENIZER_FILES);
+    }
+    super::check_replace(out, &files, replace)?;
+    std::fs::create_dir_all(out).map_err(super::io("creating", out))?;
     write_json(&out.join(CONFIG), &config_json(loaded, tokenizer.is_some()))?;
     let weights = out.join(WEIGHTS);
     crate::checkpoint::write_tensors(&weights, &from_hf(&loaded.named_tensors()))?;
-    let mut files = vec![CONFIG.to_string(), WEIGHTS.to_string()];
     if let Some(tok) = tokenizer {
         let ctx = loaded.source.spec.text.context_length;
-        files.extend(super::hf::write_tokenizer_files(out, tok, ctx)?);
+        super::hf::write_tokenizer_files(out, tok, ctx)?;
     }
-    Ok(files)
+    Ok(files.into_iter().map(String::from).collect())
 }
 
 #[cfg(test)]

@@ -86,6 +86,10 @@ pub struct TrainSummary {
 /// `cliptrain launch` (`WORLD_SIZE` etc. set), this process is one rank of a data-parallel job.
 pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
     let mut trainer = Trainer::build(cfg, opts)?;
+    if trainer.stop_requested()? {
+        // Asked to stop while starting: no step, so nothing new to checkpoint.
+        return Ok(trainer.finish(true));
+    }
     if trainer.finished() && trainer.state.step == 0 {
         // `--stop-at-step 0`: the initial weights, as a checkpoint of step 0.
         trainer.checkpoint_if_due(true)?;
@@ -125,6 +129,8 @@ pub struct Trainer {
     last_step: u64,
     skipped: SkipCounts,
     summary: TrainSummary,
+    /// Rank 0's exclusive hold on the run folder, released when the trainer is dropped.
+    _lock: Option<checkpoint::RunLock>,
 }
 
 impl Trainer {
@@ -138,6 +144,10 @@ impl Trainer {
         }
         tch::manual_seed(cfg.run.seed as i64);
         let run_dir = cfg.run.output_dir.join(&cfg.run.name);
+        let lock = dist
+            .is_main()
+            .then(|| checkpoint::RunLock::acquire(&run_dir))
+            .transpose()?;
         let resume_from = resume::choose(&run_dir, &opts.resume)?;
         if let Some(dir) = &resume_from {
             resume::check_config(dir, &cfg)?;
@@ -170,6 +180,7 @@ impl Trainer {
             meter: Meter::starting_at(Instant::now()),
             stop: opts.stop.clone(),
             skipped: SkipCounts::default(),
+            _lock: lock,
             cfg,
             dist,
             run_dir,

@@ -65,7 +65,9 @@ impl fmt::Display for KeyChange {
     }
 }
 
-/// The checkpoint a run continues from, if any, per `--resume`.
+/// The checkpoint a run continues from, if any, per `--resume`. A damaged checkpoint (see
+/// [`checkpoint::verify`]) named by a path is refused; `auto` passes over damaged ones with a
+/// warning and takes the newest intact one.
 pub(super) fn choose(run_dir: &Path, resume: &Resume) -> Result<Option<PathBuf>, TrainError> {
     match resume {
         Resume::No => {
@@ -77,9 +79,47 @@ pub(super) fn choose(run_dir: &Path, resume: &Resume) -> Result<Option<PathBuf>,
             }
             Ok(None)
         }
-        Resume::Auto => Ok(checkpoint::resolve(run_dir).ok()),
-        Resume::From(p) => Ok(Some(checkpoint::resolve(p)?)),
+        Resume::Auto => newest_intact(run_dir),
+        Resume::From(p) => {
+            let dir = checkpoint::resolve(p)?;
+            checkpoint::verify(&dir)?;
+            Ok(Some(dir))
+        }
     }
+}
+
+/// The newest checkpoint in `run_dir` that passes [`checkpoint::verify`]; none when the run has
+/// no checkpoint, an error naming each one when all are damaged.
+fn newest_intact(run_dir: &Path) -> Result<Option<PathBuf>, TrainError> {
+    let mut newest_first: Vec<PathBuf> = checkpoint::list(run_dir)
+        .into_iter()
+        .rev()
+        .map(|(_, dir)| dir)
+        .collect();
+    if newest_first.is_empty() {
+        // A checkpoint folder itself, or only a `latest` folder (a copy that followed links).
+        newest_first.extend(checkpoint::resolve(run_dir).ok());
+    }
+    let mut damaged = vec![];
+    for dir in newest_first {
+        match checkpoint::verify(&dir) {
+            Ok(()) => return Ok(Some(dir)),
+            Err(e @ checkpoint::CheckpointError::Corrupt { .. }) => {
+                tracing::warn!("{e}; passing over it to an older checkpoint");
+                damaged.push(format!("  {e}"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if damaged.is_empty() {
+        return Ok(None);
+    }
+    Err(TrainError::Setup(format!(
+        "{} has no intact checkpoint to resume:\n{}\nRestore one from a copy, or move them out \
+         of the folder to start the run over",
+        run_dir.display(),
+        damaged.join("\n")
+    )))
 }
 
 /// Refuses to continue the checkpoint in `dir` with `cfg` when a key outside
@@ -184,6 +224,44 @@ mod tests {
                 "model.vision.width: 768 in the checkpoint, 64 now",
             ]
         );
+    }
+
+    #[test]
+    fn auto_takes_the_newest_intact_checkpoint_and_with_none_names_each_damaged_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        let model = vec![("w".to_string(), tch::Tensor::from_slice(&[1.0f32, 2.0]))];
+        let mut state: TrainState = serde_json::from_str(
+            r#"{"step":0,"samples_seen":0,"data":{"fingerprint":"x","epoch":0,"cursor":0,
+            "offset":0,"emitted":0,"buffer":[],"skipped":{},"empty_run":0},
+            "bad_steps_in_a_row":0,"bad_steps_total":0,"seed":1,"cliptrain_version":"t"}"#,
+        )
+        .unwrap();
+        for step in 1..=3 {
+            state.step = step;
+            let ckpt = checkpoint::Checkpoint {
+                model: &model,
+                optimizer: &[],
+                state: &state,
+                config_toml: "",
+                tokenizer_json: None,
+            };
+            checkpoint::save(run, &ckpt, 0).unwrap();
+        }
+        let damage = |step: u64| {
+            let path = run.join(checkpoint::step_dir_name(step)).join("state.json");
+            std::fs::write(path, "{").unwrap();
+        };
+        damage(3);
+        let chosen = choose(run, &Resume::Auto).unwrap().unwrap();
+        assert!(chosen.ends_with("step-0000002"), "{}", chosen.display());
+        damage(2);
+        damage(1);
+        let err = choose(run, &Resume::Auto).unwrap_err().to_string();
+        for step in 1..=3 {
+            let named = format!("step-000000{step} is damaged: state.json is 1 bytes");
+            assert!(err.contains(&named), "{err}");
+        }
     }
 
     #[test]
