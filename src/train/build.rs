@@ -31,7 +31,9 @@ fn writable_run_dir(cfg: &Config) -> Result<(), TrainError> {
             cfg.run.output_dir.display()
         ))
     };
-    let probe = run_dir.join(".cliptrain-write-check");
+    // Named per process: ranks of one job check the same folder at the same moment, and one
+    // rank's `remove_file` must not find the other's probe gone.
+    let probe = run_dir.join(format!(".cliptrain-write-check-{}", std::process::id()));
     std::fs::create_dir_all(&run_dir)
         .and_then(|()| std::fs::write(&probe, b""))
         .and_then(|()| std::fs::remove_file(&probe))
