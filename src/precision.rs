@@ -18,6 +18,9 @@ pub enum PrecisionError {
         precision: Precision,
         message: String,
     },
+    /// A libtorch kernel of the loss scaler failed.
+    #[error("fp16 loss scaling failed: {0}")]
+    Kernel(String),
 }
 
 /// Entry point for autocast scopes; see [`Autocast::enter`].
@@ -71,91 +74,105 @@ impl Drop for AutocastGuard {
     }
 }
 
-/// Dynamic loss scaling for fp16 training, as `torch.amp.GradScaler`: the loss is multiplied by
-/// `scale` before backward so small gradients survive fp16; gradients are divided by it before
-/// the step. A step whose gradients overflow is skipped and the scale halved; after
-/// `growth_interval` good steps in a row the scale doubles.
-#[derive(Debug, Clone, PartialEq)]
+/// Dynamic loss scaling for fp16 training with `torch.amp.GradScaler`'s semantics and kernels:
+/// the loss is multiplied by `scale` before backward so small gradients survive fp16; gradients
+/// are divided by it (and checked for inf/nan) before clipping; a step whose gradients overflow
+/// is skipped and the scale multiplied by `backoff`; after `growth_interval` good steps in a row
+/// it is multiplied by `growth`.
+///
+/// The scale and the good-step count live on the device and are only updated by device kernels
+/// (`_amp_foreach_non_finite_check_and_unscale_`, `_amp_update_scale_`), so a step never waits
+/// for the GPU; [`state`](Self::state) reads them for a checkpoint.
+#[derive(Debug)]
 pub struct DynamicLossScaler {
-    scale: f64,
-    growth_factor: f64,
-    backoff_factor: f64,
-    growth_interval: u64,
-    good_steps: u64,
-    found_inf: bool,
+    /// fp32 `[1]`, as GradScaler's `_scale`.
+    scale: Tensor,
+    /// int32 `[1]`: good steps since the last change of scale (GradScaler's `_growth_tracker`).
+    growth_tracker: Tensor,
+    growth: f64,
+    backoff: f64,
+    growth_interval: i64,
 }
 
-impl Default for DynamicLossScaler {
-    /// GradScaler's defaults: scale 2^16, ×2 every 2000 good steps, ÷2 on overflow.
-    fn default() -> Self {
-        Self::new(65536.0, 2.0, 0.5, 2000)
-    }
+/// The scaler's state as a checkpoint stores it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LossScaleState {
+    pub scale: f64,
+    /// Good steps counted towards the next growth.
+    pub good_steps: u64,
 }
 
 impl DynamicLossScaler {
-    /// A scaler with explicit initial scale, growth/backoff factors and growth interval.
-    pub fn new(init_scale: f64, growth_factor: f64, backoff_factor: f64, interval: u64) -> Self {
+    /// A scaler on `device` starting at `init_scale`, growing ×2 after `growth_interval` good
+    /// steps and halving on overflow (GradScaler's factors).
+    pub fn new(device: Device, init_scale: f64, growth_interval: u64) -> Self {
         Self {
-            scale: init_scale,
-            growth_factor,
-            backoff_factor,
-            growth_interval: interval.max(1),
-            good_steps: 0,
-            found_inf: false,
+            scale: Tensor::full([1], init_scale, (Kind::Float, device)),
+            growth_tracker: Tensor::zeros([1], (Kind::Int, device)),
+            growth: 2.0,
+            backoff: 0.5,
+            growth_interval: growth_interval.max(1) as i64,
         }
-    }
-
-    /// The current scale.
-    pub fn scale(&self) -> f64 {
-        self.scale
     }
 
     /// `loss · scale`, to call `backward` on.
     pub fn scale_loss(&self, loss: &Tensor) -> Tensor {
-        loss * self.scale
+        loss * &self.scale
     }
 
-    /// Divides every defined gradient in place by the scale and records whether any of them holds
-    /// inf/nan (also returned). The check stays on the device until one final host read.
-    pub fn unscale_(&mut self, grads: &[Tensor]) -> bool {
-        let inv = 1.0 / self.scale;
-        let mut non_finite: Option<Tensor> = None;
-        tch::no_grad(|| {
-            for g in grads.iter().filter(|g| g.defined()) {
-                let mut g = g.shallow_clone();
-                let _ = g.g_mul_scalar_(inv);
-                let bad = g.isfinite().logical_not().any();
-                non_finite = Some(match non_finite.take() {
-                    Some(acc) => acc.logical_or(&bad),
-                    None => bad,
-                });
-            }
-        });
-        self.found_inf = non_finite.is_some_and(|t| t.to_kind(Kind::Bool).int64_value(&[]) != 0);
-        self.found_inf
+    /// Divides every defined gradient in place by the scale and sets `found_inf` (fp32 `[1]` on
+    /// the device) to 1 when any of them holds inf/nan; it is never reset here, so several
+    /// checks can share one flag.
+    pub fn unscale_(&self, grads: &[Tensor], found_inf: &Tensor) -> Result<(), PrecisionError> {
+        // GradScaler computes the reciprocal in double, then rounds it to fp32.
+        let inv_scale = self
+            .scale
+            .to_kind(Kind::Double)
+            .reciprocal()
+            .to_kind(Kind::Float);
+        let grads: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
+        tmp_unscale(&grads, found_inf, &inv_scale);
+        Ok(())
     }
 
-    /// Whether the last [`unscale_`](Self::unscale_) saw inf/nan; the optimizer step must then be
-    /// skipped.
-    pub fn found_inf(&self) -> bool {
-        self.found_inf
+    /// Adjusts the scale after a step attempt, on the device: backs off on overflow (and
+    /// restarts the count), grows after `growth_interval` consecutive good steps.
+    pub fn update(&mut self, found_inf: &Tensor) {
+        let _ = self.scale.internal_amp_update_scale_(
+            &self.growth_tracker,
+            found_inf,
+            self.growth,
+            self.backoff,
+            self.growth_interval,
+        );
     }
 
-    /// Adjusts the scale after a step attempt: halves it (and restarts the count) on overflow,
-    /// doubles it after `growth_interval` consecutive good steps.
-    pub fn update(&mut self) {
-        if self.found_inf {
-            self.scale *= self.backoff_factor;
-            self.good_steps = 0;
-        } else {
-            self.good_steps += 1;
-            if self.good_steps == self.growth_interval {
-                self.scale *= self.growth_factor;
-                self.good_steps = 0;
-            }
+    /// The current scale and good-step count (reads the device).
+    pub fn state(&self) -> LossScaleState {
+        LossScaleState {
+            scale: self.scale.double_value(&[0]),
+            good_steps: self.growth_tracker.int64_value(&[0]).max(0) as u64,
         }
-        self.found_inf = false;
     }
+
+    /// Continues from a checkpoint's state.
+    pub fn restore(&mut self, state: LossScaleState) {
+        let _ = self.scale.fill_(state.scale);
+        let _ = self.growth_tracker.fill_(state.good_steps as i64);
+    }
+}
+
+// TEMPORARY until the shim's foreach kernel is merged (helper branch issue13-optim).
+fn tmp_unscale(grads: &[&Tensor], found_inf: &Tensor, inv: &Tensor) {
+    tch::no_grad(|| {
+        for g in grads {
+            let _ = g.shallow_clone().g_mul_(&inv.reshape([]));
+            let bad = g.isfinite().logical_not().any().to_kind(Kind::Float);
+            let _ = found_inf
+                .shallow_clone()
+                .copy_(&found_inf.maximum(&bad.view([1])));
+        }
+    });
 }
 
 #[cfg(test)]
@@ -193,34 +210,74 @@ mod tests {
     }
 
     #[test]
-    fn loss_scaler_backoff_and_growth() {
-        let mut s = DynamicLossScaler::new(65536.0, 2.0, 0.5, 3);
-        assert_eq!(
-            s.scale_loss(&Tensor::from(2.0f32)).double_value(&[]),
-            131072.0
-        );
+    fn loss_scaler_unscales_skips_backs_off_and_grows_like_grad_scaler() {
+        let found = || Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        let mut s = DynamicLossScaler::new(Device::Cpu, 65536.0, 3);
+        let scaled = s.scale_loss(&Tensor::from(2.0f32));
+        assert_eq!(scaled.double_value(&[0]), 131072.0);
         let g = Tensor::from_slice(&[65536.0f32, -131072.0]);
-        assert!(!s.unscale_(&[g.shallow_clone(), Tensor::new()]));
+        let f = found();
+        s.unscale_(&[g.shallow_clone(), Tensor::new()], &f).unwrap();
         assert_eq!(Vec::<f32>::try_from(&g).unwrap(), vec![1.0, -2.0]);
-        s.update();
-        // An overflowing gradient: step skipped, scale halved, good-step count restarts.
+        assert_eq!(f.double_value(&[0]), 0.0);
+        s.update(&f);
+        assert_eq!(
+            s.state(),
+            LossScaleState {
+                scale: 65536.0,
+                good_steps: 1
+            }
+        );
+        // An overflowing gradient: flagged, scale halved, good-step count restarts.
+        let f = found();
         let bad = Tensor::from_slice(&[1.0f32, f32::INFINITY]);
-        assert!(s.unscale_(&[g.shallow_clone(), bad]));
-        assert!(s.found_inf());
-        s.update();
-        assert_eq!(s.scale(), 32768.0);
-        let nan = Tensor::from_slice(&[f32::NAN]);
-        assert!(s.unscale_(&[nan]));
-        s.update();
-        assert_eq!(s.scale(), 16384.0);
-        for _ in 0..2 {
-            assert!(!s.unscale_(&[Tensor::from_slice(&[1.0f32])]));
-            s.update();
-            assert_eq!(s.scale(), 16384.0);
+        s.unscale_(&[g.shallow_clone(), bad], &f).unwrap();
+        assert_eq!(f.double_value(&[0]), 1.0);
+        s.update(&f);
+        assert_eq!(
+            s.state(),
+            LossScaleState {
+                scale: 32768.0,
+                good_steps: 0
+            }
+        );
+        let f = found();
+        s.unscale_(&[Tensor::from_slice(&[f32::NAN])], &f).unwrap();
+        s.update(&f);
+        assert_eq!(s.state().scale, 16384.0);
+        for good in 1..=2 {
+            let f = found();
+            s.unscale_(&[Tensor::from_slice(&[1.0f32])], &f).unwrap();
+            s.update(&f);
+            assert_eq!(
+                s.state(),
+                LossScaleState {
+                    scale: 16384.0,
+                    good_steps: good
+                }
+            );
         }
-        assert!(!s.unscale_(&[Tensor::from_slice(&[1.0f32])]));
-        s.update();
-        assert_eq!(s.scale(), 32768.0);
-        assert_eq!(DynamicLossScaler::default().scale(), 65536.0);
+        let f = found();
+        s.unscale_(&[Tensor::from_slice(&[1.0f32])], &f).unwrap();
+        s.update(&f);
+        assert_eq!(
+            s.state(),
+            LossScaleState {
+                scale: 32768.0,
+                good_steps: 0
+            }
+        );
+        let mut r = DynamicLossScaler::new(Device::Cpu, 1.0, 3);
+        r.restore(LossScaleState {
+            scale: 32768.0,
+            good_steps: 2,
+        });
+        assert_eq!(
+            r.state(),
+            LossScaleState {
+                scale: 32768.0,
+                good_steps: 2
+            }
+        );
     }
 }

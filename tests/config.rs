@@ -499,8 +499,13 @@ fn run_data_and_other_rules() {
     );
     assert_problem(
         "",
-        &["run.device=cpu", "run.precision=fp16"],
-        "run.precision = \"fp16\" must run on a CUDA device (run.device = \"cpu\"); use \"bf16\" or \"fp32\" on the CPU",
+        &["run.loss_scale=0"],
+        "run.loss_scale = 0 must be a finite number > 0",
+    );
+    assert_problem(
+        "",
+        &["run.loss_scale_growth_interval=0"],
+        "run.loss_scale_growth_interval = 0 must be at least 1",
     );
     assert_problem(
         "",

@@ -164,8 +164,9 @@ fn feature_caching_gives_the_full_batch_gradient() {
             let step = Step::new(&cfg, vec![]);
             // A job of one process: the same step as every rank of a larger one.
             let loss = step
-                .forward_backward(&model, &images, &tokens, &Dist::single())
-                .unwrap();
+                .forward_backward(&model, &images, &tokens, &Dist::single(), None)
+                .unwrap()
+                .double_value(&[]);
             let mut named: Vec<(String, Tensor)> = vs
                 .variables()
                 .into_iter()
@@ -504,4 +505,98 @@ fn a_moved_and_renamed_run_resumes_and_a_changed_model_is_refused_by_key() {
     );
     assert!(!err.contains("optim.steps:"), "{err}");
     assert!(err.contains("may change on resume: run.name"), "{err}");
+}
+
+/// Per logged step of a run: (loss, grad_norm or None when skipped, loss_scale, bad_steps).
+fn fp16_rows(run: &std::path::Path) -> Vec<(f64, Option<f64>, f64, u64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "train")
+        .map(|v| {
+            (
+                v["loss"].as_f64().unwrap(),
+                v["grad_norm"].as_f64(),
+                v["loss_scale"].as_f64().unwrap(),
+                v["bad_steps"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn fp16_overflow_skips_the_step_backs_off_the_scale_and_resumes_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    // GradScaler's initial scale is too large for this model's fp16 gradients: the first steps
+    // overflow (measured: two) until the scale has backed off enough.
+    let fp16 = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--config",
+            "tiny.toml",
+            "--set",
+            "run.precision=fp16",
+            "--set",
+            "run.loss_scale=65536",
+            "--set",
+        ];
+        let name = format!("run.name={name}");
+        args.push(&name);
+        args.extend(extra);
+        ok(cliptrain(&args, d));
+    };
+    fp16("full", &[]);
+    let full = fp16_rows(&d.join("runs/full"));
+    assert_eq!(full.len(), 6);
+    let first_taken = full
+        .iter()
+        .position(|r| r.1.is_some())
+        .expect("a step is taken");
+    assert!(first_taken >= 1, "step 1 must overflow: {full:?}");
+    for (i, (loss, norm, scale, bad)) in full.iter().enumerate() {
+        assert!(loss.is_finite(), "{full:?}");
+        // An overflow is the scaler's calibration, not a bad step.
+        assert_eq!(*bad, 0);
+        if i < first_taken {
+            assert!(norm.is_none());
+            assert_eq!(
+                *scale,
+                65536.0 * 0.5f64.powi(i as i32 + 1),
+                "backs off: {full:?}"
+            );
+        } else {
+            assert!(norm.is_some_and(f64::is_finite), "{full:?}");
+            assert_eq!(
+                *scale,
+                full[first_taken - 1].2,
+                "no overflow, no change: {full:?}"
+            );
+        }
+    }
+    // Stopped inside the overflowing stretch and resumed: the same scales and losses.
+    fp16("split", &["--stop-at-step", "1"]);
+    // The skipped step left the weights as they were initialised.
+    fp16("init", &["--stop-at-step", "0"]);
+    let (init, after) = (
+        weights(&d.join("runs/init/latest")),
+        weights(&d.join("runs/split/step-0000001")),
+    );
+    assert_eq!(init.len(), after.len());
+    for ((n, a), (_, b)) in init.iter().zip(&after) {
+        assert!(a.equal(b), "{n} changed on a skipped step");
+    }
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("runs/split/step-0000001/state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        state["loss_scale"]["scale"].as_f64(),
+        Some(32768.0),
+        "{state}"
+    );
+    fp16("split", &["--resume", "auto"]);
+    assert_eq!(fp16_rows(&d.join("runs/split")), full);
 }

@@ -93,6 +93,9 @@ pub struct TrainState {
     /// Every rank's data-stream position, by rank, in a multi-process run (`data` is rank 0's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rank_data: Vec<StreamState>,
+    /// The fp16 loss scaler's state (fp16 runs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<crate::precision::LossScaleState>,
 }
 
 fn one() -> usize {
@@ -362,6 +365,7 @@ mod tests {
             cliptrain_version: "t".into(),
             world_size: 1,
             rank_data: vec![],
+            loss_scale: None,
         }
     }
 

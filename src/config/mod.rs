@@ -48,6 +48,11 @@ pub struct RunConfig {
     /// libtorch intra-op threads and default decode threads; 0 = all cores.
     pub threads: usize,
     pub precision: Precision,
+    /// fp16 only: the dynamic loss scale a fresh run starts from (GradScaler's `init_scale`);
+    /// a resumed run continues from the checkpoint's scale.
+    pub loss_scale: f64,
+    /// fp16 only: good steps in a row after which the loss scale doubles.
+    pub loss_scale_growth_interval: u64,
 }
 
 impl Default for RunConfig {
@@ -59,6 +64,8 @@ impl Default for RunConfig {
             device: DeviceSpec::Auto,
             threads: 0,
             precision: Precision::Fp32,
+            loss_scale: 65536.0,
+            loss_scale_growth_interval: 2000,
         }
     }
 }
@@ -240,7 +247,8 @@ pub struct OptimConfig {
     pub weight_decay: f64,
     /// Clip gradients to this global L2 norm; 0 = no clipping.
     pub grad_clip_norm: f64,
-    /// Consecutive non-finite losses tolerated (each such step is skipped) before stopping.
+    /// Consecutive non-finite steps tolerated (each is skipped) before stopping; checked when
+    /// metrics are logged, at checkpoints and at the last step (the step never waits for it).
     pub max_bad_steps: u32,
 }
 
@@ -487,7 +495,8 @@ pub enum Precision {
     Fp32,
     /// bf16 autocast (CUDA; also runs on CPU).
     Bf16,
-    /// fp16 autocast with a dynamic loss scaler (CUDA only).
+    /// fp16 autocast with dynamic loss scaling (`run.loss_scale`). Runs on the CPU too, slowly:
+    /// its use there is testing the CUDA path.
     Fp16,
 }
 

@@ -1,6 +1,6 @@
 //! The rules a config must satisfy beyond its types. Each broken rule becomes one message of
 //! the form `key = value must <rule>`, so the user sees every problem at once.
-use super::{Config, DeviceSpec, Precision, Schedule};
+use super::{Config, Schedule};
 use std::fmt::Display;
 
 /// Every broken rule in `c`, one message each; empty when the config is valid.
@@ -52,11 +52,11 @@ fn run(c: &Config, p: &mut Problems) {
         q(name),
         "be a plain folder name (not empty, no '/', not '.' or '..')",
     );
-    p.check(
-        !(c.run.precision == Precision::Fp16 && c.run.device == DeviceSpec::Cpu),
-        "run.precision",
-        q("fp16"),
-        "run on a CUDA device (run.device = \"cpu\"); use \"bf16\" or \"fp32\" on the CPU",
+    p.positive("run.loss_scale", c.run.loss_scale);
+    p.at_least(
+        "run.loss_scale_growth_interval",
+        c.run.loss_scale_growth_interval,
+        1,
     );
 }
 

@@ -62,6 +62,8 @@ pub enum TrainError {
     #[error(transparent)]
     Step(#[from] StepError),
     #[error(transparent)]
+    Precision(#[from] crate::precision::PrecisionError),
+    #[error(transparent)]
     Model(#[from] crate::model::ModelError),
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),

@@ -8,10 +8,13 @@
 //! clamp ([`crate::loss::ClipLoss::clamp_logit_scale`]).
 //!
 //! - [`step`]: one step's forward and backward, the same code for one process and N ranks;
+//! - `update`: applying the gradients, skipping a non-finite step on the device (`bad_steps`
+//!   counts them), with fp16's loss scaling;
 //! - [`meter`]: throughput (samples/s, time waiting for data, evaluation left out);
 //! - [`resume`]: which checkpoint to continue, which config changes it allows, restoring it;
 //! - `input`: the tokenizer and this rank's data loader;
 //! - `build`: where the model comes from (`model.init_from`, the towers, checkpoint weights).
+mod bad_steps;
 mod budget;
 mod build;
 mod error;
@@ -20,6 +23,7 @@ pub mod meter;
 pub mod resume;
 pub mod step;
 mod stop;
+mod update;
 
 pub use error::TrainError;
 pub use resume::{KeyChange, MAY_CHANGE_ON_RESUME};
@@ -41,6 +45,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 use tch::{Tensor, nn};
+use update::{Applied, Updater};
 
 /// How a run starts.
 #[derive(Debug, Clone, Default)]
@@ -117,7 +122,7 @@ pub struct Trainer {
     vs: nn::VarStore,
     model: ClipModel,
     step_fn: Step,
-    opt: AdamW,
+    update: Updater,
     schedule: LrSchedule,
     evaluator: Option<Evaluator>,
     loader: Loader,
@@ -164,6 +169,7 @@ impl Trainer {
         };
         let params: Vec<Tensor> = named_variables(&vs).into_iter().map(|(_, t)| t).collect();
         dist.broadcast_from_main(&params)?;
+        let update = Updater::new(&cfg, opt, &params, &state);
         let loader = input::start_loader(&cfg, tokenizer.clone(), &state, &dist)?;
         let log = open_log(&cfg, &dist, &run_dir, state.step)?;
         if let Some(dir) = &resume_from {
@@ -187,7 +193,7 @@ impl Trainer {
             tokenizer,
             vs,
             model,
-            opt,
+            update,
             evaluator,
             loader,
             state,
@@ -207,53 +213,40 @@ impl Trainer {
         self.meter.waited(waiting.elapsed());
         let lr = self.schedule.lr_at(self.state.step);
         let (images, tokens) = (&batch.images, &batch.tokens);
-        let loss = self
-            .step_fn
-            .forward_backward(&self.model, images, tokens, &self.dist)?;
-        let grad_norm = self.update(loss, lr)?;
+        let scaler = self.update.scaler();
+        let loss =
+            self.step_fn
+                .forward_backward(&self.model, images, tokens, &self.dist, scaler)?;
+        let step = self.state.step + 1;
+        let applied = self
+            .update
+            .apply(step, loss, lr, &self.model, &self.step_fn.loss)?;
         let samples = batch.images.size()[0] as u64 * self.dist.world_size as u64;
-        self.state.step += 1;
+        self.state.step = step;
         self.state.samples_seen += samples;
         self.state.data = batch.state;
         self.skipped = batch.skipped;
         self.meter.trained(samples);
-        if self.state.step % self.cfg.log.every == 0 || self.state.step == self.last_step {
-            self.log_step(loss, lr, grad_norm);
+        if step % self.cfg.log.every == 0 || step == self.last_step {
+            self.settle()?;
+            self.log_step(&applied, lr);
         }
         Ok(())
     }
 
-    /// Applies the step's gradients and returns their norm, or, when the loss is not finite,
-    /// skips the step (NaN norm) and ends the run after `optim.max_bad_steps` in a row.
-    fn update(&mut self, loss: f64, lr: f64) -> Result<f64, TrainError> {
-        if !loss.is_finite() {
-            self.opt.zero_grad();
-            self.state.bad_steps_in_a_row += 1;
-            self.state.bad_steps_total += 1;
-            let step = self.state.step + 1;
-            self.log.println(&format!(
-                "step {step}: non-finite loss {loss}; step skipped"
-            ));
-            if self.state.bad_steps_in_a_row >= self.cfg.optim.max_bad_steps {
-                return Err(TrainError::NonFinite {
-                    in_a_row: self.state.bad_steps_in_a_row,
-                    max: self.cfg.optim.max_bad_steps,
-                    run_dir: self.run_dir.clone(),
-                });
-            }
-            return Ok(f64::NAN);
-        }
-        self.state.bad_steps_in_a_row = 0;
-        let norm = self.opt.clip_grad_norm(self.cfg.optim.grad_clip_norm);
-        self.opt.step(lr);
-        self.step_fn
-            .loss
-            .clamp_logit_scale(self.model.logit_scale());
-        self.opt.zero_grad();
-        Ok(norm)
+    /// Brings the skipped-step counts (and the fp16 loss scale) in `state` up to date, ending
+    /// the run after `optim.max_bad_steps` bad steps in a row. Reads the device.
+    fn settle(&mut self) -> Result<(), TrainError> {
+        let log = &self.log;
+        let step = self.state.step;
+        self.update.settle(&mut self.state, |m| {
+            log.println(&format!("step {step}: {m}"))
+        })?;
+        Ok(())
     }
 
-    fn log_step(&mut self, loss: f64, lr: f64, grad_norm: f64) {
+    fn log_step(&mut self, applied: &Applied, lr: f64) {
+        let (loss, grad_norm, _) = applied.read();
         let rate = self.meter.take_window(Instant::now());
         let scale = self.model.logit_scale().double_value(&[]).exp();
         let mut m = Metrics::new();
@@ -265,6 +258,9 @@ impl Trainer {
         m.insert("data_wait_fraction", rate.data_wait_fraction);
         m.insert("skipped_samples", self.skipped.total());
         m.insert("bad_steps", self.state.bad_steps_total);
+        if let Some(s) = self.state.loss_scale {
+            m.insert("loss_scale", s.scale);
+        }
         self.log.log("train", self.state.step, &m);
         self.summary.losses.push((self.state.step, loss));
     }
@@ -314,13 +310,14 @@ impl Trainer {
         if !(stopping || step == self.last_step || (every > 0 && step % every == 0)) {
             return Ok(());
         }
+        self.settle()?;
         // Every rank's data position goes into rank 0's checkpoint; the barrier keeps the
         // others from running ahead (or exiting) before it is complete.
         self.dist.collect_stream_states(&mut self.state)?;
         if self.dist.is_main() {
             let ckpt = Checkpoint {
                 model: &named_variables(&self.vs),
-                optimizer: &self.opt.state_tensors(),
+                optimizer: &self.update.opt.state_tensors(),
                 state: &self.state,
                 config_toml: &self.cfg.to_toml(),
                 tokenizer_json: Some(Path::new(&self.cfg.data.tokenizer)),
@@ -401,6 +398,7 @@ fn fresh_state(cfg: &Config, dist: &Dist) -> TrainState {
         cliptrain_version: env!("CARGO_PKG_VERSION").into(),
         world_size: dist.world_size,
         rank_data: vec![],
+        loss_scale: None,
     }
 }
 

@@ -21,6 +21,8 @@ use tch::nn;
 /// - `data.strict`: whether a missing shard file is an error, not which samples are read;
 /// - `data.tokenizer`: its *content* must match the checkpoint's `tokenizer.json` instead;
 /// - `model.init_from`, `model.init_strict`: only a fresh run reads the weights they name;
+///   likewise `run.loss_scale`, the fp16 scale a fresh run starts from (a resume continues from
+///   the checkpoint's);
 /// - `optim.steps` (extend or shorten the run; the LR schedule is recomputed over the new
 ///   length, as OpenCLIP does), `optim.micro_batch_size` (feature caching gives the same
 ///   gradients), `optim.max_bad_steps` (a tolerance, not the math);
@@ -30,6 +32,7 @@ pub const MAY_CHANGE_ON_RESUME: &[&str] = &[
     "run.output_dir",
     "run.device",
     "run.threads",
+    "run.loss_scale",
     "data.tokenizer",
     "data.workers",
     "data.prefetch",

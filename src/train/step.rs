@@ -31,7 +31,7 @@ use crate::config::{Config, Precision};
 use crate::dist::{Dist, DistError, GradSync, ReduceOp};
 use crate::loss::ClipLoss;
 use crate::model::ClipModel;
-use crate::precision::{Autocast, PrecisionError};
+use crate::precision::{Autocast, DynamicLossScaler, PrecisionError};
 use tch::{Device, Kind, Tensor};
 
 /// How the loss spans ranks (`[dist]` in the config).
@@ -90,14 +90,17 @@ impl Step {
 
     /// The forward/backward of one step on this rank's `images`/`tokens` (B pairs, the same B on
     /// every rank); returns the loss of the global batch (the mean of the ranks' losses with
-    /// `local_loss`) and leaves the rank-averaged gradients in the parameters.
+    /// `local_loss`), a scalar left on the device so the caller need not wait for it, and leaves
+    /// the rank-averaged gradients in the parameters — multiplied by the loss scale when a
+    /// `scaler` is given (fp16), for the caller to unscale.
     pub fn forward_backward(
         &self,
         model: &ClipModel,
         images: &Tensor,
         tokens: &Tensor,
         dist: &Dist,
-    ) -> Result<f64, StepError> {
+        scaler: Option<&DynamicLossScaler>,
+    ) -> Result<Tensor, StepError> {
         let images = images.to_device(self.device);
         let tokens = tokens.to_device(self.device);
         let b = images.size()[0];
@@ -122,7 +125,12 @@ impl Step {
         let loss = self
             .loss
             .forward_local(&all_i, &all_t, first, n, scale, model.logit_bias());
-        loss.backward();
+        // Scaling the loss scales every gradient below it, the feature gradients the encoders
+        // get in step 4 included.
+        match scaler {
+            Some(s) => s.scale_loss(&loss).backward(),
+            None => loss.backward(),
+        }
         // 3. What this rank back-propagates into its encoders: Σ_r' ∂L_r'/∂f_r (module docs).
         let (gi, gt) = self.encoder_grads(&all_i.grad(), &all_t.grad(), dist)?;
         let (gi, gt) = (gi.narrow(0, start, b), gt.narrow(0, start, b));
@@ -144,7 +152,7 @@ impl Step {
         if self.span.local_loss {
             dist.all_reduce(&value, ReduceOp::Avg)?;
         }
-        Ok(value.double_value(&[]))
+        Ok(value)
     }
 
     /// Image and text features of one micro-batch, in fp32 whatever the autocast precision.
