@@ -311,11 +311,10 @@ fn a_hung_rank_makes_the_other_fail_within_the_timeout() {
     unsafe { libc::kill(rank1, libc::SIGKILL) };
 }
 
-#[test]
-fn the_launcher_fails_the_job_when_a_rank_is_killed() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    setup(d);
+/// Starts `cliptrain launch --nproc-per-node 2 -- train` of tiny.toml as run `name`, training
+/// for a long time; returns the launcher, its stderr and the ranks' pids (which the launcher
+/// names first thing on stderr).
+fn launch_long(d: &Path, name: &str) -> (Child, BufReader<std::process::ChildStderr>, Vec<i32>) {
     let port = free_port().to_string();
     let mut launcher = Command::new(env!("CARGO_BIN_EXE_cliptrain"))
         .args([
@@ -326,14 +325,14 @@ fn the_launcher_fails_the_job_when_a_rank_is_killed() {
             &port,
             "--",
         ])
-        .args(["train", "--config", "tiny.toml", "--set", "run.name=kill"])
+        .args(["train", "--config", "tiny.toml", "--set"])
+        .arg(format!("run.name={name}"))
         .args(["--set", "optim.steps=100000", "--set", "checkpoint.every=0"])
         .current_dir(d)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The launcher names each rank's pid first thing on stderr.
     let mut stderr = BufReader::new(launcher.stderr.take().unwrap());
     let mut pids = Vec::new();
     let mut line = String::new();
@@ -345,6 +344,40 @@ fn the_launcher_fails_the_job_when_a_rank_is_killed() {
             pids.push(pid);
         }
     }
+    (launcher, stderr, pids)
+}
+
+/// The stop vote is read a step late (the host never waits for the step it just queued), yet
+/// a signal that reaches one rank only still stops both at the same step, with a checkpoint.
+#[test]
+fn a_signal_to_one_rank_stops_both_at_the_same_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let (launcher, mut stderr, pids) = launch_long(d, "sig");
+    let mut procs = Reap(vec![launcher]);
+    wait_for_training(&d.join("runs/sig"), &mut procs);
+    // SAFETY: signalling a process this test started (through the launcher) by its pid.
+    unsafe { libc::kill(pids[1], libc::SIGINT) };
+    let (status, _) = exit_within(&mut procs.0[0], Duration::from_secs(60));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(status.success(), "{rest}");
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("runs/sig/latest/state.json")).unwrap(),
+    )
+    .unwrap();
+    // Both ranks left the loop at the same step: otherwise the one still training would have
+    // waited in a collective for the other and the job failed on its timeout.
+    assert!(state["step"].as_u64().unwrap() >= 1, "{state}");
+}
+
+#[test]
+fn the_launcher_fails_the_job_when_a_rank_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let (launcher, mut stderr, pids) = launch_long(d, "kill");
     let mut procs = Reap(vec![launcher]);
     wait_for_training(&d.join("runs/kill"), &mut procs);
     // SAFETY: killing a process this test started (through the launcher) by its pid.

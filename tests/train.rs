@@ -614,7 +614,13 @@ fn a_checkpoint_written_before_the_gpu_grade_step_resumes() {
         std::fs::copy(f.path(), old.join(f.file_name())).unwrap();
     }
     ok(cliptrain(
-        &["train", "--config", "tiny.toml", "--resume", "runs/t/step-0000003"],
+        &[
+            "train",
+            "--config",
+            "tiny.toml",
+            "--resume",
+            "runs/t/step-0000003",
+        ],
         d,
     ));
     ok(cliptrain(

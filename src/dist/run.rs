@@ -46,12 +46,23 @@ impl Dist {
     /// True on every rank when `flag` is true on any (a signal may reach only some ranks, but
     /// all must stop at the same step or the next collective would pair up wrongly).
     pub fn any(&self, flag: bool) -> Result<bool, DistError> {
-        let Some(g) = &self.group else {
-            return Ok(flag);
-        };
+        Ok(Self::vote_result(&self.start_vote(flag)?))
+    }
+
+    /// Starts the vote of [`any`](Self::any) without waiting for it: the returned tensor holds
+    /// the number of ranks that voted yes once the collective is done (on a GPU, reading it
+    /// waits for everything queued before it).
+    pub fn start_vote(&self, flag: bool) -> Result<Tensor, DistError> {
         let t = Tensor::from_slice(&[i64::from(flag)]).to_device(self.device);
-        g.all_reduce(&t, ReduceOp::Sum)?;
-        Ok(t.int64_value(&[0]) > 0)
+        if let Some(g) = &self.group {
+            g.all_reduce(&t, ReduceOp::Sum)?;
+        }
+        Ok(t)
+    }
+
+    /// Whether any rank voted yes in a vote from [`start_vote`](Self::start_vote).
+    pub fn vote_result(vote: &Tensor) -> bool {
+        vote.int64_value(&[0]) > 0
     }
 
     /// Records every rank's data position in `state` (rank 0 writes the checkpoint, but resuming

@@ -130,6 +130,8 @@ pub struct Trainer {
     log: MetricsLog,
     meter: Meter,
     stop: StopToken,
+    /// This step's stop vote among several ranks, read at the next step (see `stop_requested`).
+    stop_vote: Option<Tensor>,
     /// The step this run ends at (`optim.steps`, or `stop_at_step` before it).
     last_step: u64,
     skipped: SkipCounts,
@@ -185,6 +187,7 @@ impl Trainer {
             summary: TrainSummary::starting(&run_dir, state.step),
             meter: Meter::starting_at(Instant::now()),
             stop: opts.stop.clone(),
+            stop_vote: None,
             skipped: SkipCounts::default(),
             _lock: lock,
             cfg,
@@ -267,8 +270,22 @@ impl Trainer {
 
     /// Whether the run was asked to stop, agreed by every rank: a signal may reach only some,
     /// and all must stop at the same step or the next collective would pair up wrongly.
-    pub fn stop_requested(&self) -> Result<bool, TrainError> {
-        Ok(self.dist.any(self.stop.is_stopped())?)
+    /// Several ranks, once training: the vote cast after step k is read after step k+1, so the
+    /// host never waits for the GPU to finish the step it has just queued; every rank reads
+    /// the same vote at the same step, so they all stop together, one step after the signal.
+    pub fn stop_requested(&mut self) -> Result<bool, TrainError> {
+        let flag = self.stop.is_stopped();
+        if self.dist.world_size == 1 {
+            return Ok(flag);
+        }
+        if self.state.step == self.summary.first_step {
+            return Ok(self.dist.any(flag)?);
+        }
+        let vote = self.dist.start_vote(flag)?;
+        Ok(self
+            .stop_vote
+            .replace(vote)
+            .is_some_and(|v| Dist::vote_result(&v)))
     }
 
     /// Evaluates the `[eval]` sets every `eval.every` steps and at the last step, on rank 0 (the
