@@ -26,6 +26,8 @@
 # else ${CARGO_TARGET_DIR:-target}/release/cliptrain. It runs on the torch libraries of `python3`
 # (GPU_CHECK_PYTHON), which must be torch 2.11. OpenCLIP's packages come from the host, or from
 # the bundle's wheels/ (installed into the scratch folder, never into the host's Python).
+# GPU_CHECK_SET="key=value ..." adds `--set key=value` to every cliptrain run (say
+# "data.prefetch=2" where the host's available memory refuses batch 1024's loader queue).
 # Scratch data and runs go to GPU_CHECK_WORK (default: a temporary folder, removed at the end
 # unless GPU_CHECK_KEEP=1).
 set -euo pipefail
@@ -142,6 +144,8 @@ LAST_SHARD=$(printf '%06d' $(((SYNTH_N + SHARD - 1) / SHARD - 1)))
 SPEC="$DATA/train-{000000..$LAST_SHARD}.tar"
 TOKENIZER=$DATA/tokenizer.json
 PORT=$((29500 + RANDOM % 1000))
+SETS=()
+for kv in ${GPU_CHECK_SET:-}; do SETS+=(--set "$kv"); done
 REV=$(cat "$ROOT/REVISION" 2>/dev/null || git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 {
@@ -166,6 +170,7 @@ REV=$(cat "$ROOT/REVISION" 2>/dev/null || git -C "$ROOT" rev-parse --short HEAD 
   printf 'log_every\t%s\n' "$LOG_EVERY"
   printf 'window_from\t%s\n' "$WINDOW_FROM"
   printf 'synth_samples\t%s\n' "$SYNTH_N"
+  printf 'overrides\t%s\n' "${GPU_CHECK_SET:-}"
 } >"$WORK/meta.tsv"
 
 # --- Peak GPU memory, the same way for both sides: nvidia-smi's memory.used of the card every
@@ -281,16 +286,16 @@ phase synth 120 "$BIN" -q data synth --out "$DATA" --train "$SYNTH_N" --eval 0 -
 phase tokenizer 60 "$BIN" -q tokenizer train --data "$SPEC" --vocab-size 1024 --out "$TOKENIZER"
 
 cfg=$(write_config tiny "$TINY_TOML" "$TINY_BATCH" 0 20 5 10)
-phase tiny_train 90 "$BIN" train --config "$cfg" --stop-at-step 10
-phase tiny_resume 90 "$BIN" train --config "$cfg" --resume auto
+phase tiny_train 90 "$BIN" train --config "$cfg" --stop-at-step 10 "${SETS[@]}"
+phase tiny_resume 90 "$BIN" train --config "$cfg" --resume auto "${SETS[@]}"
 cfg=$(write_config nccl "$TINY_TOML" "$TINY_BATCH" 0 10 5 0)
-phase nccl 90 "$BIN" launch --nproc-per-node 1 --master-port "$PORT" -- train --config "$cfg"
+phase nccl 90 "$BIN" launch --nproc-per-node 1 --master-port "$PORT" -- train --config "$cfg" "${SETS[@]}"
 
 cfg=$(write_config "cliptrain_b$BATCH_S" "$PRESET_TOML" "$BATCH_S" 0 "$STEPS" "$LOG_EVERY" 0)
-phase "cliptrain_b$BATCH_S" 120 "$BIN" train --config "$cfg"
+phase "cliptrain_b$BATCH_S" 120 "$BIN" train --config "$cfg" "${SETS[@]}"
 phase "openclip_b$BATCH_S" 150 "${OPENCLIP[@]}" --batch-size "$BATCH_S" --micro-batch 0
 cfg=$(write_config "cliptrain_b$BATCH_L" "$PRESET_TOML" "$BATCH_L" "$MICRO" "$STEPS" "$LOG_EVERY" 0)
-phase "cliptrain_b$BATCH_L" 150 "$BIN" train --config "$cfg"
+phase "cliptrain_b$BATCH_L" 150 "$BIN" train --config "$cfg" "${SETS[@]}"
 phase "openclip_b$BATCH_L" 180 "${OPENCLIP[@]}" --batch-size "$BATCH_L" --micro-batch "$MICRO"
 
 # Everything the report read, for a look afterwards (the shards and checkpoints stay behind).

@@ -279,7 +279,7 @@ def main():
     report = {
         "mode": meta.get("mode"), "date": meta.get("date"), "device_name": device, "host": meta.get("host"),
         "cores": num(meta.get("cores")), "torch": meta.get("torch"), "cuda_devices": num(meta.get("cuda_devices")),
-        "revision": meta.get("revision"), "binary": meta.get("binary"), "budget_s": num(meta.get("budget_s")),
+        "revision": meta.get("revision"), "binary": meta.get("binary"), "overrides": meta.get("overrides", ""), "budget_s": num(meta.get("budget_s")),
         "elapsed_s": sum(p["seconds"] or 0 for p in phases),
         "all_passed": all_passed, "phases": phases,
         "throughput": {"preset": meta.get("preset"), "precision": meta.get("precision"),
