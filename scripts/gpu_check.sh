@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one-shot GPU check (issue 13): on a host with a CUDA GPU, in under 8 minutes, runs
-#   1. `cliptrain env` (CUDA available, the device), and with the host's torch libraries;
+#   1. `cliptrain env` (CUDA available, the device), the binary running on the host's torch;
 #   2. a tiny bf16 run on cuda that checkpoints at step 10, then resumes to step 20 (loss finite);
 #   3. a 1-rank NCCL job through `cliptrain launch --nproc-per-node 1` (loss finite);
 #   4. ViT-B/32, 224 px, bf16, AdamW at batch 256 and at 1024 with micro-batch 256, for cliptrain
@@ -14,7 +14,7 @@
 #
 # --cpu-smoke runs every phase on the CPU with tiny sizes (a 32-px, 2 x 64 CLIP, fp32, 20 steps at
 # batch 16 / 32 with micro-batch 16, Gloo instead of NCCL) to prove the plumbing on a machine
-# without a GPU: about 2-4 minutes on 2 cores.
+# without a GPU: 2-5 minutes on 2 cores.
 # Without CUDA (and without --cpu-smoke) it prints one line saying so and exits 2. Otherwise the
 # exit code is 0 when every phase passed, 1 when one failed, timed out or was skipped.
 #
@@ -57,13 +57,13 @@ no_cuda() {
 if [[ $SMOKE == 0 && ! -e /dev/nvidiactl && ! -d /proc/driver/nvidia ]] && ! command -v nvidia-smi >/dev/null; then
   no_cuda "no NVIDIA driver (no /dev/nvidiactl, /proc/driver/nvidia or nvidia-smi)"
 fi
-probe=$("$PY" -c 'import os, torch
+probe=$(timeout 120 "$PY" -c 'import os, torch
 ok = torch.cuda.is_available()
 print(torch.__version__)
 print(os.path.join(os.path.dirname(torch.__file__), "lib"))
 print(int(ok), torch.cuda.device_count() if ok else 0)
 print(torch.cuda.get_device_name(0) if ok else "cpu")' 2>/dev/null) ||
-  no_cuda "$PY cannot import torch"
+  no_cuda "$PY cannot import torch (or did not answer within 120 s)"
 TORCH_VERSION=$(sed -n 1p <<<"$probe")
 TORCH_LIB=$(sed -n 2p <<<"$probe")
 read -r CUDA_OK CUDA_COUNT <<<"$(sed -n 3p <<<"$probe")"
@@ -181,7 +181,17 @@ have_smi=0
 [[ $SMOKE == 0 ]] && command -v nvidia-smi >/dev/null && have_smi=1
 smi_used() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i "$GPU_INDEX" 2>/dev/null | head -1; }
 
-report() { "$PY" "$HERE/gpu_check_report.py" "$WORK" "$OUT" >/dev/null || echo "gpu_check: the report failed" >&2; }
+# The report and the log archive are rewritten after every phase, so a check cut short by an
+# outer time limit still leaves them.
+report() {
+  "$PY" "$HERE/gpu_check_report.py" "$WORK" "$OUT" >/dev/null || echo "gpu_check: the report failed" >&2
+  cp "$WORK/meta.tsv" "$WORK/phases.tsv" "$LOGS/" 2>/dev/null || true
+  local run
+  for run in "$WORK"/runs/*/; do
+    if [[ -f "$run/metrics.jsonl" ]]; then cp "$run/metrics.jsonl" "$LOGS/$(basename "$run").metrics.jsonl"; fi
+  done
+  tar czf "$OUT/gpu_check_logs.tar.gz" -C "$WORK" logs configs 2>/dev/null || true
+}
 
 START=$SECONDS
 DEADLINE=$((START + BUDGET))
@@ -298,13 +308,6 @@ cfg=$(write_config "cliptrain_b$BATCH_L" "$PRESET_TOML" "$BATCH_L" "$MICRO" "$ST
 phase "cliptrain_b$BATCH_L" 150 "$BIN" train --config "$cfg" "${SETS[@]}"
 phase "openclip_b$BATCH_L" 180 "${OPENCLIP[@]}" --batch-size "$BATCH_L" --micro-batch "$MICRO"
 
-# Everything the report read, for a look afterwards (the shards and checkpoints stay behind).
-for run in "$WORK"/runs/*/; do
-  if [[ -f "$run/metrics.jsonl" ]]; then cp "$run/metrics.jsonl" "$LOGS/$(basename "$run").metrics.jsonl"; fi
-done
-cp "$WORK/meta.tsv" "$WORK/phases.tsv" "$LOGS/" 2>/dev/null || true
-cp -r "$WORK/configs" "$LOGS/"
-tar czf "$OUT/gpu_check_logs.tar.gz" -C "$WORK" logs
 set +e
 "$PY" "$HERE/gpu_check_report.py" "$WORK" "$OUT" --exit-code
 rc=$?
