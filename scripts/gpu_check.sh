@@ -265,17 +265,24 @@ TOML
 
 # Installs the bundle's wheels (open_clip_torch, ftfy, wcwidth, webdataset, braceexpand) into the
 # scratch folder when the host's Python lacks them.
-OC_IMPORTS="import open_clip, webdataset, ftfy, braceexpand, tokenizers, torchvision"
+# OC_CHECK finds the packages without importing them (open_clip takes seconds to import).
+OC_CHECK=$(cat <<'PY'
+import importlib.util as u, sys
+missing = [m for m in ("open_clip", "webdataset", "ftfy", "wcwidth", "braceexpand", "tokenizers", "torchvision", "PIL")
+           if u.find_spec(m) is None]
+sys.exit("missing: " + " ".join(missing) if missing else 0)
+PY
+)
 # shellcheck disable=SC2317 # run by `phase` through bash -c
 deps() {
-  if "$PY" -c "$OC_IMPORTS" 2>/dev/null; then
+  if "$PY" -c "$OC_CHECK"; then
     echo "OpenCLIP's packages are installed on this host"
     return 0
   fi
   compgen -G "$ROOT/wheels/*.whl" >/dev/null || { echo "missing OpenCLIP packages and no wheels in $ROOT/wheels (scripts/gpu_bundle.sh)" >&2; return 1; }
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$WORK/pydeps" "$ROOT"/wheels/*.whl
-  PYTHONPATH="$WORK/pydeps${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c "$OC_IMPORTS"
+  PYTHONPATH="$WORK/pydeps${PYTHONPATH:+:$PYTHONPATH}" "$PY" -c "$OC_CHECK"
   echo "installed the wheels of $ROOT/wheels into $WORK/pydeps:"
   ls "$ROOT/wheels"
 }
@@ -288,7 +295,7 @@ OPENCLIP=("$PY" "$HERE/bench_train.py" "$SPEC" --tokenizer "$TOKENIZER" --model-
 
 echo "[gpu_check] $MODE on $DEVICE_NAME ($CORES cores), torch $TORCH_VERSION, $BIN; budget ${BUDGET} s" >&2
 export -f deps
-export PY OC_IMPORTS ROOT WORK
+export PY OC_CHECK ROOT WORK
 phase env 60 "$BIN" env --json
 phase deps 90 bash -c 'set -euo pipefail; deps'
 if [[ -d "$WORK/pydeps" ]]; then export PYTHONPATH="$WORK/pydeps${PYTHONPATH:+:$PYTHONPATH}"; fi
