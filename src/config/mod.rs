@@ -242,6 +242,10 @@ pub struct OptimConfig {
     pub grad_clip_norm: f64,
     /// Consecutive non-finite losses tolerated (each such step is skipped) before stopping.
     pub max_bad_steps: u32,
+    /// Run AdamW in ATen's fused multi-tensor kernel (`torch.optim.AdamW(fused=True)`); `false`
+    /// selects the per-tensor reference kernel. Same math and saved state; results differ only
+    /// in float rounding.
+    pub fused: bool,
 }
 
 impl Default for OptimConfig {
@@ -262,6 +266,7 @@ impl Default for OptimConfig {
             weight_decay: 0.2,
             grad_clip_norm: 0.0,
             max_bad_steps: 10,
+            fused: true,
         }
     }
 }

@@ -244,8 +244,11 @@ impl Trainer {
             return Ok(f64::NAN);
         }
         self.state.bad_steps_in_a_row = 0;
-        let norm = self.opt.clip_grad_norm(self.cfg.optim.grad_clip_norm);
-        self.opt.step(lr);
+        let norm = self
+            .opt
+            .clip_grad_norm(self.cfg.optim.grad_clip_norm)
+            .double_value(&[]);
+        self.opt.step(lr, None);
         self.step_fn
             .loss
             .clamp_logit_scale(self.model.logit_scale());

@@ -39,6 +39,7 @@ pub const MAY_CHANGE_ON_RESUME: &[&str] = &[
     "optim.steps",
     "optim.micro_batch_size",
     "optim.max_bad_steps",
+    "optim.fused",
     "eval.",
     "checkpoint.",
     "log.",
