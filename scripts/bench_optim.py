@@ -1,5 +1,5 @@
 """torch side of `scripts/bench_optim.sh`: ms per torch.optim.AdamW step, fused=True and
-foreach=True, over the parameters `cliptrain bench optim --shapes-out` wrote (names, shapes,
+foreach=True (wall and process CPU time), over the parameters `cliptrain bench optim --shapes-out` wrote (names, shapes,
 weight-decay flags), with random gradients and OpenCLIP's decay / no-decay groups. Prints one
 JSON line.
 
@@ -33,14 +33,16 @@ def main():
         opt = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.98), eps=1e-6, **kind)
         for _ in range(2):
             opt.step()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(a.steps):
             opt.step()
-        elapsed = (time.perf_counter() - start) * 1e3 / a.steps
+        per_step = 1e3 / a.steps
+        elapsed = ((time.perf_counter() - start) * per_step, (time.process_time() - cpu) * per_step)
         del opt
         return elapsed
 
-    out = {"fused_ms": ms(fused=True), "foreach_ms": ms(foreach=True),
+    (fused, fused_cpu), (foreach, foreach_cpu) = ms(fused=True), ms(foreach=True)
+    out = {"fused_ms": fused, "foreach_ms": foreach, "fused_cpu_ms": fused_cpu, "foreach_cpu_ms": foreach_cpu,
            "tensors": len(params), "numel": sum(t.numel() for t in params),
            "threads": a.threads, "steps": a.steps, "torch": torch.__version__}
     print(json.dumps(out))

@@ -212,8 +212,7 @@ fn clip_grad_norm_matches_a_hand_computed_norm() {
     let grads: Vec<Tensor> = vs.variables().values().map(Tensor::grad).collect();
     let squares: f64 = grads
         .iter()
-        .map(|g| Vec::<f32>::try_from(&g.flatten(0, -1)).unwrap())
-        .flatten()
+        .flat_map(|g| Vec::<f32>::try_from(&g.flatten(0, -1)).unwrap())
         .map(|x| (x as f64).powi(2))
         .sum();
     let expect = squares.sqrt();
