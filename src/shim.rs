@@ -196,9 +196,11 @@ fn status(rc: i32, err: *mut c_char) -> Result<(), String> {
 /// Hyper-parameters of one [`fused_adamw_step`] call (one torch param group).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWHyper {
+    /// The group's learning rate (the step's rate times the group's multiplier).
     pub lr: f64,
     pub beta1: f64,
     pub beta2: f64,
+    /// Decoupled weight decay; 0 for the no-decay groups.
     pub weight_decay: f64,
     pub eps: f64,
 }

@@ -39,7 +39,8 @@ pub(super) struct Param {
 }
 
 impl Param {
-    /// Whether the parameter takes part in this step: it is trainable and has a gradient.
+    /// The parameter's gradient when it takes part in this step: it is trainable (has moments)
+    /// and its gradient is defined.
     pub(super) fn grad_this_step(&self) -> Option<Tensor> {
         if !self.exp_avg.defined() {
             return None;
