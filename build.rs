@@ -5,7 +5,8 @@
 //! - `--no-as-needed -ltorch`, because rustc links with `--as-needed` by default, which drops
 //!   `libtorch_cuda.so` (no symbol is referenced directly) and CUDA then silently disappears;
 //! - the `csrc/` shim for the libtorch C++ API that tch does not expose, including c10d
-//!   (`csrc/dist.cpp`; with `CLIPTRAIN_NCCL=1` also the NCCL process group).
+//!   (`csrc/dist.cpp`; with `CLIPTRAIN_NCCL=1` also the NCCL process group) and ATen's fused
+//!   optimizer kernels (`csrc/optim.cpp`).
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -34,6 +35,7 @@ fn main() {
         .include(std::env::var("GLOO_INCLUDE").unwrap_or_else(|_| "csrc/gloo_decls".into()))
         .flag("-w")
         .file("csrc/shim.cpp")
+        .file("csrc/optim.cpp")
         .file("csrc/dist.cpp");
     if std::env::var("CLIPTRAIN_NCCL").is_ok_and(|v| v == "1") {
         add_nccl(&mut build, &torch_root);

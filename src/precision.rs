@@ -130,9 +130,12 @@ impl DynamicLossScaler {
             .to_kind(Kind::Double)
             .reciprocal()
             .to_kind(Kind::Float);
-        let grads: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
-        tmp_unscale(&grads, found_inf, &inv_scale);
-        Ok(())
+        let grads: Vec<Tensor> = grads
+            .iter()
+            .filter(|g| g.defined())
+            .map(Tensor::shallow_clone)
+            .collect();
+        shim::amp_unscale_(&grads, found_inf, &inv_scale).map_err(PrecisionError::Kernel)
     }
 
     /// Adjusts the scale after a step attempt, on the device: backs off on overflow (and
@@ -160,19 +163,6 @@ impl DynamicLossScaler {
         let _ = self.scale.fill_(state.scale);
         let _ = self.growth_tracker.fill_(state.good_steps as i64);
     }
-}
-
-// TEMPORARY until the shim's foreach kernel is merged (helper branch issue13-optim).
-fn tmp_unscale(grads: &[&Tensor], found_inf: &Tensor, inv: &Tensor) {
-    tch::no_grad(|| {
-        for g in grads {
-            let _ = g.shallow_clone().g_mul_(&inv.reshape([]));
-            let bad = g.isfinite().logical_not().any().to_kind(Kind::Float);
-            let _ = found_inf
-                .shallow_clone()
-                .copy_(&found_inf.maximum(&bad.view([1])));
-        }
-    });
 }
 
 #[cfg(test)]

@@ -137,3 +137,180 @@ pub fn autocast_exit(cuda: bool, prev: AutocastPrev) {
     // SAFETY: plain values; the shim never throws across the boundary.
     unsafe { cliptrain_autocast_exit(i32::from(cuda), prev.enabled, prev.dtype) }
 }
+
+// ---- optimizer kernels (csrc/optim.cpp) ----
+
+type TensorPtr = *const torch_sys::C_tensor;
+
+unsafe extern "C" {
+    fn cliptrain_fused_adamw_step(
+        params: *const TensorPtr,
+        grads: *const TensorPtr,
+        exp_avgs: *const TensorPtr,
+        exp_avg_sqs: *const TensorPtr,
+        steps: *const TensorPtr,
+        n: usize,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        found_inf: TensorPtr,
+        err: *mut *mut c_char,
+    ) -> i32;
+    fn cliptrain_foreach_norm(
+        ts: *const TensorPtr,
+        n: usize,
+        out: *mut *mut torch_sys::C_tensor,
+        err: *mut *mut c_char,
+    ) -> i32;
+    fn cliptrain_foreach_mul_(
+        ts: *const TensorPtr,
+        n: usize,
+        factor: TensorPtr,
+        err: *mut *mut c_char,
+    ) -> i32;
+    fn cliptrain_amp_unscale_(
+        grads: *const TensorPtr,
+        n: usize,
+        found_inf: TensorPtr,
+        inv_scale: TensorPtr,
+        err: *mut *mut c_char,
+    ) -> i32;
+}
+
+/// The at::Tensor pointers of `ts`, valid while `ts` is borrowed.
+fn ptrs<T: std::borrow::Borrow<tch::Tensor>>(ts: &[T]) -> Vec<TensorPtr> {
+    ts.iter().map(|t| t.borrow().as_ptr()).collect()
+}
+
+/// Turns a shim status and its error string into a `Result`.
+fn status(rc: i32, err: *mut c_char) -> Result<(), String> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(take_string(err))
+    }
+}
+
+/// Hyper-parameters of one [`fused_adamw_step`] call (one torch param group).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWHyper {
+    /// The group's learning rate (the step's rate times the group's multiplier).
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// Decoupled weight decay; 0 for the no-decay groups.
+    pub weight_decay: f64,
+    pub eps: f64,
+}
+
+/// The tensors of one [`fused_adamw_step`] call, index-aligned: fp32 parameters, their fp32
+/// gradients, fp32 moments, and fp32 0-dim step counts, all on one device.
+pub struct AdamWLists<'a> {
+    pub params: &'a [&'a tch::Tensor],
+    pub grads: &'a [&'a tch::Tensor],
+    pub exp_avgs: &'a [&'a tch::Tensor],
+    pub exp_avg_sqs: &'a [&'a tch::Tensor],
+    pub steps: &'a [&'a tch::Tensor],
+}
+
+/// One `torch.optim.AdamW(fused=True)` step over `lists` (ATen's `_fused_adamw_`): the step
+/// counts are incremented first and, with `found_inf` (fp32, one element, 1.0 = skip this
+/// step), decremented by it afterwards, as torch does; a skipped step changes nothing. No tensor
+/// is read on the host.
+pub fn fused_adamw_step(
+    lists: &AdamWLists<'_>,
+    hyper: AdamWHyper,
+    found_inf: Option<&tch::Tensor>,
+) -> Result<(), String> {
+    let n = lists.params.len();
+    let all = [lists.grads, lists.exp_avgs, lists.exp_avg_sqs, lists.steps];
+    if all.iter().any(|l| l.len() != n) {
+        return Err(format!(
+            "fused AdamW: lists of different lengths (params {n}, grads/exp_avgs/exp_avg_sqs/steps {:?})",
+            all.map(|l| l.len())
+        ));
+    }
+    let [p, g, m, v, s] = [
+        lists.params,
+        lists.grads,
+        lists.exp_avgs,
+        lists.exp_avg_sqs,
+        lists.steps,
+    ]
+    .map(ptrs);
+    let inf = found_inf.map_or(std::ptr::null(), |t| t.as_ptr());
+    let mut err: *mut c_char = std::ptr::null_mut();
+    // SAFETY: the five arrays hold `n` live at::Tensor pointers borrowed for the call; `inf` is
+    // null or live; err is left null or set to a malloc'd string.
+    let rc = unsafe {
+        cliptrain_fused_adamw_step(
+            p.as_ptr(),
+            g.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            s.as_ptr(),
+            n,
+            hyper.lr,
+            hyper.beta1,
+            hyper.beta2,
+            hyper.weight_decay,
+            hyper.eps,
+            inf,
+            &mut err,
+        )
+    };
+    status(rc, err)
+}
+
+/// The L2 norm of each tensor (`torch._foreach_norm`), in the tensors' dtype and on their device.
+pub fn foreach_norm(ts: &[tch::Tensor]) -> Result<Vec<tch::Tensor>, String> {
+    let p = ptrs(ts);
+    let mut out: Vec<*mut torch_sys::C_tensor> = vec![std::ptr::null_mut(); ts.len()];
+    let mut err: *mut c_char = std::ptr::null_mut();
+    // SAFETY: `p` holds live pointers; `out` has room for one result per input, each a new
+    // at::Tensor* that tch takes ownership of below.
+    let rc = unsafe { cliptrain_foreach_norm(p.as_ptr(), p.len(), out.as_mut_ptr(), &mut err) };
+    status(rc, err)?;
+    // SAFETY: on success every slot holds a fresh, owned at::Tensor*.
+    Ok(out
+        .into_iter()
+        .map(|t| unsafe { tch::Tensor::from_ptr(t) })
+        .collect())
+}
+
+/// Multiplies every tensor of `ts` in place by the 0-dim tensor `factor`
+/// (`torch._foreach_mul_`), without reading `factor` on the host.
+pub fn foreach_mul_(ts: &[tch::Tensor], factor: &tch::Tensor) -> Result<(), String> {
+    let p = ptrs(ts);
+    let mut err: *mut c_char = std::ptr::null_mut();
+    // SAFETY: `p` and `factor` are live for the call; err as above.
+    let rc = unsafe { cliptrain_foreach_mul_(p.as_ptr(), p.len(), factor.as_ptr(), &mut err) };
+    status(rc, err)
+}
+
+/// fp16 loss scaling's unscale (`torch._amp_foreach_non_finite_check_and_unscale_`): multiplies
+/// every gradient in place by `inv_scale` (one element) and sets `found_inf` (fp32, one element)
+/// to 1.0 when any gradient holds an inf or NaN. It never resets `found_inf` to 0, so one flag
+/// can collect several calls. All tensors must be on one device; nothing is read on the host.
+pub fn amp_unscale_(
+    grads: &[tch::Tensor],
+    found_inf: &tch::Tensor,
+    inv_scale: &tch::Tensor,
+) -> Result<(), String> {
+    let p = ptrs(grads);
+    let mut err: *mut c_char = std::ptr::null_mut();
+    // SAFETY: all pointers are live for the call. The kernel writes into `found_inf`'s storage,
+    // not the handle, which the shim copies before passing it on.
+    let rc = unsafe {
+        cliptrain_amp_unscale_(
+            p.as_ptr(),
+            p.len(),
+            found_inf.as_ptr(),
+            inv_scale.as_ptr(),
+            &mut err,
+        )
+    };
+    status(rc, err)
+}

@@ -1,7 +1,7 @@
 //! Our loss and AdamW against the Python references: open_clip's `ClipLoss`/`SigLipLoss` and
-//! `torch.optim.AdamW`, run by `scripts/loss_reference.py` / `scripts/adamw_reference.py` with
-//! the torch venv's python. A missing venv or reference package fails the test with the fix
-//! (`scripts/bootstrap.sh --ref`); it never skips.
+//! `torch.optim.AdamW` (single-tensor and fused), run by `scripts/loss_reference.py` /
+//! `scripts/adamw_reference.py` with the torch venv's python. A missing venv or reference
+//! package fails the test with the fix (`scripts/bootstrap.sh --ref`); it never skips.
 mod common;
 use common::repo;
 use std::process::Command;
@@ -85,6 +85,21 @@ fn losses_match_open_clip() {
 
 #[test]
 fn adamw_matches_torch_optim_adamw_after_10_steps() {
+    // The per-tensor kernel against torch's single-tensor path, one learning rate for all.
+    adamw_against_torch(false, 10, &[]);
+}
+
+#[test]
+fn fused_adamw_matches_torch_fused_adamw_after_20_steps() {
+    // The fused kernel against `AdamW(fused=True)`, with four param groups: decay / no decay,
+    // each at learning-rate multiplier 1.0 (fc1) and 0.5 (fc2).
+    adamw_against_torch(true, 20, &[("fc2.weight", 0.5), ("fc2.bias", 0.5)]);
+}
+
+/// Trains the same 2-layer MLP `steps` steps with our AdamW (`fused` kernel or not) and with
+/// torch.optim.AdamW (`fused=True` or its single-tensor path) under a warmup + cosine schedule,
+/// biases without weight decay and the given per-parameter LR multipliers, and compares weights.
+fn adamw_against_torch(fused: bool, steps: u64, lr_scales: &[(&str, f64)]) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = OptimConfig {
         lr: 1e-2,
@@ -93,13 +108,14 @@ fn adamw_matches_torch_optim_adamw_after_10_steps() {
         eps: 1e-6,
         weight_decay: 0.2,
         warmup_steps: 3,
-        steps: 10,
+        steps,
         min_lr: 1e-4,
+        fused,
         ..OptimConfig::default()
     };
     // A changing learning rate (warmup, then cosine) also checks that lr enters each step.
     let schedule = LrSchedule::new(&cfg);
-    let lrs: Vec<f64> = (0..10).map(|s| schedule.lr_at(s)).collect();
+    let lrs: Vec<f64> = (0..steps).map(|s| schedule.lr_at(s)).collect();
     let lrs_t = Tensor::from_slice(&lrs);
     tch::manual_seed(11);
     let vs = nn::VarStore::new(Device::Cpu);
@@ -116,8 +132,13 @@ fn adamw_matches_torch_optim_adamw_after_10_steps() {
         dir.path().join("in.safetensors"),
         dir.path().join("out.safetensors"),
     );
+    let scale_tensors: Vec<(String, Tensor)> = lr_scales
+        .iter()
+        .map(|(n, s)| (format!("lr_scale.{n}"), Tensor::from(*s)))
+        .collect();
     let mut tensors: Vec<(&str, &Tensor)> = v.iter().map(|(n, t)| (n.as_str(), t)).collect();
     tensors.extend([("x", &x), ("y", &y), ("lrs", &lrs_t)]);
+    tensors.extend(scale_tensors.iter().map(|(n, t)| (n.as_str(), t)));
     write(&inp, &tensors);
     let args: Vec<String> = [cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay]
         .iter()
@@ -125,10 +146,17 @@ fn adamw_matches_torch_optim_adamw_after_10_steps() {
         .collect();
     let mut argv = vec![inp.to_str().unwrap(), out.to_str().unwrap()];
     argv.extend(args.iter().map(String::as_str));
+    argv.push(if fused { "fused" } else { "single" });
     run_script("adamw_reference.py", &argv);
 
     let mut opt = AdamW::new(vs.variables().into_iter().collect(), &cfg, |n| {
         n.ends_with("bias")
+    });
+    opt.set_lr_scales(|name| {
+        lr_scales
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(1.0, |(_, s)| *s)
     });
     for &lr in &lrs {
         opt.zero_grad();
@@ -137,12 +165,16 @@ fn adamw_matches_torch_optim_adamw_after_10_steps() {
             .linear(&v["fc2.weight"], Some(&v["fc2.bias"]))
             .mse_loss(&y, Reduction::Mean)
             .backward();
-        opt.step(lr);
+        opt.step(lr, None);
     }
+    assert_eq!(opt.steps(), steps);
     let reference = read(&out);
     for (name, ours) in &v {
         let diff = (ours - &reference[name]).abs().max().double_value(&[]);
-        assert!(diff < 1e-6, "{name}: max |ours − torch| = {diff:e}");
-        println!("{name}: max |ours − torch| = {diff:e}");
+        assert!(
+            diff < 1e-6,
+            "{name}: max |ours − torch| = {diff:e} (fused {fused})"
+        );
+        println!("{name}: max |ours − torch| = {diff:e} (fused {fused})");
     }
 }

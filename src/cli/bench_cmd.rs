@@ -1,23 +1,30 @@
 //! `cliptrain bench ...`: throughput of one part of the system, measured the way the
 //! matching Python reference is measured (scripts/bench_*.sh put them side by side).
+use anyhow::Context;
 use clap::{Args, Subcommand};
-use cliptrain::config::DataConfig;
+use cliptrain::config::{DataConfig, OptimConfig};
 use cliptrain::data::inspect::inspect;
 use cliptrain::data::loader::{Loader, LoaderOptions};
 use cliptrain::data::sample::SampleKeys;
 use cliptrain::data::spec::parse_spec;
 use cliptrain::data::stream::{Order, ShardStream, StreamOptions};
 use cliptrain::data::transform::{Augment, ImageTransform};
+use cliptrain::model::{ClipModel, no_weight_decay};
+use cliptrain::optim::AdamW;
 use cliptrain::text::TextTokenizer;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+use tch::{Device, Kind, Tensor, nn};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Images/s of the training data path: read + decode + random resized crop + normalise +
     /// tokenize + batch, on the background loader exactly as training uses it.
     Data(DataBenchArgs),
+    /// ms per AdamW step over a model preset's parameters (random gradients), fused kernel vs
+    /// per-tensor, on the CPU.
+    Optim(OptimBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -44,9 +51,30 @@ pub struct DataBenchArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct OptimBenchArgs {
+    /// A config whose `[model]` gives the parameters (e.g. configs/models/vit-b-32.toml).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Steps timed per kernel, after two warm-up steps.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// libtorch intra-op threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Also write the parameters' names, shapes and weight-decay flags as JSON here, so the
+    /// torch side (scripts/bench_optim.py) times the very same tensors.
+    #[arg(long)]
+    pub shapes_out: Option<PathBuf>,
+    /// Print one JSON line (`fused_ms`, `per_tensor_ms`, ...) instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Data(args) => data(args),
+        BenchCommand::Optim(args) => optim(args),
     }
 }
 
@@ -123,4 +151,88 @@ fn data(args: DataBenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+fn optim(args: OptimBenchArgs) -> anyhow::Result<()> {
+    let threads = cliptrain::runtime::cpu_threads(args.threads, "--threads");
+    tch::set_num_threads(threads as i32);
+    let cfg = cliptrain::config::load(&args.model, &[])?;
+    let spec = cfg
+        .model
+        .spec(cfg.model.text.vocab_size as i64 - 1, cfg.loss.kind);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _model = ClipModel::new(&vs.root(), &spec)?;
+    let mut params: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    // Random gradients, set through autograd (tch cannot assign `.grad`): d/dp sum(p·r) = r.
+    tch::manual_seed(0);
+    params
+        .iter()
+        .map(|(_, p)| (p * p.randn_like().detach()).sum(Kind::Float))
+        .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b)
+        .backward();
+    let numel: i64 = params.iter().map(|(_, p)| p.numel() as i64).sum();
+    if let Some(path) = &args.shapes_out {
+        let shapes: Vec<_> = params
+            .iter()
+            .map(|(n, p)| serde_json::json!({"name": n, "shape": p.size(), "decay": !no_weight_decay(n)}))
+            .collect();
+        std::fs::write(path, serde_json::to_string(&shapes)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    // Each kernel gets its own optimizer (moments) over the same parameters and gradients.
+    // Wall time and this process's CPU time per step: on a shared machine the CPU time is the
+    // steadier of the two.
+    let ms = |fused: bool| {
+        let optim = OptimConfig {
+            fused,
+            ..OptimConfig::default()
+        };
+        let named = params
+            .iter()
+            .map(|(n, p)| (n.clone(), p.shallow_clone()))
+            .collect();
+        let mut opt = AdamW::new(named, &optim, no_weight_decay);
+        for _ in 0..2 {
+            opt.step(1e-4, None);
+        }
+        let (start, cpu) = (Instant::now(), cpu_seconds());
+        for _ in 0..args.steps {
+            opt.step(1e-4, None);
+        }
+        let per_step = 1e3 / args.steps as f64;
+        (
+            start.elapsed().as_secs_f64() * per_step,
+            (cpu_seconds() - cpu) * per_step,
+        )
+    };
+    let ((fused_ms, fused_cpu_ms), (per_tensor_ms, per_tensor_cpu_ms)) = (ms(true), ms(false));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"fused_ms": fused_ms, "per_tensor_ms": per_tensor_ms,
+                "fused_cpu_ms": fused_cpu_ms, "per_tensor_cpu_ms": per_tensor_cpu_ms,
+                "tensors": params.len(), "numel": numel, "steps": args.steps, "threads": threads})
+        );
+    } else {
+        println!(
+            "fused {fused_ms:.1} ms/step ({fused_cpu_ms:.1} CPU), per-tensor {per_tensor_ms:.1} ms/step ({per_tensor_cpu_ms:.1} CPU): {:.2}x; {} tensors, {:.1} M parameters, {threads} threads",
+            per_tensor_ms / fused_ms,
+            params.len(),
+            numel as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
+/// User + system CPU time of this process so far, in seconds.
+fn cpu_seconds() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }

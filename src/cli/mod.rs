@@ -30,7 +30,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Measure throughput (images/s of the data path).
+    /// Measure throughput (images/s of the data path, ms per optimizer step).
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
     /// Inspect and validate configuration files.

@@ -250,6 +250,10 @@ pub struct OptimConfig {
     /// Consecutive non-finite steps tolerated (each is skipped) before stopping; checked when
     /// metrics are logged, at checkpoints and at the last step (the step never waits for it).
     pub max_bad_steps: u32,
+    /// Run AdamW in ATen's fused multi-tensor kernel (`torch.optim.AdamW(fused=True)`); `false`
+    /// selects the per-tensor reference kernel. Same math and saved state; results differ only
+    /// in float rounding.
+    pub fused: bool,
 }
 
 impl Default for OptimConfig {
@@ -270,6 +274,7 @@ impl Default for OptimConfig {
             weight_decay: 0.2,
             grad_clip_norm: 0.0,
             max_bad_steps: 10,
+            fused: true,
         }
     }
 }

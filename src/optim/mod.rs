@@ -1,9 +1,13 @@
-//! Optimization: AdamW with saveable state and the learning-rate schedule.
+//! Optimization: AdamW (fused or per-tensor kernel) with saveable state, gradient clipping and
+//! the learning-rate schedule.
 mod adamw;
+mod fused;
 mod schedule;
+mod state;
 
-pub use adamw::{AdamW, OptimError};
+pub use adamw::AdamW;
 pub use schedule::LrSchedule;
+pub use state::OptimError;
 
 #[cfg(test)]
 mod tests;

@@ -25,7 +25,8 @@ use tch::nn;
 ///   the checkpoint's);
 /// - `optim.steps` (extend or shorten the run; the LR schedule is recomputed over the new
 ///   length, as OpenCLIP does), `optim.micro_batch_size` (feature caching gives the same
-///   gradients), `optim.max_bad_steps` (a tolerance, not the math);
+///   gradients), `optim.max_bad_steps` (a tolerance, not the math), `optim.fused` (the same
+///   AdamW arithmetic and saved state in another kernel);
 /// - `[eval]`, `[checkpoint]`, `[log]`, and `dist.timeout_s`, `dist.bucket_mb`.
 pub const MAY_CHANGE_ON_RESUME: &[&str] = &[
     "run.name",
@@ -42,6 +43,7 @@ pub const MAY_CHANGE_ON_RESUME: &[&str] = &[
     "optim.steps",
     "optim.micro_batch_size",
     "optim.max_bad_steps",
+    "optim.fused",
     "eval.",
     "checkpoint.",
     "log.",

@@ -90,13 +90,9 @@ impl Updater {
             }
             None => None,
         };
-        // TEMPORARY until the fused optimizer branch lands (issue13-optim).
-        let grad_norm =
-            Tensor::from(self.opt.clip_grad_norm(self.grad_clip_norm)).to_device(loss.device());
+        let grad_norm = self.opt.clip_grad_norm(self.grad_clip_norm);
         let skipped = BadSteps::found_inf(&loss, &grad_norm, overflow.as_ref());
-        if skipped.double_value(&[0]) == 0.0 {
-            self.opt.step(lr);
-        }
+        self.opt.step(lr, Some(&skipped));
         clip_loss.clamp_logit_scale(model.logit_scale());
         if let Some(s) = &mut self.scaler {
             s.update(overflow.as_ref().unwrap_or(&skipped));
