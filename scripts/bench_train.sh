@@ -4,12 +4,14 @@
 # tokenizer, batch 256 and the same number of threads. Prints samples/s of both (steps after a
 # 5-step warm-up), the ratio, and peak resident memory.
 #   scripts/bench_train.sh [THREADS]   (default 2)
+# BENCH_PRECISION=bf16 runs both sides under bf16 autocast (OpenCLIP's amp_bf16); default fp32.
 # CLIPTRAIN_BIN=/path/to/cliptrain measures that binary instead of building this tree (to compare
 # two builds on the same machine, back to back).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 THREADS="${1:-2}"
 STEPS="${BENCH_STEPS:-25}"
+PRECISION="${BENCH_PRECISION:-fp32}"
 
 scripts/bootstrap.sh --ref
 # shellcheck source=scripts/env.sh
@@ -34,6 +36,7 @@ name = "bench"
 output_dir = "$WORK"
 device = "cpu"
 threads = $THREADS
+precision = "$PRECISION"
 [data]
 train = "$SPEC"
 tokenizer = "$PWD/$DATA/tokenizer.json"
@@ -62,10 +65,10 @@ rows = [r for r in rows if r["kind"] == "train" and r["step"] > 5]
 print(round(sum(r["samples_per_s"] for r in rows) / len(rows), 1))
 PY
 )
-py_json=$(python scripts/bench_train.py "$SPEC" --tokenizer "$DATA/tokenizer.json" --threads "$THREADS" --steps "$STEPS" 2>/dev/null)
+py_json=$(python scripts/bench_train.py "$SPEC" --tokenizer "$DATA/tokenizer.json" --threads "$THREADS" --steps "$STEPS" --precision "$PRECISION" 2>/dev/null)
 py=$(echo "$py_json" | python -c 'import json,sys; print(round(json.load(sys.stdin)["samples_per_s"],1))')
 py_rss=$(echo "$py_json" | python -c 'import json,sys; print(round(json.load(sys.stdin)["peak_rss_mib"]))')
 printf '%-10s %14s %16s\n' "" "samples/s" "peak RSS (MiB)"
 printf '%-10s %14s %16s\n' cliptrain "$rust" "$rust_rss"
 printf '%-10s %14s %16s\n' open_clip "$py" "$py_rss"
-echo "ratio: $(echo "$rust $py" | awk '{printf "%.2f", $1/$2}')x  (tiny preset, batch 256, $THREADS threads, steps 6-$STEPS; open_clip RSS = main process + largest worker)"
+echo "ratio: $(echo "$rust $py" | awk '{printf "%.2f", $1/$2}')x  (tiny preset, $PRECISION, batch 256, $THREADS threads, steps 6-$STEPS; open_clip RSS = main process + largest worker)"
