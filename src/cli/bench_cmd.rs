@@ -2,6 +2,7 @@
 //! matching Python reference is measured (scripts/bench_*.sh put them side by side).
 use clap::{Args, Subcommand};
 use cliptrain::config::DataConfig;
+use cliptrain::data::buffers::HostMemory;
 use cliptrain::data::inspect::inspect;
 use cliptrain::data::loader::{Loader, LoaderOptions};
 use cliptrain::data::sample::SampleKeys;
@@ -15,8 +16,9 @@ use std::time::Instant;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Images/s of the training data path: read + decode + random resized crop + normalise +
-    /// tokenize + batch, on the background loader exactly as training uses it.
+    /// Images/s of the training data path: read + decode + random resized crop + tokenize +
+    /// batch (u8 pixels; normalisation happens in the training step), on the background loader
+    /// exactly as a CPU run uses it.
     Data(DataBenchArgs),
 }
 
@@ -79,8 +81,7 @@ fn data(args: DataBenchArgs) -> anyhow::Result<()> {
         keys: SampleKeys::from_config(&d),
         workers: threads,
         prefetch: 2,
-        mean: d.image_mean,
-        std: d.image_std,
+        memory: HostMemory::Pageable,
     };
     let mut loader = Loader::start(stream, tokenizer, opts)?;
     let warm = Instant::now();
