@@ -43,13 +43,19 @@ impl PixelNorm {
         }
     }
 
-    /// `[B, 3, S, S]` u8 → normalised float32, on the device `images` is on. One `addcmul` with
-    /// the u8 tensor as an operand: type promotion makes it float, and on CUDA the cast happens
-    /// inside that one kernel (on the CPU ATen casts the input first, which measured faster
-    /// than a separate cast then multiply and add).
+    /// `[B, 3, S, S]` u8 → normalised float32, on the device `images` is on.
     pub fn apply(&self, images: &Tensor) -> Tensor {
         debug_assert_eq!(images.kind(), Kind::Uint8);
-        self.bias.addcmul(images, &self.scale)
+        if images.device().is_cuda() {
+            // One kernel: type promotion makes the result float, and CUDA kernels cast their
+            // u8 operand on the fly.
+            return self.bias.addcmul(images, &self.scale);
+        }
+        // On the CPU ATen would first cast the u8 operand into a temporary float tensor, so the
+        // line above allocates (and page-faults in) two batch-sized tensors. Casting once and
+        // writing the affine map over the cast in place allocates one.
+        let x = images.to_kind(Kind::Float);
+        self.bias.addcmul_out(&x, &x, &self.scale)
     }
 }
 
