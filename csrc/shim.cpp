@@ -110,3 +110,24 @@ extern "C" void cliptrain_autocast_exit(int device, int prev_enabled, int prev_d
     // must not cross the C boundary.
   }
 }
+
+// ---- pinned host memory -----------------------------------------------------------------------
+// An uninitialised CPU tensor in page-locked memory from libtorch's caching host allocator (what
+// `pin_memory()` uses, without allocating a pageable tensor first). dtype is an at::ScalarType
+// value. Throws without a usable CUDA backend; that comes back as *err. The caller owns *out.
+#include <ATen/ops/empty.h>
+
+extern "C" int cliptrain_empty_pinned(const int64_t* sizes, int ndim, int dtype, at::Tensor** out,
+                                      char** err) {
+  try {
+    auto options = at::TensorOptions()
+                       .dtype(static_cast<at::ScalarType>(dtype))
+                       .device(at::kCPU)
+                       .pinned_memory(true);
+    *out = new at::Tensor(at::empty(at::IntArrayRef(sizes, ndim), options));
+    return 0;
+  } catch (const std::exception& e) {
+    if (err) *err = dup(e.what());
+    return 1;
+  }
+}

@@ -72,8 +72,9 @@ impl Embedder {
         let encoder = self.encoder();
         let mut batches = EvalBatches::open(spec, Want::Images, &prep, &[], encoder.tokenizer())?;
         let (mut keys, mut parts) = (Vec::new(), Vec::new());
+        let pixels = prep.pixel_norm(encoder.device);
         while let Some(b) = batches.next_batch()? {
-            parts.push(encoder.images(&b.images)?.to_device(Device::Cpu));
+            parts.push(encoder.images(&b.images, &pixels)?.to_device(Device::Cpu));
             keys.extend(b.keys);
         }
         let embeddings = if parts.is_empty() {

@@ -314,3 +314,43 @@ pub fn amp_unscale_(
     };
     status(rc, err)
 }
+
+unsafe extern "C" {
+    fn cliptrain_empty_pinned(
+        sizes: *const i64,
+        ndim: i32,
+        dtype: i32,
+        out: *mut *mut torch_sys::C_tensor,
+        err: *mut *mut c_char,
+    ) -> i32;
+}
+
+/// An uninitialised CPU tensor of `shape` in pinned (page-locked) memory from libtorch's caching
+/// host allocator, so a `non_blocking` copy to a CUDA device is asynchronous. `kind` is u8 or
+/// int64 (what batches hold). Fails without a usable CUDA backend.
+pub fn empty_pinned(shape: &[i64], kind: tch::Kind) -> Result<tch::Tensor, String> {
+    // c10::ScalarType values (c10/core/ScalarType.h).
+    let dtype = match kind {
+        tch::Kind::Uint8 => 0,
+        tch::Kind::Int64 => 4,
+        other => return Err(format!("pinned tensors of {other:?} are not supported")),
+    };
+    let mut out: *mut torch_sys::C_tensor = std::ptr::null_mut();
+    let mut err: *mut c_char = std::ptr::null_mut();
+    // SAFETY: `shape` is valid for `ndim` values during the call; out and err are valid
+    // out-pointers, set to a new at::Tensor* or a malloc'd string.
+    let rc = unsafe {
+        cliptrain_empty_pinned(
+            shape.as_ptr(),
+            shape.len() as i32,
+            dtype,
+            &mut out,
+            &mut err,
+        )
+    };
+    if rc != 0 {
+        return Err(take_string(err));
+    }
+    // SAFETY: a heap at::Tensor* that nothing else owns; the tch Tensor now frees it.
+    Ok(unsafe { tch::Tensor::from_ptr(out) })
+}

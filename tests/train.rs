@@ -2,6 +2,7 @@
 //! gradients, interruption, checkpoint contents.
 mod common;
 use cliptrain::config::{self, DeviceSpec, LossKind};
+use cliptrain::data::pixels::PixelNorm;
 use cliptrain::dist::Dist;
 use cliptrain::model::ClipModel;
 use cliptrain::train::{self, Resume, Step, StopToken, TrainOptions};
@@ -124,9 +125,8 @@ fn checkpoint_holds_hf_named_weights_state_config_and_tokenizer() {
     );
 }
 
-#[test]
-fn feature_caching_gives_the_full_batch_gradient() {
-    tch::manual_seed(0);
+/// A CPU config of a 16 px, 2-layer model with a vocabulary of 50 (EOT 49), context 8.
+fn small_step_config() -> config::Config {
     let mut cfg = config::Config::default();
     cfg.run.device = DeviceSpec::Cpu;
     let m = &mut cfg.model;
@@ -145,13 +145,26 @@ fn feature_caching_gives_the_full_batch_gradient() {
         m.text.layers,
         m.text.heads,
     ) = (50, 8, 32, 2, 2);
+    cfg
+}
+
+/// Twelve random u8 images and caption token rows for [`small_step_config`].
+fn small_batch() -> (Tensor, Tensor) {
+    let images = Tensor::randint(256, [12, 3, 16, 16], (Kind::Uint8, Device::Cpu));
+    let tokens = Tensor::randint(48, [12, 8], (Kind::Int64, Device::Cpu));
+    let _ = tokens.narrow(1, 5, 1).fill_(49); // EOT
+    (images, tokens)
+}
+
+#[test]
+fn feature_caching_gives_the_full_batch_gradient() {
+    tch::manual_seed(0);
+    let mut cfg = small_step_config();
     for kind in [LossKind::InfoNce, LossKind::Siglip] {
         cfg.loss.kind = kind;
         let vs = nn::VarStore::new(Device::Cpu);
         let model = ClipModel::new(&vs.root(), &cfg.model.spec(49, kind)).unwrap();
-        let images = Tensor::randn([12, 3, 16, 16], (Kind::Float, Device::Cpu));
-        let tokens = Tensor::randint(48, [12, 8], (Kind::Int64, Device::Cpu));
-        let _ = tokens.narrow(1, 5, 1).fill_(49); // EOT
+        let (images, tokens) = small_batch();
         let grads = |micro: usize| {
             for (_, v) in vs.variables() {
                 let mut g = v.grad();
@@ -633,4 +646,47 @@ fn a_checkpoint_written_before_the_gpu_grade_step_resumes() {
     for ((step, a), (_, b)) in resumed.iter().zip(&full[3..]) {
         assert!((a - b).abs() <= 1e-4 * b.abs(), "step {step}: {a} vs {b}");
     }
+}
+
+/// Batches are u8 and normalised in the step. The model must see what it saw when the decode
+/// workers wrote float batches through a per-channel table of `(v / 255 − mean) / std` (in f64,
+/// rounded to f32): the same features and the same loss, within 1e-5.
+#[test]
+fn u8_batches_normalised_in_the_step_match_float_batches() {
+    tch::manual_seed(1);
+    let cfg = small_step_config();
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = ClipModel::new(&vs.root(), &cfg.model.spec(49, cfg.loss.kind)).unwrap();
+    let (images, tokens) = small_batch();
+    let channel = |v: [f64; 3]| Tensor::from_slice(&v).view([1, 3, 1, 1]);
+    let (mean, std) = (channel(cfg.data.image_mean), channel(cfg.data.image_std));
+    let table = ((images.to_kind(Kind::Double) / 255.0 - mean) / std).to_kind(Kind::Float);
+
+    let step = Step::new(&cfg, vec![]);
+    let loss = step
+        .forward_backward(&model, &images, &tokens, &Dist::single(), None)
+        .unwrap()
+        .double_value(&[]);
+    let (features, reference) = tch::no_grad(|| {
+        let pixels = PixelNorm::new(cfg.data.image_mean, cfg.data.image_std, Device::Cpu);
+        let ours = model.encode_image(&pixels.apply(&images));
+        let text = model.encode_text(&tokens);
+        let theirs = model.encode_image(&table);
+        let loss = step.loss.forward_local(
+            &theirs,
+            &text,
+            0,
+            12,
+            model.logit_scale(),
+            model.logit_bias(),
+        );
+        (ours, (theirs, loss.double_value(&[])))
+    });
+    let diff = (&features - &reference.0).abs().max().double_value(&[]);
+    assert!(diff < 1e-5, "image features differ by {diff}");
+    assert!(
+        (loss - reference.1).abs() < 1e-5,
+        "loss {loss} vs {} with float batches",
+        reference.1
+    );
 }

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use cliptrain::config::{DataConfig, OptimConfig};
+use cliptrain::data::buffers::HostMemory;
 use cliptrain::data::inspect::inspect;
 use cliptrain::data::loader::{Loader, LoaderOptions};
 use cliptrain::data::sample::SampleKeys;
@@ -19,8 +20,9 @@ use tch::{Device, Kind, Tensor, nn};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Images/s of the training data path: read + decode + random resized crop + normalise +
-    /// tokenize + batch, on the background loader exactly as training uses it.
+    /// Images/s of the training data path: read + decode + random resized crop + tokenize +
+    /// batch (u8 pixels; normalisation happens in the training step), on the background loader
+    /// exactly as a CPU run uses it.
     Data(DataBenchArgs),
     /// ms per AdamW step over a model preset's parameters (random gradients), fused kernel vs
     /// per-tensor, on the CPU.
@@ -107,8 +109,7 @@ fn data(args: DataBenchArgs) -> anyhow::Result<()> {
         keys: SampleKeys::from_config(&d),
         workers: threads,
         prefetch: 2,
-        mean: d.image_mean,
-        std: d.image_std,
+        memory: HostMemory::Pageable,
     };
     let mut loader = Loader::start(stream, tokenizer, opts)?;
     let warm = Instant::now();

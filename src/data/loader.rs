@@ -4,6 +4,8 @@
 //!
 //! A batch is exactly the next `batch_size` usable samples of the stream, and carries the stream
 //! state right after them: saving that state with a checkpoint resumes at the next batch.
+use super::buffers::{BatchBuffers, HostMemory};
+use super::pixels::Slots;
 use super::sample::{SampleKeys, caption_of, captions_of, image_of, label_of};
 use super::stream::{ShardStream, StreamSample, StreamState};
 use super::transform::ImageTransform;
@@ -16,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
 /// Caption → fixed-length token ids; implemented by the text module's tokenizer.
 pub trait Tokenize: Send + Sync {
@@ -34,13 +36,15 @@ pub struct LoaderOptions {
     pub workers: usize,
     /// Batches queued ahead.
     pub prefetch: usize,
-    pub mean: [f64; 3],
-    pub std: [f64; 3],
+    /// Pinned when the batches go to a CUDA device.
+    pub memory: HostMemory,
 }
 
-/// A training or evaluation batch, on the CPU.
+/// A training or evaluation batch, on the CPU (pinned for CUDA runs) until
+/// [`super::device::DeviceBatches`] moves its tensors to the compute device.
 pub struct Batch {
-    /// `[B, 3, S, S]` float32, normalised.
+    /// `[B, 3, S, S]` u8, RGB, not normalised: [`super::pixels::PixelNorm`] does that on the
+    /// compute device.
     pub images: Tensor,
     /// `[B, context_length]` int64.
     pub tokens: Tensor,
@@ -95,7 +99,7 @@ impl Loader {
                     chunks: chunk_rx,
                     current: None,
                     patience,
-                    buffers: Vec::new(),
+                    buffers: BatchBuffers::new(opts.memory, opts.prefetch + 4),
                     tokenizer,
                     opts,
                     pool,
@@ -199,8 +203,7 @@ struct Producer {
     current: Option<Chunk>,
     /// See [`ShardStream::patience`].
     patience: u64,
-    /// Batch image tensors handed out before, reused once nothing else holds them.
-    buffers: Vec<Tensor>,
+    buffers: BatchBuffers,
     tokenizer: Arc<dyn Tokenize>,
     opts: LoaderOptions,
     pool: rayon::ThreadPool,
@@ -250,8 +253,10 @@ impl Producer {
     fn next_batch(&mut self) -> Msg {
         let b = self.opts.batch_size;
         let size = self.opts.transform.size as usize;
-        let images = self.batch_buffer([b as i64, 3, size as i64, size as i64]);
-        let slots = Slots::new(&images, size, self.opts.mean, self.opts.std);
+        let images = self
+            .buffers
+            .images([b as i64, 3, size as i64, size as i64])?;
+        let slots = Slots::new(&images);
         let mut good: Vec<Prepared> = Vec::with_capacity(b);
         let mut bad_reads: HashSet<(u64, u64)> = HashSet::new();
         let mut exhausted = false;
@@ -324,25 +329,6 @@ impl Producer {
         self.assemble(images, good).map(Some)
     }
 
-    /// A float tensor for the next batch's images: a recycled one that nothing references any
-    /// more (no batch, view or autograd-saved input), else a new one. Recycling spares the
-    /// kernel zeroing fresh pages for every batch (measured: ~17% of the loader's CPU at 224 px).
-    fn batch_buffer(&mut self, shape: [i64; 4]) -> Tensor {
-        let free = self
-            .buffers
-            .iter()
-            .position(|t| t.size() == shape && crate::shim::is_exclusive(t));
-        if let Some(i) = free {
-            return self.buffers[i].shallow_clone();
-        }
-        let t = Tensor::empty(shape, (Kind::Float, Device::Cpu));
-        if self.buffers.len() >= self.opts.prefetch + 4 {
-            drop(self.buffers.remove(0));
-        }
-        self.buffers.push(t.shallow_clone());
-        t
-    }
-
     /// The next sample from the reader thread; `None` at the end of a single pass.
     fn next_sample(&mut self) -> Result<Option<StreamSample>, DataError> {
         loop {
@@ -411,7 +397,7 @@ impl Producer {
         let skipped = self.total_skipped();
         Ok(Batch {
             images,
-            tokens: Tensor::from_slice(&ids).view([n, ctx]),
+            tokens: self.buffers.tokens(&ids, n, ctx)?,
             labels: if self.opts.keys.label {
                 Some(good.iter().map(|p| p.label.unwrap_or(-1)).collect())
             } else {
@@ -431,95 +417,6 @@ impl Producer {
             skipped,
             state,
         })
-    }
-}
-
-/// Write access to the image slots of a batch tensor being filled. Normalisation happens here,
-/// through a per-channel lookup table, while the decoded pixels are still in cache: one pass
-/// over memory, where the equivalent tensor ops (permute, cast, multiply, add, contiguous) make
-/// five over the whole batch.
-struct Slots {
-    base: usize,
-    plane: usize,
-    capacity: usize,
-    normalise: Normalise,
-}
-
-/// 8-bit RGB (HWC) → normalised float CHW, through a per-channel lookup table: one pass over
-/// memory, while the decoded pixels are still in cache.
-pub(crate) struct Normalise {
-    lut: [[f32; 256]; 3],
-}
-
-impl Normalise {
-    pub(crate) fn new(mean: [f64; 3], std: [f64; 3]) -> Self {
-        Self {
-            lut: std::array::from_fn(|c| {
-                std::array::from_fn(|v| ((v as f64 / 255.0 - mean[c]) / std[c]) as f32)
-            }),
-        }
-    }
-
-    /// `pixels` (HWC, 3 bytes a pixel) into `dst` (CHW, the same number of values).
-    pub(crate) fn write(&self, pixels: &[u8], dst: &mut [f32]) {
-        let plane = dst.len() / 3;
-        let (r, rest) = dst.split_at_mut(plane);
-        let (g, b) = rest.split_at_mut(plane);
-        for (k, px) in pixels.chunks_exact(3).enumerate() {
-            r[k] = self.lut[0][px[0] as usize];
-            g[k] = self.lut[1][px[1] as usize];
-            b[k] = self.lut[2][px[2] as usize];
-        }
-    }
-}
-
-impl Slots {
-    fn new(images: &Tensor, size: usize, mean: [f64; 3], std: [f64; 3]) -> Self {
-        assert!(images.is_contiguous() && images.kind() == Kind::Float);
-        Self {
-            base: images.data_ptr() as usize,
-            plane: size * size,
-            capacity: images.size()[0] as usize,
-            normalise: Normalise::new(mean, std),
-        }
-    }
-
-    /// Slot i as a float slice.
-    ///
-    /// # Safety
-    /// Slots are disjoint `3 * plane` blocks of a live contiguous float tensor; the caller must
-    /// not hold two references to the same slot at once (concurrent writers use distinct slots).
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slot(&self, i: usize) -> &mut [f32] {
-        assert!(i < self.capacity);
-        // SAFETY: in bounds (checked above); exclusivity is the caller's contract.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                (self.base as *mut f32).add(i * 3 * self.plane),
-                3 * self.plane,
-            )
-        }
-    }
-
-    /// HWC u8 pixels → normalised CHW floats in slot i.
-    fn write(&self, i: usize, pixels: &[u8]) {
-        // SAFETY: each decode task writes only its own sample's slot.
-        let dst = unsafe { self.slot(i) };
-        self.normalise.write(pixels, dst);
-    }
-
-    fn move_slot(&self, from: usize, to: usize) {
-        if from != to {
-            let n = 3 * self.plane;
-            // SAFETY: both ranges lie inside the tensor; `copy` allows overlap.
-            unsafe {
-                std::ptr::copy(
-                    (self.base as *const f32).add(from * n),
-                    (self.base as *mut f32).add(to * n),
-                    n,
-                )
-            }
-        }
     }
 }
 

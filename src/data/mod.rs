@@ -4,11 +4,16 @@
 //! `stream` orders shards and samples (epochs, resampling, ranks, shuffling, resume),
 //! `sample` says which members hold the image, caption and label, `transform` decodes and
 //! augments images, and `loader` runs it all on background threads and
-//! hands the trainer finished batches. On the writing side, `writer` writes img2dataset-style
+//! hands the trainer finished batches of u8 pixels (host memory from `buffers`, pinned for CUDA),
+//! which `device` moves to the compute device one batch ahead and `pixels` normalises there.
+//! On the writing side, `writer` writes img2dataset-style
 //! shards, `synth` generates the embedded default dataset, and `inspect` reports on shards.
+pub mod buffers;
+pub mod device;
 pub mod import;
 pub mod inspect;
 pub mod loader;
+pub mod pixels;
 pub mod sample;
 pub mod spec;
 pub mod stream;

@@ -10,6 +10,7 @@ pub mod zeroshot;
 
 use crate::config::{Config, EvalConfig, Precision};
 use crate::data::loader::Tokenize;
+use crate::data::pixels::PixelNorm;
 use crate::data::sample::SampleKeys;
 use crate::log::Metrics;
 use crate::model::ClipModel;
@@ -48,11 +49,13 @@ pub struct Encoder<'a> {
 }
 
 impl Encoder<'_> {
-    /// `[n, dim]` L2-normalised float32 image embeddings, on the model's device.
-    pub fn images(&self, images: &Tensor) -> Result<Tensor, EvalError> {
+    /// `[n, dim]` L2-normalised float32 image embeddings of u8 `images` (normalised by
+    /// `pixels`, on the model's device), on the model's device.
+    pub fn images(&self, images: &Tensor, pixels: &PixelNorm) -> Result<Tensor, EvalError> {
         let _ac = Autocast::enter(self.device, self.precision)?;
         Ok(tch::no_grad(|| {
-            let e = self.model.encode_image(&images.to_device(self.device));
+            let pixels = pixels.apply(&images.to_device(self.device));
+            let e = self.model.encode_image(&pixels);
             crate::model::l2_normalize(&e.to_kind(Kind::Float))
         }))
     }

@@ -18,8 +18,9 @@ pub fn run(spec: &str, enc: &Encoder, prep: &EvalImages) -> Result<RetrievalRepo
     let mut batches = EvalBatches::open(spec, Want::Captions, prep, &[], enc.tokenizer())?;
     let (mut images, mut captions, mut owner) = (Vec::new(), Vec::new(), Vec::new());
     let mut n_images = 0usize;
+    let pixels = prep.pixel_norm(enc.device);
     while let Some(b) = batches.next_batch()? {
-        images.push(enc.images(&b.images)?);
+        images.push(enc.images(&b.images, &pixels)?);
         for set in b.captions {
             owner.extend(std::iter::repeat_n(n_images, set.len()));
             captions.extend(set);

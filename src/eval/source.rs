@@ -1,7 +1,9 @@
 //! Where evaluation images come from: WebDataset shards (read once, in order, through the
 //! training data layer with the eval transform) or an ImageFolder tree `DIR/<class>/*`.
 use super::EvalError;
-use crate::data::loader::{Loader, LoaderOptions, Normalise, Tokenize};
+use crate::data::buffers::HostMemory;
+use crate::data::loader::{Loader, LoaderOptions, Tokenize};
+use crate::data::pixels::{PixelNorm, hwc_to_chw};
 use crate::data::sample::SampleKeys;
 use crate::data::spec::parse_spec;
 use crate::data::stream::{Order, ShardStream, StreamOptions};
@@ -11,7 +13,7 @@ use fast_image_resize::Resizer;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tch::Tensor;
+use tch::{Device, Tensor};
 
 /// How evaluation images are prepared: the model's input size and normalisation.
 #[derive(Debug, Clone)]
@@ -36,11 +38,17 @@ impl EvalImages {
             seed: 0,
         }
     }
+
+    /// The normalisation of these images' u8 batches, on `device`.
+    pub fn pixel_norm(&self, device: Device) -> PixelNorm {
+        PixelNorm::new(self.mean, self.std, device)
+    }
 }
 
 /// A batch of evaluation samples.
 pub struct EvalBatch {
-    /// `[n, 3, S, S]` float32, normalised, on the CPU.
+    /// `[n, 3, S, S]` u8, RGB, on the CPU: [`EvalImages::pixel_norm`] normalises it on the
+    /// model's device.
     pub images: Tensor,
     pub keys: Vec<String>,
     /// Class index of each sample (classification sets).
@@ -120,8 +128,8 @@ impl EvalBatches {
             keys,
             workers: prep.workers,
             prefetch: 2,
-            mean: prep.mean,
-            std: prep.std,
+            // Evaluation copies each batch synchronously (it is not on the training hot path).
+            memory: HostMemory::Pageable,
         };
         Ok(Self::Shards {
             loader: Loader::start(stream, tokenizer, opts)?,
@@ -228,7 +236,6 @@ impl FolderBatches {
     fn next_batch(&mut self) -> Result<Option<EvalBatch>, EvalError> {
         let p = &self.prep;
         let transform = p.transform();
-        let normalise = Normalise::new(p.mean, p.std);
         let plane = (p.size * p.size) as usize;
         loop {
             if self.next >= self.files.len() {
@@ -237,15 +244,15 @@ impl FolderBatches {
             let end = (self.next + p.batch_size).min(self.files.len());
             let chunk = &self.files[self.next..end];
             self.next = end;
-            let decoded: Vec<Result<Vec<f32>, SkipReason>> = self.pool.install(|| {
+            let decoded: Vec<Result<Vec<u8>, SkipReason>> = self.pool.install(|| {
                 chunk
                     .par_iter()
                     .map_init(Resizer::new, |rs, (path, _)| {
                         let bytes =
                             std::fs::read(path).map_err(|_| SkipReason::UndecodableImage)?;
                         let rgb = transform.apply(&bytes, 0, rs)?;
-                        let mut chw = vec![0f32; 3 * plane];
-                        normalise.write(&rgb, &mut chw);
+                        let mut chw = vec![0u8; 3 * plane];
+                        hwc_to_chw(&rgb, &mut chw);
                         Ok(chw)
                     })
                     .collect()

@@ -138,6 +138,7 @@ impl ZeroShotTask {
             enc.tokenizer(),
         )?;
         let mut tally = ZeroShotTally::new(c, self.groups());
+        let pixels = prep.pixel_norm(enc.device);
         while let Some(b) = batches.next_batch()? {
             if let Some((key, bad)) = b
                 .keys
@@ -152,7 +153,7 @@ impl ZeroShotTask {
                     c - 1
                 )));
             }
-            let scores = enc.images(&b.images)?.matmul(&classifier.tr());
+            let scores = enc.images(&b.images, &pixels)?.matmul(&classifier.tr());
             tally.add(&scores, &b.labels);
         }
         let metrics = tally.finish(&self.classnames);

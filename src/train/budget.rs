@@ -52,7 +52,8 @@ pub(super) fn shuffle_buffer_bytes(cfg: &Config) -> u64 {
 /// whole node (its ranks together load at most the global batch).
 pub(super) fn estimate(cfg: &Config) -> Vec<(&'static str, f64)> {
     let side = cfg.model.vision.image_size as f64;
-    let sample = 3.0 * side * side * 4.0 + cfg.model.text.context_length as f64 * 8.0;
+    // u8 pixels and int64 tokens (batches are normalised on the device, not in host memory).
+    let sample = 3.0 * side * side + cfg.model.text.context_length as f64 * 8.0;
     let batch = cfg.optim.batch_size as f64 * sample;
     let model = match cfg.run.device.resolve() {
         // Parameters, gradients and AdamW's two moments, in f32.

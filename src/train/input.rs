@@ -1,7 +1,10 @@
-//! The training data of this rank: the tokenizer and the loader over its share of the stream.
+//! The training data of this rank: the tokenizer and the loader over its share of the stream,
+//! its batches copied to the run's device one batch ahead.
 use super::TrainError;
 use crate::checkpoint::TrainState;
 use crate::config::{Config, DataMode};
+use crate::data::buffers::HostMemory;
+use crate::data::device::DeviceBatches;
 use crate::data::loader::{Loader, LoaderOptions};
 use crate::data::sample::SampleKeys;
 use crate::data::spec::{Shard, parse_spec};
@@ -36,14 +39,14 @@ pub(super) fn load_tokenizer(cfg: &Config) -> Result<TextTokenizer, TrainError> 
     Ok(tok)
 }
 
-/// The loader of this rank's batches (its share of the global batch), continuing from
+/// This rank's batches (its share of the global batch) on the run's device, continuing from
 /// `state.data` when the run has already taken steps.
 pub(super) fn start_loader(
     cfg: &Config,
     tokenizer: Arc<TextTokenizer>,
     state: &TrainState,
     dist: &Dist,
-) -> Result<Loader, TrainError> {
+) -> Result<DeviceBatches, TrainError> {
     let d = &cfg.data;
     if d.train.is_empty() {
         return Err(TrainError::Setup(
@@ -72,6 +75,7 @@ pub(super) fn start_loader(
     };
     let stream = stream.limit_buffer_bytes(super::budget::shuffle_buffer_bytes(cfg));
     let threads = crate::runtime::cpu_threads(cfg.run.threads, "run.threads");
+    let device = cfg.run.device.resolve();
     let opts = LoaderOptions {
         // Each rank loads its share of the global contrastive batch.
         batch_size: cfg.optim.batch_size / dist.world_size,
@@ -90,10 +94,10 @@ pub(super) fn start_loader(
             threads
         },
         prefetch: d.prefetch,
-        mean: d.image_mean,
-        std: d.image_std,
+        memory: HostMemory::for_device(device),
     };
-    Ok(Loader::start(stream, tokenizer, opts)?)
+    let loader = Loader::start(stream, tokenizer, opts)?;
+    Ok(DeviceBatches::new(loader, device))
 }
 
 /// `data.strict`: every shard file of `data.train` must exist (`pipe:` shards are not checked).

@@ -33,7 +33,7 @@ pub use stop::StopToken;
 use crate::checkpoint::{self, Checkpoint, TrainState};
 use crate::config::Config;
 use crate::data::SkipCounts;
-use crate::data::loader::Loader;
+use crate::data::device::DeviceBatches;
 use crate::dist::Dist;
 use crate::eval::{Encoder, EvalResults, Evaluator};
 use crate::log::{Metrics, MetricsLog};
@@ -125,7 +125,7 @@ pub struct Trainer {
     update: Updater,
     schedule: LrSchedule,
     evaluator: Option<Evaluator>,
-    loader: Loader,
+    loader: DeviceBatches,
     state: TrainState,
     log: MetricsLog,
     meter: Meter,

@@ -28,6 +28,7 @@
 //! re-embedded with autograd and back-propagates its slice of that gradient. `logit_scale` (and
 //! the SigLIP bias) get their gradient once, from the full-batch loss.
 use crate::config::{Config, Precision};
+use crate::data::pixels::PixelNorm;
 use crate::dist::{Dist, DistError, GradSync, ReduceOp};
 use crate::loss::ClipLoss;
 use crate::model::ClipModel;
@@ -53,6 +54,8 @@ pub struct Step {
     pub device: Device,
     pub span: LossSpan,
     grads: GradSync,
+    /// `data.image_mean`/`image_std`, applied to the u8 batches on the device.
+    pixels: PixelNorm,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +88,11 @@ impl Step {
                 local_loss: cfg.dist.local_loss,
             },
             grads: GradSync::new(params, cfg.dist.bucket_mb << 20),
+            pixels: PixelNorm::new(
+                cfg.data.image_mean,
+                cfg.data.image_std,
+                cfg.run.device.resolve(),
+            ),
         }
     }
 
@@ -101,7 +109,9 @@ impl Step {
         dist: &Dist,
         scaler: Option<&DynamicLossScaler>,
     ) -> Result<Tensor, StepError> {
-        let images = images.to_device(self.device);
+        // u8 pixels, normalised here on the device. Batches from `DeviceBatches` are there
+        // already (the copies are then no-ops).
+        let images = self.pixels.apply(&images.to_device(self.device));
         let tokens = tokens.to_device(self.device);
         let b = images.size()[0];
         let micro = match self.micro_batch_size as i64 {
