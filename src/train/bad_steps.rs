@@ -74,13 +74,13 @@ impl BadSteps {
             };
             let c = &self.counts;
             let in_a_row = (c.get(IN_A_ROW) + 1.0) * &bad;
-            let _ = c.get(IN_A_ROW).copy_(&in_a_row);
-            let _ = c.get(LONGEST).copy_(&c.get(LONGEST).maximum(&in_a_row));
+            c.get(IN_A_ROW).copy_(&in_a_row);
+            c.get(LONGEST).copy_(&c.get(LONGEST).maximum(&in_a_row));
             let _ = c.get(NEW_BAD).g_add_(&bad);
             let last = c
                 .get(LAST_BAD)
-                .where_self(&bad.eq(0.0), &Tensor::from(step as f64));
-            let _ = c.get(LAST_BAD).copy_(&last);
+                .where_scalarother(&bad.eq(0.0), step as f64);
+            c.get(LAST_BAD).copy_(&last);
             let _ = c.get(OVERFLOWS).g_add_(&(&skipped - &bad));
         });
     }
@@ -93,7 +93,7 @@ impl BadSteps {
             for i in [NEW_BAD, OVERFLOWS] {
                 let _ = self.counts.get(i).fill_(0.0);
             }
-            let _ = self.counts.get(LONGEST).copy_(&self.counts.get(IN_A_ROW));
+            self.counts.get(LONGEST).copy_(&self.counts.get(IN_A_ROW));
         });
         BadStepsRead {
             in_a_row: v[IN_A_ROW as usize] as u32,
