@@ -77,9 +77,7 @@ impl BadSteps {
             c.get(IN_A_ROW).copy_(&in_a_row);
             c.get(LONGEST).copy_(&c.get(LONGEST).maximum(&in_a_row));
             let _ = c.get(NEW_BAD).g_add_(&bad);
-            let last = c
-                .get(LAST_BAD)
-                .where_scalarother(&bad.eq(0.0), step as f64);
+            let last = c.get(LAST_BAD).where_scalarother(&bad.eq(0.0), step as f64);
             c.get(LAST_BAD).copy_(&last);
             let _ = c.get(OVERFLOWS).g_add_(&(&skipped - &bad));
         });
