@@ -199,75 +199,41 @@ mod tests {
         assert_eq!(a.matmul(&b).kind(), Kind::Float);
     }
 
+    /// One step attempt: unscale `grads`, update the scale; returns the overflow flag.
+    fn attempt(s: &mut DynamicLossScaler, grads: &[Tensor]) -> f64 {
+        let f = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        s.unscale_(grads, &f).unwrap();
+        s.update(&f);
+        f.double_value(&[0])
+    }
+
+    fn state(scale: f64, good_steps: u64) -> LossScaleState {
+        LossScaleState { scale, good_steps }
+    }
+
     #[test]
     fn loss_scaler_unscales_skips_backs_off_and_grows_like_grad_scaler() {
-        let found = || Tensor::zeros([1], (Kind::Float, Device::Cpu));
         let mut s = DynamicLossScaler::new(Device::Cpu, 65536.0, 3);
         let scaled = s.scale_loss(&Tensor::from(2.0f32));
         assert_eq!(scaled.double_value(&[0]), 131072.0);
         let g = Tensor::from_slice(&[65536.0f32, -131072.0]);
-        let f = found();
-        s.unscale_(&[g.shallow_clone(), Tensor::new()], &f).unwrap();
+        assert_eq!(attempt(&mut s, &[g.shallow_clone(), Tensor::new()]), 0.0);
         assert_eq!(Vec::<f32>::try_from(&g).unwrap(), vec![1.0, -2.0]);
-        assert_eq!(f.double_value(&[0]), 0.0);
-        s.update(&f);
-        assert_eq!(
-            s.state(),
-            LossScaleState {
-                scale: 65536.0,
-                good_steps: 1
-            }
-        );
+        assert_eq!(s.state(), state(65536.0, 1));
         // An overflowing gradient: flagged, scale halved, good-step count restarts.
-        let f = found();
         let bad = Tensor::from_slice(&[1.0f32, f32::INFINITY]);
-        s.unscale_(&[g.shallow_clone(), bad], &f).unwrap();
-        assert_eq!(f.double_value(&[0]), 1.0);
-        s.update(&f);
-        assert_eq!(
-            s.state(),
-            LossScaleState {
-                scale: 32768.0,
-                good_steps: 0
-            }
-        );
-        let f = found();
-        s.unscale_(&[Tensor::from_slice(&[f32::NAN])], &f).unwrap();
-        s.update(&f);
+        assert_eq!(attempt(&mut s, &[g.shallow_clone(), bad]), 1.0);
+        assert_eq!(s.state(), state(32768.0, 0));
+        attempt(&mut s, &[Tensor::from_slice(&[f32::NAN])]);
         assert_eq!(s.state().scale, 16384.0);
         for good in 1..=2 {
-            let f = found();
-            s.unscale_(&[Tensor::from_slice(&[1.0f32])], &f).unwrap();
-            s.update(&f);
-            assert_eq!(
-                s.state(),
-                LossScaleState {
-                    scale: 16384.0,
-                    good_steps: good
-                }
-            );
+            attempt(&mut s, &[Tensor::from_slice(&[1.0f32])]);
+            assert_eq!(s.state(), state(16384.0, good));
         }
-        let f = found();
-        s.unscale_(&[Tensor::from_slice(&[1.0f32])], &f).unwrap();
-        s.update(&f);
-        assert_eq!(
-            s.state(),
-            LossScaleState {
-                scale: 32768.0,
-                good_steps: 0
-            }
-        );
+        attempt(&mut s, &[Tensor::from_slice(&[1.0f32])]);
+        assert_eq!(s.state(), state(32768.0, 0));
         let mut r = DynamicLossScaler::new(Device::Cpu, 1.0, 3);
-        r.restore(LossScaleState {
-            scale: 32768.0,
-            good_steps: 2,
-        });
-        assert_eq!(
-            r.state(),
-            LossScaleState {
-                scale: 32768.0,
-                good_steps: 2
-            }
-        );
+        r.restore(state(32768.0, 2));
+        assert_eq!(r.state(), state(32768.0, 2));
     }
 }
