@@ -553,6 +553,14 @@ fn run_data_and_other_rules() {
         "eval.batch_size = 0 must be at least 1",
     );
     assert_problem("", &["log.every=0"], "log.every = 0 must be at least 1");
+    assert_problem(
+        "",
+        &["checkpoint.every_minutes=-1"],
+        "checkpoint.every_minutes = -1 must be between 0 (off) and 525600 (a year)",
+    );
+    // Whole minutes are written as TOML integers.
+    let c = ok("[checkpoint]\nevery_minutes = 30\n", &[]);
+    assert_eq!(c.checkpoint.every_minutes, 30.0);
 }
 
 #[test]

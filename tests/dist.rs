@@ -196,7 +196,23 @@ fn two_ranks_train_exactly_like_one_process_on_the_whole_batch() {
     assert_ne!(state["rank_data"][0], state["rank_data"][1]);
 
     // A stopped 2-rank run resumes (with 2 ranks) to the uninterrupted run's weights...
-    launch2(d, &["--set", "run.name=split", "--stop-at-step", "5"]);
+    // (checkpointing by the clock after nearly every step on the way: both ranks must agree on
+    // rank 0's decision, or the job would hang or fail in the checkpoint's collectives).
+    let out = launch2(
+        d,
+        &[
+            "--set",
+            "run.name=split",
+            "--stop-at-step",
+            "5",
+            "--set",
+            "checkpoint.every_minutes=0.000001",
+        ],
+    );
+    let timed = (1..5)
+        .filter(|s| runs.join(format!("split/step-000000{s}")).is_dir())
+        .count();
+    assert!(timed >= 2, "few time-based checkpoints ({timed}): {out}");
     launch2(d, &["--set", "run.name=split", "--resume", "auto"]);
     let (dl, dw) = max_diffs(&runs.join("two"), &runs.join("split"));
     assert!(dl == 0.0 && dw == 0.0, "resume: losses {dl}, weights {dw}");

@@ -615,6 +615,32 @@ fn fp16_overflow_skips_the_step_backs_off_the_scale_and_resumes_with_it() {
 }
 
 #[test]
+fn every_minutes_checkpoints_by_the_clock_between_step_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    // 0.06 ms: every step takes longer, so each asks for one; `every = 0` alone writes only
+    // the last step's.
+    let cfg = tiny_config(
+        d,
+        &[
+            "optim.steps=3",
+            "checkpoint.every=0",
+            "checkpoint.every_minutes=0.000001",
+        ],
+    );
+    train::train(&cfg, &TrainOptions::default()).unwrap();
+    for step in 1..=3 {
+        let ckpt = d.join(format!("runs/t/step-000000{step}"));
+        assert!(
+            ckpt.join("model.safetensors").is_file(),
+            "{}",
+            ckpt.display()
+        );
+    }
+}
+
+#[test]
 fn a_checkpoint_written_before_the_gpu_grade_step_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();

@@ -318,6 +318,10 @@ impl Default for EvalConfig {
 pub struct CheckpointConfig {
     /// Write a checkpoint every this many steps (and always at the end); 0 = only at the end.
     pub every: u64,
+    /// Also write one when this many minutes of wall-clock time have passed since the last
+    /// (on a cluster, steps take however long the hardware and data make them; jobs get
+    /// preempted by the hour). 0 = off. Rank 0's clock decides for every rank.
+    pub every_minutes: f64,
     /// Newest checkpoints kept; older ones are pruned. 0 = keep all.
     pub keep: usize,
 }
@@ -326,6 +330,7 @@ impl Default for CheckpointConfig {
     fn default() -> Self {
         Self {
             every: 1000,
+            every_minutes: 0.0,
             keep: 3,
         }
     }

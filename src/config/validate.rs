@@ -15,6 +15,9 @@ pub fn validate(c: &Config) -> Vec<String> {
     p.0
 }
 
+/// `checkpoint.every_minutes` above a year is surely a typo (and must fit a `Duration`).
+const MAX_CHECKPOINT_MINUTES: f64 = 525_600.0;
+
 #[derive(Default)]
 struct Problems(Vec<String>);
 
@@ -236,6 +239,13 @@ fn rest(c: &Config, p: &mut Problems) {
         "eval.classnames",
         q(&e.classnames),
         "name a classnames file when eval.zeroshot is set",
+    );
+    let minutes = c.checkpoint.every_minutes;
+    p.check(
+        minutes.is_finite() && (0.0..=MAX_CHECKPOINT_MINUTES).contains(&minutes),
+        "checkpoint.every_minutes",
+        minutes,
+        format!("be between 0 (off) and {MAX_CHECKPOINT_MINUTES} (a year)"),
     );
     p.at_least("log.every", c.log.every, 1);
     p.at_least("dist.timeout_s", c.dist.timeout_s, 1);

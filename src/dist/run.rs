@@ -1,5 +1,5 @@
 //! What the training loop needs from the job around it: joining it, a rank's view of the config,
-//! agreeing on when to stop, and collecting every rank's data position for checkpoints.
+//! agreeing on when to stop or checkpoint, and collecting every rank's data position for checkpoints.
 use super::{Dist, DistEnv, DistError, ReduceOp};
 use crate::checkpoint::TrainState;
 use crate::config::{Config, DeviceSpec};
@@ -42,27 +42,44 @@ pub fn join_from_env(cfg: &Config) -> Result<(Dist, Config), DistError> {
     Ok((dist, cfg))
 }
 
+/// What the ranks decide together after a step. Every rank must act on the same decision at
+/// the same step, or the next collective would pair up wrongly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Agreement {
+    /// Stop the run: any rank was asked to (a signal may reach only some of them).
+    pub stop: bool,
+    /// Write a checkpoint now: rank 0's decision (its clock says `checkpoint.every_minutes`
+    /// have passed); the other ranks' clocks are not consulted.
+    pub checkpoint: bool,
+}
+
 impl Dist {
-    /// True on every rank when `flag` is true on any (a signal may reach only some ranks, but
-    /// all must stop at the same step or the next collective would pair up wrongly).
-    pub fn any(&self, flag: bool) -> Result<bool, DistError> {
-        Ok(Self::vote_result(&self.start_vote(flag)?))
+    /// The [`Agreement`] of all ranks, each bringing its own view; waits for the collective.
+    pub fn agree(&self, mine: Agreement) -> Result<Agreement, DistError> {
+        Ok(Self::vote_result(&self.start_vote(mine)?))
     }
 
-    /// Starts the vote of [`any`](Self::any) without waiting for it: the returned tensor holds
-    /// the number of ranks that voted yes once the collective is done (on a GPU, reading it
-    /// waits for everything queued before it).
-    pub fn start_vote(&self, flag: bool) -> Result<Tensor, DistError> {
-        let t = Tensor::from_slice(&[i64::from(flag)]).to_device(self.device);
+    /// Starts the vote of [`agree`](Self::agree) without waiting for it: the returned tensor
+    /// holds, once the collective is done, how many ranks asked to stop and whether rank 0
+    /// asked for a checkpoint (on a GPU, reading it waits for everything queued before it).
+    pub fn start_vote(&self, mine: Agreement) -> Result<Tensor, DistError> {
+        let checkpoint = mine.checkpoint && self.is_main();
+        let t = Tensor::from_slice(&[i64::from(mine.stop), i64::from(checkpoint)])
+            .to_device(self.device);
         if let Some(g) = &self.group {
             g.all_reduce(&t, ReduceOp::Sum)?;
         }
         Ok(t)
     }
 
-    /// Whether any rank voted yes in a vote from [`start_vote`](Self::start_vote).
-    pub fn vote_result(vote: &Tensor) -> bool {
-        vote.int64_value(&[0]) > 0
+    /// The decision in a vote from [`start_vote`](Self::start_vote).
+    pub fn vote_result(vote: &Tensor) -> Agreement {
+        let counts = Vec::<i64>::try_from(vote.to_device(tch::Device::Cpu))
+            .expect("a vote is an int64 vector");
+        Agreement {
+            stop: counts[0] > 0,
+            checkpoint: counts[1] > 0,
+        }
     }
 
     /// Records every rank's data position in `state` (rank 0 writes the checkpoint, but resuming

@@ -13,10 +13,12 @@
 //! - [`meter`]: throughput (samples/s, time waiting for data, evaluation left out);
 //! - [`resume`]: which checkpoint to continue, which config changes it allows, restoring it;
 //! - `input`: the tokenizer and this rank's data loader;
-//! - `build`: where the model comes from (`model.init_from`, the towers, checkpoint weights).
+//! - `build`: where the model comes from (`model.init_from`, the towers, checkpoint weights);
+//! - `clock`: `checkpoint.every_minutes`, rank 0's wall clock asking for a checkpoint.
 mod bad_steps;
 mod budget;
 mod build;
+mod clock;
 mod error;
 mod input;
 pub mod meter;
@@ -34,12 +36,13 @@ use crate::checkpoint::{self, Checkpoint, TrainState};
 use crate::config::Config;
 use crate::data::SkipCounts;
 use crate::data::device::DeviceBatches;
-use crate::dist::Dist;
+use crate::dist::{Agreement, Dist};
 use crate::eval::{Encoder, EvalResults, Evaluator};
 use crate::log::{Metrics, MetricsLog};
 use crate::model::{self, ClipModel};
 use crate::optim::{AdamW, LrSchedule};
 use crate::text::TextTokenizer;
+use clock::CheckpointClock;
 use meter::Meter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -91,22 +94,25 @@ pub struct TrainSummary {
 /// `cliptrain launch` (`WORLD_SIZE` etc. set), this process is one rank of a data-parallel job.
 pub fn train(cfg: &Config, opts: &TrainOptions) -> Result<TrainSummary, TrainError> {
     let mut trainer = Trainer::build(cfg, opts)?;
-    if trainer.stop_requested()? {
+    if trainer.agree()?.stop {
         // Asked to stop while starting: no step, so nothing new to checkpoint.
         return Ok(trainer.finish(true));
     }
     if trainer.finished() && trainer.state.step == 0 {
         // `--stop-at-step 0`: the initial weights, as a checkpoint of step 0.
-        trainer.checkpoint_if_due(true)?;
+        trainer.checkpoint_if_due(Agreement {
+            stop: false,
+            checkpoint: true,
+        })?;
     }
     while !trainer.finished() {
         trainer.step()?;
-        let stopping = trainer.stop_requested()?;
-        if !stopping {
+        let agreed = trainer.agree()?;
+        if !agreed.stop {
             trainer.evaluate_if_due();
         }
-        trainer.checkpoint_if_due(stopping)?;
-        if stopping {
+        trainer.checkpoint_if_due(agreed)?;
+        if agreed.stop {
             return Ok(trainer.finish(true));
         }
     }
@@ -130,8 +136,10 @@ pub struct Trainer {
     log: MetricsLog,
     meter: Meter,
     stop: StopToken,
-    /// This step's stop vote among several ranks, read at the next step (see `stop_requested`).
-    stop_vote: Option<Tensor>,
+    /// The vote cast after this step among several ranks, read after the next (see `agree`).
+    vote: Option<(u64, Tensor)>,
+    /// `checkpoint.every_minutes` on rank 0.
+    clock: CheckpointClock,
     /// The step this run ends at (`optim.steps`, or `stop_at_step` before it).
     last_step: u64,
     skipped: SkipCounts,
@@ -187,7 +195,8 @@ impl Trainer {
             summary: TrainSummary::starting(&run_dir, state.step),
             meter: Meter::starting_at(Instant::now()),
             stop: opts.stop.clone(),
-            stop_vote: None,
+            vote: None,
+            clock: CheckpointClock::new(cfg.checkpoint.every_minutes, Instant::now(), state.step),
             skipped: SkipCounts::default(),
             _lock: lock,
             cfg,
@@ -268,24 +277,30 @@ impl Trainer {
         self.summary.losses.push((self.state.step, loss));
     }
 
-    /// Whether the run was asked to stop, agreed by every rank: a signal may reach only some,
-    /// and all must stop at the same step or the next collective would pair up wrongly.
+    /// Whether to stop (the run was asked to, on any rank) and whether to checkpoint now
+    /// (rank 0's `checkpoint.every_minutes` clock), agreed by every rank.
     /// Several ranks, once training: the vote cast after step k is read after step k+1, so the
     /// host never waits for the GPU to finish the step it has just queued; every rank reads
-    /// the same vote at the same step, so they all stop together, one step after the signal.
-    pub fn stop_requested(&mut self) -> Result<bool, TrainError> {
-        let flag = self.stop.is_stopped();
+    /// the same vote at the same step, so they all act together, one step after the cause.
+    pub fn agree(&mut self) -> Result<Agreement, TrainError> {
+        let step = self.state.step;
+        let mine = Agreement {
+            stop: self.stop.is_stopped(),
+            checkpoint: self.dist.is_main() && self.clock.request(Instant::now()),
+        };
         if self.dist.world_size == 1 {
-            return Ok(flag);
+            return Ok(mine);
         }
-        if self.state.step == self.summary.first_step {
-            return Ok(self.dist.any(flag)?);
+        if step == self.summary.first_step {
+            return Ok(self.dist.agree(mine)?);
         }
-        let vote = self.dist.start_vote(flag)?;
-        Ok(self
-            .stop_vote
-            .replace(vote)
-            .is_some_and(|v| Dist::vote_result(&v)))
+        let vote = self.dist.start_vote(mine)?;
+        let Some((cast_at, last)) = self.vote.replace((step, vote)) else {
+            return Ok(Agreement::default());
+        };
+        let mut agreed = Dist::vote_result(&last);
+        agreed.checkpoint &= self.clock.still_wanted(cast_at);
+        Ok(agreed)
     }
 
     /// Evaluates the `[eval]` sets every `eval.every` steps and at the last step, on rank 0 (the
@@ -320,11 +335,13 @@ impl Trainer {
         self.meter.exclude(started.elapsed());
     }
 
-    /// Writes a checkpoint every `checkpoint.every` steps, at the last step, and when `stopping`.
-    pub fn checkpoint_if_due(&mut self, stopping: bool) -> Result<(), TrainError> {
+    /// Writes a checkpoint every `checkpoint.every` steps, at the last step, and when the
+    /// ranks agreed to (stopping, or `checkpoint.every_minutes` passed).
+    pub fn checkpoint_if_due(&mut self, agreed: Agreement) -> Result<(), TrainError> {
         let step = self.state.step;
         let every = self.cfg.checkpoint.every;
-        if !(stopping || step == self.last_step || (every > 0 && step % every == 0)) {
+        let by_step = step == self.last_step || (every > 0 && step % every == 0);
+        if !(agreed.stop || agreed.checkpoint || by_step) {
             return Ok(());
         }
         self.settle()?;
@@ -340,9 +357,16 @@ impl Trainer {
                 tokenizer_json: Some(Path::new(&self.cfg.data.tokenizer)),
             };
             let saved = checkpoint::save(&self.run_dir, &ckpt, self.cfg.checkpoint.keep)?;
+            if agreed.checkpoint && !by_step {
+                let minutes = self.cfg.checkpoint.every_minutes;
+                self.log.println(&format!(
+                    "step {step}: checkpoint (checkpoint.every_minutes = {minutes} passed)"
+                ));
+            }
             self.summary.checkpoint = Some(saved);
         }
         self.dist.barrier()?;
+        self.clock.saved(step, Instant::now());
         Ok(())
     }
 
