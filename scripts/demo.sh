@@ -45,3 +45,7 @@ echo "== zero-shot evaluation of the final checkpoint (JSON and confusion-matrix
   --data "$DATA/eval-000000.tar" --classnames "$DATA/classnames.txt" \
   --templates "$DATA/templates.txt" --classes-subset "$DATA/classes_seen.txt" \
   --json checkpoints/demo/zeroshot.json --plot checkpoints/demo/zeroshot.png
+
+echo
+echo "== training curves (loss, learning rate, temperature, evaluations) of the run"
+"$BIN" plot checkpoints/demo --out checkpoints/demo/curves.png

@@ -13,6 +13,7 @@ pub mod log;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod plot;
 pub mod precision;
 pub mod runtime;
 pub mod shim;

@@ -199,3 +199,55 @@ fn every_subcommand_has_help() {
     let out = run(&["no-such-command"]);
     assert_eq!(out.status.code(), Some(2), "clap usage errors exit 2");
 }
+
+#[test]
+fn plot_draws_every_runs_curves_into_one_png_and_names_a_missing_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (name, slope) in [("a", 1.0), ("b", 2.0)] {
+        std::fs::create_dir(d.join(name)).unwrap();
+        let mut rows = String::new();
+        for step in 1..=50 {
+            let loss = 5.0 - slope * step as f64 / 50.0;
+            rows += &format!(
+                "{{\"kind\":\"train\",\"step\":{step},\"loss\":{loss},\"lr\":{},\"temperature\":0.07}}\n",
+                1e-3 * step as f64 / 50.0
+            );
+            if step % 10 == 0 {
+                let top1 = slope * step as f64 / 200.0;
+                rows +=
+                    &format!("{{\"kind\":\"eval\",\"step\":{step},\"zeroshot_top1\":{top1}}}\n");
+            }
+        }
+        std::fs::write(d.join(name).join("metrics.jsonl"), rows).unwrap();
+    }
+    let png = d.join("curves.png");
+    let (a, b, out) = (d.join("a"), d.join("b"), png.to_str().unwrap());
+    let res = run(&[
+        "plot",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        out,
+    ]);
+    assert!(res.status.success(), "{}", text(&res.stderr));
+    let img = image::open(&png).unwrap().to_rgb8();
+    // loss, lr, temperature and eval/zeroshot_top1: a row of three panels and one more, under
+    // a legend of two runs.
+    assert_eq!(img.dimensions(), (3 * 420, 8 + 2 * 16 + 8 + 2 * 270));
+    // Both runs' colours (tab10 blue and orange) are drawn, in every panel's lines.
+    for colour in [[31u8, 119, 180], [255, 127, 14]] {
+        let n = img.pixels().filter(|p| p.0 == colour).count();
+        assert!(n > 1000, "{colour:?}: {n} pixels");
+    }
+    let dark = img.pixels().filter(|p| p.0.iter().all(|&c| c < 60)).count();
+    assert!(dark > 2000, "axes, ticks and labels: {dark} dark pixels");
+
+    let res = run(&["plot", d.join("none").to_str().unwrap(), "--out", out]);
+    assert_eq!(res.status.code(), Some(1));
+    let err = text(&res.stderr);
+    assert!(
+        err.contains("none/metrics.jsonl") && err.contains("No such file"),
+        "{err}"
+    );
+}

@@ -7,6 +7,7 @@ mod env_cmd;
 mod eval_cmd;
 mod export_cmd;
 mod launch_cmd;
+mod plot_cmd;
 mod signal;
 mod tokenizer_cmd;
 mod train_cmd;
@@ -53,6 +54,8 @@ pub enum Command {
     Env(env_cmd::EnvArgs),
     /// Run a command as several ranks of a multi-process job (like torchrun).
     Launch(launch_cmd::LaunchArgs),
+    /// Draw runs' loss, learning rate, temperature and evaluation curves into one PNG.
+    Plot(plot_cmd::PlotArgs),
     /// Train a CLIP model from a TOML config (with exact resume).
     Train(train_cmd::TrainArgs),
     /// Train a BPE tokenizer on captions, or show how text encodes.
@@ -71,6 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Search(args) => embed_cmd::search(args),
         Command::Eval(cmd) => eval_cmd::run(cmd),
         Command::Launch(args) => launch_cmd::run(args),
+        Command::Plot(args) => plot_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
         Command::Tokenizer(cmd) => tokenizer_cmd::run(cmd),
     }

@@ -1,12 +1,11 @@
 //! `--plot OUT.png`: the confusion matrix as a heat map, rows = true class, columns =
 //! predicted, each row normalised by its class's sample count. Labels are drawn with an
-//! embedded 8×8 bitmap font, so no system font or plotting backend is needed.
+//! embedded 8×8 bitmap font ([`crate::plot::canvas`]), so no system font or plotting backend is needed.
 use super::EvalError;
-use font8x8::UnicodeFonts;
-use image::{Rgb, RgbImage};
+use crate::plot::canvas::Canvas;
+use image::Rgb;
 use std::path::Path;
 
-const INK: Rgb<u8> = Rgb([20, 20, 20]);
 const LABEL_CHARS: usize = 24;
 
 /// Writes the heat map of `confusion` (`[true][predicted]` counts) to `path`.
@@ -34,10 +33,9 @@ pub fn confusion_png(
         (left + grid + 12).max(8 * title.len() as u32 + 16),
         top + grid + 12,
     );
-    let mut img = RgbImage::from_pixel(w, h, Rgb([255, 255, 255]));
-    text(&mut img, 8, 6, title, false);
-    text(
-        &mut img,
+    let mut c = Canvas::new(w, h);
+    c.text(8, 6, title, false);
+    c.text(
         8,
         20,
         "rows: true class, columns: predicted (share of the row)",
@@ -52,7 +50,8 @@ pub fn confusion_png(
                 for x in x0..x0 + cell {
                     // A one-pixel gap keeps neighbouring cells apart when they are large.
                     let edge = cell >= 6 && (x == x0 + cell - 1 || y == y0 + cell - 1);
-                    img.put_pixel(x, y, if edge { Rgb([235, 235, 235]) } else { colour });
+                    c.img
+                        .put_pixel(x, y, if edge { Rgb([235, 235, 235]) } else { colour });
                 }
             }
         }
@@ -62,11 +61,12 @@ pub fn confusion_png(
             let name: String = name.chars().take(LABEL_CHARS).collect();
             let along = i as u32 * cell + (cell - 8) / 2;
             let len = 8 * name.chars().count() as u32;
-            text(&mut img, left - 6 - len, top + along, &name, false);
-            text(&mut img, left + along, top - 6, &name, true);
+            c.text(left - 6 - len, top + along, &name, false);
+            c.text(left + along, top - 6, &name, true);
         }
     }
-    img.save(path)
+    c.img
+        .save(path)
         .map_err(|e| EvalError::Input(format!("writing {}: {e}", path.display())))
 }
 
@@ -75,29 +75,6 @@ fn shade(v: f64) -> Rgb<u8> {
     let v = v.clamp(0.0, 1.0);
     let mix = |a: f64, b: f64| (a + (b - a) * v).round() as u8;
     Rgb([mix(255.0, 8.0), mix(255.0, 48.0), mix(255.0, 107.0)])
-}
-
-/// Draws `s` with its top-left at (x, y); `vertical` text reads bottom to top, ending at y.
-fn text(img: &mut RgbImage, x: u32, y: u32, s: &str, vertical: bool) {
-    for (i, ch) in s.chars().enumerate() {
-        let glyph = font8x8::BASIC_FONTS.get(ch).unwrap_or([0; 8]);
-        for (gy, bits) in glyph.iter().enumerate() {
-            for gx in 0..8u32 {
-                if bits & (1 << gx) == 0 {
-                    continue;
-                }
-                let (px, py) = if vertical {
-                    // Rotated a quarter turn counter-clockwise: glyph rows become columns.
-                    (x + gy as u32, y.wrapping_sub(8 * i as u32 + gx + 1))
-                } else {
-                    (x + 8 * i as u32 + gx, y + gy as u32)
-                };
-                if px < img.width() && py < img.height() {
-                    img.put_pixel(px, py, INK);
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
