@@ -1,8 +1,10 @@
 //! Evaluation: zero-shot classification and image-text retrieval, standalone (`cliptrain
 //! eval`) and during training. Reuses the data layer (eval transform) and the model; never
 //! changes parameters.
+pub mod features;
 pub mod metrics;
 pub mod plot;
+pub mod probe;
 pub mod report;
 pub mod retrieval;
 pub mod source;
