@@ -77,10 +77,16 @@ impl ZeroShotTask {
                     set.root.display()
                 )));
             }
-            (None, None) => {
+            (None, None) if Path::new(data).is_dir() => {
                 return Err(EvalError::Input(format!(
                     "{data}: give class names (a file, one per line, or builtin:NAME); only \
                      CLIP_benchmark folders bring their own"
+                )));
+            }
+            (None, None) => {
+                return Err(EvalError::Input(format!(
+                    "{data}: not a folder; a CLIP_benchmark folder or ImageFolder must exist, and \
+                     shards need class names (a file or builtin:NAME)"
                 )));
             }
         };
