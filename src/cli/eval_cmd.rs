@@ -7,7 +7,9 @@ use clap::{Args, Subcommand};
 use cliptrain::config::Config;
 use cliptrain::config::Precision;
 use cliptrain::eval::report::SuiteColumn;
-use cliptrain::eval::{Encoder, Suite, ZeroShotTask, eval_images, plot, prompts, report, retrieval};
+use cliptrain::eval::{
+    Encoder, Suite, ZeroShotTask, eval_images, plot, prompts, report, retrieval,
+};
 use cliptrain::source::LoadedModel;
 use cliptrain::text::TextTokenizer;
 use std::path::{Path, PathBuf};
@@ -214,7 +216,10 @@ fn zeroshot(a: ZeroShotArgs) -> anyhow::Result<()> {
         a.classes_subset.as_deref(),
     )?;
     if task.is_multilabel() && a.plot.is_some() {
-        bail!("--plot draws a confusion matrix; a multilabel set ({}) has none", task.data);
+        bail!(
+            "--plot draws a confusion matrix; a multilabel set ({}) has none",
+            task.data
+        );
     }
     let s = Session::open(&a.common)?;
     let prep = eval_images(&s.config, a.common.batch_size, s.workers);

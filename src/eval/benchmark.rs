@@ -285,7 +285,9 @@ impl BenchmarkBatches {
                     .parse()
                     .ok()
                     .filter(|&i| i < self.classes)
-                    .ok_or_else(|| bad(format!("class id \"{id}\" is not in 0..{}", self.classes)))?;
+                    .ok_or_else(|| {
+                        bad(format!("class id \"{id}\" is not in 0..{}", self.classes))
+                    })?;
                 hot[i] = true;
             }
             hot

@@ -338,7 +338,11 @@ pub fn average_precision(scores: &[f32], positive: &[bool]) -> Option<f64> {
 }
 
 /// mAP of `scores` (`[n, classes]`, row-major) against multi-hot `targets`.
-pub fn multilabel_map(scores: &[f32], targets: &[Vec<bool>], names: &[String]) -> MultiLabelMetrics {
+pub fn multilabel_map(
+    scores: &[f32],
+    targets: &[Vec<bool>],
+    names: &[String],
+) -> MultiLabelMetrics {
     let (n, c) = (targets.len(), names.len());
     assert_eq!(scores.len(), n * c);
     let keys = unique_names(names);
@@ -467,7 +471,11 @@ mod tests {
         assert_eq!(m.classes_with_positives, 2);
         assert!((m.chance_map - (2.0 / 3.0 + 1.0 / 3.0) / 2.0).abs() < 1e-12);
         // A perfect ranking scores 1.
-        let perfect = multilabel_map(&[1.0, 0.0, 0.0, 1.0], &[vec![true, false], vec![false, true]], &names(2));
+        let perfect = multilabel_map(
+            &[1.0, 0.0, 0.0, 1.0],
+            &[vec![true, false], vec![false, true]],
+            &names(2),
+        );
         assert_eq!(perfect.mean_average_precision, 1.0);
         assert_eq!(
             unique_names(&["a".into(), "b".into(), "a".into()]),

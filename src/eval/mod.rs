@@ -147,9 +147,7 @@ impl Evaluator {
                 opt_path(&e.classes_subset).as_deref(),
             )?)
         };
-        let suite = opt_path(&e.suite)
-            .map(|p| Suite::load(&p))
-            .transpose()?;
+        let suite = opt_path(&e.suite).map(|p| Suite::load(&p)).transpose()?;
         for spec in [&e.zeroshot, &e.retrieval] {
             if !spec.is_empty() && !std::path::Path::new(spec).is_dir() {
                 crate::data::spec::parse_spec(spec)?;

@@ -54,15 +54,24 @@ pub fn read_vector(bytes: &[u8]) -> Result<Vec<f64>, NpyError> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| err(format!("has a bad shape {shape}"))))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| err(format!("has a bad shape {shape}")))
+        })
         .collect::<Result<_, _>>()?;
     let n = match dims.as_slice() {
         [n] | [1, n] | [n, 1] => *n,
-        _ => return Err(err(format!("has shape {shape}; a label vector has one dimension"))),
+        _ => {
+            return Err(err(format!(
+                "has shape {shape}; a label vector has one dimension"
+            )));
+        }
     };
     let (order, kind) = descr.split_at(1);
     if order == ">" && !kind.ends_with('1') {
-        return Err(err(format!("is big-endian ({descr}); save it little-endian")));
+        return Err(err(format!(
+            "is big-endian ({descr}); save it little-endian"
+        )));
     }
     let size: usize = kind[1..]
         .parse()
@@ -124,7 +133,10 @@ mod tests {
     #[test]
     fn reads_what_it_writes_and_numpy_layouts() {
         let v = [0.0f32, 1.0, 0.0, 1.0];
-        assert_eq!(read_vector(&write_f32_vector(&v)).unwrap(), [0.0, 1.0, 0.0, 1.0]);
+        assert_eq!(
+            read_vector(&write_f32_vector(&v)).unwrap(),
+            [0.0, 1.0, 0.0, 1.0]
+        );
         // `np.save(f, np.array([[1, 0, 2]], dtype=np.int64))`, version 1 header.
         let mut header = "{'descr': '<i8', 'fortran_order': False, 'shape': (1, 3), }".to_string();
         while (10 + header.len() + 1) % 64 != 0 {

@@ -72,9 +72,10 @@ fn builtin(spec: &str, what: &str) -> Result<&'static Builtin, EvalError> {
 pub fn classnames(spec: &str) -> Result<Vec<String>, EvalError> {
     if spec.starts_with(BUILTIN_PREFIX) {
         let b = builtin(spec, "class names")?;
-        return b.classnames.map(builtin_lines).ok_or_else(|| {
-            EvalError::Input(format!("{spec} has templates only, no class names"))
-        });
+        return b
+            .classnames
+            .map(builtin_lines)
+            .ok_or_else(|| EvalError::Input(format!("{spec} has templates only, no class names")));
     }
     read_lines(Path::new(spec), "class name")
 }
@@ -84,9 +85,10 @@ pub fn classnames(spec: &str) -> Result<Vec<String>, EvalError> {
 pub fn templates(spec: &str) -> Result<Vec<String>, EvalError> {
     if spec.starts_with(BUILTIN_PREFIX) {
         let b = builtin(spec, "templates")?;
-        return b.templates.map(builtin_lines).ok_or_else(|| {
-            EvalError::Input(format!("{spec} has class names only, no templates"))
-        });
+        return b
+            .templates
+            .map(builtin_lines)
+            .ok_or_else(|| EvalError::Input(format!("{spec} has class names only, no templates")));
     }
     let path = Path::new(spec);
     let t: Vec<String> = read_lines(path, "template")?

@@ -150,7 +150,11 @@ pub fn suite_markdown(suite: &Suite, cols: &[SuiteColumn]) -> String {
         cols.len()
     );
     let heads: Vec<String> = cols.iter().map(SuiteColumn::header).collect();
-    let _ = writeln!(s, "| task | kind | images | metric | chance | {} |", heads.join(" | "));
+    let _ = writeln!(
+        s,
+        "| task | kind | images | metric | chance | {} |",
+        heads.join(" | ")
+    );
     let _ = writeln!(s, "|---|---|---:|---|---:|{}", "---:|".repeat(cols.len()));
     let mut failures = Vec::new();
     for (i, t) in suite.tasks.iter().enumerate() {
@@ -213,7 +217,11 @@ pub fn suite_csv(suite: &Suite, cols: &[SuiteColumn]) -> String {
             for c in cols {
                 let chance = reference.map_or(String::new(), |f| f.values[m].2.to_string());
                 let (value, images, error) = match &c.results[i].1 {
-                    Ok(f) => (f.values[m].1.to_string(), f.samples.to_string(), String::new()),
+                    Ok(f) => (
+                        f.values[m].1.to_string(),
+                        f.samples.to_string(),
+                        String::new(),
+                    ),
                     Err(e) => (String::new(), String::new(), e.clone()),
                 };
                 let row = [
@@ -281,9 +289,17 @@ pub fn multilabel_markdown(r: &MultiLabelReport) -> String {
          {} prompt templates per class\n",
         r.data, m.samples, m.classes, m.classes_with_positives, r.templates
     );
-    let _ = writeln!(s, "| mean average precision | chance (mean positive rate) |");
+    let _ = writeln!(
+        s,
+        "| mean average precision | chance (mean positive rate) |"
+    );
     let _ = writeln!(s, "|---:|---:|");
-    let _ = writeln!(s, "| {} | {} |", pct(m.mean_average_precision), pct(m.chance_map));
+    let _ = writeln!(
+        s,
+        "| {} | {} |",
+        pct(m.mean_average_precision),
+        pct(m.chance_map)
+    );
     if r.skipped.total() > 0 {
         let _ = writeln!(s, "Skipped samples: {} ({})", r.skipped.total(), r.skipped);
     }

@@ -1,11 +1,11 @@
 //! Image↔text retrieval over captioned shards: every image against every caption (several per
 //! image when the shards have them), Recall@1/5/10 in both directions.
+use super::benchmark::{BenchmarkSet, SetKind, is_benchmark_dir};
 use super::metrics::{RetrievalMetrics, retrieval_recall};
 use super::source::{EvalBatches, EvalImages, Want};
-use super::benchmark::{BenchmarkSet, SetKind, is_benchmark_dir};
 use super::{Encoder, EvalError};
-use std::path::Path;
 use serde::Serialize;
+use std::path::Path;
 use tch::Tensor;
 
 /// A finished retrieval evaluation.

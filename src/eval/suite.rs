@@ -143,8 +143,7 @@ impl Suite {
             if t.data.is_empty() {
                 return Err(bad(format!("task \"{}\": data is empty", t.name)));
             }
-            if t.kind == TaskKind::Retrieval && (t.classnames.is_some() || t.templates.is_some())
-            {
+            if t.kind == TaskKind::Retrieval && (t.classnames.is_some() || t.templates.is_some()) {
                 return Err(bad(format!(
                     "task \"{}\": retrieval uses the captions; remove classnames/templates",
                     t.name
@@ -278,7 +277,10 @@ mod tests {
         assert_eq!(s.tasks[0].data, "DIR/wds/c10");
         assert_eq!(s.tasks[0].split, "test");
         assert_eq!(s.tasks[0].classnames.as_deref(), Some("builtin:cifar10"));
-        assert_eq!((s.tasks[1].data.as_str(), s.tasks[1].split.as_str()), ("/abs/flickr", "val"));
+        assert_eq!(
+            (s.tasks[1].data.as_str(), s.tasks[1].split.as_str()),
+            ("/abs/flickr", "val")
+        );
         let err = |t: &str| load(t).unwrap_err().to_string();
         assert!(err("").contains("no [[task]]"));
         assert!(err("[[task]]\nname=\"a\"\nkind=\"linear\"\ndata=\"d\"").contains("linear"));
@@ -291,7 +293,13 @@ mod tests {
             err("[[task]]\nname=\"r\"\nkind=\"retrieval\"\ndata=\"d\"\ntemplates=\"t.txt\"")
                 .contains("remove classnames/templates")
         );
-        assert!(err("[[task]]\nname=\"a\"\nkind=\"zeroshot\"\ndata=\"d\"\nspilt=\"x\"").contains("spilt"));
-        assert_eq!(metric_name("f", "image_to_text_recall@1"), "suite/f/image_to_text_recall_at_1");
+        assert!(
+            err("[[task]]\nname=\"a\"\nkind=\"zeroshot\"\ndata=\"d\"\nspilt=\"x\"")
+                .contains("spilt")
+        );
+        assert_eq!(
+            metric_name("f", "image_to_text_recall@1"),
+            "suite/f/image_to_text_recall_at_1"
+        );
     }
 }

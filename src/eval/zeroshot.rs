@@ -1,8 +1,8 @@
 //! Zero-shot classification as in the CLIP paper: each class's prompt embeddings (one per
 //! template) are normalised, averaged and renormalised into a classifier row; images are
 //! scored by cosine similarity against every row.
-use super::metrics::{LabelGroup, ZeroShotMetrics, ZeroShotTally};
 use super::benchmark::{BenchmarkSet, SetKind, is_benchmark_dir};
+use super::metrics::{LabelGroup, ZeroShotMetrics, ZeroShotTally};
 use super::source::{EvalBatches, EvalImages, Want};
 use super::{Encoder, EvalError, prompts};
 use serde::Serialize;
@@ -66,10 +66,13 @@ impl ZeroShotTask {
         };
         let classnames = match (classnames, &bench) {
             (Some(spec), _) => prompts::classnames(spec)?,
-            (None, Some(BenchmarkSet {
-                classnames: Some(c),
-                ..
-            })) => c.clone(),
+            (
+                None,
+                Some(BenchmarkSet {
+                    classnames: Some(c),
+                    ..
+                }),
+            ) => c.clone(),
             (None, Some(set)) => {
                 return Err(EvalError::Input(format!(
                     "{} has no classnames.txt; give class names (a file or builtin:NAME, see \

@@ -30,7 +30,12 @@ fn reencode(jpg: &[u8], format: image::ImageFormat) -> Vec<u8> {
     match format {
         image::ImageFormat::WebP => {
             image::codecs::webp::WebPEncoder::new_lossless(&mut out)
-                .encode(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
+                .encode(
+                    img.as_raw(),
+                    img.width(),
+                    img.height(),
+                    image::ExtendedColorType::Rgb8,
+                )
                 .unwrap();
         }
         _ => img.write_to(&mut out, format).unwrap(),
@@ -51,8 +56,11 @@ fn write_split(dir: &Path, rows: &[(String, Vec<(&str, Vec<u8>)>)], per_shard: u
             w.write(key, &m).unwrap();
         }
         w.finish().unwrap();
-        std::fs::rename(tmp.join(ShardWriter::shard_name("s", 0)), dir.join(format!("{i}.tar")))
-            .unwrap();
+        std::fs::rename(
+            tmp.join(ShardWriter::shard_name("s", 0)),
+            dir.join(format!("{i}.tar")),
+        )
+        .unwrap();
         std::fs::remove_dir_all(tmp).unwrap();
     }
     std::fs::write(dir.join("nshards.txt"), format!("{}\n", chunks.len())).unwrap();
@@ -72,7 +80,9 @@ pub fn build(d: &Path) {
     for set in ["cls", "ml"] {
         std::fs::create_dir_all(bench.join(set)).unwrap();
         std::fs::write(bench.join(set).join("classnames.txt"), &classnames).unwrap();
-        let t = bench.join(set).join("zeroshot_classification_templates.txt");
+        let t = bench
+            .join(set)
+            .join("zeroshot_classification_templates.txt");
         std::fs::write(t, &templates).unwrap();
     }
     let cls: Vec<(String, Vec<(&str, Vec<u8>)>)> = samples
@@ -85,7 +95,10 @@ pub fn build(d: &Path) {
                 ("png", image::ImageFormat::Png)
             };
             let image = reencode(get(m, "jpg"), format);
-            (format!("s{i:07}"), vec![(ext, image), ("cls", get(m, "cls").to_vec())])
+            (
+                format!("s{i:07}"),
+                vec![(ext, image), ("cls", get(m, "cls").to_vec())],
+            )
         })
         .collect();
     write_split(&bench.join("cls/test"), &cls, cls.len().div_ceil(2));
@@ -97,7 +110,10 @@ pub fn build(d: &Path) {
         .map(|(i, (_, m))| {
             let caption = String::from_utf8(get(m, "txt").to_vec()).unwrap();
             let txt = format!("{}\na picture.\n", caption.trim()).into_bytes();
-            (format!("s{i:07}"), vec![("jpg", get(m, "jpg").to_vec()), ("txt", txt)])
+            (
+                format!("s{i:07}"),
+                vec![("jpg", get(m, "jpg").to_vec()), ("txt", txt)],
+            )
         })
         .collect();
     write_split(&bench.join("ret/test"), &ret, ret.len());
@@ -107,12 +123,18 @@ pub fn build(d: &Path) {
         .iter()
         .enumerate()
         .map(|(i, (_, m))| {
-            let label: usize = String::from_utf8_lossy(get(m, "cls")).trim().parse().unwrap();
+            let label: usize = String::from_utf8_lossy(get(m, "cls"))
+                .trim()
+                .parse()
+                .unwrap();
             let mut hot = vec![0f32; classes];
             hot[label] = 1.0;
             hot[(label + 1) % classes] = 1.0;
             let npy = cliptrain::eval::npy::write_f32_vector(&hot);
-            (format!("s{i:07}"), vec![("jpg", get(m, "jpg").to_vec()), ("npy", npy)])
+            (
+                format!("s{i:07}"),
+                vec![("jpg", get(m, "jpg").to_vec()), ("npy", npy)],
+            )
         })
         .collect();
     write_split(&bench.join("ml/test"), &ml, ml.len());
