@@ -7,6 +7,8 @@ use cliptrain::data::writer::ShardWriter;
 use std::path::Path;
 
 type Members = Vec<(String, Vec<u8>)>;
+/// A sample to write: key and `(extension, bytes)` members.
+type Row = (String, Vec<(&'static str, Vec<u8>)>);
 
 fn read_samples(shard: &Path) -> Vec<(String, Members)> {
     let mut r = SampleReader::new(std::fs::File::open(shard).unwrap());
@@ -44,7 +46,7 @@ fn reencode(jpg: &[u8], format: image::ImageFormat) -> Vec<u8> {
 }
 
 /// `split/0.tar ..` with `per_shard` samples each, and `split/nshards.txt`.
-fn write_split(dir: &Path, rows: &[(String, Vec<(&str, Vec<u8>)>)], per_shard: usize) {
+fn write_split(dir: &Path, rows: &[Row], per_shard: usize) {
     std::fs::create_dir_all(dir).unwrap();
     let chunks: Vec<_> = rows.chunks(per_shard).collect();
     for (i, chunk) in chunks.iter().enumerate() {
@@ -85,7 +87,7 @@ pub fn build(d: &Path) {
             .join("zeroshot_classification_templates.txt");
         std::fs::write(t, &templates).unwrap();
     }
-    let cls: Vec<(String, Vec<(&str, Vec<u8>)>)> = samples
+    let cls: Vec<Row> = samples
         .iter()
         .enumerate()
         .map(|(i, (_, m))| {
@@ -104,7 +106,7 @@ pub fn build(d: &Path) {
     write_split(&bench.join("cls/test"), &cls, cls.len().div_ceil(2));
     write_split(&bench.join("cls/train"), &cls[..4], 4);
 
-    let ret: Vec<(String, Vec<(&str, Vec<u8>)>)> = samples
+    let ret: Vec<Row> = samples
         .iter()
         .enumerate()
         .map(|(i, (_, m))| {
@@ -119,7 +121,7 @@ pub fn build(d: &Path) {
     write_split(&bench.join("ret/test"), &ret, ret.len());
     std::fs::write(bench.join("ret/dataset_type.txt"), "retrieval\n").unwrap();
 
-    let ml: Vec<(String, Vec<(&str, Vec<u8>)>)> = samples
+    let ml: Vec<Row> = samples
         .iter()
         .enumerate()
         .map(|(i, (_, m))| {
