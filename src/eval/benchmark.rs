@@ -174,6 +174,8 @@ pub struct BenchmarkBatches {
 
 /// A sample's target, before decoding.
 enum Target {
+    /// Only the image is wanted (embedding a collection).
+    Nothing,
     Label(i64),
     Labels(Vec<bool>),
     Captions(Vec<String>),
@@ -228,7 +230,8 @@ impl BenchmarkBatches {
 
     fn target(&self, raw: &RawSample) -> Result<Target, SkipReason> {
         match self.want {
-            Want::Labels | Want::Images => {
+            Want::Images => Ok(Target::Nothing),
+            Want::Labels => {
                 let b = raw.member("cls").ok_or(SkipReason::BadLabel)?;
                 let t = std::str::from_utf8(b).map_err(|_| SkipReason::BadLabel)?;
                 t.trim()
@@ -359,6 +362,7 @@ impl BenchmarkBatches {
                 pixels.extend_from_slice(&chw);
                 keys.push(key);
                 match target {
+                    Target::Nothing => {}
                     Target::Label(l) => labels.push(l),
                     Target::Labels(h) => multi_hot.push(h),
                     Target::Captions(c) => captions.push(c),

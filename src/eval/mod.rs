@@ -147,6 +147,13 @@ impl Evaluator {
                 opt_path(&e.classes_subset).as_deref(),
             )?)
         };
+        if zeroshot.as_ref().is_some_and(ZeroShotTask::is_multilabel) {
+            return Err(EvalError::Input(format!(
+                "[eval] zeroshot = {:?} is a multilabel set; run it from a suite (eval.suite, a \
+                 task with kind = \"multilabel\"), which reports its mean average precision",
+                e.zeroshot
+            )));
+        }
         let suite = opt_path(&e.suite).map(|p| Suite::load(&p)).transpose()?;
         for spec in [&e.zeroshot, &e.retrieval] {
             if !spec.is_empty() && !std::path::Path::new(spec).is_dir() {

@@ -82,7 +82,8 @@ pub enum Want {
 }
 
 impl EvalBatches {
-    /// The `test` split of a CLIP_benchmark folder; see [`BenchmarkSet::open`] for others.
+    /// The samples of one split of a CLIP_benchmark folder; `classes` is the width of
+    /// multilabel vectors.
     pub fn benchmark(
         set: &BenchmarkSet,
         want: Want,
