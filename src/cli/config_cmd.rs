@@ -53,9 +53,14 @@ fn missing_files(cfg: &config::Config) -> Vec<String> {
         ("eval.classnames", &cfg.eval.classnames),
         ("eval.templates", &cfg.eval.templates),
         ("eval.classes_subset", &cfg.eval.classes_subset),
+        ("eval.suite", &cfg.eval.suite),
     ]
     .into_iter()
-    .filter(|(_, path)| !path.is_empty() && !std::path::Path::new(path).is_file())
+    .filter(|(_, path)| {
+        !path.is_empty()
+            && !path.starts_with(cliptrain::eval::prompts::BUILTIN_PREFIX)
+            && !std::path::Path::new(path).is_file()
+    })
     .map(|(key, path)| format!("{key} = {path:?}: no such file"))
     .collect()
 }

@@ -1,10 +1,15 @@
-//! `cliptrain eval zeroshot|retrieval`: how good is this model (a checkpoint, or a pretrained
-//! Hugging Face or OpenCLIP folder), in the numbers the field reports. Tables go to stdout, `--json` keeps everything.
+//! `cliptrain eval zeroshot|retrieval|suite|builtins`: how good is this model (a checkpoint, or
+//! a pretrained Hugging Face or OpenCLIP folder), in the numbers the field reports, on our own
+//! sets or CLIP_benchmark's. Tables go to stdout, `--json` (and `--csv` for suites) keep
+//! everything.
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use cliptrain::config::Config;
 use cliptrain::config::Precision;
-use cliptrain::eval::{Encoder, ZeroShotTask, eval_images, plot, report, retrieval};
+use cliptrain::eval::report::SuiteColumn;
+use cliptrain::eval::{
+    Encoder, Suite, ZeroShotTask, eval_images, plot, prompts, report, retrieval,
+};
 use cliptrain::source::LoadedModel;
 use cliptrain::text::TextTokenizer;
 use std::path::{Path, PathBuf};
@@ -15,8 +20,13 @@ pub enum EvalCommand {
     /// Zero-shot classification: class names × prompt templates → classifier; top-1/top-5,
     /// per-class recall, confusions, seen vs held-out label groups.
     Zeroshot(ZeroShotArgs),
-    /// Image↔text retrieval Recall@1/5/10 over captioned shards.
+    /// Image↔text retrieval Recall@1/5/10 over captioned shards or a CLIP_benchmark folder.
     Retrieval(RetrievalArgs),
+    /// Every task of a suite file against one or more checkpoints: one table (tasks ×
+    /// checkpoints, with chance levels) on stdout, optionally JSON and CSV.
+    Suite(SuiteArgs),
+    /// The class-name and template lists compiled in, usable as `builtin:NAME`.
+    Builtins,
 }
 
 /// What every evaluation needs: the model and where to run it.
@@ -47,15 +57,22 @@ pub struct Common {
 pub struct ZeroShotArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Shards with `.cls` labels (brace expansion, `::` lists), or an ImageFolder `DIR/<class>/*`.
+    /// Shards with `.cls` labels (brace expansion, `::` lists), an ImageFolder `DIR/<class>/*`,
+    /// or a CLIP_benchmark folder (`DIR/<split>/nshards.txt`, `DIR/classnames.txt`, ...; a
+    /// `multilabel` one is scored by mean average precision).
     #[arg(long)]
     pub data: String,
-    /// One class name per line; line i is label i.
+    /// The split of a CLIP_benchmark folder.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// One class name per line (line i is label i), or `builtin:NAME` (`cliptrain eval
+    /// builtins`); default: a CLIP_benchmark folder's classnames.txt.
     #[arg(long)]
-    pub classnames: PathBuf,
-    /// One prompt template per line, `{}` where the class name goes; default: a built-in set.
+    pub classnames: Option<String>,
+    /// One prompt template per line, `{}` (or `{c}`) where the class name goes, or
+    /// `builtin:NAME`; default: a CLIP_benchmark folder's templates, else a generic set.
     #[arg(long)]
-    pub templates: Option<PathBuf>,
+    pub templates: Option<String>,
     /// Class names (one per line) reported as the "seen" group; the rest as "held-out".
     #[arg(long)]
     pub classes_subset: Option<PathBuf>,
@@ -69,15 +86,54 @@ pub struct RetrievalArgs {
     #[command(flatten)]
     pub common: Common,
     /// Captioned shards; several captions per image as numbered members (`KEY.0.txt`, ...) or
-    /// a JSON list in `data.json_caption_field` of the checkpoint's config.
+    /// a JSON list in `data.json_caption_field` of the checkpoint's config. Or a CLIP_benchmark
+    /// retrieval folder (captions one per line in `KEY.txt`).
     #[arg(long)]
     pub data: String,
+    /// The split of a CLIP_benchmark folder.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SuiteArgs {
+    /// The suite: TOML with `[[task]]` entries (name, kind = zeroshot|retrieval|multilabel,
+    /// data, optional split, classnames, templates); relative paths are from its folder.
+    #[arg(long, value_name = "SUITE.toml")]
+    pub suite: PathBuf,
+    /// A model to evaluate (checkpoint, run, Hugging Face or OpenCLIP folder); repeat for a
+    /// column each.
+    #[arg(long, required = true)]
+    pub checkpoint: Vec<PathBuf>,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// `fp32`, or `bf16` autocast; default bf16 on CUDA, fp32 on CPU.
+    #[arg(long)]
+    pub precision: Option<String>,
+    /// Images (and prompts) encoded at once; at least 1.
+    #[arg(long, default_value_t = 256, value_parser = super::batch_size_arg)]
+    pub batch_size: usize,
+    /// libtorch and decode threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Also write the table as JSON here (layout in the README).
+    #[arg(long, value_name = "OUT.json")]
+    pub json: Option<PathBuf>,
+    /// Also write the table as CSV here: one row per task, metric and checkpoint.
+    #[arg(long, value_name = "OUT.csv")]
+    pub csv: Option<PathBuf>,
 }
 
 pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
     match cmd {
         EvalCommand::Zeroshot(a) => zeroshot(a),
         EvalCommand::Retrieval(a) => retrieval_cmd(a),
+        EvalCommand::Suite(a) => suite_cmd(a),
+        EvalCommand::Builtins => {
+            builtins();
+            Ok(())
+        }
     }
 }
 
@@ -151,14 +207,30 @@ impl Session {
 }
 
 fn zeroshot(a: ZeroShotArgs) -> anyhow::Result<()> {
-    let s = Session::open(&a.common)?;
-    let task = ZeroShotTask::from_files(
+    // The files are read before the model is loaded, so a typo fails fast.
+    let task = ZeroShotTask::resolve(
         &a.data,
-        &a.classnames,
+        &a.split,
+        a.classnames.as_deref(),
         a.templates.as_deref(),
         a.classes_subset.as_deref(),
     )?;
+    if task.is_multilabel() && a.plot.is_some() {
+        bail!(
+            "--plot draws a confusion matrix; a multilabel set ({}) has none",
+            task.data
+        );
+    }
+    let s = Session::open(&a.common)?;
     let prep = eval_images(&s.config, a.common.batch_size, s.workers);
+    if task.is_multilabel() {
+        let r = task.run_multilabel(&s.encoder(a.common.batch_size), &prep)?;
+        print!("{}", report::multilabel_markdown(&r));
+        if let Some(path) = &a.common.json {
+            s.write_json(path, &r)?;
+        }
+        return Ok(());
+    }
     let r = task.run(&s.encoder(a.common.batch_size), &prep)?;
     print!("{}", report::zeroshot_markdown(&r));
     if let Some(path) = &a.common.json {
@@ -181,10 +253,95 @@ fn zeroshot(a: ZeroShotArgs) -> anyhow::Result<()> {
 fn retrieval_cmd(a: RetrievalArgs) -> anyhow::Result<()> {
     let s = Session::open(&a.common)?;
     let prep = eval_images(&s.config, a.common.batch_size, s.workers);
-    let r = retrieval::run(&a.data, &s.encoder(a.common.batch_size), &prep)?;
+    let r = retrieval::run(&a.data, &a.split, &s.encoder(a.common.batch_size), &prep)?;
     print!("{}", report::retrieval_markdown(&r));
     if let Some(path) = &a.common.json {
         s.write_json(path, &r)?;
     }
     Ok(())
+}
+
+fn builtins() {
+    println!("| name | class names | templates | source |");
+    println!("|---|---:|---:|---|");
+    for b in &prompts::BUILTINS {
+        let count = |t: Option<&str>| t.map_or(0, |t| prompts::builtin_lines(t).len());
+        println!(
+            "| builtin:{} | {} | {} | {} |",
+            b.name,
+            count(b.classnames),
+            count(b.templates),
+            b.source
+        );
+    }
+}
+
+fn suite_cmd(a: SuiteArgs) -> anyhow::Result<()> {
+    let suite = Suite::load(&a.suite)?;
+    let mut cols = Vec::new();
+    for ckpt in &a.checkpoint {
+        let common = Common {
+            checkpoint: ckpt.clone(),
+            device: a.device.clone(),
+            precision: a.precision.clone(),
+            batch_size: a.batch_size,
+            threads: a.threads,
+            json: None,
+        };
+        let label = ckpt.display().to_string();
+        // A model that does not load fails its column, not the suite.
+        let col = match Session::open(&common) {
+            Ok(s) => {
+                let prep = eval_images(&s.config, a.batch_size, s.workers);
+                SuiteColumn {
+                    checkpoint: label,
+                    step: s.loaded.source.step,
+                    results: suite.run(&s.encoder(a.batch_size), &prep),
+                }
+            }
+            Err(e) => {
+                tracing::warn!("{e:#}");
+                SuiteColumn {
+                    checkpoint: label,
+                    step: None,
+                    results: suite
+                        .tasks
+                        .iter()
+                        .map(|t| (t.name.clone(), Err(format!("{e:#}"))))
+                        .collect(),
+                }
+            }
+        };
+        cols.push(col);
+    }
+    print!("{}", report::suite_markdown(&suite, &cols));
+    if let Some(path) = &a.json {
+        report::write_json(path, &report::suite_json(&suite, &cols))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let Some(path) = &a.csv {
+        write_text(path, &report::suite_csv(&suite, &cols))?;
+        eprintln!("wrote {}", path.display());
+    }
+    let failed: usize = cols
+        .iter()
+        .map(|c| c.results.iter().filter(|(_, r)| r.is_err()).count())
+        .sum();
+    if failed > 0 {
+        eprintln!(
+            "{failed} of {} task runs failed; the table says which and why",
+            cols.len() * suite.tasks.len()
+        );
+    }
+    Ok(())
+}
+
+/// `text` to `path` through a temporary file, so a reader never sees half of it.
+fn write_text(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }

@@ -86,6 +86,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         if let Some(x) = &r.retrieval {
             print!("{}", cliptrain::eval::report::retrieval_markdown(x));
         }
+        if let Some((suite, results)) = &r.suite {
+            let col = cliptrain::eval::report::SuiteColumn {
+                checkpoint: "this run".into(),
+                step: Some(*step),
+                results: results.clone(),
+            };
+            print!("{}", cliptrain::eval::report::suite_markdown(suite, &[col]));
+        }
     }
     if s.interrupted || s.last_step < cfg.optim.steps {
         println!(

@@ -285,16 +285,22 @@ impl Default for OptimConfig {
 pub struct EvalConfig {
     /// Evaluate every this many steps; 0 = only at the end of training.
     pub every: u64,
-    /// Zero-shot classification set: shards with `.cls` labels, or an ImageFolder directory.
+    /// Zero-shot classification set: shards with `.cls` labels, an ImageFolder directory, or a
+    /// CLIP_benchmark folder (its `test` split).
     pub zeroshot: String,
-    /// One class name per line; required with `zeroshot`.
+    /// One class name per line, or `builtin:NAME`; required with `zeroshot` unless it is a
+    /// CLIP_benchmark folder with its own `classnames.txt`.
     pub classnames: String,
-    /// One template per line with `{}` for the class name; empty = built-in templates.
+    /// One template per line with `{}` (or `{c}`) for the class name, or `builtin:NAME`; empty =
+    /// the CLIP_benchmark folder's templates, else our generic ones.
     pub templates: String,
     /// Class names (one per line) reported as a separate "seen" group.
     pub classes_subset: String,
-    /// Captioned shards for image-text retrieval recall.
+    /// Captioned shards (or a CLIP_benchmark retrieval folder) for image-text retrieval recall.
     pub retrieval: String,
+    /// An evaluation suite file (`cliptrain eval suite`), run at every evaluation; its figures
+    /// are logged as `suite/<task>/<metric>`.
+    pub suite: String,
     pub batch_size: usize,
 }
 
@@ -307,6 +313,7 @@ impl Default for EvalConfig {
             templates: String::new(),
             classes_subset: String::new(),
             retrieval: String::new(),
+            suite: String::new(),
             batch_size: 256,
         }
     }

@@ -234,8 +234,13 @@ fn rest(c: &Config, p: &mut Problems) {
     );
     let e = &c.eval;
     p.at_least("eval.batch_size", e.batch_size as u64, 1);
+    // A CLIP_benchmark folder brings its own classnames.txt (the one file looked at here).
     p.check(
-        e.zeroshot.is_empty() || !e.classnames.is_empty(),
+        e.zeroshot.is_empty()
+            || !e.classnames.is_empty()
+            || std::path::Path::new(&e.zeroshot)
+                .join("classnames.txt")
+                .is_file(),
         "eval.classnames",
         q(&e.classnames),
         "name a classnames file when eval.zeroshot is set",

@@ -175,8 +175,8 @@ impl ZeroShotTally {
             .map(|((g, _), &w)| (g.name.clone(), group_result(g, w)))
             .collect();
         let all = groups["all"].clone();
-        let per_class = names
-            .iter()
+        let per_class = unique_names(names)
+            .into_iter()
             .enumerate()
             .map(|(k, name)| {
                 let r = ClassResult {
@@ -185,7 +185,7 @@ impl ZeroShotTally {
                     top1: frac(self.top1[k], self.samples[k]),
                     top5: frac(self.topk[k], self.samples[k]),
                 };
-                (name.clone(), r)
+                (name, r)
             })
             .collect();
         let mut pairs: Vec<ConfusedPair> = (0..c * c)
@@ -275,6 +275,99 @@ pub fn retrieval_recall(images: &Tensor, texts: &Tensor, owner: &[usize]) -> Ret
     }
 }
 
+/// Class names as report keys: a name listed twice (OpenAI's ImageNet list has two "missile"s)
+/// gets its label appended the second time, so no class's figures overwrite another's.
+pub fn unique_names(names: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            if seen.insert(n.as_str()) {
+                n.clone()
+            } else {
+                format!("{n} (label {i})")
+            }
+        })
+        .collect()
+}
+
+/// Multi-label ranking quality (`--json` of a multilabel set writes this).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MultiLabelMetrics {
+    /// Mean, over the classes with at least one positive sample, of each class's average
+    /// precision when all samples are ranked by that class's score.
+    pub mean_average_precision: f64,
+    pub samples: usize,
+    pub classes: usize,
+    /// Classes with at least one positive sample: those the mean is over.
+    pub classes_with_positives: usize,
+    /// Mean positive rate of those classes: the precision of a random ranking, which is what
+    /// a model without information scores (its expected average precision is slightly above).
+    pub chance_map: f64,
+    /// Average precision of each class with positives.
+    pub per_class: BTreeMap<String, f64>,
+}
+
+/// Average precision of one class as scikit-learn's `average_precision_score` defines it:
+/// precision summed over the recall steps of the ranking, samples with equal scores forming
+/// one step. `None` when no sample is positive.
+pub fn average_precision(scores: &[f32], positive: &[bool]) -> Option<f64> {
+    assert_eq!(scores.len(), positive.len());
+    let total = positive.iter().filter(|&&p| p).count();
+    if total == 0 {
+        return None;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut ap, mut last_recall) = (0usize, 0.0, 0.0);
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j < order.len() && scores[order[j]] == scores[order[i]] {
+            tp += usize::from(positive[order[j]]);
+            j += 1;
+        }
+        // `j` samples ranked so far, `tp` of them positive.
+        let recall = tp as f64 / total as f64;
+        ap += (recall - last_recall) * tp as f64 / j as f64;
+        last_recall = recall;
+        i = j;
+    }
+    Some(ap)
+}
+
+/// mAP of `scores` (`[n, classes]`, row-major) against multi-hot `targets`.
+pub fn multilabel_map(
+    scores: &[f32],
+    targets: &[Vec<bool>],
+    names: &[String],
+) -> MultiLabelMetrics {
+    let (n, c) = (targets.len(), names.len());
+    assert_eq!(scores.len(), n * c);
+    let keys = unique_names(names);
+    let mut per_class = BTreeMap::new();
+    let mut rates = Vec::new();
+    for k in 0..c {
+        let col: Vec<f32> = (0..n).map(|i| scores[i * c + k]).collect();
+        let pos: Vec<bool> = targets.iter().map(|t| t[k]).collect();
+        if let Some(ap) = average_precision(&col, &pos) {
+            per_class.insert(keys[k].clone(), ap);
+            rates.push(pos.iter().filter(|&&p| p).count() as f64 / n as f64);
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let aps: Vec<f64> = per_class.values().copied().collect();
+    MultiLabelMetrics {
+        mean_average_precision: mean(&aps),
+        samples: n,
+        classes: c,
+        classes_with_positives: aps.len(),
+        chance_map: mean(&rates),
+        per_class,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,6 +445,42 @@ mod tests {
         parts.add(&scores.narrow(0, 0, 13), &labels[..13]);
         parts.add(&scores.narrow(0, 13, 27), &labels[13..]);
         assert_eq!(one.finish(&names(7)), parts.finish(&names(7)));
+    }
+
+    #[test]
+    fn average_precision_matches_hand_computed_values() {
+        // Positives ranked 1st and 3rd: (1/1 + 2/3) / 2.
+        let ap = average_precision(&[0.9, 0.8, 0.7, 0.6], &[true, false, true, false]).unwrap();
+        assert!((ap - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
+        // A tie between a positive and a negative is one step at precision 1/2.
+        assert_eq!(average_precision(&[0.5, 0.5], &[true, false]), Some(0.5));
+        assert_eq!(average_precision(&[0.1, 0.2], &[false, false]), None);
+        // Two classes over three samples; class 2 has no positive and is left out of the mean.
+        // Class 0: positives at ranks 2, 3 → (1/2 + 2/3) / 2; class 1: rank 1 → 1.
+        let scores = [0.9f32, 0.1, 0.0, 0.5, 0.8, 0.0, 0.4, 0.3, 0.0];
+        let t = vec![
+            vec![false, false, false],
+            vec![true, true, false],
+            vec![true, false, false],
+        ];
+        let m = multilabel_map(&scores, &t, &names(3));
+        let c0 = (0.5 + 2.0 / 3.0) / 2.0;
+        assert!((m.per_class["c0"] - c0).abs() < 1e-12);
+        assert_eq!(m.per_class["c1"], 1.0);
+        assert!((m.mean_average_precision - (c0 + 1.0) / 2.0).abs() < 1e-12);
+        assert_eq!(m.classes_with_positives, 2);
+        assert!((m.chance_map - (2.0 / 3.0 + 1.0 / 3.0) / 2.0).abs() < 1e-12);
+        // A perfect ranking scores 1.
+        let perfect = multilabel_map(
+            &[1.0, 0.0, 0.0, 1.0],
+            &[vec![true, false], vec![false, true]],
+            &names(2),
+        );
+        assert_eq!(perfect.mean_average_precision, 1.0);
+        assert_eq!(
+            unique_names(&["a".into(), "b".into(), "a".into()]),
+            ["a", "b", "a (label 2)"]
+        );
     }
 
     #[test]

@@ -1,13 +1,19 @@
-//! Evaluation: zero-shot classification and image-text retrieval, standalone (`cliptrain
-//! eval`) and during training. Reuses the data layer (eval transform) and the model; never
+//! Evaluation: zero-shot classification (single- and multi-label), image-text retrieval and
+//! suites of them, standalone (`cliptrain eval`) and during training. Reads shards, ImageFolders
+//! and CLIP_benchmark folders; reuses the data layer (eval transform) and the model; never
 //! changes parameters.
+pub mod benchmark;
 pub mod features;
 pub mod metrics;
+pub mod multilabel;
+pub mod npy;
 pub mod plot;
 pub mod probe;
+pub mod prompts;
 pub mod report;
 pub mod retrieval;
 pub mod source;
+pub mod suite;
 pub mod zeroshot;
 
 use crate::config::{Config, EvalConfig, Precision};
@@ -19,11 +25,13 @@ use crate::model::ClipModel;
 use crate::precision::Autocast;
 use crate::text::TextTokenizer;
 use source::EvalImages;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
 
+pub use multilabel::MultiLabelReport;
 pub use retrieval::RetrievalReport;
+pub use suite::{Suite, SuiteResults};
 pub use zeroshot::{ZeroShotReport, ZeroShotTask};
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +115,7 @@ pub fn eval_images(cfg: &Config, batch_size: usize, workers: usize) -> EvalImage
 pub struct Evaluator {
     zeroshot: Option<ZeroShotTask>,
     retrieval: Option<String>,
+    suite: Option<Suite>,
     prep: EvalImages,
     pub every: u64,
 }
@@ -116,28 +125,40 @@ pub struct Evaluator {
 pub struct EvalResults {
     pub zeroshot: Option<ZeroShotReport>,
     pub retrieval: Option<RetrievalReport>,
+    /// `[eval] suite`: the suite and what each of its tasks gave.
+    pub suite: Option<(Suite, SuiteResults)>,
 }
 
 impl Evaluator {
     /// `None` when the config names no evaluation set.
     pub fn from_config(cfg: &Config) -> Result<Option<Self>, EvalError> {
         let e: &EvalConfig = &cfg.eval;
-        if e.zeroshot.is_empty() && e.retrieval.is_empty() {
+        if e.zeroshot.is_empty() && e.retrieval.is_empty() && e.suite.is_empty() {
             return Ok(None);
         }
         let opt_path = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+        let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
         let zeroshot = if e.zeroshot.is_empty() {
             None
         } else {
-            Some(ZeroShotTask::from_files(
+            Some(ZeroShotTask::resolve(
                 &e.zeroshot,
-                Path::new(&e.classnames),
-                opt_path(&e.templates).as_deref(),
+                "test",
+                opt(&e.classnames).as_deref(),
+                opt(&e.templates).as_deref(),
                 opt_path(&e.classes_subset).as_deref(),
             )?)
         };
+        if zeroshot.as_ref().is_some_and(ZeroShotTask::is_multilabel) {
+            return Err(EvalError::Input(format!(
+                "[eval] zeroshot = {:?} is a multilabel set; run it from a suite (eval.suite, a \
+                 task with kind = \"multilabel\"), which reports its mean average precision",
+                e.zeroshot
+            )));
+        }
+        let suite = opt_path(&e.suite).map(|p| Suite::load(&p)).transpose()?;
         for spec in [&e.zeroshot, &e.retrieval] {
-            if !spec.is_empty() && !Path::new(spec).is_dir() {
+            if !spec.is_empty() && !std::path::Path::new(spec).is_dir() {
                 crate::data::spec::parse_spec(spec)?;
             }
         }
@@ -145,6 +166,7 @@ impl Evaluator {
         Ok(Some(Self {
             zeroshot,
             retrieval: opt_path(&e.retrieval).map(|_| e.retrieval.clone()),
+            suite,
             prep: eval_images(cfg, e.batch_size, workers),
             every: e.every,
         }))
@@ -157,9 +179,13 @@ impl Evaluator {
                 None => None,
             },
             retrieval: match &self.retrieval {
-                Some(spec) => Some(retrieval::run(spec, enc, &self.prep)?),
+                Some(spec) => Some(retrieval::run(spec, "test", enc, &self.prep)?),
                 None => None,
             },
+            suite: self
+                .suite
+                .as_ref()
+                .map(|s| (s.clone(), s.run(enc, &self.prep))),
         })
     }
 }
@@ -195,6 +221,14 @@ impl EvalResults {
                     format!("retrieval_text_to_image_{}", k.replace('@', "_at_")),
                     *v,
                 );
+            }
+        }
+        // A failed task simply has no figures; its error was logged when it ran.
+        for (task, r) in self.suite.iter().flat_map(|(_, r)| r) {
+            if let Ok(f) = r {
+                for (metric, v, _) in &f.values {
+                    m.insert(suite::metric_name(task, metric), *v);
+                }
             }
         }
         m

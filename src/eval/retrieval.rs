@@ -1,11 +1,14 @@
 //! Image↔text retrieval over captioned shards: every image against every caption (several per
 //! image when the shards have them), Recall@1/5/10 in both directions.
+use super::benchmark::{BenchmarkSet, SetKind, is_benchmark_dir};
 use super::metrics::{RetrievalMetrics, retrieval_recall};
 use super::source::{EvalBatches, EvalImages, Want};
 use super::{Encoder, EvalError};
 use serde::Serialize;
+use std::path::Path;
 use tch::Tensor;
 
+/// A finished retrieval evaluation.
 #[derive(Debug, Clone, Serialize)]
 pub struct RetrievalReport {
     #[serde(flatten)]
@@ -14,8 +17,37 @@ pub struct RetrievalReport {
     pub skipped: crate::data::SkipCounts,
 }
 
-pub fn run(spec: &str, enc: &Encoder, prep: &EvalImages) -> Result<RetrievalReport, EvalError> {
-    let mut batches = EvalBatches::open(spec, Want::Captions, prep, &[], enc.tokenizer())?;
+/// Retrieval over `spec`: captioned shards, or the `split` of a CLIP_benchmark retrieval folder
+/// (captions one per line in `KEY.txt`).
+pub fn run(
+    spec: &str,
+    split: &str,
+    enc: &Encoder,
+    prep: &EvalImages,
+) -> Result<RetrievalReport, EvalError> {
+    let (mut batches, data) = if is_benchmark_dir(Path::new(spec)) {
+        let set = BenchmarkSet::open(Path::new(spec), split)?;
+        if set.kind != SetKind::Retrieval {
+            return Err(EvalError::Input(format!(
+                "{spec}: a {} set (dataset_type.txt is not \"retrieval\"); evaluate it with \
+                 `cliptrain eval zeroshot`",
+                if set.kind == SetKind::Multilabel {
+                    "multilabel"
+                } else {
+                    "classification"
+                }
+            )));
+        }
+        (
+            EvalBatches::benchmark(&set, Want::Captions, 0, prep)?,
+            set.describe(),
+        )
+    } else {
+        (
+            EvalBatches::open(spec, Want::Captions, prep, &[], enc.tokenizer())?,
+            spec.to_string(),
+        )
+    };
     let (mut images, mut captions, mut owner) = (Vec::new(), Vec::new(), Vec::new());
     let mut n_images = 0usize;
     let pixels = prep.pixel_norm(enc.device);
@@ -29,7 +61,7 @@ pub fn run(spec: &str, enc: &Encoder, prep: &EvalImages) -> Result<RetrievalRepo
     }
     if n_images == 0 {
         return Err(EvalError::Input(format!(
-            "{spec}: no usable captioned sample (skipped: {})",
+            "{data}: no usable captioned sample (skipped: {})",
             batches.skipped()
         )));
     }
@@ -37,7 +69,7 @@ pub fn run(spec: &str, enc: &Encoder, prep: &EvalImages) -> Result<RetrievalRepo
     let texts = enc.texts(&captions)?;
     Ok(RetrievalReport {
         metrics: retrieval_recall(&images, &texts, &owner),
-        data: spec.to_string(),
+        data,
         skipped: batches.skipped().clone(),
     })
 }

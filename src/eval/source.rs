@@ -1,6 +1,8 @@
 //! Where evaluation images come from: WebDataset shards (read once, in order, through the
-//! training data layer with the eval transform) or an ImageFolder tree `DIR/<class>/*`.
+//! training data layer with the eval transform), an ImageFolder tree `DIR/<class>/*`, or a
+//! CLIP_benchmark folder (see [`super::benchmark`]).
 use super::EvalError;
+use super::benchmark::{BenchmarkBatches, BenchmarkSet, is_benchmark_dir};
 use crate::data::buffers::HostMemory;
 use crate::data::loader::{Loader, LoaderOptions, Tokenize};
 use crate::data::pixels::{PixelNorm, hwc_to_chw};
@@ -30,7 +32,7 @@ pub struct EvalImages {
 
 impl EvalImages {
     /// CLIP's eval transform at the model's size: shorter side resized, center crop.
-    fn transform(&self) -> ImageTransform {
+    pub(crate) fn transform(&self) -> ImageTransform {
         ImageTransform {
             size: self.size,
             augment: Augment::Eval,
@@ -55,12 +57,15 @@ pub struct EvalBatch {
     pub labels: Vec<i64>,
     /// Every caption of each sample (retrieval sets).
     pub captions: Vec<Vec<String>>,
+    /// One flag per class for each sample (multilabel sets).
+    pub multi_hot: Vec<Vec<bool>>,
 }
 
 /// Batches from shards or a folder, and what was skipped on the way.
 pub enum EvalBatches {
     Shards { loader: Loader, skipped: SkipCounts },
     Folder(FolderBatches),
+    Benchmark(BenchmarkBatches),
 }
 
 /// What the evaluation needs from each sample.
@@ -72,10 +77,26 @@ pub enum Want {
     Captions,
     /// Nothing but the image (embedding a collection).
     Images,
+    /// A set of classes per sample (CLIP_benchmark multilabel sets only).
+    MultiLabels,
 }
 
 impl EvalBatches {
-    /// `spec` is a directory (ImageFolder, labels from `classnames`) or a shard spec.
+    /// The samples of one split of a CLIP_benchmark folder; `classes` is the width of
+    /// multilabel vectors.
+    pub fn benchmark(
+        set: &BenchmarkSet,
+        want: Want,
+        classes: usize,
+        prep: &EvalImages,
+    ) -> Result<Self, EvalError> {
+        Ok(Self::Benchmark(BenchmarkBatches::new(
+            set, want, classes, prep,
+        )?))
+    }
+
+    /// `spec` is a directory (CLIP_benchmark folder, its `test` split; or an ImageFolder,
+    /// labels from `classnames`) or a shard spec.
     pub fn open(
         spec: &str,
         want: Want,
@@ -83,9 +104,19 @@ impl EvalBatches {
         classnames: &[String],
         tokenizer: Arc<dyn Tokenize>,
     ) -> Result<Self, EvalError> {
+        if is_benchmark_dir(Path::new(spec)) {
+            let set = BenchmarkSet::open(Path::new(spec), "test")?;
+            return Self::benchmark(&set, want, classnames.len(), prep);
+        }
         if Path::new(spec).is_dir() {
             match want {
                 Want::Labels => {}
+                Want::MultiLabels => {
+                    return Err(EvalError::Input(format!(
+                        "{spec} is an ImageFolder; multilabel sets are read from CLIP_benchmark \
+                         folders (dataset_type.txt = multilabel)"
+                    )));
+                }
                 Want::Captions => {
                     return Err(EvalError::Input(format!(
                         "{spec} is a folder; retrieval needs captioned shards (KEY.jpg + KEY.txt), \
@@ -104,6 +135,12 @@ impl EvalBatches {
                 classnames,
                 prep,
             )?));
+        }
+        if want == Want::MultiLabels {
+            return Err(EvalError::Input(format!(
+                "{spec}: multilabel sets are read from CLIP_benchmark folders (DIR with \
+                 dataset_type.txt = multilabel and DIR/test/nshards.txt), not from a shard list"
+            )));
         }
         let shards = parse_spec(spec)?;
         let stream = ShardStream::new(
@@ -149,9 +186,11 @@ impl EvalBatches {
                     keys: b.keys,
                     labels: b.labels.unwrap_or_default(),
                     captions: b.caption_sets.unwrap_or_default(),
+                    multi_hot: Vec::new(),
                 }))
             }
             Self::Folder(f) => f.next_batch(),
+            Self::Benchmark(b) => b.next_batch(),
         }
     }
 
@@ -160,6 +199,7 @@ impl EvalBatches {
         match self {
             Self::Shards { skipped, .. } => skipped,
             Self::Folder(f) => &f.skipped,
+            Self::Benchmark(b) => &b.skipped,
         }
     }
 }
@@ -184,6 +224,13 @@ impl FolderBatches {
             .filter(|p| p.is_dir())
             .collect();
         class_dirs.sort();
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = classnames.iter().find(|c| !seen.insert(c.as_str())) {
+            return Err(EvalError::Input(format!(
+                "class \"{dup}\" appears twice in the class names; an ImageFolder labels images by \
+                 folder name, so each class must be listed once"
+            )));
+        }
         let mut files = Vec::new();
         let mut unknown = Vec::new();
         for class_dir in &class_dirs {
@@ -281,6 +328,7 @@ impl FolderBatches {
                 keys,
                 labels,
                 captions: Vec::new(),
+                multi_hot: Vec::new(),
             }));
         }
     }

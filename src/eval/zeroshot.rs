@@ -1,9 +1,10 @@
 //! Zero-shot classification as in the CLIP paper: each class's prompt embeddings (one per
 //! template) are normalised, averaged and renormalised into a classifier row; images are
 //! scored by cosine similarity against every row.
+use super::benchmark::{BenchmarkSet, SetKind, is_benchmark_dir};
 use super::metrics::{LabelGroup, ZeroShotMetrics, ZeroShotTally};
 use super::source::{EvalBatches, EvalImages, Want};
-use super::{Encoder, EvalError};
+use super::{Encoder, EvalError, prompts};
 use serde::Serialize;
 use std::path::Path;
 use tch::Tensor;
@@ -26,6 +27,8 @@ pub struct ZeroShotTask {
     pub templates: Vec<String>,
     /// Classes of the subset file; reported as "seen", the rest as "held_out".
     pub subset: Option<Vec<usize>>,
+    /// The CLIP_benchmark split `data` names, when it is such a folder.
+    pub bench: Option<BenchmarkSet>,
 }
 
 /// A finished zero-shot evaluation.
@@ -39,37 +42,73 @@ pub struct ZeroShotReport {
 }
 
 impl ZeroShotTask {
-    /// Reads the class, template and subset files (`templates`/`subset` may be empty).
-    pub fn from_files(
+    /// The task on `data` (shards, an ImageFolder or a CLIP_benchmark folder, whose `split` is
+    /// read). Class names and templates are `builtin:NAME` or files; when not given they come
+    /// from a CLIP_benchmark folder's own files, and templates fall back to our generic set.
+    pub fn resolve(
         data: &str,
-        classnames: &Path,
-        templates: Option<&Path>,
+        split: &str,
+        classnames: Option<&str>,
+        templates: Option<&str>,
         subset: Option<&Path>,
     ) -> Result<Self, EvalError> {
-        let classnames = read_lines(classnames, "class name")?;
-        let mut seen = std::collections::HashSet::new();
-        if let Some(dup) = classnames.iter().find(|c| !seen.insert(c.as_str())) {
-            return Err(EvalError::Input(format!(
-                "class \"{dup}\" appears twice in the classnames file; labels index its lines, so each class must be listed once"
-            )));
-        }
-        let templates = match templates {
-            Some(p) => {
-                let t = read_lines(p, "template")?;
-                if let Some((i, bad)) = t.iter().enumerate().find(|(_, t)| !t.contains("{}")) {
+        let bench = if is_benchmark_dir(Path::new(data)) {
+            let set = BenchmarkSet::open(Path::new(data), split)?;
+            if set.kind == SetKind::Retrieval {
+                return Err(EvalError::Input(format!(
+                    "{data}: dataset_type.txt says retrieval; evaluate it with `cliptrain eval \
+                     retrieval` (or kind = \"retrieval\" in a suite)"
+                )));
+            }
+            Some(set)
+        } else {
+            None
+        };
+        let classnames = match (classnames, &bench) {
+            (Some(spec), _) => prompts::classnames(spec)?,
+            (
+                None,
+                Some(BenchmarkSet {
+                    classnames: Some(c),
+                    ..
+                }),
+            ) => c.clone(),
+            (None, Some(set)) => {
+                return Err(EvalError::Input(format!(
+                    "{} has no classnames.txt; give class names (a file or builtin:NAME, see \
+                     `cliptrain eval builtins`)",
+                    set.root.display()
+                )));
+            }
+            (None, None) if Path::new(data).is_dir() => {
+                return Err(EvalError::Input(format!(
+                    "{data}: give class names (a file, one per line, or builtin:NAME); only \
+                     CLIP_benchmark folders bring their own"
+                )));
+            }
+            (None, None) => {
+                return Err(EvalError::Input(format!(
+                    "{data}: not a folder; a CLIP_benchmark folder or ImageFolder must exist, and \
+                     shards need class names (a file or builtin:NAME)"
+                )));
+            }
+        };
+        let templates = match (templates, bench.as_ref().and_then(|b| b.templates.as_ref())) {
+            (Some(spec), _) => prompts::templates(spec)?,
+            (None, Some(t)) => {
+                if let Some(bad) = t.iter().find(|t| !t.contains("{}")) {
                     return Err(EvalError::Input(format!(
-                        "{} line {}: template \"{bad}\" has no {{}} where the class name goes",
-                        p.display(),
-                        i + 1
+                        "{data}/zeroshot_classification_templates.txt: template \"{bad}\" has no \
+                         {{c}} where the class name goes"
                     )));
                 }
-                t
+                t.clone()
             }
-            None => DEFAULT_TEMPLATES.map(String::from).to_vec(),
+            (None, None) => DEFAULT_TEMPLATES.map(String::from).to_vec(),
         };
         let subset = match subset {
             Some(p) => {
-                let names = read_lines(p, "class name")?;
+                let names = prompts::read_lines(p, "class name")?;
                 let mut idx = Vec::new();
                 for name in names {
                     let i = classnames.iter().position(|c| *c == name).ok_or_else(|| {
@@ -85,11 +124,36 @@ impl ZeroShotTask {
             None => None,
         };
         Ok(Self {
-            data: data.to_string(),
+            data: bench
+                .as_ref()
+                .map(BenchmarkSet::describe)
+                .unwrap_or_else(|| data.to_string()),
             classnames,
             templates,
             subset,
+            bench,
         })
+    }
+
+    /// Whether the set's samples carry several labels each (`dataset_type.txt` = multilabel):
+    /// such a set is scored with [`ZeroShotTask::run_multilabel`].
+    pub fn is_multilabel(&self) -> bool {
+        self.bench
+            .as_ref()
+            .is_some_and(|b| b.kind == SetKind::Multilabel)
+    }
+
+    /// The batches of this task's data.
+    pub(crate) fn batches(
+        &self,
+        want: Want,
+        enc: &Encoder,
+        prep: &EvalImages,
+    ) -> Result<EvalBatches, EvalError> {
+        match &self.bench {
+            Some(set) => EvalBatches::benchmark(set, want, self.classnames.len(), prep),
+            None => EvalBatches::open(&self.data, want, prep, &self.classnames, enc.tokenizer()),
+        }
     }
 
     fn groups(&self) -> Vec<LabelGroup> {
@@ -130,13 +194,14 @@ impl ZeroShotTask {
     pub fn run(&self, enc: &Encoder, prep: &EvalImages) -> Result<ZeroShotReport, EvalError> {
         let classifier = self.classifier(enc)?;
         let c = self.classnames.len();
-        let mut batches = EvalBatches::open(
-            &self.data,
-            Want::Labels,
-            prep,
-            &self.classnames,
-            enc.tokenizer(),
-        )?;
+        if self.is_multilabel() {
+            return Err(EvalError::Input(format!(
+                "{}: dataset_type.txt says multilabel; it is scored by mean average precision \
+                 (`cliptrain eval zeroshot` does so itself, a suite needs kind = \"multilabel\")",
+                self.data
+            )));
+        }
+        let mut batches = self.batches(Want::Labels, enc, prep)?;
         let mut tally = ZeroShotTally::new(c, self.groups());
         let pixels = prep.pixel_norm(enc.device);
         while let Some(b) = batches.next_batch()? {
@@ -171,26 +236,4 @@ impl ZeroShotTask {
             skipped: batches.skipped().clone(),
         })
     }
-}
-
-/// Non-empty trimmed lines; a blank line in the middle is an error because line numbers are
-/// class indices.
-fn read_lines(path: &Path, what: &str) -> Result<Vec<String>, EvalError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| EvalError::Input(format!("reading {}: {e}", path.display())))?;
-    let lines: Vec<&str> = text.trim_end().lines().collect();
-    if let Some(i) = lines.iter().position(|l| l.trim().is_empty()) {
-        return Err(EvalError::Input(format!(
-            "{} line {}: empty; put one {what} per line with no blank lines",
-            path.display(),
-            i + 1
-        )));
-    }
-    if lines.is_empty() {
-        return Err(EvalError::Input(format!(
-            "{} is empty: it needs one {what} per line",
-            path.display()
-        )));
-    }
-    Ok(lines.iter().map(|l| l.trim().to_string()).collect())
 }
