@@ -37,7 +37,8 @@ pub struct StreamOptions {
 
 /// Where a sample came from: the shard read (epoch, cursor) and its index inside that shard.
 /// A sample drained from a [`CarryUnit`] after an elastic resume has `carried` set, and then
-/// `cursor` indexes the stream's carry list instead of its own shard reads.
+/// `cursor` indexes the stream's carry list instead of its own shard reads (`epoch` is the
+/// unit's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SamplePos {
     pub epoch: u64,
@@ -49,8 +50,11 @@ pub struct SamplePos {
 
 /// A run of samples of one shard handed to this rank by an elastic resume: samples `from..to`
 /// (by index in the shard, skipped ones counted) of `shards[shard]`; `to: None` = to its end.
+/// `epoch` is the epoch they belong to (their samples' [`SamplePos::epoch`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CarryUnit {
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
     pub shard: usize,
     pub from: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -367,7 +371,7 @@ impl ShardStream {
             }
             let carried = self.reading_carry();
             let (epoch, cursor) = if carried {
-                (0, self.carry_next as u64)
+                (self.carry[self.carry_next].epoch, self.carry_next as u64)
             } else {
                 (self.epoch, self.cursor)
             };

@@ -28,11 +28,19 @@ struct Owed {
 
 impl ShardStream {
     fn owed(&self) -> Owed {
-        let unit = |shard, from, to| CarryUnit { shard, from, to };
+        let unit = |epoch, shard, from, to| CarryUnit {
+            epoch,
+            shard,
+            from,
+            to,
+        };
         let buffered = self
             .buffer
             .iter()
-            .map(|(p, _, _)| unit(self.shard_index_of(p), p.offset, Some(p.offset + 1)))
+            .map(|(p, _, _)| {
+                let shard = self.shard_index_of(p);
+                unit(p.epoch, shard, p.offset, Some(p.offset + 1))
+            })
             .collect();
         let mut partial = vec![];
         let (epoch, mut cursor) = (self.epoch, self.cursor);
@@ -45,7 +53,7 @@ impl ShardStream {
             partial.extend(rest);
             unstarted = epoch;
         } else if let Some(open) = &self.current {
-            partial.push(unit(self.shard_index(epoch, cursor), open.offset, None));
+            partial.push(unit(epoch, self.shard_index(epoch, cursor), open.offset, None));
             cursor += 1;
             unstarted = epoch + 1;
         } else {
@@ -121,7 +129,7 @@ pub fn resize(
                 while epoch < until {
                     while cursor < per_epoch {
                         let shard = then.shard_index(epoch, cursor);
-                        whole.push(((epoch, cursor, rank), shard));
+                        whole.push((epoch, cursor, rank, shard));
                         cursor += 1;
                     }
                     epoch += 1;
@@ -130,7 +138,8 @@ pub fn resize(
             }
             // The global order the old ranks read them in: by epoch, then read, then rank.
             whole.sort();
-            pool.extend(whole.into_iter().map(|(_, shard)| CarryUnit {
+            pool.extend(whole.into_iter().map(|(epoch, _, _, shard)| CarryUnit {
+                epoch,
                 shard,
                 from: 0,
                 to: None,
