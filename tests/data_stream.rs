@@ -702,10 +702,20 @@ fn a_three_to_one_mixture_draws_three_quarters_from_the_first_source_and_resumes
     let keys: Vec<&String> = reference.iter().flat_map(|b| &b.keys).collect();
     let from_a = keys.iter().filter(|k| k.starts_with('a')).count();
     let share = from_a as f64 / keys.len() as f64;
-    eprintln!("{from_a} of {} samples from source a ({share:.3})", keys.len());
-    assert!((share - 0.75).abs() <= 0.03, "share of the first source {share}");
+    eprintln!(
+        "{from_a} of {} samples from source a ({share:.3})",
+        keys.len()
+    );
+    assert!(
+        (share - 0.75).abs() <= 0.03,
+        "share of the first source {share}"
+    );
     // Both sources are interleaved, not taken in runs.
-    assert!(reference[..4].iter().any(|b| b.keys.iter().any(|k| k.starts_with('b'))));
+    assert!(
+        reference[..4]
+            .iter()
+            .any(|b| b.keys.iter().any(|k| k.starts_with('b')))
+    );
 
     // Stopped after batch 13 and resumed (through JSON, as a checkpoint would) ...
     let json = serde_json::to_string(&reference[12].state).unwrap();
@@ -715,7 +725,11 @@ fn a_three_to_one_mixture_draws_three_quarters_from_the_first_source_and_resumes
     for (i, b) in resumed.iter().enumerate() {
         let r = &reference[13 + i];
         assert_eq!(b.keys, r.keys, "batch {}", 13 + i);
-        assert!(b.images.equal(&r.images), "augmentation of batch {}", 13 + i);
+        assert!(
+            b.images.equal(&r.images),
+            "augmentation of batch {}",
+            13 + i
+        );
     }
     // ... but not as a single stream, nor with other weights.
     let single = Sources::Single(prefixed_shards(dir.path(), "c", 2, 3));
@@ -736,7 +750,12 @@ fn sample(stream: &mut ShardStream) -> StreamSample {
 
 /// Streams of a job of `world` ranks continuing `old` (the states of every old rank), each
 /// through a JSON round trip as a checkpoint would.
-fn resized(shards: &[Shard], o: &StreamOptions, old: &[StreamState], world: usize) -> Vec<ShardStream> {
+fn resized(
+    shards: &[Shard],
+    o: &StreamOptions,
+    old: &[StreamState],
+    world: usize,
+) -> Vec<ShardStream> {
     (0..world)
         .map(|rank| {
             let o = StreamOptions {
@@ -744,7 +763,8 @@ fn resized(shards: &[Shard], o: &StreamOptions, old: &[StreamState], world: usiz
                 world_size: world,
                 ..o.clone()
             };
-            let state = SampleStream::resized(&Sources::Single(shards.to_vec()), &o, old, 9).unwrap();
+            let state =
+                SampleStream::resized(&Sources::Single(shards.to_vec()), &o, old, 9).unwrap();
             let state: StreamState =
                 serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
             ShardStream::restore(shards.to_vec(), o, &state).unwrap()
@@ -767,7 +787,8 @@ fn an_elastic_resume_reads_the_rest_of_the_epoch_exactly_once() {
         let case = format!("{from} -> {to} -> {again} ranks, {cut} samples each first");
         // (key, epoch) of every sample read, by whichever rank of whichever job.
         let mut seen: BTreeMap<(String, u64), u32> = BTreeMap::new();
-        let mut note = |s: &StreamSample| *seen.entry((s.raw.key.clone(), s.pos.epoch)).or_default() += 1;
+        let mut note =
+            |s: &StreamSample| *seen.entry((s.raw.key.clone(), s.pos.epoch)).or_default() += 1;
         let old: Vec<StreamState> = (0..from)
             .map(|rank| {
                 let mut s = ShardStream::new(
@@ -817,7 +838,10 @@ fn an_elastic_resume_reads_the_rest_of_the_epoch_exactly_once() {
             // After the drain, the rank goes on with an epoch after every one it drained (the
             // next one, or the one after when the middle job had started reading it).
             let first = *own_epochs.first().expect("the drain ends");
-            assert!(first == 1 || first == 2, "{case}: continues at epoch {first}");
+            assert!(
+                first == 1 || first == 2,
+                "{case}: continues at epoch {first}"
+            );
             assert!(own_epochs.iter().all(|e| *e >= first), "{case}");
         }
         for key in &all {
@@ -860,6 +884,8 @@ fn an_elastic_resume_in_resampled_mode_re_derives_each_rank_deterministically() 
     // A changed seed is still refused.
     let other = opts(Order::Resampled, 4, 6);
     let single = Sources::Single(shards.clone());
-    let err = SampleStream::resized(&single, &other, &old, 9).err().unwrap();
+    let err = SampleStream::resized(&single, &other, &old, 9)
+        .err()
+        .unwrap();
     assert!(matches!(err, DataError::Resume(_)), "{err}");
 }

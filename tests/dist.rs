@@ -220,7 +220,10 @@ fn epoch_keys(run: &Path) -> Vec<String> {
             step.extend(keys.map(|k| k.as_str().unwrap().to_string()));
         }
     }
-    assert_eq!(by_step.keys().copied().collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+    assert_eq!(
+        by_step.keys().copied().collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
     assert!(by_step.values().all(|k| k.len() == 8), "{by_step:?}");
     let mut all: Vec<String> = by_step.into_values().flatten().collect();
     all.sort();
@@ -246,29 +249,62 @@ fn a_job_resumed_with_another_number_of_processes_reads_every_sample_of_the_epoc
     single(&["--set", "run.name=one"]);
     let one = epoch_keys(&runs.join("one"));
     let distinct: std::collections::BTreeSet<&String> = one.iter().collect();
-    assert_eq!(distinct.len(), 80, "the uninterrupted run reads each sample once");
+    assert_eq!(
+        distinct.len(),
+        80,
+        "the uninterrupted run reads each sample once"
+    );
 
-    launch2(d, &[&keys[..], &["--set", "run.name=shrink", "--stop-at-step", "5"]].concat());
+    launch2(
+        d,
+        &[
+            &keys[..],
+            &["--set", "run.name=shrink", "--stop-at-step", "5"],
+        ]
+        .concat(),
+    );
     let out = single(&["--set", "run.name=shrink", "--resume", "auto"]);
     assert!(out.contains("steps 5..10"), "{out}");
-    assert_eq!(epoch_keys(&runs.join("shrink")), one, "2 ranks -> 1 process");
+    assert_eq!(
+        epoch_keys(&runs.join("shrink")),
+        one,
+        "2 ranks -> 1 process"
+    );
 
     single(&["--set", "run.name=grow", "--stop-at-step", "5"]);
-    launch2(d, &[&keys[..], &["--set", "run.name=grow", "--resume", "auto"]].concat());
+    launch2(
+        d,
+        &[&keys[..], &["--set", "run.name=grow", "--resume", "auto"]].concat(),
+    );
     assert_eq!(epoch_keys(&runs.join("grow")), one, "1 process -> 2 ranks");
 
     // The global batch must still split evenly over the new number of processes.
     let port = free_port().to_string();
     let out = cliptrain(
         &[
-            "launch", "--nproc-per-node", "3", "--master-port", &port, "--", "train", "--config",
-            "tiny.toml", "--set", "run.name=grow", "--resume", "auto",
+            "launch",
+            "--nproc-per-node",
+            "3",
+            "--master-port",
+            &port,
+            "--",
+            "train",
+            "--config",
+            "tiny.toml",
+            "--set",
+            "run.name=grow",
+            "--resume",
+            "auto",
         ],
         d,
     );
     assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("optim.batch_size = 8 must be divisible"), "{text}");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("optim.batch_size = 8 must be divisible"),
+        "{text}"
+    );
 }
 
 /// Kills `child` if a test fails before it has ended.

@@ -6,9 +6,9 @@ use cliptrain::config::{DataConfig, DataMode, OptimConfig};
 use cliptrain::data::buffers::HostMemory;
 use cliptrain::data::inspect::inspect;
 use cliptrain::data::loader::{Loader, LoaderOptions};
+use cliptrain::data::mixture::{SampleStream, Source, Sources};
 use cliptrain::data::sample::SampleKeys;
 use cliptrain::data::spec::parse_spec;
-use cliptrain::data::mixture::{SampleStream, Source, Sources};
 use cliptrain::data::stream::{Order, StreamOptions};
 use cliptrain::data::transform::{Augment, ImageTransform};
 use cliptrain::model::{ClipModel, no_weight_decay};
@@ -108,7 +108,8 @@ fn data(args: DataBenchArgs) -> anyhow::Result<()> {
         (None, Some(_)) if !d.tokenizer.is_empty() => PathBuf::from(&d.tokenizer),
         (None, cfg) => anyhow::bail!(
             "{}: data.tokenizer is empty; pass --tokenizer",
-            cfg.as_ref().map_or("the config".into(), |p| p.display().to_string())
+            cfg.as_ref()
+                .map_or("the config".into(), |p| p.display().to_string())
         ),
     };
     let tokenizer = Arc::new(TextTokenizer::from_file(&tok_path, args.context_length)?);

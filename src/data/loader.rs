@@ -6,9 +6,9 @@
 //! A batch is exactly the next `batch_size` usable samples of the stream, and carries the stream
 //! state right after them: saving that state with a checkpoint resumes at the next batch.
 use super::buffers::{BatchBuffers, HostMemory};
+use super::mixture::SampleStream;
 use super::pixels::Slots;
 use super::sample::{SampleKeys, caption_of, captions_of, image_of, label_of};
-use super::mixture::SampleStream;
 use super::stream::{StreamSample, StreamState};
 use super::transform::ImageTransform;
 use super::{DataError, SkipCounts, SkipReason};

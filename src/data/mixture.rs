@@ -168,8 +168,7 @@ impl MixedStream {
                     seed: mix(opts.seed, 0x50_C5E, i as u64),
                     ..opts.clone()
                 };
-                ShardStream::new(s.shards.clone(), o)
-                    .map_err(|e| named(&s.name, i, e))
+                ShardStream::new(s.shards.clone(), o).map_err(|e| named(&s.name, i, e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut text: String = streams.iter().map(|s| s.state().fingerprint).collect();

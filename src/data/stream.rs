@@ -327,11 +327,8 @@ impl ShardStream {
         let j = if self.opts.shuffle_buffer <= 1 {
             0
         } else {
-            (mix(
-                self.seed(),
-                0x5_4FF1E ^ self.opts.rank as u64,
-                self.emitted,
-            ) % self.buffer.len() as u64) as usize
+            (mix(self.seed(), 0x5_4FF1E ^ self.opts.rank as u64, self.emitted)
+                % self.buffer.len() as u64) as usize
         };
         let (pos, shard, raw) = if self.opts.shuffle_buffer <= 1 {
             self.buffer.remove(j)
@@ -578,10 +575,7 @@ impl ShardStream {
                 match reader.next_event() {
                     Some(TarEvent::Sample(raw)) => {
                         if offsets.contains(&offset) {
-                            found.insert(
-                                SamplePos { offset, ..pos },
-                                (shard.url(), raw),
-                            );
+                            found.insert(SamplePos { offset, ..pos }, (shard.url(), raw));
                         }
                         offset += 1;
                     }

@@ -53,7 +53,12 @@ impl ShardStream {
             partial.extend(rest);
             unstarted = epoch;
         } else if let Some(open) = &self.current {
-            partial.push(unit(epoch, self.shard_index(epoch, cursor), open.offset, None));
+            partial.push(unit(
+                epoch,
+                self.shard_index(epoch, cursor),
+                open.offset,
+                None,
+            ));
             cursor += 1;
             unstarted = epoch + 1;
         } else {
@@ -99,8 +104,7 @@ pub fn resize(
     match opts.order {
         Order::Resampled => {
             for (rank, s) in old.iter().enumerate() {
-                if ShardStream::new(shards.to_vec(), old_opts(rank))?.fingerprint != s.fingerprint
-                {
+                if ShardStream::new(shards.to_vec(), old_opts(rank))?.fingerprint != s.fingerprint {
                     return Err(changed());
                 }
             }
@@ -111,11 +115,12 @@ pub fn resize(
             // One old stream at a time: each holds its shuffle buffer's samples in memory.
             let mut owed = Vec::with_capacity(old.len());
             for (rank, s) in old.iter().enumerate() {
-                let stream = ShardStream::restore(shards.to_vec(), old_opts(rank), s)
-                    .map_err(|e| match e {
+                let stream = ShardStream::restore(shards.to_vec(), old_opts(rank), s).map_err(
+                    |e| match e {
                         DataError::Resume(_) => changed(),
                         e => e,
-                    })?;
+                    },
+                )?;
                 owed.push(stream.owed());
             }
             let until = owed.iter().map(|o| o.unstarted).max().unwrap_or(0);
