@@ -8,7 +8,9 @@
 //! interleaves the sources irregularly. The state is the draw counter plus each source's own
 //! [`StreamState`], so a mixture resumes exactly like a single stream.
 use super::spec::Shard;
-use super::stream::{Order, ShardStream, StreamOptions, StreamSample, StreamState, mix, resize};
+use super::stream::{
+    Order, ShardStream, StreamOptions, StreamSample, StreamState, mix, resize, salted,
+};
 use super::{DataError, SkipCounts};
 
 /// One source of a mixture: its shards and its weight (> 0).
@@ -28,13 +30,13 @@ pub enum Sources {
 
 /// A stream of samples, from one shard list or a mixture; what the loader pulls from.
 pub enum SampleStream {
-    Single(ShardStream),
+    Single(Box<ShardStream>),
     Mixture(MixedStream),
 }
 
 impl From<ShardStream> for SampleStream {
     fn from(s: ShardStream) -> Self {
-        SampleStream::Single(s)
+        SampleStream::Single(Box::new(s))
     }
 }
 
@@ -108,7 +110,7 @@ impl SampleStream {
     /// See [`ShardStream::limit_buffer_bytes`]; a mixture's sources share `bytes` evenly.
     pub fn limit_buffer_bytes(self, bytes: u64) -> Self {
         match self {
-            SampleStream::Single(s) => s.limit_buffer_bytes(bytes).into(),
+            SampleStream::Single(s) => (*s).limit_buffer_bytes(bytes).into(),
             SampleStream::Mixture(mut m) => {
                 let each = bytes / m.sources.len() as u64;
                 m.sources = m
@@ -276,10 +278,7 @@ impl MixedStream {
 
     /// The source of the next draw.
     fn pick(&self) -> usize {
-        let seed = match self.salt {
-            0 => self.seed,
-            salt => mix(self.seed, 0xE1A5_71C, salt),
-        };
+        let seed = salted(self.seed, self.salt);
         let start = mix(seed, 0x313D ^ self.rank << 20, 0);
         let x = start.wrapping_add(self.drawn.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let u = (x >> 11) as f64 / (1u64 << 53) as f64;

@@ -188,10 +188,7 @@ impl ShardStream {
 
     /// The seed every draw derives from: the configured one, re-derived after a salt.
     fn seed(&self) -> u64 {
-        match self.salt {
-            0 => self.opts.seed,
-            salt => mix(self.opts.seed, 0xE1A5_71C, salt),
-        }
+        salted(self.opts.seed, self.salt)
     }
 
     /// Whether the stream is still draining carried-over samples.
@@ -611,6 +608,14 @@ fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
         order.swap(i, j);
     }
     order
+}
+
+/// `seed` re-derived with `salt` (see [`StreamState::salt`]); `seed` itself for salt 0.
+pub(super) fn salted(seed: u64, salt: u64) -> u64 {
+    match salt {
+        0 => seed,
+        salt => mix(seed, 0x0E1A_571C, salt),
+    }
 }
 
 /// A stateless 64-bit hash of three words (splitmix64 finalizer rounds).
