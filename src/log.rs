@@ -250,6 +250,37 @@ impl MetricsLog {
 
 /// Rewrites `path` (through a temporary file and a rename) without the rows of steps after
 /// `step` and without a line cut short by a killed process; returns how many rows went.
+/// `log.sample_keys`: one rank's sample keys per step, one JSON line per step
+/// (`{"step": 12, "rank": 0, "keys": [...]}`) in `sample_keys.rank<R>.jsonl`. A resumed run
+/// drops the rows after its checkpoint's step, as `metrics.jsonl` does.
+pub struct SampleKeysLog {
+    file: std::fs::File,
+    path: PathBuf,
+    rank: usize,
+}
+
+impl SampleKeysLog {
+    pub fn open(run_dir: &Path, rank: usize, start_step: u64) -> std::io::Result<Self> {
+        std::fs::create_dir_all(run_dir)?;
+        let path = run_dir.join(format!("sample_keys.rank{rank}.jsonl"));
+        keep_rows_up_to(&path, start_step)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        Ok(Self { file, path, rank })
+    }
+
+    /// Appends the keys of this rank's samples of `step`; a failed write is logged and does not
+    /// stop training (the record is an audit aid, not part of the run).
+    pub fn record(&mut self, step: u64, keys: &[String]) {
+        let row = serde_json::json!({"step": step, "rank": self.rank, "keys": keys});
+        if let Err(e) = writeln!(self.file, "{row}") {
+            tracing::warn!("cannot write {}: {e}", self.path.display());
+        }
+    }
+}
+
 fn keep_rows_up_to(path: &Path, step: u64) -> std::io::Result<usize> {
     let text = match std::fs::read_to_string(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
@@ -266,7 +297,8 @@ fn keep_rows_up_to(path: &Path, step: u64) -> std::io::Result<usize> {
     if dropped == 0 && (text.is_empty() || text.ends_with('\n')) {
         return Ok(0);
     }
-    let tmp = path.with_file_name(".tmp-metrics.jsonl");
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".tmp-{name}"));
     let mut file = std::fs::File::create(&tmp)?;
     for line in kept {
         writeln!(file, "{line}")?;

@@ -604,3 +604,46 @@ fn finetune_rules() {
     assert_eq!(c.finetune.logit_scale, config::LogitScaleMode::Reset);
     assert_eq!(c.model.init_from, "runs/x");
 }
+
+#[test]
+fn a_bad_mixture_of_sources_is_explained_one_line_each() {
+    let mixture = r#"
+[data]
+train = "data/a-{000000..000003}.tar"
+[[data.sources]]
+name = "web"
+train = "data/web-{000000..000009}.tar"
+weight = 3
+[[data.sources]]
+name = "web"
+train = ""
+weight = 0
+"#;
+    let p = problems(mixture, &[]);
+    for want in [
+        "data.train = \"data/a-{000000..000003}.tar\" must be empty when data.sources is set",
+        "data.mode = \"epoch\" must be \"resampled\" when data.sources is set",
+        "data.sources[1].train = \"\" must name the source's shards",
+        "data.sources[1].weight = 0 must be a finite number > 0",
+        "data.sources[1].name = \"web\" must differ from the other sources' names",
+    ] {
+        assert!(p.iter().any(|l| l.starts_with(want)), "{want}\nin {p:#?}");
+    }
+    assert!(p.iter().all(|l| !l.contains('\n')), "{p:#?}");
+    assert_eq!(p.len(), 5, "{p:#?}");
+    // A valid mixture: weights default to 1.
+    let c = ok(
+        r#"
+[data]
+mode = "resampled"
+[[data.sources]]
+train = "a.tar"
+[[data.sources]]
+train = "b.tar"
+weight = 0.5
+"#,
+        &[],
+    );
+    assert_eq!(c.data.sources[0].weight, 1.0);
+    assert_eq!(c.data.sources[1].weight, 0.5);
+}

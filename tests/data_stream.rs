@@ -3,13 +3,14 @@
 use cliptrain::data::buffers::HostMemory;
 use cliptrain::data::device::DeviceBatches;
 use cliptrain::data::loader::{Batch, Loader, LoaderOptions, Tokenize};
+use cliptrain::data::mixture::{SampleStream, Source, Sources};
 use cliptrain::data::sample::SampleKeys;
 use cliptrain::data::spec::{Shard, parse_spec};
-use cliptrain::data::stream::{Order, ShardStream, StreamOptions, StreamState};
+use cliptrain::data::stream::{Order, ShardStream, StreamOptions, StreamSample, StreamState};
 use cliptrain::data::transform::{Augment, ImageTransform};
 use cliptrain::data::{DataError, SkipReason};
 use image::ImageEncoder;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -658,4 +659,273 @@ fn pinned_batch_tensors_are_page_locked_or_an_error() {
         }
     }
     assert!(cliptrain::shim::empty_pinned(&[2], tch::Kind::Float).is_err());
+}
+
+/// `n` shards of `per` good samples in `dir/<prefix>/`, keys "{prefix}{shard}-{i}".
+fn prefixed_shards(dir: &Path, prefix: &str, n: usize, per: usize) -> Vec<Shard> {
+    let dir = dir.join(prefix);
+    std::fs::create_dir_all(&dir).unwrap();
+    (0..n)
+        .map(|s| {
+            let p = dir.join(format!("{s:03}.tar"));
+            let samples: Vec<_> = (0..per)
+                .map(|i| good(&format!("{prefix}{s}-{i:03}"), (s * per + i) as u8))
+                .collect();
+            write_tar(&p, &samples);
+            Shard::File(p.display().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_three_to_one_mixture_draws_three_quarters_from_the_first_source_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let sources = Sources::Mixture(vec![
+        Source {
+            name: "a".into(),
+            shards: prefixed_shards(dir.path(), "a", 4, 6),
+            weight: 3.0,
+        },
+        Source {
+            name: "b".into(),
+            shards: prefixed_shards(dir.path(), "b", 3, 5),
+            weight: 1.0,
+        },
+    ]);
+    let o = opts(Order::Resampled, 4, 7);
+    let train = Augment::Train { scale: [0.5, 1.0] };
+    let start = |state: Option<&StreamState>| {
+        let stream = SampleStream::open(&sources, o.clone(), state).unwrap();
+        Loader::start(stream, Arc::new(ByteTokenizer), loader_opts(8, train)).unwrap()
+    };
+    let reference = batches(&mut start(None), 40);
+    let keys: Vec<&String> = reference.iter().flat_map(|b| &b.keys).collect();
+    let from_a = keys.iter().filter(|k| k.starts_with('a')).count();
+    let share = from_a as f64 / keys.len() as f64;
+    eprintln!(
+        "{from_a} of {} samples from source a ({share:.3})",
+        keys.len()
+    );
+    assert!(
+        (share - 0.75).abs() <= 0.03,
+        "share of the first source {share}"
+    );
+    // Both sources are interleaved, not taken in runs.
+    assert!(
+        reference[..4]
+            .iter()
+            .any(|b| b.keys.iter().any(|k| k.starts_with('b')))
+    );
+
+    // Stopped after batch 13 and resumed (through JSON, as a checkpoint would) ...
+    let json = serde_json::to_string(&reference[12].state).unwrap();
+    let state: StreamState = serde_json::from_str(&json).unwrap();
+    assert_eq!(state.sources.len(), 2, "{json}");
+    let resumed = batches(&mut start(Some(&state)), 10);
+    for (i, b) in resumed.iter().enumerate() {
+        let r = &reference[13 + i];
+        assert_eq!(b.keys, r.keys, "batch {}", 13 + i);
+        assert!(
+            b.images.equal(&r.images),
+            "augmentation of batch {}",
+            13 + i
+        );
+    }
+    // ... but not as a single stream, nor with other weights.
+    let single = Sources::Single(prefixed_shards(dir.path(), "c", 2, 3));
+    assert!(SampleStream::open(&single, o.clone(), Some(&state)).is_err());
+    let Sources::Mixture(mut reweighted) = sources.clone() else {
+        unreachable!()
+    };
+    reweighted[1].weight = 2.0;
+    let err = SampleStream::open(&Sources::Mixture(reweighted), o.clone(), Some(&state))
+        .err()
+        .unwrap();
+    assert!(matches!(err, DataError::Resume(_)), "{err}");
+}
+
+fn sample(stream: &mut ShardStream) -> StreamSample {
+    stream.next_sample().unwrap().expect("endless stream")
+}
+
+/// Streams of a job of `world` ranks continuing `old` (the states of every old rank), each
+/// through a JSON round trip as a checkpoint would.
+fn resized(
+    shards: &[Shard],
+    o: &StreamOptions,
+    old: &[StreamState],
+    world: usize,
+) -> Vec<ShardStream> {
+    (0..world)
+        .map(|rank| {
+            let o = StreamOptions {
+                rank,
+                world_size: world,
+                ..o.clone()
+            };
+            let state =
+                SampleStream::resized(&Sources::Single(shards.to_vec()), &o, old, 9).unwrap();
+            let state: StreamState =
+                serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+            ShardStream::restore(shards.to_vec(), o, &state).unwrap()
+        })
+        .collect()
+}
+
+/// Epoch mode, with a shuffle buffer: a job stopped mid-epoch and resumed with another number
+/// of ranks — and changed again in the middle of draining — reads every sample of the epoch
+/// exactly once, then continues with the next epoch; a stop during the drain resumes exactly.
+#[test]
+fn an_elastic_resume_reads_the_rest_of_the_epoch_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = good_shards(dir.path(), 6, 4);
+    let o = opts(Order::Epoch, 3, 5);
+    let all: Vec<String> = (0..6)
+        .flat_map(|s| (0..4).map(move |i| format!("s{s}-{i:03}")))
+        .collect();
+    for (from, to, again, cut) in [(2, 3, 2, 5), (2, 1, 3, 7), (1, 2, 1, 10), (3, 2, 4, 1)] {
+        let case = format!("{from} -> {to} -> {again} ranks, {cut} samples each first");
+        // (key, epoch) of every sample read, by whichever rank of whichever job.
+        let mut seen: BTreeMap<(String, u64), u32> = BTreeMap::new();
+        let mut note =
+            |s: &StreamSample| *seen.entry((s.raw.key.clone(), s.pos.epoch)).or_default() += 1;
+        let old: Vec<StreamState> = (0..from)
+            .map(|rank| {
+                let mut s = ShardStream::new(
+                    shards.clone(),
+                    StreamOptions {
+                        rank,
+                        world_size: from,
+                        ..o.clone()
+                    },
+                )
+                .unwrap();
+                (0..cut).for_each(|_| note(&sample(&mut s)));
+                s.state()
+            })
+            .collect();
+        let mut middle = resized(&shards, &o, &old, to);
+        let mut states = vec![];
+        for s in &mut middle {
+            note(&sample(s));
+            states.push(s.state());
+        }
+        // A stop in the middle of the drain, resumed with the same number of ranks, is exact.
+        let mut twin = ShardStream::restore(
+            shards.clone(),
+            StreamOptions {
+                rank: 0,
+                world_size: to,
+                ..o.clone()
+            },
+            &states[0],
+        )
+        .unwrap();
+        for _ in 0..12 {
+            let (a, b) = (sample(&mut middle[0]), sample(&mut twin));
+            assert_eq!((a.raw.key, a.pos), (b.raw.key, b.pos), "{case}");
+        }
+        // A second change of the world size in the middle of the drain.
+        for mut s in resized(&shards, &o, &states, again) {
+            let mut own_epochs = vec![];
+            for _ in 0..40 {
+                let x = sample(&mut s);
+                if !x.pos.carried {
+                    own_epochs.push(x.pos.epoch);
+                }
+                note(&x);
+            }
+            // After the drain, the rank goes on with an epoch after every one it drained (the
+            // next one, or the one after when the middle job had started reading it).
+            let first = *own_epochs.first().expect("the drain ends");
+            assert!(
+                first == 1 || first == 2,
+                "{case}: continues at epoch {first}"
+            );
+            assert!(own_epochs.iter().all(|e| *e >= first), "{case}");
+        }
+        for key in &all {
+            assert_eq!(seen.get(&(key.clone(), 0)), Some(&1), "{case}: {key}");
+        }
+        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "{case}: read twice {twice:?}");
+    }
+}
+
+#[test]
+fn an_elastic_resume_in_resampled_mode_re_derives_each_rank_deterministically() {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = good_shards(dir.path(), 5, 4);
+    let o = opts(Order::Resampled, 4, 5);
+    let old: Vec<StreamState> = (0..2)
+        .map(|rank| {
+            let mut s = ShardStream::new(
+                shards.clone(),
+                StreamOptions {
+                    rank,
+                    world_size: 2,
+                    ..o.clone()
+                },
+            )
+            .unwrap();
+            keys(&mut s, 7);
+            s.state()
+        })
+        .collect();
+    let run = |old: &[StreamState]| -> Vec<Vec<String>> {
+        resized(&shards, &o, old, 3)
+            .iter_mut()
+            .map(|s| keys(s, 20))
+            .collect()
+    };
+    let a = run(&old);
+    assert_eq!(a, run(&old), "deterministic");
+    assert_ne!(a[0], a[1], "ranks draw differently");
+    // A changed seed is still refused.
+    let other = opts(Order::Resampled, 4, 6);
+    let single = Sources::Single(shards.clone());
+    let err = SampleStream::resized(&single, &other, &old, 9)
+        .err()
+        .unwrap();
+    assert!(matches!(err, DataError::Resume(_)), "{err}");
+
+    // A mixture too: every source re-derived, and the new state resumes exactly.
+    let mixture = Sources::Mixture(vec![
+        Source {
+            name: "a".into(),
+            shards: prefixed_shards(dir.path(), "a", 3, 4),
+            weight: 2.0,
+        },
+        Source {
+            name: "b".into(),
+            shards: prefixed_shards(dir.path(), "b", 2, 4),
+            weight: 1.0,
+        },
+    ]);
+    let ranked = |rank, world| StreamOptions {
+        rank,
+        world_size: world,
+        ..o.clone()
+    };
+    let old: Vec<StreamState> = (0..2)
+        .map(|rank| {
+            let mut m = SampleStream::open(&mixture, ranked(rank, 2), None).unwrap();
+            for _ in 0..9 {
+                m.next_sample().unwrap().unwrap();
+            }
+            m.state()
+        })
+        .collect();
+    let state = SampleStream::resized(&mixture, &ranked(0, 1), &old, 9).unwrap();
+    let twice = SampleStream::resized(&mixture, &ranked(0, 1), &old, 9).unwrap();
+    assert_eq!(state, twice, "deterministic");
+    assert_eq!(state.sources.len(), 2);
+    let draw = |m: &mut SampleStream| m.next_sample().unwrap().unwrap().raw.key;
+    let mut m = SampleStream::open(&mixture, ranked(0, 1), Some(&state)).unwrap();
+    let head: Vec<String> = (0..6).map(|_| draw(&mut m)).collect();
+    assert!(head.iter().any(|k| k.starts_with('a')), "{head:?}");
+    let mut again = SampleStream::open(&mixture, ranked(0, 1), Some(&m.state())).unwrap();
+    for _ in 0..10 {
+        assert_eq!(draw(&mut m), draw(&mut again));
+    }
 }

@@ -264,3 +264,64 @@ fn tokenizer_trains_on_captions_read_from_shards() {
         "caption words are known tokens: {rows:?}"
     );
 }
+
+/// `data inspect` and `bench data` read a run config's `[[data.sources]]` mixture.
+#[test]
+fn inspect_and_bench_take_a_config_with_a_mixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::small_synth(d, 64, 8, 16);
+    std::fs::write(
+        d.join("mix.toml"),
+        r#"
+[data]
+mode = "resampled"
+tokenizer = "syn/tok.json"
+shuffle_buffer = 8
+[[data.sources]]
+name = "first"
+train = "syn/train-{000000..000002}.tar"
+weight = 3
+[[data.sources]]
+name = "second"
+train = "syn/train-000003.tar"
+"#,
+    )
+    .unwrap();
+    let text = ok(cliptrain(&["data", "inspect", "--config", "mix.toml"], d));
+    assert!(
+        text.contains("source \"first\" (syn/train-{000000..000002}.tar), weight 3 = 75.0%"),
+        "{text}"
+    );
+    let json = ok(cliptrain(
+        &["data", "inspect", "--config", "mix.toml", "--json"],
+        d,
+    ));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let sources = v["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2);
+    assert_eq!(sources[0]["report"]["samples_ok"], 48);
+    assert_eq!(sources[1]["report"]["samples_ok"], 16);
+    assert_eq!(sources[1]["name"], "second");
+    let bench = ok(cliptrain(
+        &[
+            "bench",
+            "data",
+            "--config",
+            "mix.toml",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "8",
+            "--batches",
+            "3",
+            "--threads",
+            "1",
+            "--json",
+        ],
+        d,
+    ));
+    let b: serde_json::Value = serde_json::from_str(bench.trim()).unwrap();
+    assert_eq!(b["images"], 24);
+    assert!(b["images_per_s"].as_f64().unwrap() > 0.0, "{bench}");
+}

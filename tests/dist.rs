@@ -1,5 +1,6 @@
 //! Multi-process training on CPU (Gloo over 127.0.0.1): a 2-rank job equals one process on the
-//! whole batch, resumes only with its own world size, and fails cleanly when a rank dies or hangs.
+//! whole batch, resumes exactly with its own world size and elastically with another, and fails
+//! cleanly when a rank dies or hangs.
 mod common;
 use common::{cliptrain, ok, small_synth};
 use std::io::{BufRead, BufReader};
@@ -195,7 +196,7 @@ fn two_ranks_train_exactly_like_one_process_on_the_whole_batch() {
     assert_eq!(state["rank_data"].as_array().unwrap().len(), 2);
     assert_ne!(state["rank_data"][0], state["rank_data"][1]);
 
-    // A stopped 2-rank run resumes (with 2 ranks) to the uninterrupted run's weights...
+    // A stopped 2-rank run resumes (with 2 ranks) to the uninterrupted run's weights
     // (checkpointing by the clock after nearly every step on the way: both ranks must agree on
     // rank 0's decision, or the job would hang or fail in the checkpoint's collectives).
     let out = launch2(
@@ -216,24 +217,109 @@ fn two_ranks_train_exactly_like_one_process_on_the_whole_batch() {
     launch2(d, &["--set", "run.name=split", "--resume", "auto"]);
     let (dl, dw) = max_diffs(&runs.join("two"), &runs.join("split"));
     assert!(dl == 0.0 && dw == 0.0, "resume: losses {dl}, weights {dw}");
-    // ...and a single process refuses it.
+}
+
+/// Every sample key of steps 1..=10 over all ranks (`log.sample_keys`), sorted; each step
+/// must have its full global batch of 8.
+fn epoch_keys(run: &Path) -> Vec<String> {
+    let mut by_step: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    for entry in std::fs::read_dir(run).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("sample_keys.rank") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let keys = v["keys"].as_array().unwrap().iter();
+            let step = by_step.entry(v["step"].as_u64().unwrap()).or_default();
+            step.extend(keys.map(|k| k.as_str().unwrap().to_string()));
+        }
+    }
+    assert_eq!(
+        by_step.keys().copied().collect::<Vec<_>>(),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert!(by_step.values().all(|k| k.len() == 8), "{by_step:?}");
+    let mut all: Vec<String> = by_step.into_values().flatten().collect();
+    all.sort();
+    all
+}
+
+/// The tiny run's 10 steps of 8 are exactly one epoch of its 80 samples: a job stopped at step
+/// 5 and resumed with another number of processes (2 -> 1, 1 -> 2) still reads each sample of
+/// the epoch once, like the uninterrupted run.
+#[test]
+fn a_job_resumed_with_another_number_of_processes_reads_every_sample_of_the_epoch_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let runs = d.join("runs");
+    let keys = ["--set", "log.sample_keys=true"];
+    let single = |more: &[&str]| {
+        let mut args = vec!["train", "--config", "tiny.toml"];
+        args.extend_from_slice(&keys);
+        args.extend_from_slice(more);
+        ok(cliptrain(&args, d))
+    };
+    single(&["--set", "run.name=one"]);
+    let one = epoch_keys(&runs.join("one"));
+    let distinct: std::collections::BTreeSet<&String> = one.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        80,
+        "the uninterrupted run reads each sample once"
+    );
+
+    launch2(
+        d,
+        &[
+            &keys[..],
+            &["--set", "run.name=shrink", "--stop-at-step", "5"],
+        ]
+        .concat(),
+    );
+    let out = single(&["--set", "run.name=shrink", "--resume", "auto"]);
+    assert!(out.contains("steps 5..10"), "{out}");
+    assert_eq!(
+        epoch_keys(&runs.join("shrink")),
+        one,
+        "2 ranks -> 1 process"
+    );
+
+    single(&["--set", "run.name=grow", "--stop-at-step", "5"]);
+    launch2(
+        d,
+        &[&keys[..], &["--set", "run.name=grow", "--resume", "auto"]].concat(),
+    );
+    assert_eq!(epoch_keys(&runs.join("grow")), one, "1 process -> 2 ranks");
+
+    // The global batch must still split evenly over the new number of processes.
+    let port = free_port().to_string();
     let out = cliptrain(
         &[
+            "launch",
+            "--nproc-per-node",
+            "3",
+            "--master-port",
+            &port,
+            "--",
             "train",
             "--config",
             "tiny.toml",
             "--set",
-            "run.name=two",
+            "run.name=grow",
             "--resume",
             "auto",
         ],
         d,
     );
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(
-        err.contains("written by a run of 2 process(es) and this run has 1"),
-        "{err}"
+        text.contains("optim.batch_size = 8 must be divisible"),
+        "{text}"
     );
 }
 

@@ -228,3 +228,57 @@ fn killed_at_random_moments_a_run_resumes_to_the_weights_of_an_uninterrupted_one
     assert_eq!(temporaries(&killed), Vec::<String>::new(), "{stderr}");
     assert_eq!(steps_logged(&killed), (1..=8).collect::<Vec<u64>>());
 }
+
+/// Each step's sample keys of rank 0, as `log.sample_keys` wrote them.
+fn sample_keys(run: &Path) -> Vec<(u64, Vec<String>)> {
+    std::fs::read_to_string(run.join("sample_keys.rank0.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let keys = v["keys"].as_array().unwrap();
+            let keys = keys.iter().map(|k| k.as_str().unwrap().to_string());
+            (v["step"].as_u64().unwrap(), keys.collect())
+        })
+        .collect()
+}
+
+#[test]
+fn a_stopped_mixture_run_resumes_to_the_samples_and_weights_of_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    std::fs::write(
+        d.join("mix.toml"),
+        r#"
+extends = "tiny.toml"
+[data]
+train = ""
+mode = "resampled"
+[[data.sources]]
+name = "first"
+train = "syn/train-{000000..000001}.tar"
+weight = 3
+[[data.sources]]
+name = "second"
+train = "syn/train-000002.tar"
+weight = 1
+[log]
+sample_keys = true
+"#,
+    )
+    .unwrap();
+    let mix = |more: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cliptrain"));
+        cmd.args(["train", "--config", "mix.toml"]).args(more);
+        succeeded(cmd.current_dir(d).output().unwrap())
+    };
+    mix(&["--set", "run.name=whole"]);
+    mix(&["--set", "run.name=split", "--stop-at-step", "3"]);
+    mix(&["--set", "run.name=split", "--resume", "auto"]);
+    let runs = d.join("runs");
+    let whole = sample_keys(&runs.join("whole"));
+    assert_eq!(whole.len(), 6);
+    assert_eq!(whole, sample_keys(&runs.join("split")));
+    assert_same_weights(&runs.join("whole/latest"), &runs.join("split/latest"));
+}

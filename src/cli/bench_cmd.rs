@@ -2,13 +2,14 @@
 //! matching Python reference is measured (scripts/bench_*.sh put them side by side).
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use cliptrain::config::{DataConfig, OptimConfig};
+use cliptrain::config::{DataConfig, DataMode, OptimConfig};
 use cliptrain::data::buffers::HostMemory;
 use cliptrain::data::inspect::inspect;
 use cliptrain::data::loader::{Loader, LoaderOptions};
+use cliptrain::data::mixture::{SampleStream, Source, Sources};
 use cliptrain::data::sample::SampleKeys;
 use cliptrain::data::spec::parse_spec;
-use cliptrain::data::stream::{Order, ShardStream, StreamOptions};
+use cliptrain::data::stream::{Order, StreamOptions};
 use cliptrain::data::transform::{Augment, ImageTransform};
 use cliptrain::model::{ClipModel, no_weight_decay};
 use cliptrain::optim::AdamW;
@@ -32,10 +33,16 @@ pub enum BenchCommand {
 #[derive(Debug, Args)]
 pub struct DataBenchArgs {
     /// Shard spec.
-    pub spec: String,
-    /// The tokenizer.json captions are encoded with.
+    #[arg(required_unless_present = "config", conflicts_with = "config")]
+    pub spec: Option<String>,
+    /// Read the run config's training data instead: `data.train` or its `[[data.sources]]`
+    /// mixture, with its mode, shuffle buffer, seed, member keys and crop scale.
     #[arg(long)]
-    pub tokenizer: PathBuf,
+    pub config: Option<PathBuf>,
+    /// The tokenizer.json captions are encoded with (default with --config: its
+    /// `data.tokenizer`).
+    #[arg(long, required_unless_present = "config")]
+    pub tokenizer: Option<PathBuf>,
     #[arg(long, default_value_t = 224)]
     pub image_size: u32,
     #[arg(long, default_value_t = 77)]
@@ -83,19 +90,54 @@ pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
 fn data(args: DataBenchArgs) -> anyhow::Result<()> {
     let threads = cliptrain::runtime::cpu_threads(args.threads, "--threads");
     tch::set_num_threads(1); // the loader's work is ours, not libtorch's; keep the cores for decoding
-    let d = DataConfig::default();
-    let tokenizer = Arc::new(TextTokenizer::from_file(
-        &args.tokenizer,
-        args.context_length,
-    )?);
+    let (d, seed) = match &args.config {
+        Some(path) => {
+            let cfg = cliptrain::config::load(path, &[])?;
+            (cfg.data, cfg.run.seed)
+        }
+        None => (
+            DataConfig {
+                train: args.spec.clone().unwrap_or_default(),
+                ..DataConfig::default()
+            },
+            0,
+        ),
+    };
+    let tok_path = match (&args.tokenizer, &args.config) {
+        (Some(p), _) => p.clone(),
+        (None, Some(_)) if !d.tokenizer.is_empty() => PathBuf::from(&d.tokenizer),
+        (None, cfg) => anyhow::bail!(
+            "{}: data.tokenizer is empty; pass --tokenizer",
+            cfg.as_ref()
+                .map_or("the config".into(), |p| p.display().to_string())
+        ),
+    };
+    let tokenizer = Arc::new(TextTokenizer::from_file(&tok_path, args.context_length)?);
+    let parts = super::data_cmd::data_parts(&d)?;
+    let sources = if d.sources.is_empty() {
+        Sources::Single(parse_spec(&d.train)?)
+    } else {
+        let mut mixture = vec![];
+        for (name, weight, spec) in &parts {
+            mixture.push(Source {
+                name: name.clone(),
+                shards: parse_spec(spec)?,
+                weight: *weight,
+            });
+        }
+        Sources::Mixture(mixture)
+    };
     let stream_opts = StreamOptions {
-        order: Order::Epoch,
+        order: match d.mode {
+            DataMode::Epoch => Order::Epoch,
+            DataMode::Resampled => Order::Resampled,
+        },
         shuffle_buffer: d.shuffle_buffer,
-        seed: 0,
+        seed,
         rank: 0,
         world_size: 1,
     };
-    let stream = ShardStream::new(parse_spec(&args.spec)?, stream_opts)?;
+    let stream = SampleStream::open(&sources, stream_opts, None)?;
     let opts = LoaderOptions {
         batch_size: args.batch_size,
         transform: ImageTransform {
@@ -129,7 +171,10 @@ fn data(args: DataBenchArgs) -> anyhow::Result<()> {
     let ips = images as f64 / secs;
     drop(loader);
     // The floor this path can reach: read + decode alone, every sample of the shards, same threads.
-    let shards = parse_spec(&args.spec)?;
+    let shards: Vec<_> = match &sources {
+        Sources::Single(s) => s.clone(),
+        Sources::Mixture(m) => m.iter().flat_map(|s| s.shards.clone()).collect(),
+    };
     let floor = Instant::now();
     let report = inspect(
         &shards,

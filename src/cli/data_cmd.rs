@@ -54,7 +54,12 @@ pub struct BuildArgs {
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// Shard spec: brace ranges, `::`-joined lists, `pipe:` commands.
-    pub spec: String,
+    #[arg(required_unless_present = "config", conflicts_with = "config")]
+    pub spec: Option<String>,
+    /// Inspect the training data of this run config instead: `data.train`, or each source of a
+    /// `[[data.sources]]` mixture, with its `data.image_keys` and `data.text_key`.
+    #[arg(long, conflicts_with_all = ["image_keys", "text_key"])]
+    pub config: Option<PathBuf>,
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -151,33 +156,86 @@ fn build_cmd(args: BuildArgs) -> anyhow::Result<()> {
 }
 
 fn inspect_cmd(args: InspectArgs) -> anyhow::Result<()> {
-    let shards = parse_spec(&args.spec)?;
-    let d = DataConfig {
-        image_keys: args.image_keys,
-        text_key: args.text_key,
-        ..DataConfig::default()
+    let threads = cliptrain::runtime::cpu_threads(args.threads, "--threads");
+    let (d, parts) = match (&args.config, args.spec) {
+        (Some(path), _) => {
+            let d = cliptrain::config::load(path, &[])?.data;
+            let parts = data_parts(&d)
+                .with_context(|| format!("{}: the [data] section", path.display()))?;
+            (d, parts)
+        }
+        (None, spec) => {
+            let d = DataConfig {
+                image_keys: args.image_keys,
+                text_key: args.text_key,
+                ..DataConfig::default()
+            };
+            let spec = spec.expect("clap requires a spec without --config");
+            (d, vec![(String::new(), 1.0, spec)])
+        }
     };
-    let report = inspect(
-        &shards,
-        &SampleKeys::from_config(&d),
-        d.max_image_pixels,
-        cliptrain::runtime::cpu_threads(args.threads, "--threads"),
-    );
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{report}");
-    }
-    if report.samples_ok == 0 {
-        // As `train` refuses such data: scripts can tell from the exit code.
-        anyhow::bail!(
-            "no usable sample in {} ({} found, skipped: {})",
-            args.spec,
-            report.samples,
-            report.skipped
+    let total: f64 = parts.iter().map(|(_, w, _)| w).sum();
+    let mut reports = Vec::with_capacity(parts.len());
+    for (name, weight, spec) in &parts {
+        let report = inspect(
+            &parse_spec(spec)?,
+            &SampleKeys::from_config(&d),
+            d.max_image_pixels,
+            threads,
         );
+        if parts.len() > 1 && !args.json {
+            println!(
+                "source {name:?} ({spec}), weight {weight} = {:.1}% of the samples:",
+                100.0 * weight / total
+            );
+        }
+        if !args.json {
+            print!("{report}");
+        }
+        reports.push(report);
+    }
+    if args.json {
+        let value = if parts.len() == 1 {
+            serde_json::to_value(&reports[0])?
+        } else {
+            let sources: Vec<_> = parts
+                .iter()
+                .zip(&reports)
+                .map(|((name, weight, spec), r)| {
+                    serde_json::json!({"name": name, "weight": weight, "train": spec, "report": r})
+                })
+                .collect();
+            serde_json::json!({ "sources": sources })
+        };
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    for ((_, _, spec), report) in parts.iter().zip(&reports) {
+        if report.samples_ok == 0 {
+            // As `train` refuses such data: scripts can tell from the exit code.
+            anyhow::bail!(
+                "no usable sample in {spec} ({} found, skipped: {})",
+                report.samples,
+                report.skipped
+            );
+        }
     }
     Ok(())
+}
+
+/// The (name, weight, shard spec) of each source a config's `[data]` trains on: `data.train`
+/// alone, or every `[[data.sources]]` entry.
+pub fn data_parts(d: &DataConfig) -> anyhow::Result<Vec<(String, f64, String)>> {
+    if !d.sources.is_empty() {
+        return Ok(d
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), s.weight, s.train.clone()))
+            .collect());
+    }
+    if d.train.is_empty() {
+        bail!("data.train is empty and there is no [[data.sources]] entry");
+    }
+    Ok(vec![(String::new(), 1.0, d.train.clone())])
 }
 
 fn synth_cmd(args: SynthArgs) -> anyhow::Result<()> {

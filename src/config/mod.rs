@@ -76,6 +76,9 @@ impl Default for RunConfig {
 pub struct DataConfig {
     /// Training shards: brace expansion, several specs joined by `::`, `pipe:` commands.
     pub train: String,
+    /// Instead of `train`: a weighted mixture, each source its own shard stream (resampled
+    /// mode only); every sample comes from a source chosen in proportion to the weights.
+    pub sources: Vec<SourceConfig>,
     pub mode: DataMode,
     /// Image member extensions, first present wins, `;`-separated (webdataset's convention).
     pub image_keys: String,
@@ -108,6 +111,7 @@ impl Default for DataConfig {
     fn default() -> Self {
         Self {
             train: String::new(),
+            sources: Vec::new(),
             mode: DataMode::Epoch,
             image_keys: "jpg;jpeg;png;webp".into(),
             text_key: "txt".into(),
@@ -124,6 +128,24 @@ impl Default for DataConfig {
             strict: false,
         }
     }
+}
+
+/// One `[[data.sources]]` entry of a mixture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Optional label, used in messages and reports.
+    #[serde(default)]
+    pub name: String,
+    /// The source's shards, in the syntax of `data.train`.
+    pub train: String,
+    /// Relative share of the samples (> 0); weights need not sum to 1.
+    #[serde(default = "one")]
+    pub weight: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// `[model]`: the two towers and the shared embedding. Defaults are CLIP ViT-B/32.
@@ -352,6 +374,9 @@ pub struct LogConfig {
     /// Write TensorBoard event files under the run folder.
     pub tensorboard: bool,
     pub progress: Progress,
+    /// Each rank appends the keys of its samples of every step to
+    /// `sample_keys.rank<R>.jsonl` in the run folder (to audit what a run has seen).
+    pub sample_keys: bool,
 }
 
 impl Default for LogConfig {
@@ -360,6 +385,7 @@ impl Default for LogConfig {
             every: 10,
             tensorboard: true,
             progress: Progress::Auto,
+            sample_keys: false,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The rules a config must satisfy beyond its types. Each broken rule becomes one message of
 //! the form `key = value must <rule>`, so the user sees every problem at once.
-use super::{Config, Schedule};
+use super::{Config, DataMode, Schedule};
 use std::fmt::Display;
 
 /// Every broken rule in `c`, one message each; empty when the config is valid.
@@ -97,6 +97,7 @@ fn data(c: &Config, p: &mut Problems) {
             "be finite",
         );
     }
+    sources(c, p);
     let side = c.model.vision.image_size as u64;
     p.check(
         d.max_image_pixels >= side * side,
@@ -104,6 +105,50 @@ fn data(c: &Config, p: &mut Problems) {
         d.max_image_pixels,
         format!("be at least model.vision.image_size² = {}", side * side),
     );
+}
+
+/// `[[data.sources]]`: a mixture replaces `data.train`, draws with replacement, and needs
+/// positive weights.
+fn sources(c: &Config, p: &mut Problems) {
+    let d = &c.data;
+    if d.sources.is_empty() {
+        return;
+    }
+    p.check(
+        d.train.is_empty(),
+        "data.train",
+        q(&d.train),
+        "be empty when data.sources is set (use one form: a single data.train or a [[data.sources]] mixture)",
+    );
+    p.check(
+        d.mode == DataMode::Resampled,
+        "data.mode",
+        q("epoch"),
+        "be \"resampled\" when data.sources is set (a mixture draws every source with replacement)",
+    );
+    for (i, s) in d.sources.iter().enumerate() {
+        p.check(
+            !s.train.trim().is_empty(),
+            &format!("data.sources[{i}].train"),
+            q(&s.train),
+            "name the source's shards, e.g. \"data/laion-{000000..000099}.tar\"",
+        );
+        p.check(
+            s.weight.is_finite() && s.weight > 0.0,
+            &format!("data.sources[{i}].weight"),
+            s.weight,
+            "be a finite number > 0 (a source's relative share of the samples)",
+        );
+        let twice = d.sources[..i]
+            .iter()
+            .any(|o| !s.name.is_empty() && o.name == s.name);
+        p.check(
+            !twice,
+            &format!("data.sources[{i}].name"),
+            q(&s.name),
+            "differ from the other sources' names",
+        );
+    }
 }
 
 /// The `[model]` rules are the model's own ([`crate::model::ModelSpec::dim_problems`]), so a

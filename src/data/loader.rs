@@ -1,13 +1,15 @@
-//! The background pipeline: a producer thread pulls samples from the [`ShardStream`], decodes
+//! The background pipeline: a producer thread pulls samples from the [`SampleStream`] (one
+//! [`super::stream::ShardStream`] or a mixture of them), decodes
 //! and augments them in parallel on a rayon pool, tokenizes captions, assembles tensors and
 //! queues finished batches, so the training loop only pops.
 //!
 //! A batch is exactly the next `batch_size` usable samples of the stream, and carries the stream
 //! state right after them: saving that state with a checkpoint resumes at the next batch.
 use super::buffers::{BatchBuffers, HostMemory};
+use super::mixture::SampleStream;
 use super::pixels::Slots;
 use super::sample::{SampleKeys, caption_of, captions_of, image_of, label_of};
-use super::stream::{ShardStream, StreamSample, StreamState};
+use super::stream::{StreamSample, StreamState};
 use super::transform::ImageTransform;
 use super::{DataError, SkipCounts, SkipReason};
 use fast_image_resize::Resizer;
@@ -72,11 +74,12 @@ pub struct Loader {
 impl Loader {
     /// Starts the producer thread.
     pub fn start(
-        stream: ShardStream,
+        stream: impl Into<SampleStream>,
         tokenizer: Arc<dyn Tokenize>,
         opts: LoaderOptions,
     ) -> Result<Self, DataError> {
         keep_freed_memory();
+        let stream = stream.into();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.workers.max(1))
             .thread_name(|i| format!("cliptrain-decode-{i}"))
@@ -167,7 +170,7 @@ struct Chunk {
 
 /// The reader thread: tar parsing and shuffling, one chunk ahead of decoding, so the decode
 /// pool never waits on I/O.
-fn read_chunks(mut stream: ShardStream, size: usize, tx: SyncSender<Result<Chunk, DataError>>) {
+fn read_chunks(mut stream: SampleStream, size: usize, tx: SyncSender<Result<Chunk, DataError>>) {
     loop {
         let start = stream.state();
         let mut samples = std::collections::VecDeque::with_capacity(size);
@@ -189,7 +192,7 @@ fn read_chunks(mut stream: ShardStream, size: usize, tx: SyncSender<Result<Chunk
             start,
             samples,
             consumed: 0,
-            stream_skipped: stream.skipped().clone(),
+            stream_skipped: stream.skipped(),
             last,
         };
         if tx.send(Ok(chunk)).is_err() || last {
@@ -201,7 +204,7 @@ fn read_chunks(mut stream: ShardStream, size: usize, tx: SyncSender<Result<Chunk
 struct Producer {
     chunks: Receiver<Result<Chunk, DataError>>,
     current: Option<Chunk>,
-    /// See [`ShardStream::patience`].
+    /// See [`SampleStream::patience`].
     patience: u64,
     buffers: BatchBuffers,
     tokenizer: Arc<dyn Tokenize>,

@@ -1,7 +1,8 @@
 //! The data path: WebDataset shards in, ready tensors out.
 //!
 //! `spec` turns shard specs into shards, `tarstream` reads samples out of tar streams,
-//! `stream` orders shards and samples (epochs, resampling, ranks, shuffling, resume),
+//! `stream` orders shards and samples (epochs, resampling, ranks, shuffling, resume, and
+//! resuming with another number of ranks), `mixture` draws from several weighted streams,
 //! `sample` says which members hold the image, caption and label, `transform` decodes and
 //! augments images, and `loader` runs it all on background threads and
 //! hands the trainer finished batches of u8 pixels (host memory from `buffers`, pinned for CUDA),
@@ -13,6 +14,7 @@ pub mod device;
 pub mod import;
 pub mod inspect;
 pub mod loader;
+pub mod mixture;
 pub mod pixels;
 pub mod sample;
 pub mod spec;

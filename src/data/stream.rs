@@ -10,6 +10,13 @@ use super::{DataError, SkipCounts, SkipReason};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+mod elastic;
+mod hash;
+pub use elastic::resize;
+pub(crate) use hash::salted;
+use hash::{epoch_order, fingerprint};
+pub use hash::{mix, stable_hash};
+
 /// How shards are visited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,11 +40,29 @@ pub struct StreamOptions {
 }
 
 /// Where a sample came from: the shard read (epoch, cursor) and its index inside that shard.
+/// A sample drained from a [`CarryUnit`] after an elastic resume has `carried` set, and then
+/// `cursor` indexes the stream's carry list instead of its own shard reads (`epoch` is the
+/// unit's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SamplePos {
     pub epoch: u64,
     pub cursor: u64,
     pub offset: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub carried: bool,
+}
+
+/// A run of samples of one shard handed to this rank by an elastic resume: samples `from..to`
+/// (by index in the shard, skipped ones counted) of `shards[shard]`; `to: None` = to its end.
+/// `epoch` is the epoch they belong to (their samples' [`SamplePos::epoch`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CarryUnit {
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
+    pub shard: usize,
+    pub from: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u64>,
 }
 
 /// A sample leaving the stream, numbered in emission order (`index` seeds its augmentation).
@@ -68,6 +93,24 @@ pub struct StreamState {
     /// records the state at a chunk's start plus how far into the chunk a batch ended.
     #[serde(default)]
     pub replay: u64,
+    /// Left over by the ranks of another world size (elastic resume): drained, in order, before
+    /// this rank's own shards of `epoch`. Kept while any buffered sample still refers to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub carry: Vec<CarryUnit>,
+    /// The carry unit being read (`offset` is then an index into its shard).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub carry_next: u64,
+    /// Non-zero after an elastic resume in resampled mode: the stream's draws are re-derived
+    /// from (seed, salt) instead of the seed alone.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub salt: u64,
+    /// A mixture's sources, each its own stream (then `emitted` counts the mixture's draws).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<StreamState>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 struct OpenShard {
@@ -75,6 +118,8 @@ struct OpenShard {
     url: String,
     offset: u64,
     yielded: bool,
+    /// A carry unit ends here rather than at the end of the shard.
+    end: Option<u64>,
 }
 
 pub struct ShardStream {
@@ -94,6 +139,11 @@ pub struct ShardStream {
     max_buffer_bytes: u64,
     /// Shards whose problem was logged already: each is logged once, later passes only count.
     warned: HashSet<String>,
+    /// See [`StreamState::carry`]; `carry_next == carry.len()` once drained.
+    carry: Vec<CarryUnit>,
+    carry_next: usize,
+    /// See [`StreamState::salt`].
+    salt: u64,
 }
 
 impl ShardStream {
@@ -134,7 +184,20 @@ impl ShardStream {
             buffer_bytes: 0,
             max_buffer_bytes: u64::MAX,
             warned: HashSet::new(),
+            carry: Vec::new(),
+            carry_next: 0,
+            salt: 0,
         })
+    }
+
+    /// The seed every draw derives from: the configured one, re-derived after a salt.
+    fn seed(&self) -> u64 {
+        salted(self.opts.seed, self.salt)
+    }
+
+    /// Whether the stream is still draining carried-over samples.
+    fn reading_carry(&self) -> bool {
+        self.carry_next < self.carry.len()
     }
 
     /// Bounds the shuffle buffer by the bytes its raw samples take: reaching `bytes` is an
@@ -167,6 +230,16 @@ impl ShardStream {
                 "the shard list, data mode, shuffle buffer, seed or rank/world size changed since the state was saved".into(),
             ));
         }
+        if let Some(bad) = state.carry.iter().find(|u| u.shard >= s.shards.len()) {
+            return Err(DataError::Resume(format!(
+                "a carried-over shard index {} is outside the {} shards",
+                bad.shard,
+                s.shards.len()
+            )));
+        }
+        s.carry = state.carry.clone();
+        s.carry_next = (state.carry_next as usize).min(s.carry.len());
+        s.salt = state.salt;
         s.epoch = state.epoch;
         s.cursor = state.cursor;
         s.emitted = state.emitted;
@@ -175,24 +248,17 @@ impl ShardStream {
         s.buffer = s.reread(&state.buffer)?;
         s.buffer_bytes = s.buffer.iter().map(|(_, _, r)| raw_bytes(r)).sum();
         if state.offset > 0 {
-            let shard = s.shard_at(s.epoch, s.cursor).clone();
-            let mut open = OpenShard {
-                reader: SampleReader::new(shard.open()?),
-                url: shard.url(),
-                offset: 0,
-                yielded: true,
+            let (index, end) = match s.carry.get(s.carry_next) {
+                Some(unit) => (unit.shard, unit.to),
+                None => (s.shard_index(s.epoch, s.cursor), None),
             };
-            while open.offset < state.offset {
-                match open.reader.next_event() {
-                    Some(TarEvent::Sample(_)) | Some(TarEvent::Skipped(_)) => open.offset += 1,
-                    _ => {
-                        return Err(DataError::Resume(format!(
-                            "shard {} has fewer than {} samples now",
-                            open.url, state.offset
-                        )));
-                    }
-                }
-            }
+            let open = s.open_at(index, state.offset, end)?.ok_or_else(|| {
+                DataError::Resume(format!(
+                    "shard {} has fewer than {} samples now",
+                    s.shards[index].url(),
+                    state.offset
+                ))
+            })?;
             s.current = Some(open);
         }
         for _ in 0..state.replay {
@@ -206,16 +272,31 @@ impl ShardStream {
     }
 
     pub fn state(&self) -> StreamState {
+        let buffer: Vec<SamplePos> = self.buffer.iter().map(|(p, _, _)| *p).collect();
+        // A drained carry list no sample refers to any more is left out: it changes nothing.
+        let carry_used = self.reading_carry() || buffer.iter().any(|p| p.carried);
         StreamState {
             fingerprint: self.fingerprint.clone(),
             epoch: self.epoch,
             cursor: self.cursor,
             offset: self.current.as_ref().map_or(0, |c| c.offset),
             emitted: self.emitted,
-            buffer: self.buffer.iter().map(|(p, _, _)| *p).collect(),
+            buffer,
             skipped: self.skipped.clone(),
             empty_run: self.empty_run,
             replay: 0,
+            carry: if carry_used {
+                self.carry.clone()
+            } else {
+                vec![]
+            },
+            carry_next: if carry_used {
+                self.carry_next as u64
+            } else {
+                0
+            },
+            salt: self.salt,
+            sources: vec![],
         }
     }
 
@@ -247,11 +328,8 @@ impl ShardStream {
         let j = if self.opts.shuffle_buffer <= 1 {
             0
         } else {
-            (mix(
-                self.opts.seed,
-                0x5_4FF1E ^ self.opts.rank as u64,
-                self.emitted,
-            ) % self.buffer.len() as u64) as usize
+            (mix(self.seed(), 0x5_4FF1E ^ self.opts.rank as u64, self.emitted)
+                % self.buffer.len() as u64) as usize
         };
         let (pos, shard, raw) = if self.opts.shuffle_buffer <= 1 {
             self.buffer.remove(j)
@@ -289,13 +367,24 @@ impl ShardStream {
             if self.current.is_none() && !self.open_next()? {
                 return Ok(None);
             }
+            let carried = self.reading_carry();
+            let (epoch, cursor) = if carried {
+                (self.carry[self.carry_next].epoch, self.carry_next as u64)
+            } else {
+                (self.epoch, self.cursor)
+            };
             let cur = self.current.as_mut().expect("a shard is open");
+            if cur.end.is_some_and(|end| cur.offset >= end) {
+                self.close_current(false);
+                continue;
+            }
             match cur.reader.next_event() {
                 Some(TarEvent::Sample(raw)) => {
                     let pos = SamplePos {
-                        epoch: self.epoch,
-                        cursor: self.cursor,
+                        epoch,
+                        cursor,
                         offset: cur.offset,
+                        carried,
                     };
                     cur.offset += 1;
                     cur.yielded = true;
@@ -332,6 +421,10 @@ impl ShardStream {
     }
 
     fn advance(&mut self) {
+        if self.reading_carry() {
+            self.carry_next += 1;
+            return;
+        }
         self.cursor += 1;
         if self.opts.order == Order::Epoch && self.cursor >= self.rank_shards() as u64 {
             self.epoch += 1;
@@ -341,6 +434,22 @@ impl ShardStream {
 
     /// Opens the shard at the cursor; false when a `Once` pass is over.
     fn open_next(&mut self) -> Result<bool, DataError> {
+        while let Some(unit) = self.carry.get(self.carry_next).cloned() {
+            match self.open_at(unit.shard, unit.from, unit.to) {
+                Ok(Some(open)) => {
+                    self.current = Some(open);
+                    return Ok(true);
+                }
+                // Shorter than its carried range now: nothing of it is left to read.
+                Ok(None) => self.carry_next += 1,
+                Err(e) => {
+                    let url = self.shards[unit.shard].url();
+                    self.warn_once(&url, format!("{e}; skipping it"));
+                    self.skipped.add(SkipReason::UnreadableShard);
+                    self.carry_next += 1;
+                }
+            }
+        }
         loop {
             if self.opts.order == Order::Once && self.cursor >= self.rank_shards() as u64 {
                 return Ok(false);
@@ -360,6 +469,7 @@ impl ShardStream {
                         url: shard.url(),
                         offset: 0,
                         yielded: false,
+                        end: None,
                     });
                     return Ok(true);
                 }
@@ -373,23 +483,62 @@ impl ShardStream {
         }
     }
 
-    fn rank_shards(&self) -> usize {
+    /// Opens `shards[index]` with its first `offset` samples (skipped ones included) passed
+    /// over; `None` when it has fewer. A carried unit counts as having yielded, so a few empty
+    /// leftovers never look like a run of broken shards.
+    fn open_at(
+        &self,
+        index: usize,
+        offset: u64,
+        end: Option<u64>,
+    ) -> Result<Option<OpenShard>, DataError> {
+        let shard = &self.shards[index];
+        let mut open = OpenShard {
+            reader: SampleReader::new(shard.open()?),
+            url: shard.url(),
+            offset: 0,
+            yielded: true,
+            end,
+        };
+        while open.offset < offset {
+            match open.reader.next_event() {
+                Some(TarEvent::Sample(_)) | Some(TarEvent::Skipped(_)) => open.offset += 1,
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(open))
+    }
+
+    pub(super) fn rank_shards(&self) -> usize {
         let (n, w, r) = (self.shards.len(), self.opts.world_size, self.opts.rank);
         n / w + usize::from(r < n % w)
     }
 
     /// The shard read at (epoch, cursor) for this rank.
     fn shard_at(&self, epoch: u64, cursor: u64) -> &Shard {
+        &self.shards[self.shard_index(epoch, cursor)]
+    }
+
+    /// The index in the shard list of the shard read at (epoch, cursor) for this rank.
+    pub(super) fn shard_index(&self, epoch: u64, cursor: u64) -> usize {
         let n = self.shards.len();
         let (w, r) = (self.opts.world_size, self.opts.rank);
-        let i = match self.opts.order {
+        match self.opts.order {
             Order::Once => r + cursor as usize * w,
-            Order::Epoch => epoch_order(n, self.opts.seed, epoch)[r + cursor as usize * w],
+            Order::Epoch => epoch_order(n, self.seed(), epoch)[r + cursor as usize * w],
             Order::Resampled => {
-                (mix(self.opts.seed, 0x2E5A ^ (r as u64) << 20, cursor) % n as u64) as usize
+                (mix(self.seed(), 0x2E5A ^ (r as u64) << 20, cursor) % n as u64) as usize
             }
-        };
-        &self.shards[i]
+        }
+    }
+
+    /// The index in the shard list of the shard a buffered sample came from.
+    fn shard_index_of(&self, pos: &SamplePos) -> usize {
+        if pos.carried {
+            self.carry[pos.cursor as usize].shard
+        } else {
+            self.shard_index(pos.epoch, pos.cursor)
+        }
     }
 
     /// Reads the samples at `positions` back from their shards, in the given order.
@@ -397,16 +546,29 @@ impl ShardStream {
         &self,
         positions: &[SamplePos],
     ) -> Result<Vec<(SamplePos, String, RawSample)>, DataError> {
-        let mut wanted: BTreeMap<(u64, u64), BTreeSet<u64>> = BTreeMap::new();
+        let mut wanted: BTreeMap<(bool, u64, u64), BTreeSet<u64>> = BTreeMap::new();
         for p in positions {
+            if p.carried && p.cursor as usize >= self.carry.len() {
+                return Err(DataError::Resume(format!(
+                    "a buffered sample refers to carried-over unit {} of {}",
+                    p.cursor,
+                    self.carry.len()
+                )));
+            }
             wanted
-                .entry((p.epoch, p.cursor))
+                .entry((p.carried, p.epoch, p.cursor))
                 .or_default()
                 .insert(p.offset);
         }
         let mut found: BTreeMap<SamplePos, (String, RawSample)> = BTreeMap::new();
-        for ((epoch, cursor), offsets) in wanted {
-            let shard = self.shard_at(epoch, cursor);
+        for ((carried, epoch, cursor), offsets) in wanted {
+            let pos = SamplePos {
+                epoch,
+                cursor,
+                offset: 0,
+                carried,
+            };
+            let shard = &self.shards[self.shard_index_of(&pos)];
             let mut reader = SampleReader::new(shard.open()?);
             let last = *offsets.last().expect("non-empty");
             let mut offset = 0;
@@ -414,14 +576,7 @@ impl ShardStream {
                 match reader.next_event() {
                     Some(TarEvent::Sample(raw)) => {
                         if offsets.contains(&offset) {
-                            found.insert(
-                                SamplePos {
-                                    epoch,
-                                    cursor,
-                                    offset,
-                                },
-                                (shard.url(), raw),
-                            );
+                            found.insert(SamplePos { offset, ..pos }, (shard.url(), raw));
                         }
                         offset += 1;
                     }
@@ -442,53 +597,8 @@ impl ShardStream {
     }
 }
 
-/// The shard permutation of an epoch, identical on every rank (ranks then take every
-/// world_size-th entry, so they cover the shards without overlap).
 /// The bytes a raw sample holds (its members' contents and names).
 fn raw_bytes(raw: &RawSample) -> u64 {
     let members: usize = raw.members.iter().map(|(n, b)| n.len() + b.len()).sum();
     (raw.key.len() + members) as u64
-}
-
-fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (mix(seed, 0xE90C ^ epoch << 16, i as u64) % (i as u64 + 1)) as usize;
-        order.swap(i, j);
-    }
-    order
-}
-
-/// A stateless 64-bit hash of three words (splitmix64 finalizer rounds).
-pub fn mix(a: u64, b: u64, c: u64) -> u64 {
-    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ c.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    for _ in 0..2 {
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-    }
-    z
-}
-
-fn fingerprint(shards: &[Shard], o: &StreamOptions) -> String {
-    let mut text = String::new();
-    for s in shards {
-        text.push_str(&s.url());
-        text.push('\0');
-    }
-    text.push_str(&format!(
-        "{:?}/{}/{}/{}/{}\0",
-        o.order, o.shuffle_buffer, o.seed, o.rank, o.world_size
-    ));
-    stable_hash(&text)
-}
-
-/// 64-bit FNV-1a of `text` as hex: stable across Rust versions and platforms, unlike
-/// `DefaultHasher`, so hashes saved in checkpoints stay comparable.
-pub fn stable_hash(text: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
-    }
-    format!("{h:016x}")
 }

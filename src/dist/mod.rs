@@ -16,7 +16,7 @@ mod run;
 pub use env::DistEnv;
 pub use grads::GradSync;
 pub use group::{Backend, ProcessGroup, ReduceOp};
-pub use run::{Agreement, join_from_env};
+pub use run::{Agreement, join_from_env, saved_stream_states};
 
 use std::time::Duration;
 use tch::{Device, Tensor};

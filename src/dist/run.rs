@@ -7,6 +7,21 @@ use crate::data::stream::StreamState;
 use std::time::Duration;
 use tch::Tensor;
 
+/// Every rank's stream position in a checkpoint, by rank (`state.data` alone for one process).
+pub fn saved_stream_states(state: &TrainState) -> Result<Vec<StreamState>, DistError> {
+    if state.world_size <= 1 {
+        return Ok(vec![state.data.clone()]);
+    }
+    if state.rank_data.len() != state.world_size {
+        return Err(DistError::Setup(format!(
+            "the checkpoint's state.json has {} data position(s) for a run of {} processes",
+            state.rank_data.len(),
+            state.world_size
+        )));
+    }
+    Ok(state.rank_data.clone())
+}
+
 /// Joins the job the environment describes (torchrun's variables), or runs alone without them,
 /// and returns this rank's config: on a GPU rank i takes `cuda:LOCAL_RANK`, and `run.threads = 0`
 /// ("all cores") shares the node's cores among its ranks instead of oversubscribing them.
@@ -99,15 +114,14 @@ impl Dist {
         Ok(())
     }
 
-    /// This rank's stream position in a checkpoint written by a run of `state.world_size` ranks;
-    /// a different number of processes is refused (the data split would change).
+    /// This rank's stream position in a checkpoint written by a run of as many ranks as this
+    /// job (with another number, see [`saved_stream_states`]).
     pub fn stream_state_of(&self, state: &TrainState) -> Result<StreamState, DistError> {
         if state.world_size != self.world_size {
             return Err(DistError::Setup(format!(
-                "the checkpoint was written by a run of {} process(es) and this run has {}: the \
-                 data is split per rank, so resume with the same number of processes \
-                 (cliptrain launch --nproc-per-node N --nnodes M with N*M = {})",
-                state.world_size, self.world_size, state.world_size
+                "the checkpoint was written by a run of {} process(es) and this run has {}; \
+                 its data positions are re-partitioned, not taken by rank",
+                state.world_size, self.world_size
             )));
         }
         if self.world_size == 1 {

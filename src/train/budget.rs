@@ -42,9 +42,14 @@ pub(super) fn shuffle_buffer_bytes(cfg: &Config) -> u64 {
     let Some(available) = runtime::memory_available() else {
         return u64::MAX;
     };
-    let floor = cfg.data.shuffle_buffer as f64 * MIN_SAMPLE_BYTES;
+    let floor = buffered_samples(cfg) * MIN_SAMPLE_BYTES;
     let others: f64 = estimate(cfg).iter().map(|(_, b)| b).sum::<f64>() - floor;
     (MEMORY_SHARE * available as f64 - others).max(floor) as u64
+}
+
+/// Samples the shuffle buffers hold: one buffer per `[[data.sources]]` entry of a mixture.
+fn buffered_samples(cfg: &Config) -> f64 {
+    (cfg.data.shuffle_buffer * cfg.data.sources.len().max(1)) as f64
 }
 
 /// What the run holds, by the keys that set it: (keys, bytes). The loader keeps up to
@@ -63,7 +68,7 @@ pub(super) fn estimate(cfg: &Config) -> Vec<(&'static str, f64)> {
     vec![
         (
             "data.shuffle_buffer",
-            cfg.data.shuffle_buffer as f64 * MIN_SAMPLE_BYTES,
+            buffered_samples(cfg) * MIN_SAMPLE_BYTES,
         ),
         (
             "optim.batch_size x (data.prefetch + 4)",

@@ -6,9 +6,10 @@ use crate::config::{Config, DataMode};
 use crate::data::buffers::HostMemory;
 use crate::data::device::DeviceBatches;
 use crate::data::loader::{Loader, LoaderOptions};
+use crate::data::mixture::{SampleStream, Source, Sources};
 use crate::data::sample::SampleKeys;
 use crate::data::spec::{Shard, parse_spec};
-use crate::data::stream::{Order, ShardStream, StreamOptions};
+use crate::data::stream::{Order, StreamOptions};
 use crate::data::transform::{Augment, ImageTransform};
 use crate::dist::Dist;
 use crate::text::TextTokenizer;
@@ -40,7 +41,8 @@ pub(super) fn load_tokenizer(cfg: &Config) -> Result<TextTokenizer, TrainError> 
 }
 
 /// This rank's batches (its share of the global batch) on the run's device, continuing from
-/// `state.data` when the run has already taken steps.
+/// `state.data` when the run has already taken steps — or, when the checkpoint was written by
+/// another number of processes, from every old rank's position re-partitioned over this job.
 pub(super) fn start_loader(
     cfg: &Config,
     tokenizer: Arc<TextTokenizer>,
@@ -48,12 +50,7 @@ pub(super) fn start_loader(
     dist: &Dist,
 ) -> Result<DeviceBatches, TrainError> {
     let d = &cfg.data;
-    if d.train.is_empty() {
-        return Err(TrainError::Setup(
-            "data.train is empty: name the training shards, e.g. data.train = \"data/synth/train-{000000..000007}.tar\"".into(),
-        ));
-    }
-    let shards = parse_spec(&d.train)?;
+    let sources = sources_of(cfg)?;
     let order = match d.mode {
         DataMode::Epoch => Order::Epoch,
         DataMode::Resampled => Order::Resampled,
@@ -65,13 +62,14 @@ pub(super) fn start_loader(
         rank: dist.rank,
         world_size: dist.world_size,
     };
-    if d.strict {
-        missing_shards(&shards)?;
-    }
-    let stream = if state.step > 0 {
-        ShardStream::restore(shards, stream_opts, &state.data)?
+    let stream = if state.step == 0 {
+        SampleStream::open(&sources, stream_opts, None)?
+    } else if state.world_size == dist.world_size {
+        SampleStream::open(&sources, stream_opts, Some(&state.data))?
     } else {
-        ShardStream::new(shards, stream_opts)?
+        let old = crate::dist::saved_stream_states(state)?;
+        let resumed = SampleStream::resized(&sources, &stream_opts, &old, state.step)?;
+        SampleStream::open(&sources, stream_opts, Some(&resumed))?
     };
     let stream = stream.limit_buffer_bytes(super::budget::shuffle_buffer_bytes(cfg));
     let threads = crate::runtime::cpu_threads(cfg.run.threads, "run.threads");
@@ -100,8 +98,38 @@ pub(super) fn start_loader(
     Ok(DeviceBatches::new(loader, device))
 }
 
-/// `data.strict`: every shard file of `data.train` must exist (`pipe:` shards are not checked).
-fn missing_shards(shards: &[Shard]) -> Result<(), TrainError> {
+/// `data.train`, or the `[[data.sources]]` mixture, as shard lists (checked per `data.strict`).
+fn sources_of(cfg: &Config) -> Result<Sources, TrainError> {
+    let d = &cfg.data;
+    if !d.sources.is_empty() {
+        let mut mixture = Vec::with_capacity(d.sources.len());
+        for (i, s) in d.sources.iter().enumerate() {
+            let shards = parse_spec(&s.train)?;
+            if d.strict {
+                missing_shards(&shards, &format!("data.sources[{i}].train"))?;
+            }
+            mixture.push(Source {
+                name: s.name.clone(),
+                shards,
+                weight: s.weight,
+            });
+        }
+        return Ok(Sources::Mixture(mixture));
+    }
+    if d.train.is_empty() {
+        return Err(TrainError::Setup(
+            "data.train is empty: name the training shards, e.g. data.train = \"data/synth/train-{000000..000007}.tar\" (or a [[data.sources]] mixture)".into(),
+        ));
+    }
+    let shards = parse_spec(&d.train)?;
+    if d.strict {
+        missing_shards(&shards, "data.train")?;
+    }
+    Ok(Sources::Single(shards))
+}
+
+/// `data.strict`: every shard file of `key` must exist (`pipe:` shards are not checked).
+fn missing_shards(shards: &[Shard], key: &str) -> Result<(), TrainError> {
     let missing: Vec<&str> = shards
         .iter()
         .filter_map(|s| match s {
@@ -114,7 +142,7 @@ fn missing_shards(shards: &[Shard]) -> Result<(), TrainError> {
     }
     let shown: Vec<&str> = missing.iter().take(5).copied().collect();
     Err(TrainError::Setup(format!(
-        "data.strict = true and {} shard file(s) of data.train do not exist: {}{}; fix the spec \
+        "data.strict = true and {} shard file(s) of {key} do not exist: {}{}; fix the spec \
          or set data.strict = false to skip them with a warning",
         missing.len(),
         shown.join(", "),

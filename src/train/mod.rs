@@ -38,7 +38,7 @@ use crate::data::SkipCounts;
 use crate::data::device::DeviceBatches;
 use crate::dist::{Agreement, Dist};
 use crate::eval::{Encoder, EvalResults, Evaluator};
-use crate::log::{Metrics, MetricsLog};
+use crate::log::{Metrics, MetricsLog, SampleKeysLog};
 use crate::model::{self, ClipModel};
 use crate::optim::{AdamW, LrSchedule};
 use crate::text::TextTokenizer;
@@ -134,6 +134,8 @@ pub struct Trainer {
     loader: DeviceBatches,
     state: TrainState,
     log: MetricsLog,
+    /// `log.sample_keys`: this rank's sample keys of every step.
+    keys_log: Option<SampleKeysLog>,
     meter: Meter,
     stop: StopToken,
     /// The vote cast after this step among several ranks, read after the next (see `agree`).
@@ -182,6 +184,15 @@ impl Trainer {
         let update = Updater::new(&cfg, opt, &params, &state);
         let loader = input::start_loader(&cfg, tokenizer.clone(), &state, &dist)?;
         let log = open_log(&cfg, &dist, &run_dir, state.step)?;
+        let keys_log = cfg
+            .log
+            .sample_keys
+            .then(|| SampleKeysLog::open(&run_dir, dist.rank, state.step))
+            .transpose()
+            .map_err(|source| TrainError::Log {
+                path: run_dir.clone(),
+                source,
+            })?;
         if let Some(dir) = &resume_from {
             let at = state.step;
             log.println(&format!("resumed from {} at step {at}", dir.display()));
@@ -210,6 +221,7 @@ impl Trainer {
             loader,
             state,
             log,
+            keys_log,
         })
     }
 
@@ -236,6 +248,9 @@ impl Trainer {
         let samples = batch.images.size()[0] as u64 * self.dist.world_size as u64;
         self.state.step = step;
         self.state.samples_seen += samples;
+        if let Some(keys) = &mut self.keys_log {
+            keys.record(step, &batch.keys);
+        }
         self.state.data = batch.state;
         self.skipped = batch.skipped;
         self.meter.trained(samples);

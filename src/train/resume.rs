@@ -184,7 +184,9 @@ fn may_change(key: &str) -> bool {
 }
 
 /// Loads the checkpoint in `dir` into the model and optimizer; returns its state with this
-/// rank's data position (refused when the job's number of processes changed).
+/// rank's data position when the job has as many processes as the run that saved it (with
+/// another number, the data loader re-partitions the saved positions of every rank:
+/// `data::stream::resize`).
 pub(super) fn restore(
     dir: &Path,
     dist: &Dist,
@@ -196,7 +198,16 @@ pub(super) fn restore(
     let path = dir.join("optimizer.safetensors");
     opt.load_state(checkpoint::read_tensors(&path)?)
         .map_err(|source| TrainError::OptimizerState { path, source })?;
-    state.data = dist.stream_state_of(&state)?;
+    if state.world_size == dist.world_size {
+        state.data = dist.stream_state_of(&state)?;
+    } else if dist.is_main() {
+        tracing::info!(
+            "elastic resume: the checkpoint was written by {} process(es), this run has {}; \
+             the data stream is re-partitioned over the new ranks",
+            state.world_size,
+            dist.world_size
+        );
+    }
     Ok(state)
 }
 
