@@ -27,6 +27,11 @@ pub enum EvalCommand {
     Suite(SuiteArgs),
     /// The class-name and template lists compiled in, usable as `builtin:NAME`.
     Builtins,
+    /// A logistic-regression probe on frozen image features of a train split, scored on a test
+    /// split (weight decay chosen on held-out train; `--shots K` for few-shot).
+    LinearProbe(super::probe_cmd::LinearProbeArgs),
+    /// Weighted k-NN accuracy of the test split's features among the train split's.
+    Knn(super::probe_cmd::KnnArgs),
 }
 
 /// What every evaluation needs: the model and where to run it.
@@ -130,6 +135,8 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
         EvalCommand::Zeroshot(a) => zeroshot(a),
         EvalCommand::Retrieval(a) => retrieval_cmd(a),
         EvalCommand::Suite(a) => suite_cmd(a),
+        EvalCommand::LinearProbe(a) => super::probe_cmd::linear_probe_cmd(a),
+        EvalCommand::Knn(a) => super::probe_cmd::knn_cmd(a),
         EvalCommand::Builtins => {
             builtins();
             Ok(())
@@ -137,17 +144,17 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
     }
 }
 
-struct Session {
-    loaded: LoadedModel,
+pub(super) struct Session {
+    pub(super) loaded: LoadedModel,
     tokenizer: Arc<TextTokenizer>,
     /// The checkpoint's config (its data settings), or the defaults for a pretrained folder.
-    config: Config,
+    pub(super) config: Config,
     precision: Precision,
-    workers: usize,
+    pub(super) workers: usize,
 }
 
 impl Session {
-    fn open(c: &Common) -> anyhow::Result<Self> {
+    pub(super) fn open(c: &Common) -> anyhow::Result<Self> {
         let workers = cliptrain::runtime::cpu_threads(c.threads, "--threads");
         if c.threads > 0 {
             tch::set_num_threads(workers as i32);
@@ -180,7 +187,7 @@ impl Session {
         })
     }
 
-    fn encoder(&self, batch_size: usize) -> Encoder<'_> {
+    pub(super) fn encoder(&self, batch_size: usize) -> Encoder<'_> {
         Encoder {
             model: &self.loaded.model,
             tokenizer: self.tokenizer.clone(),
@@ -191,7 +198,7 @@ impl Session {
     }
 
     /// The report with the checkpoint it describes, as JSON.
-    fn write_json(&self, path: &Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    pub(super) fn write_json(&self, path: &Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
         let mut v = serde_json::to_value(report)?;
         if let serde_json::Value::Object(map) = &mut v {
             map.insert(

@@ -8,6 +8,7 @@ mod eval_cmd;
 mod export_cmd;
 mod launch_cmd;
 mod plot_cmd;
+mod probe_cmd;
 mod signal;
 mod tokenizer_cmd;
 mod train_cmd;

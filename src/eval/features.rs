@@ -2,8 +2,8 @@
 //! encoded once per (model, set, preprocessing) and cached as safetensors, so a sweep over
 //! weight decays, shot counts or k re-encodes nothing.
 use super::probe::Features;
-use super::source::{EvalBatches, EvalImages, Want};
-use super::{Encoder, EvalError};
+use super::source::{EvalImages, Want};
+use super::{Encoder, EvalError, ZeroShotTask};
 use crate::data::stream::stable_hash;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -68,15 +68,21 @@ pub fn model_key(folder: &Path) -> String {
     stable_hash(&parts.join("\0"))
 }
 
-/// The L2-normalised image features and labels of the labelled set `spec` (shards with `.cls`
-/// or an ImageFolder), from `cache` when it has them.
+/// The L2-normalised image features and labels of the labelled set of `task` (shards with
+/// `.cls`, an ImageFolder or a CLIP_benchmark split), from `cache` when it has them.
 pub fn labelled_features(
-    spec: &str,
-    classnames: &[String],
+    task: &ZeroShotTask,
     enc: &Encoder,
     prep: &EvalImages,
     cache: Option<&FeatureCache>,
 ) -> Result<(Features, Extraction), EvalError> {
+    let (spec, classnames) = (&task.data, &task.classnames);
+    if task.is_multilabel() {
+        return Err(EvalError::Input(format!(
+            "{spec}: a multilabel set has no single class per image for a probe; use a \
+             classification set"
+        )));
+    }
     let path = cache.map(|c| c.path(spec, classnames.len(), prep));
     if let Some(f) = path
         .as_deref()
@@ -92,7 +98,7 @@ pub fn labelled_features(
         return Ok((f, extraction));
     }
     let started = Instant::now();
-    let mut batches = EvalBatches::open(spec, Want::Labels, prep, classnames, enc.tokenizer())?;
+    let mut batches = task.batches(Want::Labels, enc, prep)?;
     let pixels = prep.pixel_norm(enc.device);
     let (mut parts, mut labels) = (Vec::new(), Vec::new());
     while let Some(b) = batches.next_batch()? {
