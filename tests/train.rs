@@ -177,7 +177,7 @@ fn feature_caching_gives_the_full_batch_gradient() {
             let step = Step::new(&cfg, vec![]);
             // A job of one process: the same step as every rank of a larger one.
             let loss = step
-                .forward_backward(&model, &images, &tokens, &Dist::single(), None)
+                .forward_backward(&model, &images, &tokens, &Dist::single(), None, 1)
                 .unwrap()
                 .double_value(&[]);
             let mut named: Vec<(String, Tensor)> = vs
@@ -664,7 +664,7 @@ fn u8_batches_normalised_in_the_step_match_float_batches() {
 
     let step = Step::new(&cfg, vec![]);
     let loss = step
-        .forward_backward(&model, &images, &tokens, &Dist::single(), None)
+        .forward_backward(&model, &images, &tokens, &Dist::single(), None, 1)
         .unwrap()
         .double_value(&[]);
     let (features, reference) = tch::no_grad(|| {

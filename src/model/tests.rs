@@ -23,6 +23,7 @@ fn small_cfg() -> ModelSpec {
             layers: 2,
             heads: 4,
             mlp_ratio: 4.0,
+            patch_dropout: 0.0,
         },
         text: TextConfig {
             vocab_size: EOT as usize + 1,
