@@ -508,7 +508,10 @@ fn init_from_at_another_resolution_resamples_the_position_embeddings() {
     }
     // Not written: the source's 32 px and context 8, as for every other dimension.
     let (eff, _) = cliptrain::source::prepare(&config("")).unwrap();
-    assert_eq!((eff.model.vision.image_size, eff.model.text.context_length), (32, 8));
+    assert_eq!(
+        (eff.model.vision.image_size, eff.model.text.context_length),
+        (32, 8)
+    );
     for (model, needles) in [
         (
             "[model.text]\ncontext_length = 12\n",

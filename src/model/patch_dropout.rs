@@ -28,7 +28,9 @@ pub fn kept_patches(n: i64, p: f64) -> i64 {
 /// `x` (`[B, 1 + N, W]`: class token, then N patch tokens) with only `kept_patches(N, p)` patch
 /// tokens per image, chosen by `draw`; the class token stays first. `p = 0` returns `x`.
 pub(crate) fn drop_patches(x: &Tensor, p: f64, draw: PatchDraw) -> Tensor {
-    let (b, t, w) = x.size3().expect("patch dropout input is [batch, tokens, width]");
+    let (b, t, w) = x
+        .size3()
+        .expect("patch dropout input is [batch, tokens, width]");
     let n = t - 1;
     if p <= 0.0 || n <= 1 {
         return x.shallow_clone();
@@ -129,7 +131,11 @@ mod tests {
     fn the_draw_is_a_function_of_its_key_and_the_sample() {
         let x = tokens(4, 64, 2);
         let a = ids(&drop_patches(&x, 0.5, DRAW));
-        assert_eq!(a, ids(&drop_patches(&x, 0.5, DRAW)), "same key, same subset");
+        assert_eq!(
+            a,
+            ids(&drop_patches(&x, 0.5, DRAW)),
+            "same key, same subset"
+        );
         // Different images of one batch get different subsets.
         let rel = |row: &Vec<i64>, i: i64| row[1..].iter().map(|t| t - 1000 * i).collect();
         let subsets: Vec<Vec<i64>> = (0..4).map(|i| rel(&a[i as usize], i)).collect();
@@ -139,10 +145,7 @@ mod tests {
             }
         }
         // Another step or seed draws again.
-        for other in [
-            PatchDraw { step: 4, ..DRAW },
-            PatchDraw { seed: 8, ..DRAW },
-        ] {
+        for other in [PatchDraw { step: 4, ..DRAW }, PatchDraw { seed: 8, ..DRAW }] {
             assert_ne!(ids(&drop_patches(&x, 0.5, other)), a, "{other:?}");
         }
         // Image 2 of the batch draws as the first image of a micro-batch starting at sample 2.

@@ -377,7 +377,10 @@ fn patch_dropout_drops_in_training_only() {
         assert!(plain.encode_image_train(&images, draw).equal(&eval));
         let train = model.encode_image_train(&images, draw);
         let diff = (&train - &eval).abs().max().double_value(&[]);
-        assert!(diff > 1e-3, "a training pass with 0.5 equals evaluation ({diff})");
+        assert!(
+            diff > 1e-3,
+            "a training pass with 0.5 equals evaluation ({diff})"
+        );
         assert!(model.encode_image_train(&images, draw).equal(&train));
     });
 }

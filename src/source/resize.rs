@@ -48,7 +48,10 @@ pub(crate) fn notes(run: &ModelConfig, source: &ModelSpec) -> Vec<String> {
     let mut notes = Vec::new();
     let (v, sv) = (&run.vision, &source.vision);
     if v.image_size != sv.image_size {
-        let (g, sg) = (grid(v.image_size, v.patch_size), grid(sv.image_size, sv.patch_size));
+        let (g, sg) = (
+            grid(v.image_size, v.patch_size),
+            grid(sv.image_size, sv.patch_size),
+        );
         notes.push(format!(
             "model.vision.image_size = {} (the source's is {}): position embeddings resampled \
              bicubically from a {sg}x{sg} to a {g}x{g} patch grid, class token kept",
@@ -138,7 +141,10 @@ mod tests {
             let r = resample_grid(&pos, 4, to);
             assert_eq!(r.size(), [1 + to * to, 2]);
             assert!(r.narrow(0, 0, 1).equal(&cls));
-            let dev = (r.narrow(0, 1, to * to) - 0.5).abs().max().double_value(&[]);
+            let dev = (r.narrow(0, 1, to * to) - 0.5)
+                .abs()
+                .max()
+                .double_value(&[]);
             assert!(dev < 1e-6, "to {to}: {dev}");
         }
         assert!(resample_grid(&pos, 4, 4).allclose(&pos, 1e-6, 1e-6, false));

@@ -218,14 +218,9 @@ impl Trainer {
         let (images, tokens) = (&batch.images, &batch.tokens);
         let scaler = self.update.scaler();
         let step = self.state.step + 1;
-        let loss = self.step_fn.forward_backward(
-            &self.model,
-            images,
-            tokens,
-            &self.dist,
-            scaler,
-            step,
-        )?;
+        let loss =
+            self.step_fn
+                .forward_backward(&self.model, images, tokens, &self.dist, scaler, step)?;
         let applied = self
             .update
             .apply(step, loss, lr, &self.model, &self.step_fn.loss)?;
