@@ -13,6 +13,11 @@
   interop_parity.py openclip-make DIR --act gelu|quick_gelu
       A small random OpenCLIP model (1-d parameters randomised too) as DIR/open_clip_model.safetensors
       + DIR/open_clip_config.json, with DIR/inputs.safetensors and its DIR/outputs.safetensors.
+  interop_parity.py resize-pos DIR OUT --grids 8,2 --context 6
+      The position embeddings of the HF folder DIR as `model.init_from` must fit them, computed
+      independently with torch: the vision grid resampled to each of --grids as OpenCLIP's
+      resize_pos_embed does (F.interpolate bicubic, align_corners=False, antialias=True, class
+      token row kept) saved as OUT `vision_G`, the text rows truncated to --context as `text`.
 
 Each mode prints one JSON line; the checks exit 1 when an embedding differs by more than --tol.
 """
@@ -160,16 +165,43 @@ def openclip_make(d: Path, act: str) -> int:
     return 0
 
 
+def resize_pos(d: Path, out: Path, grids: str, context: int) -> int:
+    import torch.nn.functional as F
+
+    sd = load_file(str(d / "model.safetensors"))
+    pos = sd["vision_model.embeddings.position_embedding.weight"].float()
+    width = pos.shape[1]
+    old = int(round((pos.shape[0] - 1) ** 0.5))
+    cls, grid = pos[:1], pos[1:].reshape(1, old, old, width).permute(0, 3, 1, 2)
+    result = {}
+    for g in [int(x) for x in grids.split(",")]:
+        resized = F.interpolate(grid, size=(g, g), mode="bicubic", align_corners=False,
+                                antialias=True)
+        resized = resized.permute(0, 2, 3, 1).reshape(g * g, width)
+        result[f"vision_{g}"] = torch.cat([cls, resized]).contiguous()
+    text = sd["text_model.embeddings.position_embedding.weight"]
+    result["text"] = text[:context].contiguous()
+    save_file(result, str(out))
+    print(json.dumps({"grid": old, "grids": grids, "context": context}))
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("mode", choices=["hf-check", "openclip-check", "openclip-make"])
+    ap.add_argument("mode", choices=["hf-check", "openclip-check", "openclip-make", "resize-pos"])
     ap.add_argument("dir", type=Path)
     ap.add_argument("cmp", type=Path, nargs="?")
     ap.add_argument("--act", choices=["quick_gelu", "gelu"], default="gelu")
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--grids", default="8")
+    ap.add_argument("--context", type=int, default=CTX)
     a = ap.parse_args()
     if a.mode == "openclip-make":
         return openclip_make(a.dir, a.act)
+    if a.mode == "resize-pos":
+        if a.cmp is None:
+            ap.error("resize-pos needs DIR and OUT")
+        return resize_pos(a.dir, a.cmp, a.grids, a.context)
     if a.cmp is None:
         ap.error(f"{a.mode} needs EXPORT and CMP folders")
     check = hf_check if a.mode == "hf-check" else openclip_check

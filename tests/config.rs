@@ -425,6 +425,13 @@ fn model_rules() {
         &["model.embed_dim=0"],
         "model.embed_dim = 0 must be at least 1",
     );
+    for (set, shown) in [("1.0", "1"), ("-0.25", "-0.25")] {
+        let want = format!(
+            "model.vision.patch_dropout = {shown} must be in [0, 1) (the fraction of patch \
+             tokens dropped in training; 0 = off)"
+        );
+        assert_problem("", &[&format!("model.vision.patch_dropout={set}")], &want);
+    }
 }
 
 #[test]

@@ -445,3 +445,88 @@ fn export_refuses_to_replace_files_unless_forced() {
         "edited"
     );
 }
+
+/// `model.init_from` of the 32 px HF folder with `image_size` written as 64 (and 16) and a
+/// shorter `context_length`: the position embeddings are what torch computes independently
+/// (`scripts/interop_parity.py resize-pos`), every other tensor is the file's, and the model
+/// runs at the new size. Unwritten, the source decides; a longer context or another patch size
+/// is refused naming both values.
+#[test]
+fn init_from_at_another_resolution_resamples_the_position_embeddings() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hf = d.join("hf");
+    write_hf_folder(&hf, 32);
+    let expected = d.join("expected.safetensors");
+    parity(&[
+        "resize-pos",
+        hf.to_str().unwrap(),
+        expected.to_str().unwrap(),
+        "--grids",
+        "8,2",
+        "--context",
+        "6",
+    ]);
+    let expected = read(&expected);
+    let file = read(&hf.join("model.safetensors"));
+    let config = |model: &str| {
+        let text = format!("[model]\ninit_from = {:?}\n{model}", hf.display());
+        cliptrain::config::load_str(&text, &[]).unwrap()
+    };
+    let vision_pos = "vision_model.embeddings.position_embedding.weight";
+    let text_pos = "text_model.embeddings.position_embedding.weight";
+    for (size, grid) in [(64, 8), (16, 2)] {
+        let cfg = config(&format!(
+            // A written patch size equal to the source's is fine (and keeps 16 px valid).
+            "[model.vision]\nimage_size = {size}\npatch_size = 8\n[model.text]\ncontext_length = 6\n"
+        ));
+        let (eff, source) = cliptrain::source::prepare(&cfg).unwrap();
+        let source = source.unwrap();
+        let m = &eff.model;
+        assert_eq!((m.vision.image_size, m.vision.patch_size), (size, 8));
+        assert_eq!((m.text.context_length, m.vision.width), (6, 32));
+        let mut vs = VarStore::new(Device::Cpu);
+        let model = ClipModel::new(&vs.root(), &m.spec(49, LossKind::InfoNce)).unwrap();
+        cliptrain::source::init_weights(&source, &mut vs, true).unwrap();
+        let vars = vs.variables();
+        for (name, want) in [
+            (vision_pos, &expected[&format!("vision_{grid}")]),
+            (text_pos, &expected["text"]),
+        ] {
+            assert_eq!(vars[name].size(), want.size(), "{name} at {size} px");
+            let diff = (&vars[name] - want).abs().max().double_value(&[]);
+            assert!(diff < 1e-5, "{name} at {size} px differs by {diff}");
+        }
+        for (name, t) in &file {
+            if name != vision_pos && name != text_pos {
+                assert!(vars[name].equal(t), "{name} changed");
+            }
+        }
+        let px = Tensor::randn([2, 3, size as i64, size as i64], (Kind::Float, Device::Cpu));
+        let features = tch::no_grad(|| model.encode_image(&px));
+        assert_eq!(features.size(), [2, 16]);
+    }
+    // Not written: the source's 32 px and context 8, as for every other dimension.
+    let (eff, _) = cliptrain::source::prepare(&config("")).unwrap();
+    assert_eq!(
+        (eff.model.vision.image_size, eff.model.text.context_length),
+        (32, 8)
+    );
+    for (model, needles) in [
+        (
+            "[model.text]\ncontext_length = 12\n",
+            ["model.text.context_length = 12", "context length 8"],
+        ),
+        (
+            "[model.vision]\npatch_size = 16\n",
+            ["model.vision.patch_size = 16", "patch size is 8"],
+        ),
+    ] {
+        let err = cliptrain::source::prepare(&config(model))
+            .unwrap_err()
+            .to_string();
+        for n in needles {
+            assert!(err.contains(n), "{err}");
+        }
+    }
+}

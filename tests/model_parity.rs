@@ -30,6 +30,7 @@ fn tiny_cfg(activation: Activation) -> ModelSpec {
             layers: 2,
             heads: 4,
             mlp_ratio: 4.0,
+            patch_dropout: 0.0,
         },
         text: TextConfig {
             vocab_size: 99,

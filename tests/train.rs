@@ -16,6 +16,11 @@ fn resume_after_a_stop_reproduces_the_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
+    // With patch dropout on, so that its draw is shown to resume exactly too.
+    let tiny = std::fs::read_to_string(d.join("tiny.toml")).unwrap();
+    let tiny = tiny.replace("[model.vision]\n", "[model.vision]\npatch_dropout = 0.5\n");
+    assert!(tiny.contains("patch_dropout = 0.5"));
+    std::fs::write(d.join("tiny.toml"), tiny).unwrap();
     ok(cliptrain(
         &["train", "--config", "tiny.toml", "--set", "run.name=full"],
         d,
@@ -55,6 +60,8 @@ fn resume_after_a_stop_reproduces_the_uninterrupted_run() {
         d,
     ));
 
+    let saved = std::fs::read_to_string(d.join("runs/full/latest/config.toml")).unwrap();
+    assert!(saved.contains("patch_dropout = 0.5"), "{saved}");
     let (full, split) = (losses(&d.join("runs/full")), losses(&d.join("runs/split")));
     assert_eq!(full.len(), 6);
     assert_eq!(full, split, "the loss sequence continues exactly");
@@ -160,8 +167,15 @@ fn small_batch() -> (Tensor, Tensor) {
 fn feature_caching_gives_the_full_batch_gradient() {
     tch::manual_seed(0);
     let mut cfg = small_step_config();
-    for kind in [LossKind::InfoNce, LossKind::Siglip] {
+    // With patch dropout, a micro-batch must keep the patches its images keep in the whole
+    // batch, in both of its passes.
+    for (kind, dropout) in [
+        (LossKind::InfoNce, 0.0),
+        (LossKind::Siglip, 0.0),
+        (LossKind::InfoNce, 0.5),
+    ] {
         cfg.loss.kind = kind;
+        cfg.model.vision.patch_dropout = dropout;
         let vs = nn::VarStore::new(Device::Cpu);
         let model = ClipModel::new(&vs.root(), &cfg.model.spec(49, kind)).unwrap();
         let (images, tokens) = small_batch();
@@ -177,7 +191,7 @@ fn feature_caching_gives_the_full_batch_gradient() {
             let step = Step::new(&cfg, vec![]);
             // A job of one process: the same step as every rank of a larger one.
             let loss = step
-                .forward_backward(&model, &images, &tokens, &Dist::single(), None)
+                .forward_backward(&model, &images, &tokens, &Dist::single(), None, 1)
                 .unwrap()
                 .double_value(&[]);
             let mut named: Vec<(String, Tensor)> = vs
@@ -197,7 +211,7 @@ fn feature_caching_gives_the_full_batch_gradient() {
             let (loss, cached) = grads(micro);
             assert!(
                 (loss - full_loss).abs() < 1e-6,
-                "{kind:?} micro {micro}: loss {loss} vs {full_loss}"
+                "{kind:?} {dropout} micro {micro}: loss {loss} vs {full_loss}"
             );
             for ((n, a), (_, b)) in full.iter().zip(&cached) {
                 let scale = a.abs().max().double_value(&[]).max(1e-8);
@@ -206,7 +220,7 @@ fn feature_caching_gives_the_full_batch_gradient() {
                 // zero in exact arithmetic (attention key biases, which softmax ignores).
                 assert!(
                     diff <= 1e-5 * scale + 1e-6 * global,
-                    "{kind:?} micro {micro}: {n} gradient differs by {diff} (scale {scale})"
+                    "{kind:?} {dropout} micro {micro}: {n} gradient differs by {diff} (scale {scale})"
                 );
             }
         }
@@ -690,7 +704,7 @@ fn u8_batches_normalised_in_the_step_match_float_batches() {
 
     let step = Step::new(&cfg, vec![]);
     let loss = step
-        .forward_backward(&model, &images, &tokens, &Dist::single(), None)
+        .forward_backward(&model, &images, &tokens, &Dist::single(), None, 1)
         .unwrap()
         .double_value(&[]);
     let (features, reference) = tch::no_grad(|| {

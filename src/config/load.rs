@@ -86,7 +86,14 @@ fn finish(mut layers: Layers, overrides: &[String]) -> Result<Config, ConfigErro
     for arg in overrides {
         layers.add_override(arg)?;
     }
-    let config = layers.deserialize()?;
+    let written = |key: &str| layers.get(key).is_some();
+    let written = super::WrittenDims {
+        image_size: written("model.vision.image_size"),
+        patch_size: written("model.vision.patch_size"),
+        context_length: written("model.text.context_length"),
+    };
+    let mut config = layers.deserialize()?;
+    config.model.written = written;
     let problems = validate(&config);
     if problems.is_empty() {
         Ok(config)

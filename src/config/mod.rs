@@ -165,6 +165,31 @@ pub struct ModelConfig {
     pub init_strict: bool,
     pub vision: VisionConfig,
     pub text: TextConfig,
+    /// Which grid and context keys the config wrote (set by [`load`]; not a TOML key).
+    #[serde(skip)]
+    pub written: WrittenDims,
+}
+
+/// Which of `model.vision.image_size`, `model.vision.patch_size` and
+/// `model.text.context_length` a config wrote: in its file, a file it `extends`, or a `--set`.
+///
+/// With `model.init_from` the source decides the model's dimensions, except that a written
+/// `image_size` or `context_length` that differs from the source's is kept, and the source's
+/// position embeddings are resampled (image) or truncated (text) to fit it; a written
+/// `patch_size` must equal the source's. A config built in code writes none. Where a value came
+/// from is not part of the config's value: this field never makes two configs unequal, and it
+/// is not saved.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WrittenDims {
+    pub image_size: bool,
+    pub patch_size: bool,
+    pub context_length: bool,
+}
+
+impl PartialEq for WrittenDims {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl ModelConfig {
@@ -183,14 +208,27 @@ impl ModelConfig {
     }
 
     /// This section with its dimensions (towers, embedding, activation, eps) replaced by
-    /// `spec`'s; `init_from` and `init_strict` are kept.
+    /// `spec`'s, except a written `vision.image_size` and `text.context_length` (see
+    /// [`WrittenDims`]); `init_from`, `init_strict` and the training choice
+    /// `vision.patch_dropout` are kept.
     pub fn with_dims_of(&self, spec: &ModelSpec) -> Self {
+        let mut vision = VisionConfig {
+            patch_dropout: self.vision.patch_dropout,
+            ..spec.vision.clone()
+        };
+        if self.written.image_size {
+            vision.image_size = self.vision.image_size;
+        }
+        let mut text = spec.text.clone();
+        if self.written.context_length {
+            text.context_length = self.text.context_length;
+        }
         Self {
             embed_dim: spec.embed_dim,
             activation: spec.activation,
             layer_norm_eps: spec.layer_norm_eps,
-            vision: spec.vision.clone(),
-            text: spec.text.clone(),
+            vision,
+            text,
             ..self.clone()
         }
     }
@@ -206,6 +244,7 @@ impl Default for ModelConfig {
             init_strict: true,
             vision: VisionConfig::default(),
             text: TextConfig::default(),
+            written: WrittenDims::default(),
         }
     }
 }

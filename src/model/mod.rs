@@ -9,12 +9,14 @@
 //! [`ClipModel::forward`] returns HF's `CLIPOutput` ([`ClipOutput`]) for parity checks against
 //! `transformers`.
 mod load;
+mod patch_dropout;
 mod spec;
 mod text;
 mod transformer;
 mod vision;
 
 pub use load::{LoadMode, LoadReport, MismatchReport, ShapeMismatch, load_named};
+pub use patch_dropout::{PatchDraw, kept_patches};
 pub use spec::{Activation, LogitHead, ModelSpec, TextConfig, VisionConfig, mlp_width};
 pub use text::TextTransformer;
 pub use vision::VisionTransformer;
@@ -114,9 +116,17 @@ impl ClipModel {
         })
     }
 
-    /// `[B, 3, H, W]` normalised images to `[B, embed]` projected features (not normalised).
+    /// `[B, 3, H, W]` normalised images to `[B, embed]` projected features (not normalised),
+    /// every patch seen: what evaluation, embedding and export use.
     pub fn encode_image(&self, images: &Tensor) -> Tensor {
         self.visual_projection.forward(&self.vision.forward(images))
+    }
+
+    /// [`Self::encode_image`] in a training step: with `model.vision.patch_dropout > 0` each
+    /// image keeps only the patch tokens `draw` picks for it; with 0 it is `encode_image`.
+    pub fn encode_image_train(&self, images: &Tensor, draw: PatchDraw) -> Tensor {
+        self.visual_projection
+            .forward(&self.vision.forward_train(images, draw))
     }
 
     /// `[B, T]` int64 token ids to `[B, embed]` projected features (not normalised).

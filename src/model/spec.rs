@@ -28,6 +28,11 @@ pub struct VisionConfig {
     pub heads: usize,
     /// MLP hidden width = `mlp_ratio * width`.
     pub mlp_ratio: f64,
+    /// FLIP's patch dropout: the fraction of patch tokens a training forward pass drops (a
+    /// random subset per image, the class token always kept); evaluation, embedding and export
+    /// never drop. A training choice, not an architecture: exports leave it out, and
+    /// `model.init_from` keeps the run's value.
+    pub patch_dropout: f64,
 }
 
 impl Default for VisionConfig {
@@ -39,6 +44,7 @@ impl Default for VisionConfig {
             layers: 12,
             heads: 12,
             mlp_ratio: 4.0,
+            patch_dropout: 0.0,
         }
     }
 }
@@ -172,6 +178,13 @@ impl ModelSpec {
                     "model.{tower}.mlp_ratio = {ratio} must be a finite number > 0"
                 ));
             }
+        }
+        let pd = v.patch_dropout;
+        if !(pd.is_finite() && (0.0..1.0).contains(&pd)) {
+            p.push(format!(
+                "model.vision.patch_dropout = {pd} must be in [0, 1) (the fraction of patch \
+                 tokens dropped in training; 0 = off)"
+            ));
         }
         let eps = self.layer_norm_eps;
         if !(eps.is_finite() && eps > 0.0) {

@@ -23,6 +23,7 @@ fn small_cfg() -> ModelSpec {
             layers: 2,
             heads: 4,
             mlp_ratio: 4.0,
+            patch_dropout: 0.0,
         },
         text: TextConfig {
             vocab_size: EOT as usize + 1,
@@ -347,4 +348,39 @@ fn a_siglip_model_takes_clip_weights_and_keeps_its_bias_init() {
     assert!(report.skipped.is_empty());
     assert_eq!(report.loaded, clip.variables().len());
     assert_eq!(m.logit_bias().unwrap().double_value(&[]), -10.0);
+}
+
+/// Patch dropout acts in training forward passes only: evaluation sees every patch whatever the
+/// setting, a training pass with 0 is the evaluation pass, and one with 0.5 sees fewer tokens
+/// (so different features), reproducibly for one draw.
+#[test]
+fn patch_dropout_drops_in_training_only() {
+    let _g = rng_lock();
+    let dropping = ModelSpec {
+        vision: VisionConfig {
+            patch_dropout: 0.5,
+            ..small_cfg().vision
+        },
+        ..small_cfg()
+    };
+    let (_vs0, plain) = build(&small_cfg(), LogitHead::Clip);
+    let (_vs1, model) = build(&dropping, LogitHead::Clip);
+    let images = Tensor::randn([3, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let draw = PatchDraw {
+        seed: 1,
+        step: 1,
+        first_sample: 0,
+    };
+    tch::no_grad(|| {
+        let eval = plain.encode_image(&images);
+        assert!(model.encode_image(&images).equal(&eval), "evaluation drops");
+        assert!(plain.encode_image_train(&images, draw).equal(&eval));
+        let train = model.encode_image_train(&images, draw);
+        let diff = (&train - &eval).abs().max().double_value(&[]);
+        assert!(
+            diff > 1e-3,
+            "a training pass with 0.5 equals evaluation ({diff})"
+        );
+        assert!(model.encode_image_train(&images, draw).equal(&train));
+    });
 }

@@ -1,5 +1,6 @@
 //! The image tower: a ViT with a class token, named as HF's `CLIPVisionTransformer`
 //! (`vision_model.*`).
+use super::patch_dropout::{PatchDraw, drop_patches};
 use super::spec::{Activation, VisionConfig, mlp_width};
 use super::transformer::{Encoder, LayerInit, LayerNorm, StackSpec, WeightInit, weight};
 use tch::{Tensor, nn};
@@ -16,6 +17,7 @@ pub struct VisionTransformer {
     post_layernorm: LayerNorm,
     patch_size: i64,
     image_size: i64,
+    patch_dropout: f64,
 }
 
 impl VisionTransformer {
@@ -73,11 +75,23 @@ impl VisionTransformer {
             post_layernorm: LayerNorm::new(&(p / "post_layernorm"), w, eps),
             patch_size: patch,
             image_size: cfg.image_size as i64,
+            patch_dropout: cfg.patch_dropout,
         }
     }
 
-    /// `[B, 3, H, W]` images (H = W = the configured size) to `[B, width]` pooled features.
+    /// `[B, 3, H, W]` images (H = W = the configured size) to `[B, width]` pooled features,
+    /// with every patch token: evaluation, embedding and export.
     pub fn forward(&self, images: &Tensor) -> Tensor {
+        self.forward_with(images, None)
+    }
+
+    /// [`Self::forward`] for training: with `patch_dropout > 0`, only the patch tokens `draw`
+    /// picks go through the encoder (see [`super::patch_dropout`]).
+    pub fn forward_train(&self, images: &Tensor, draw: PatchDraw) -> Tensor {
+        self.forward_with(images, Some(draw))
+    }
+
+    fn forward_with(&self, images: &Tensor, draw: Option<PatchDraw>) -> Tensor {
         let (b, _, h, w) = images
             .size4()
             .expect("images are [batch, 3, height, width]");
@@ -104,6 +118,10 @@ impl VisionTransformer {
             .view([1, 1, width])
             .expand([b, 1, width], false);
         let x = Tensor::cat(&[cls, patches], 1) + self.position_embedding.unsqueeze(0);
+        let x = match draw {
+            Some(draw) => drop_patches(&x, self.patch_dropout, draw),
+            None => x,
+        };
         let x = self.encoder.forward(&self.pre_layrnorm.forward(&x));
         self.post_layernorm.forward(&x.select(1, 0))
     }

@@ -103,6 +103,8 @@ pub fn read_config(path: &Path) -> Result<ModelSpec, SourceError> {
                 count(path, v, "vision_config", "intermediate_size", 3072)?,
                 vw,
             ),
+            // A training choice, not part of a saved model.
+            patch_dropout: 0.0,
         },
         text: TextConfig {
             vocab_size,

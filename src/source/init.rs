@@ -1,20 +1,22 @@
 //! Training's `model.init_from`: the source decides the model's dimensions (and fills in its
 //! tokenizer and normalisation), then its weights initialise the run's model.
-use super::{ModelSource, SourceError};
+use super::{ModelSource, SourceError, resize};
 use crate::config::{self, Config};
 use crate::model::{LoadMode, LoadReport, ModelError};
 use std::path::Path;
 use tch::nn;
 
 /// Opens `cfg.model.init_from` when set and returns the config the run really uses: the
-/// source's model dimensions (and tokenizer, normalisation) applied, each change logged, and
-/// validated again.
+/// source's model dimensions (and tokenizer, normalisation) applied — except a written image
+/// size or shorter text context, whose position embeddings [`init_weights`] fits — each change
+/// logged, and validated again.
 pub fn prepare(cfg: &Config) -> Result<(Config, Option<ModelSource>), SourceError> {
     if cfg.model.init_from.is_empty() {
         return Ok((cfg.clone(), None));
     }
     let path = Path::new(&cfg.model.init_from);
     let source = ModelSource::open(path)?;
+    resize::check(&cfg.model, &source.spec, path)?;
     let mut effective = cfg.clone();
     let notes = source.apply_to(&mut effective);
     tracing::info!(
@@ -25,6 +27,9 @@ pub fn prepare(cfg: &Config) -> Result<(Config, Option<ModelSource>), SourceErro
     );
     for note in &notes {
         tracing::info!("  taken from the source: {note}");
+    }
+    for note in resize::notes(&effective.model, &source.spec) {
+        tracing::info!("  kept from the config: {note}");
     }
     let problems = config::validate(&effective);
     if !problems.is_empty() {
@@ -40,7 +45,8 @@ pub fn prepare(cfg: &Config) -> Result<(Config, Option<ModelSource>), SourceErro
 }
 
 /// Loads `source` into `vs` (strict or not, per `model.init_strict`), logging what was loaded
-/// and what was left out.
+/// and what was left out. Position embeddings whose grid or (shorter) context differs from the
+/// model's are resampled or truncated first (see [`prepare`]).
 pub fn init_weights(
     source: &ModelSource,
     vs: &mut nn::VarStore,
@@ -51,9 +57,14 @@ pub fn init_weights(
     } else {
         LoadMode::Lenient
     };
-    let report = source.load_into(vs, mode).map_err(|e| match e {
-        SourceError::Model(m @ ModelError::Mismatch { .. }) => SourceError::InitMismatch(m),
-        other => other,
+    let (path, mut tensors) = source.tensors()?;
+    let fitted = resize::fit_positions(&mut tensors, vs);
+    if fitted > 0 {
+        tracing::info!("fitted {fitted} position embedding(s) of the source to the model");
+    }
+    let report = crate::model::load_named(vs, tensors, mode, &path).map_err(|e| match e {
+        m @ ModelError::Mismatch { .. } => SourceError::InitMismatch(m),
+        other => SourceError::Model(other),
     })?;
     tracing::info!(
         "initialised {} tensors from {}",

@@ -11,6 +11,7 @@ pub mod hf;
 mod init;
 mod loaded;
 pub mod openclip;
+mod resize;
 
 pub use init::{init_weights, prepare};
 pub use loaded::LoadedModel;

@@ -332,6 +332,8 @@ pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), S
             layers: int(v, "vision_cfg", "layers", 12.0)?,
             heads: vw / head_width,
             mlp_ratio: num(path, v, "vision_cfg", "mlp_ratio", 4.0)?,
+            // A training choice, not part of a saved model.
+            patch_dropout: 0.0,
         },
         text: TextConfig {
             vocab_size,

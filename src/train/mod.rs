@@ -238,10 +238,10 @@ impl Trainer {
         let lr = self.schedule.lr_at(self.state.step);
         let (images, tokens) = (&batch.images, &batch.tokens);
         let scaler = self.update.scaler();
+        let step = self.state.step + 1;
         let loss =
             self.step_fn
-                .forward_backward(&self.model, images, tokens, &self.dist, scaler)?;
-        let step = self.state.step + 1;
+                .forward_backward(&self.model, images, tokens, &self.dist, scaler, step)?;
         let applied = self
             .update
             .apply(step, loss, lr, &self.model, &self.step_fn.loss)?;

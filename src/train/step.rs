@@ -31,7 +31,7 @@ use crate::config::{Config, Precision};
 use crate::data::pixels::PixelNorm;
 use crate::dist::{Dist, DistError, GradSync, ReduceOp};
 use crate::loss::ClipLoss;
-use crate::model::ClipModel;
+use crate::model::{ClipModel, PatchDraw};
 use crate::precision::{Autocast, DynamicLossScaler, PrecisionError};
 use tch::{Device, Kind, Tensor};
 
@@ -56,6 +56,8 @@ pub struct Step {
     grads: GradSync,
     /// `data.image_mean`/`image_std`, applied to the u8 batches on the device.
     pixels: PixelNorm,
+    /// `run.seed`, which keys the patch-dropout draw with the step and the sample.
+    seed: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +95,7 @@ impl Step {
                 cfg.data.image_std,
                 cfg.run.device.resolve(),
             ),
+            seed: cfg.run.seed,
         }
     }
 
@@ -100,7 +103,8 @@ impl Step {
     /// every rank); returns the loss of the global batch (the mean of the ranks' losses with
     /// `local_loss`), a scalar left on the device so the caller need not wait for it, and leaves
     /// the rank-averaged gradients in the parameters — multiplied by the loss scale when a
-    /// `scaler` is given (fp16), for the caller to unscale.
+    /// `scaler` is given (fp16), for the caller to unscale. `step` (the optimizer step being
+    /// taken, 1-based) keys the patch-dropout draw.
     pub fn forward_backward(
         &self,
         model: &ClipModel,
@@ -108,6 +112,7 @@ impl Step {
         tokens: &Tensor,
         dist: &Dist,
         scaler: Option<&DynamicLossScaler>,
+        step: u64,
     ) -> Result<Tensor, StepError> {
         // u8 pixels, normalised here on the device. Batches from `DeviceBatches` are there
         // already (the copies are then no-ops).
@@ -119,12 +124,18 @@ impl Step {
             m => m.min(b),
         };
         let chunks = (images.split(micro, 0), tokens.split(micro, 0));
+        let start = dist.rank as i64 * b;
+        // Micro-batch j's images are samples start + j·micro.. of the global batch.
+        let draw = |j: usize| PatchDraw {
+            seed: self.seed,
+            step,
+            first_sample: (start + j as i64 * micro) as u64,
+        };
         // 1. Local features, as leaves of the loss graph.
-        let local = self.encode_local(model, &chunks.0, &chunks.1)?;
+        let local = self.encode_local(model, &chunks.0, &chunks.1, draw)?;
         // 2. The global batch, in rank order, as leaves whose gradient we read back.
         let all_i = dist.all_gather(&local.image)?.set_requires_grad(true);
         let all_t = dist.all_gather(&local.text)?.set_requires_grad(true);
-        let start = dist.rank as i64 * b;
         let n = if self.span.local_loss {
             b
         } else {
@@ -152,7 +163,7 @@ impl Step {
             surrogate(&fi, &ft, 0, b).backward();
         } else {
             for (j, (i, t)) in chunks.0.iter().zip(&chunks.1).enumerate() {
-                let (fi, ft) = self.encode(model, i, t)?;
+                let (fi, ft) = self.encode(model, i, t, draw(j))?;
                 surrogate(&fi, &ft, j as i64 * micro, i.size()[0]).backward();
             }
         }
@@ -171,10 +182,11 @@ impl Step {
         model: &ClipModel,
         images: &Tensor,
         tokens: &Tensor,
+        draw: PatchDraw,
     ) -> Result<(Tensor, Tensor), StepError> {
         let _ac = Autocast::enter(self.device, self.precision)?;
         Ok((
-            model.encode_image(images).to_kind(Kind::Float),
+            model.encode_image_train(images, draw).to_kind(Kind::Float),
             model.encode_text(tokens).to_kind(Kind::Float),
         ))
     }
@@ -187,9 +199,10 @@ impl Step {
         model: &ClipModel,
         images: &[Tensor],
         tokens: &[Tensor],
+        draw: impl Fn(usize) -> PatchDraw,
     ) -> Result<Local, StepError> {
         if let ([i], [t]) = (images, tokens) {
-            let (fi, ft) = self.encode(model, i, t)?;
+            let (fi, ft) = self.encode(model, i, t, draw(0))?;
             return Ok(Local {
                 image: fi.detach(),
                 text: ft.detach(),
@@ -197,8 +210,8 @@ impl Step {
             });
         }
         let mut parts = (Vec::new(), Vec::new());
-        for (i, t) in images.iter().zip(tokens) {
-            let (fi, ft) = tch::no_grad(|| self.encode(model, i, t))?;
+        for (j, (i, t)) in images.iter().zip(tokens).enumerate() {
+            let (fi, ft) = tch::no_grad(|| self.encode(model, i, t, draw(j)))?;
             parts.0.push(fi);
             parts.1.push(ft);
         }
