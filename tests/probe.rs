@@ -117,3 +117,100 @@ print(json.dumps(rows))
         "the report scores the probe refitted on all of train"
     );
 }
+
+#[test]
+fn linear_probe_and_knn_run_on_clip_benchmark_splits_and_reuse_cached_features() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    // An eval shard of 48 samples (every class once) as a CLIP_benchmark folder, and a
+    // 2-step model.
+    common::small_synth(d, 64, 48, 48);
+    common::benchmark::build(d);
+    std::fs::write(d.join("tiny.toml"), common::tiny_run::tiny_toml("gelu")).unwrap();
+    common::ok(common::cliptrain(&["train", "--config", "tiny.toml"], d));
+    let eval = |args: &[&str]| {
+        let mut a = vec!["eval"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["--checkpoint", "runs/t", "--cache-dir", "cache"]);
+        common::cliptrain(&a, d)
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let read = |p: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join(p)).unwrap()).unwrap()
+    };
+
+    // k-NN of a split among itself: each image's nearest neighbour is itself.
+    let same = [
+        "--data",
+        "bench/cls",
+        "--train-split",
+        "test",
+        "--split",
+        "test",
+    ];
+    let mut args = vec!["knn", "--k", "1", "--k", "5", "--json", "knn.json"];
+    args.extend_from_slice(&same);
+    let out = eval(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("48 images encoded at"),
+        "{}",
+        text(&out.stderr)
+    );
+    let knn = read("knn.json");
+    assert_eq!(knn["knn"][0]["k"], 1);
+    assert_eq!(knn["knn"][0]["top1"], 1.0);
+    assert_eq!(knn["knn"][0]["test_samples"], 48);
+    assert!(text(&out.stdout).contains("| k = 5, T = 0.07 | 48 | 48 | 48 |"));
+
+    // The probe (4 training images, 48 test images) finds the test split's features cached.
+    let out = eval(&[
+        "linear-probe",
+        "--data",
+        "bench/cls",
+        "--json",
+        "probe.json",
+        "--shots",
+        "1",
+        "--shots",
+        "2",
+        "--weight-decay",
+        "1e-3",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("bench/cls (test): 48 images, from the cache"),
+        "{err}"
+    );
+    assert!(err.contains("bench/cls (train): 4 images encoded"), "{err}");
+    assert!(
+        err.contains("1-shot: 44 class(es) have fewer training images"),
+        "{err}"
+    );
+    let probe = read("probe.json");
+    let runs = probe["linear_probe"].as_array().unwrap();
+    assert_eq!(
+        (runs[0]["shots"].as_u64(), runs[1]["shots"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(runs[0]["train_samples"], 4);
+    assert_eq!(runs[0]["weight_decay"], 1e-3);
+    assert_eq!(runs[0]["classes"], 48);
+    assert_eq!(probe["features"][1]["cached"], true);
+
+    // A multilabel set has no single class per image.
+    let out = eval(&[
+        "linear-probe",
+        "--data",
+        "bench/ml",
+        "--train-split",
+        "test",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("multilabel"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -198,7 +198,11 @@ impl Session {
     }
 
     /// The report with the checkpoint it describes, as JSON.
-    pub(super) fn write_json(&self, path: &Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    pub(super) fn write_json(
+        &self,
+        path: &Path,
+        report: &impl serde::Serialize,
+    ) -> anyhow::Result<()> {
         let mut v = serde_json::to_value(report)?;
         if let serde_json::Value::Object(map) = &mut v {
             map.insert(

@@ -146,7 +146,10 @@ fn describe(data: &str, e: &Extraction) -> String {
 }
 
 pub fn linear_probe_cmd(a: LinearProbeArgs) -> anyhow::Result<()> {
-    if a.weight_decays.iter().any(|wd| !(wd.is_finite() && *wd >= 0.0)) {
+    if a.weight_decays
+        .iter()
+        .any(|wd| !(wd.is_finite() && *wd >= 0.0))
+    {
         bail!("--weight-decay must be a finite number >= 0");
     }
     if a.shots.contains(&0) {
@@ -174,14 +177,19 @@ pub fn linear_probe_cmd(a: LinearProbeArgs) -> anyhow::Result<()> {
             Some(k) => {
                 let (few, short) = s.train.few_shot(k, s.classes, a.seed);
                 if !short.is_empty() {
-                    eprintln!("{k}-shot: {} class(es) have fewer training images", short.len());
+                    eprintln!(
+                        "{k}-shot: {} class(es) have fewer training images",
+                        short.len()
+                    );
                 }
                 linear_probe(&few, &s.test, s.classes, &opts)?
             }
         };
         rows.push((k, report));
     }
-    println!("| probe | classes | train images | test images | weight decay | top-1 | top-5 | chance top-1 |");
+    println!(
+        "| probe | classes | train images | test images | weight decay | top-1 | top-5 | chance top-1 |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (k, r) in &rows {
         let name = k.map_or("linear".to_string(), |k| format!("linear, {k}-shot"));
@@ -216,11 +224,10 @@ pub fn knn_cmd(a: KnnArgs) -> anyhow::Result<()> {
         bail!("--k must be at least 1");
     }
     let s = a.data.features()?;
-    let rows: Vec<KnnReport> = a
-        .k
-        .iter()
-        .map(|&k| knn(&s.train, &s.test, s.classes, k, a.temperature))
-        .collect::<Result<_, _>>()?;
+    let rows: Vec<KnnReport> =
+        a.k.iter()
+            .map(|&k| knn(&s.train, &s.test, s.classes, k, a.temperature))
+            .collect::<Result<_, _>>()?;
     println!("| k-NN | classes | train images | test images | top-1 | top-5 | chance top-1 |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
