@@ -29,9 +29,9 @@ pub enum EvalCommand {
     Builtins,
     /// A logistic-regression probe on frozen image features of a train split, scored on a test
     /// split (weight decay chosen on held-out train; `--shots K` for few-shot).
-    LinearProbe(super::probe_cmd::LinearProbeArgs),
+    LinearProbe(Box<super::probe_cmd::LinearProbeArgs>),
     /// Weighted k-NN accuracy of the test split's features among the train split's.
-    Knn(super::probe_cmd::KnnArgs),
+    Knn(Box<super::probe_cmd::KnnArgs>),
 }
 
 /// What every evaluation needs: the model and where to run it.
@@ -135,8 +135,8 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
         EvalCommand::Zeroshot(a) => zeroshot(a),
         EvalCommand::Retrieval(a) => retrieval_cmd(a),
         EvalCommand::Suite(a) => suite_cmd(a),
-        EvalCommand::LinearProbe(a) => super::probe_cmd::linear_probe_cmd(a),
-        EvalCommand::Knn(a) => super::probe_cmd::knn_cmd(a),
+        EvalCommand::LinearProbe(a) => super::probe_cmd::linear_probe_cmd(*a),
+        EvalCommand::Knn(a) => super::probe_cmd::knn_cmd(*a),
         EvalCommand::Builtins => {
             builtins();
             Ok(())
