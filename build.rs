@@ -6,7 +6,7 @@
 //!   `libtorch_cuda.so` (no symbol is referenced directly) and CUDA then silently disappears;
 //! - the `csrc/` shim for the libtorch C++ API that tch does not expose, including c10d
 //!   (`csrc/dist.cpp`; with `CLIPTRAIN_NCCL=1` also the NCCL process group) and ATen's fused
-//!   optimizer kernels (`csrc/optim.cpp`).
+//!   optimizer kernels (`csrc/optim.cpp`) and activation checkpointing (`csrc/recompute.cpp`).
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -36,6 +36,7 @@ fn main() {
         .flag("-w")
         .file("csrc/shim.cpp")
         .file("csrc/optim.cpp")
+        .file("csrc/recompute.cpp")
         .file("csrc/dist.cpp");
     if std::env::var("CLIPTRAIN_NCCL").is_ok_and(|v| v == "1") {
         add_nccl(&mut build, &torch_root);

@@ -2,7 +2,7 @@
 //!
 //! Every function that can fail on the C++ side reports through an error string, so a libtorch
 //! exception becomes a Rust error rather than an abort.
-use std::ffi::{CStr, c_char};
+use std::ffi::{CStr, c_char, c_void};
 
 unsafe extern "C" {
     fn cliptrain_free_str(s: *mut c_char);
@@ -353,4 +353,164 @@ pub fn empty_pinned(shape: &[i64], kind: tch::Kind) -> Result<tch::Tensor, Strin
     }
     // SAFETY: a heap at::Tensor* that nothing else owns; the tch Tensor now frees it.
     Ok(unsafe { tch::Tensor::from_ptr(out) })
+}
+
+// ---- activation checkpointing (csrc/recompute.cpp) ---------------------------------------------
+
+type RunFn = unsafe extern "C" fn(*mut c_void, TensorPtr) -> *mut torch_sys::C_tensor;
+type ReleaseFn = unsafe extern "C" fn(*mut c_void);
+
+unsafe extern "C" {
+    fn cliptrain_recompute_in_backward(
+        x: TensorPtr,
+        params: *const TensorPtr,
+        n: usize,
+        run: RunFn,
+        user: *mut c_void,
+        release: ReleaseFn,
+        out: *mut *mut torch_sys::C_tensor,
+        err: *mut *mut c_char,
+    ) -> i32;
+}
+
+/// A block of a network whose activations may be dropped after the forward pass and
+/// recomputed in the backward ([`recompute_in_backward`]). Its forward must be a pure function
+/// of its input and parameters (no randomness), so the recomputation repeats it exactly.
+pub trait Recomputable: Send + 'static {
+    fn forward(&self, x: &tch::Tensor) -> tch::Tensor;
+    /// Every parameter the forward reads (gradients reach them through the recomputation).
+    fn parameters(&self) -> Vec<tch::Tensor>;
+}
+
+/// `block.forward(x)`, keeping none of the block's activations when grad mode is on: the
+/// backward pass runs the block again (in the forward's autocast state) and differentiates
+/// that. The graph owns `block` (handles sharing the parameters' storage) until it is freed,
+/// so it stays valid however long the output lives. With grad mode off it is a plain call.
+pub fn recompute_in_backward<B: Recomputable>(
+    block: B,
+    x: &tch::Tensor,
+) -> Result<tch::Tensor, String> {
+    let params = block.parameters();
+    let ptrs: Vec<TensorPtr> = params.iter().map(|p| p.as_ptr()).collect();
+    let user = Box::into_raw(Box::new(block)).cast::<c_void>();
+    let mut out: *mut torch_sys::C_tensor = std::ptr::null_mut();
+    let mut err: *mut c_char = std::ptr::null_mut();
+    // SAFETY: x and the parameters are live at::Tensor* for the call (the shim copies the
+    // handles it keeps); `user` is a Box the shim owns from here on and hands back exactly once
+    // to `release_block::<B>`; out and err are valid out-pointers.
+    let rc = unsafe {
+        cliptrain_recompute_in_backward(
+            x.as_ptr(),
+            ptrs.as_ptr(),
+            ptrs.len(),
+            run_block::<B>,
+            user,
+            release_block::<B>,
+            &mut out,
+            &mut err,
+        )
+    };
+    if rc != 0 {
+        return Err(take_string(err));
+    }
+    // SAFETY: a heap at::Tensor* that nothing else owns; the tch Tensor now frees it.
+    Ok(unsafe { tch::Tensor::from_ptr(out) })
+}
+
+/// The shim's `run`: the block's forward on `x`, as a new heap at::Tensor*; null if it
+/// panicked (a panic must not unwind into C++), which the shim turns into an error.
+unsafe extern "C" fn run_block<B: Recomputable>(
+    user: *mut c_void,
+    x: TensorPtr,
+) -> *mut torch_sys::C_tensor {
+    // SAFETY: `user` is the Box<B> made by `recompute_in_backward`, alive until
+    // `release_block`; x is a live at::Tensor* for the call, shallow-cloned into a handle of
+    // our own.
+    let (block, x) = unsafe {
+        (
+            &*user.cast::<B>(),
+            tch::Tensor::clone_from_ptr(x.cast_mut()),
+        )
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| block.forward(&x))) {
+        Ok(mut y) => {
+            let p = y.as_mut_ptr();
+            // The shim takes the at::Tensor* over and deletes it.
+            std::mem::forget(y);
+            p
+        }
+        Err(_) => std::ptr::null_mut(),
+    }
+}
+
+unsafe extern "C" fn release_block<B: Recomputable>(user: *mut c_void) {
+    // SAFETY: called exactly once by the shim, with the Box<B> it was given.
+    drop(unsafe { Box::from_raw(user.cast::<B>()) });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tch::{Kind, Tensor};
+
+    /// `y = tanh(x · w)`, counting its runs and its releases.
+    struct Counted {
+        w: Tensor,
+        runs: Arc<AtomicUsize>,
+        released: Arc<AtomicUsize>,
+    }
+
+    impl Recomputable for Counted {
+        fn forward(&self, x: &Tensor) -> Tensor {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            (x * &self.w).tanh()
+        }
+
+        fn parameters(&self) -> Vec<Tensor> {
+            vec![self.w.shallow_clone()]
+        }
+    }
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.released.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_recomputed_block_runs_again_in_the_backward_and_gets_the_exact_gradients() {
+        let x = Tensor::from_slice(&[0.3f64, -1.2, 0.7]).set_requires_grad(true);
+        let w = Tensor::from_slice(&[1.5f64, 0.5, -2.0]).set_requires_grad(true);
+        let (runs, released) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let block = || Counted {
+            w: w.shallow_clone(),
+            runs: runs.clone(),
+            released: released.clone(),
+        };
+        let y = recompute_in_backward(block(), &x).unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        y.sum(Kind::Double).backward();
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "recomputed in the backward");
+        // d tanh(xw)/dx = w (1 - tanh²), d/dw = x (1 - tanh²).
+        let t = (&x * &w).tanh().detach();
+        let d = 1.0 - &t * &t;
+        assert!(x.grad().allclose(&(&w.detach() * &d), 1e-12, 1e-12, false));
+        assert!(w.grad().allclose(&(&x.detach() * &d), 1e-12, 1e-12, false));
+        drop(y);
+        assert_eq!(
+            released.load(Ordering::SeqCst),
+            1,
+            "the graph released the block"
+        );
+
+        // Without grad mode it is a plain call, and nothing is kept.
+        let y = tch::no_grad(|| recompute_in_backward(block(), &x).unwrap());
+        assert!(!y.requires_grad());
+        assert_eq!(
+            (runs.load(Ordering::SeqCst), released.load(Ordering::SeqCst)),
+            (3, 2)
+        );
+    }
 }

@@ -218,7 +218,8 @@ impl Session {
 }
 
 fn zeroshot(a: ZeroShotArgs) -> anyhow::Result<()> {
-    // The files are read before the model is loaded, so a typo fails fast.
+    // The device and the files are checked before the model is loaded, so a typo fails fast.
+    super::device_arg(&a.common.device)?;
     let task = ZeroShotTask::resolve(
         &a.data,
         &a.split,

@@ -93,7 +93,9 @@ impl ProbeData {
     }
 
     fn features(&self) -> anyhow::Result<Splits> {
-        // The files are read before the model is loaded, so a typo fails fast.
+        // The device and the files are checked before the model is loaded, so a typo fails
+        // fast.
+        super::device_arg(&self.common.device)?;
         let (train_task, test_task) = self.tasks()?;
         if train_task.classnames != test_task.classnames {
             bail!("the train and test splits need the same class names");

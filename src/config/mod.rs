@@ -163,6 +163,11 @@ pub struct ModelConfig {
     /// With `false`, tensors of `init_from` that are missing or mis-shaped are listed and left
     /// at their random init instead of stopping the run.
     pub init_strict: bool,
+    /// Activation checkpointing: in training, recompute each encoder layer in the backward pass
+    /// instead of keeping its activations (less memory, about a third more compute, the same
+    /// gradients). A run choice, not part of the architecture: not exported, may change on
+    /// resume.
+    pub grad_checkpointing: bool,
     pub vision: VisionConfig,
     pub text: TextConfig,
     /// Which grid and context keys the config wrote (set by [`load`]; not a TOML key).
@@ -242,6 +247,7 @@ impl Default for ModelConfig {
             layer_norm_eps: 1e-5,
             init_from: String::new(),
             init_strict: true,
+            grad_checkpointing: false,
             vision: VisionConfig::default(),
             text: TextConfig::default(),
             written: WrittenDims::default(),

@@ -384,3 +384,75 @@ fn patch_dropout_drops_in_training_only() {
         assert!(model.encode_image_train(&images, draw).equal(&train));
     });
 }
+
+/// Every parameter's gradient after one backward through both towers, by name; `autocast`
+/// runs the forward under CPU bf16 autocast (the backward after leaving it, as training does).
+fn gradients(checkpointed: bool, autocast: bool, frozen_text: bool) -> Vec<(String, Tensor)> {
+    let (vs, mut m) = build(&small_cfg(), LogitHead::Clip);
+    m.set_grad_checkpointing(checkpointed);
+    if frozen_text {
+        for (name, t) in vs.variables() {
+            if name.starts_with("text_model") {
+                let _ = t.set_requires_grad(false);
+            }
+        }
+    }
+    tch::manual_seed(5);
+    let images = Tensor::randn([3, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let tokens = tokens_with_eot(&[3, 5, 11]);
+    let prev = autocast.then(|| crate::shim::autocast_enter(false, false).unwrap());
+    let (i, t) = (m.encode_image(&images), m.encode_text(&tokens));
+    let logits = i.matmul(&t.tr()).to_kind(Kind::Float);
+    if let Some(prev) = prev {
+        crate::shim::autocast_exit(false, prev);
+    }
+    logits
+        .cross_entropy_for_logits(&Tensor::arange(3, (Kind::Int64, Device::Cpu)))
+        .backward();
+    let mut g: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .map(|(n, t)| (n, t.grad()))
+        .collect();
+    g.sort_by(|a, b| a.0.cmp(&b.0));
+    g
+}
+
+#[test]
+fn grad_checkpointing_gives_the_same_gradients_in_fp32_bf16_and_with_a_frozen_tower() {
+    let _g = rng_lock();
+    for (autocast, frozen) in [(false, false), (true, false), (false, true)] {
+        let plain = gradients(false, autocast, frozen);
+        let recomputed = gradients(true, autocast, frozen);
+        assert_eq!(plain.len(), recomputed.len());
+        let layers = plain
+            .iter()
+            .filter(|(n, g)| n.contains(".layers.") && g.defined());
+        assert!(layers.count() >= 32, "encoder layers without gradients");
+        for ((name, a), (_, b)) in plain.iter().zip(&recomputed) {
+            // (`logit_scale` takes no part in this loss.)
+            assert_eq!(a.defined(), b.defined(), "{name}");
+            if !a.defined() {
+                continue;
+            }
+            let d = max_diff(a, b);
+            assert!(
+                d <= 1e-6,
+                "autocast {autocast}, frozen {frozen}: {name} differs by {d}"
+            );
+        }
+    }
+    // Recomputing in fp32 what the forward ran in bf16 would differ far more than that.
+    let (fp32, bf16) = (
+        gradients(false, false, false),
+        gradients(false, true, false),
+    );
+    let d = fp32
+        .iter()
+        .zip(&bf16)
+        .filter(|((_, a), _)| a.defined())
+        .map(|((_, a), (_, b))| max_diff(a, b))
+        .fold(0.0, f64::max);
+    assert!(d > 1e-4, "bf16 autocast changed the gradients by only {d}");
+}

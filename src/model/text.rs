@@ -71,6 +71,11 @@ impl TextTransformer {
         }
     }
 
+    /// Activation checkpointing of the encoder layers (see [`crate::shim::recompute_in_backward`]).
+    pub(crate) fn set_grad_checkpointing(&mut self, on: bool) {
+        self.encoder.checkpointed = on;
+    }
+
     /// `[B, T]` int64 token ids (T ≤ context length) to `[B, width]` pooled features.
     ///
     /// No padding mask is needed: attention is causal and only the EOT position is pooled, so

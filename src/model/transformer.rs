@@ -2,6 +2,7 @@
 //! the MLP and the pre-LN encoder layer, each named as in Hugging Face's `modeling_clip.py` so
 //! the `nn::Path` tree is the safetensors name tree.
 use super::spec::Activation;
+use crate::shim::{Recomputable, recompute_in_backward};
 use tch::{Kind, Tensor, nn};
 
 /// How a weight matrix is drawn. The towers differ (OpenCLIP gives the text tower explicit
@@ -54,6 +55,19 @@ impl Linear {
     pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
         x.linear(&self.weight, self.bias.as_ref())
     }
+
+    /// Another handle on the same parameters.
+    fn share(&self) -> Self {
+        Self {
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.as_ref().map(Tensor::shallow_clone),
+        }
+    }
+
+    fn parameters(&self, out: &mut Vec<Tensor>) {
+        out.push(self.weight.shallow_clone());
+        out.extend(self.bias.as_ref().map(Tensor::shallow_clone));
+    }
 }
 
 /// LayerNorm over the last dimension, gain 1 and bias 0 at init.
@@ -83,6 +97,18 @@ impl LayerNorm {
             self.eps,
             true,
         )
+    }
+
+    fn share(&self) -> Self {
+        Self {
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.shallow_clone(),
+            ..*self
+        }
+    }
+
+    fn parameters(&self, out: &mut Vec<Tensor>) {
+        out.extend([self.weight.shallow_clone(), self.bias.shallow_clone()]);
     }
 }
 
@@ -155,6 +181,22 @@ impl Attention {
         self.out_proj
             .forward(&y.transpose(1, 2).contiguous().view([b, t, w]))
     }
+
+    fn share(&self) -> Self {
+        Self {
+            q_proj: self.q_proj.share(),
+            k_proj: self.k_proj.share(),
+            v_proj: self.v_proj.share(),
+            out_proj: self.out_proj.share(),
+            ..*self
+        }
+    }
+
+    fn parameters(&self, out: &mut Vec<Tensor>) {
+        for l in [&self.q_proj, &self.k_proj, &self.v_proj, &self.out_proj] {
+            l.parameters(out);
+        }
+    }
 }
 
 /// `fc2(act(fc1(x)))`.
@@ -182,6 +224,14 @@ impl Mlp {
         };
         self.fc2.forward(&h)
     }
+
+    fn share(&self) -> Self {
+        Self {
+            fc1: self.fc1.share(),
+            fc2: self.fc2.share(),
+            ..*self
+        }
+    }
 }
 
 /// Pre-LN block: `x + attn(ln1(x))`, then `x + mlp(ln2(x))`.
@@ -207,12 +257,41 @@ impl EncoderLayer {
         let x = x + self.self_attn.forward(&self.layer_norm1.forward(x));
         &x + self.mlp.forward(&self.layer_norm2.forward(&x))
     }
+
+    /// Another handle on the same parameters, for the graph of a checkpointed forward to own.
+    fn share(&self) -> Self {
+        Self {
+            self_attn: self.self_attn.share(),
+            layer_norm1: self.layer_norm1.share(),
+            mlp: self.mlp.share(),
+            layer_norm2: self.layer_norm2.share(),
+        }
+    }
+}
+
+impl Recomputable for EncoderLayer {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        EncoderLayer::forward(self, x)
+    }
+
+    fn parameters(&self) -> Vec<Tensor> {
+        let mut out = Vec::with_capacity(16);
+        self.self_attn.parameters(&mut out);
+        self.layer_norm1.parameters(&mut out);
+        self.mlp.fc1.parameters(&mut out);
+        self.mlp.fc2.parameters(&mut out);
+        self.layer_norm2.parameters(&mut out);
+        out
+    }
 }
 
 /// `encoder.layers.{i}`: the stack of encoder layers.
 #[derive(Debug)]
 pub(crate) struct Encoder {
     layers: Vec<EncoderLayer>,
+    /// Activation checkpointing: keep only each layer's input in training and recompute the
+    /// layer in the backward pass (`model.grad_checkpointing`).
+    pub(crate) checkpointed: bool,
 }
 
 impl Encoder {
@@ -222,13 +301,22 @@ impl Encoder {
         let layers = (0..s.layers)
             .map(|i| EncoderLayer::new(&(&layers_path / i), s, init))
             .collect();
-        Self { layers }
+        Self {
+            layers,
+            checkpointed: false,
+        }
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
         let mut x = x.shallow_clone();
         for layer in &self.layers {
-            x = layer.forward(&x);
+            x = if self.checkpointed {
+                // Fails only where the layer itself would (the message says why).
+                recompute_in_backward(layer.share(), &x)
+                    .unwrap_or_else(|e| panic!("checkpointed encoder layer: {e}"))
+            } else {
+                layer.forward(&x)
+            };
         }
         x
     }

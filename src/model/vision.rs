@@ -79,6 +79,11 @@ impl VisionTransformer {
         }
     }
 
+    /// Activation checkpointing of the encoder layers (see [`crate::shim::recompute_in_backward`]).
+    pub(crate) fn set_grad_checkpointing(&mut self, on: bool) {
+        self.encoder.checkpointed = on;
+    }
+
     /// `[B, 3, H, W]` images (H = W = the configured size) to `[B, width]` pooled features,
     /// with every patch token: evaluation, embedding and export.
     pub fn forward(&self, images: &Tensor) -> Tensor {

@@ -48,7 +48,8 @@ pub(super) fn build_model(
     init: Option<&ModelSource>,
 ) -> Result<(nn::VarStore, ClipModel), TrainError> {
     let mut vs = nn::VarStore::new(cfg.run.device.resolve());
-    let model = ClipModel::new(&vs.root(), &cfg.model.spec(eot_id, cfg.loss.kind))?;
+    let mut model = ClipModel::new(&vs.root(), &cfg.model.spec(eot_id, cfg.loss.kind))?;
+    model.set_grad_checkpointing(cfg.model.grad_checkpointing);
     if let Some(init) = init {
         source::init_weights(init, &mut vs, cfg.model.init_strict)?;
     }

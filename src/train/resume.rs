@@ -40,6 +40,7 @@ pub const MAY_CHANGE_ON_RESUME: &[&str] = &[
     "data.strict",
     "model.init_from",
     "model.init_strict",
+    "model.grad_checkpointing",
     "optim.steps",
     "optim.micro_batch_size",
     "optim.max_bad_steps",
