@@ -13,9 +13,11 @@ a = p.parse_args()
 torch.set_num_threads(a.workers)
 model, _, preprocess = open_clip.create_model_and_transforms(a.model, pretrained=None)
 model.eval()
+shards = wds.shardlists.expand_urls(a.spec)
+workers = min(a.workers, len(shards))  # a worker without a shard would find no sample
 ds = (wds.WebDataset(a.spec, shardshuffle=False).decode("pil")
       .to_tuple("jpg", "cls").map_tuple(preprocess, lambda c: c).batched(a.batch_size))
-loader = wds.WebLoader(ds, batch_size=None, num_workers=a.workers)
+loader = wds.WebLoader(ds, batch_size=None, num_workers=workers)
 n, start = 0, None
 with torch.no_grad():
     for images, _ in loader:

@@ -56,6 +56,7 @@ demo=$(rate "$WORK/demo" data/synth/eval-000000.tar data/synth/classnames.txt)
 SHARDS="${BENCH_EVAL_SHARDS:-10}"   # of 1,000 images each
 big_spec="$BIG/eval-{000000..$(printf '%06d' $((SHARDS - 1)))}.tar"
 big=$(rate "$WORK/vit-b-32" "$big_spec" "$BIG/classnames.txt")
+echo "cliptrain: demo eval split $demo images/s, $((SHARDS * 1000)) x 224 px ViT-B/32 $big images/s"
 py=$(python scripts/bench_eval.py "$big_spec" --workers "$THREADS" 2>/dev/null \
   | python -c "import json,sys; print(round(json.loads(sys.stdin.read().strip().splitlines()[-1])['images_per_s'], 1))")
 printf '%-44s %12s %12s\n' set cliptrain "OpenCLIP"
