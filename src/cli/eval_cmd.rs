@@ -34,13 +34,9 @@ pub enum EvalCommand {
     Knn(Box<super::probe_cmd::KnnArgs>),
 }
 
-/// What every evaluation needs: the model and where to run it.
-#[derive(Debug, Args)]
-pub struct Common {
-    /// The model: a checkpoint folder, a run folder (its `latest` checkpoint), a Hugging Face
-    /// CLIP folder or an OpenCLIP folder.
-    #[arg(long)]
-    pub checkpoint: PathBuf,
+/// Where and how models are run, for every evaluation command.
+#[derive(Debug, Clone, Args)]
+pub struct Runtime {
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -53,6 +49,17 @@ pub struct Common {
     /// libtorch and decode threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+}
+
+/// What every evaluation needs: the model and where to run it.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// The model: a checkpoint folder, a run folder (its `latest` checkpoint), a Hugging Face
+    /// CLIP folder or an OpenCLIP folder.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub run: Runtime,
     /// Also write every figure as JSON here.
     #[arg(long, value_name = "OUT.json")]
     pub json: Option<PathBuf>,
@@ -110,18 +117,8 @@ pub struct SuiteArgs {
     /// column each.
     #[arg(long, required = true)]
     pub checkpoint: Vec<PathBuf>,
-    /// `auto`, `cpu`, `cuda` or `cuda:N`.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// `fp32`, or `bf16` autocast; default bf16 on CUDA, fp32 on CPU.
-    #[arg(long)]
-    pub precision: Option<String>,
-    /// Images (and prompts) encoded at once; at least 1.
-    #[arg(long, default_value_t = 256, value_parser = super::batch_size_arg)]
-    pub batch_size: usize,
-    /// libtorch and decode threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub run: Runtime,
     /// Also write the table as JSON here (layout in the README).
     #[arg(long, value_name = "OUT.json")]
     pub json: Option<PathBuf>,
@@ -155,12 +152,12 @@ pub(super) struct Session {
 
 impl Session {
     pub(super) fn open(c: &Common) -> anyhow::Result<Self> {
-        let workers = cliptrain::runtime::cpu_threads(c.threads, "--threads");
-        if c.threads > 0 {
+        let workers = cliptrain::runtime::cpu_threads(c.run.threads, "--threads");
+        if c.run.threads > 0 {
             tch::set_num_threads(workers as i32);
         }
-        let device = super::device_arg(&c.device)?;
-        let precision = match c.precision.as_deref() {
+        let device = super::device_arg(&c.run.device)?;
+        let precision = match c.run.precision.as_deref() {
             None if device.is_cuda() => Precision::Bf16,
             None | Some("fp32") => Precision::Fp32,
             Some("bf16") => Precision::Bf16,
@@ -219,7 +216,7 @@ impl Session {
 
 fn zeroshot(a: ZeroShotArgs) -> anyhow::Result<()> {
     // The device and the files are checked before the model is loaded, so a typo fails fast.
-    super::device_arg(&a.common.device)?;
+    super::device_arg(&a.common.run.device)?;
     let task = ZeroShotTask::resolve(
         &a.data,
         &a.split,
@@ -234,16 +231,16 @@ fn zeroshot(a: ZeroShotArgs) -> anyhow::Result<()> {
         );
     }
     let s = Session::open(&a.common)?;
-    let prep = eval_images(&s.config, a.common.batch_size, s.workers);
+    let prep = eval_images(&s.config, a.common.run.batch_size, s.workers);
     if task.is_multilabel() {
-        let r = task.run_multilabel(&s.encoder(a.common.batch_size), &prep)?;
+        let r = task.run_multilabel(&s.encoder(a.common.run.batch_size), &prep)?;
         print!("{}", report::multilabel_markdown(&r));
         if let Some(path) = &a.common.json {
             s.write_json(path, &r)?;
         }
         return Ok(());
     }
-    let r = task.run(&s.encoder(a.common.batch_size), &prep)?;
+    let r = task.run(&s.encoder(a.common.run.batch_size), &prep)?;
     print!("{}", report::zeroshot_markdown(&r));
     if let Some(path) = &a.common.json {
         s.write_json(path, &r)?;
@@ -264,8 +261,13 @@ fn zeroshot(a: ZeroShotArgs) -> anyhow::Result<()> {
 
 fn retrieval_cmd(a: RetrievalArgs) -> anyhow::Result<()> {
     let s = Session::open(&a.common)?;
-    let prep = eval_images(&s.config, a.common.batch_size, s.workers);
-    let r = retrieval::run(&a.data, &a.split, &s.encoder(a.common.batch_size), &prep)?;
+    let prep = eval_images(&s.config, a.common.run.batch_size, s.workers);
+    let r = retrieval::run(
+        &a.data,
+        &a.split,
+        &s.encoder(a.common.run.batch_size),
+        &prep,
+    )?;
     print!("{}", report::retrieval_markdown(&r));
     if let Some(path) = &a.common.json {
         s.write_json(path, &r)?;
@@ -294,21 +296,18 @@ fn suite_cmd(a: SuiteArgs) -> anyhow::Result<()> {
     for ckpt in &a.checkpoint {
         let common = Common {
             checkpoint: ckpt.clone(),
-            device: a.device.clone(),
-            precision: a.precision.clone(),
-            batch_size: a.batch_size,
-            threads: a.threads,
+            run: a.run.clone(),
             json: None,
         };
         let label = ckpt.display().to_string();
         // A model that does not load fails its column, not the suite.
         let col = match Session::open(&common) {
             Ok(s) => {
-                let prep = eval_images(&s.config, a.batch_size, s.workers);
+                let prep = eval_images(&s.config, a.run.batch_size, s.workers);
                 SuiteColumn {
                     checkpoint: label,
                     step: s.loaded.source.step,
-                    results: suite.run(&s.encoder(a.batch_size), &prep),
+                    results: suite.run(&s.encoder(a.run.batch_size), &prep),
                 }
             }
             Err(e) => {

@@ -95,7 +95,7 @@ impl ProbeData {
     fn features(&self) -> anyhow::Result<Splits> {
         // The device and the files are checked before the model is loaded, so a typo fails
         // fast.
-        super::device_arg(&self.common.device)?;
+        super::device_arg(&self.common.run.device)?;
         let (train_task, test_task) = self.tasks()?;
         if train_task.classnames != test_task.classnames {
             bail!("the train and test splits need the same class names");
@@ -105,8 +105,8 @@ impl ProbeData {
             dir: self.cache_dir.clone().unwrap_or_else(default_cache_dir),
             model: model_key(&session.loaded.source.dir),
         });
-        let prep = eval_images(&session.config, self.common.batch_size, session.workers);
-        let enc = session.encoder(self.common.batch_size);
+        let prep = eval_images(&session.config, self.common.run.batch_size, session.workers);
+        let enc = session.encoder(self.common.run.batch_size);
         let (train, a) = labelled_features(&train_task, &enc, &prep, cache.as_ref())?;
         let (test, b) = labelled_features(&test_task, &enc, &prep, cache.as_ref())?;
         for (task, e) in [(&train_task, &a), (&test_task, &b)] {
