@@ -13,6 +13,7 @@ fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
 
 fn small_cfg() -> ModelSpec {
     ModelSpec {
+        kind: ModelKind::Clip,
         embed_dim: 24,
         activation: Activation::QuickGelu,
         layer_norm_eps: 1e-5,
