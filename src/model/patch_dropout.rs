@@ -1,8 +1,9 @@
 //! FLIP's patch dropout (OpenCLIP's `PatchDropout`): a training forward pass keeps a random
 //! subset of each image's patch tokens, after the position embeddings are added and before the
-//! pre-LayerNorm, and always keeps the class token. Fewer tokens make every encoder block
-//! cheaper; attention is permutation-equivariant and only the class token is pooled, so the
-//! order of the kept tokens does not matter.
+//! pre-LayerNorm, and always keeps the class token (SigLIP has none: only patches are drawn).
+//! Fewer tokens make every encoder block cheaper; attention is permutation-equivariant and only
+//! the class token (or SigLIP's attention-pooling head, itself order-free) reads the result, so
+//! the order of the kept tokens does not matter.
 //!
 //! The draw does not use libtorch's global RNG: which patches image `i` keeps is a hash of
 //! `(seed, step, sample)`, with `sample` the image's index in the step's global batch. So a
