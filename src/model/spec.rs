@@ -256,9 +256,11 @@ impl ModelSpec {
         let mut text = (t.vocab_size + t.context_length) as f64 * tw + 2.0 * tw + tw * e;
         if self.kind == ModelKind::Siglip {
             // The attention-pooling head (probe, attention, LayerNorm, MLP) instead of a
-            // projection, and the text head's bias.
+            // projection, no class-token position and no pre-LayerNorm; the text head's bias.
+            // (Checked against transformers' SiglipModel: 184,578 for tests/siglip.rs's model.)
             let m = (vw * v.mlp_ratio).round();
-            vision += vw + 4.0 * (vw * vw + vw) + 2.0 * vw + 2.0 * vw * m + m + vw - vw * e;
+            let head = vw + 4.0 * (vw * vw + vw) + 2.0 * vw + 2.0 * vw * m + m + vw;
+            vision += head - vw * e - 3.0 * vw;
             text += e;
         }
         let towers =

@@ -567,3 +567,12 @@ fn siglip_patch_dropout_drops_in_training_only() {
         assert!(m.encode_image_train(&images, draw).equal(&train));
     });
 }
+
+/// The memory estimate counts exactly the variables a SigLIP model creates.
+#[test]
+fn siglip_parameter_count_matches_its_variables() {
+    let _g = rng_lock();
+    let (vs, _) = build(&siglip_cfg(), LogitHead::Siglip);
+    let numel: i64 = vs.variables().values().map(Tensor::numel).map(|n| n as i64).sum();
+    assert_eq!(siglip_cfg().param_count(), numel as f64);
+}
