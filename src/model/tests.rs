@@ -573,6 +573,11 @@ fn siglip_patch_dropout_drops_in_training_only() {
 fn siglip_parameter_count_matches_its_variables() {
     let _g = rng_lock();
     let (vs, _) = build(&siglip_cfg(), LogitHead::Siglip);
-    let numel: i64 = vs.variables().values().map(Tensor::numel).map(|n| n as i64).sum();
+    let numel: i64 = vs
+        .variables()
+        .values()
+        .map(Tensor::numel)
+        .map(|n| n as i64)
+        .sum();
     assert_eq!(siglip_cfg().param_count(), numel as f64);
 }

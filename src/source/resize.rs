@@ -163,4 +163,18 @@ mod tests {
         assert_eq!(square_grid(15), None);
         assert_eq!(square_grid(0), None);
     }
+
+    /// SigLIP's table is the grid alone: fitted without a class row.
+    #[test]
+    fn a_siglip_grid_is_resampled_without_a_class_row() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let pos = vs.root() / "vision_model" / "embeddings" / "position_embedding";
+        let _var = pos.zeros("weight", &[4, 2]);
+        let grid = Tensor::ones([16, 2], (Kind::Float, Device::Cpu)) * 0.5;
+        let mut tensors = vec![(VISION_POS.to_string(), grid)];
+        assert_eq!(fit_positions(&mut tensors, &vs), 1);
+        assert_eq!(tensors[0].1.size(), [4, 2]);
+        let dev = (&tensors[0].1 - 0.5).abs().max().double_value(&[]);
+        assert!(dev < 1e-6, "{dev}");
+    }
 }
