@@ -654,3 +654,23 @@ weight = 0.5
     assert_eq!(c.data.sources[0].weight, 1.0);
     assert_eq!(c.data.sources[1].weight, 0.5);
 }
+
+#[test]
+fn siglip_combinations_are_explained_one_line_each() {
+    let siglip = "[model]\nkind = \"siglip\"\nembed_dim = 768\n[loss]\nkind = \"siglip\"\n";
+    assert_eq!(ok(siglip, &[]).model.kind, config::ModelKind::Siglip);
+    assert_eq!(
+        problems(siglip, &["loss.kind=infonce", "model.embed_dim=512"]),
+        [
+            "model.embed_dim = 512 must equal model.vision.width = 768 with model.kind = \
+             \"siglip\" (its attention-pooling head outputs the vision width)",
+            "model.kind = \"siglip\" must be trained with loss.kind = \"siglip\" (the SigLIP \
+             model's logit_bias is only trained by the sigmoid loss); set loss.kind = \"siglip\"",
+        ]
+    );
+    let preset = config::load(&repo().join("configs/models/siglip-b-16.toml"), &[]).unwrap();
+    assert_eq!(
+        (preset.model.kind, preset.loss.kind, preset.model.embed_dim),
+        (config::ModelKind::Siglip, config::LossKind::Siglip, 768)
+    );
+}

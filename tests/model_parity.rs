@@ -7,7 +7,8 @@
 //! skip it.
 mod common;
 use cliptrain::model::{
-    Activation, ClipModel, LoadMode, LogitHead, ModelSpec, TextConfig, VisionConfig, load_named,
+    Activation, ClipModel, LoadMode, LogitHead, ModelKind, ModelSpec, TextConfig, VisionConfig,
+    load_named,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,6 +21,7 @@ const EOS: i64 = 98;
 /// The model `scripts/hf_parity.py` builds, as our spec.
 fn tiny_cfg(activation: Activation) -> ModelSpec {
     ModelSpec {
+        kind: ModelKind::Clip,
         embed_dim: 40,
         activation,
         layer_norm_eps: 1e-5,
@@ -49,6 +51,7 @@ fn act_name(a: Activation) -> &'static str {
     match a {
         Activation::QuickGelu => "quick_gelu",
         Activation::Gelu => "gelu",
+        Activation::GeluTanh => "gelu_pytorch_tanh",
     }
 }
 

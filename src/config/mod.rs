@@ -9,7 +9,7 @@ mod validate;
 pub use load::{ConfigError, Origin, load, load_str};
 pub use validate::validate;
 // The model's own types: the TOML sections deserialize straight into what the towers take.
-pub use crate::model::{Activation, TextConfig, VisionConfig};
+pub use crate::model::{Activation, ModelKind, TextConfig, VisionConfig};
 
 use crate::model::{LogitHead, ModelSpec};
 use serde::{Deserialize, Serialize};
@@ -152,6 +152,10 @@ fn one() -> f64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
+    /// The architecture: `"clip"` (HF `CLIPModel`) or `"siglip"` (HF `SiglipModel`: no class
+    /// token, attention-pooled vision, bidirectional text pooled at the last position, a
+    /// `logit_bias`; trains with `loss.kind = "siglip"`, `embed_dim` = `vision.width`).
+    pub kind: ModelKind,
     /// Dimension of the joint image-text embedding space.
     pub embed_dim: usize,
     pub activation: Activation,
@@ -202,6 +206,7 @@ impl ModelConfig {
     /// id), with the logit head `loss` trains.
     pub fn spec(&self, eot_id: i64, loss: LossKind) -> ModelSpec {
         ModelSpec {
+            kind: self.kind,
             embed_dim: self.embed_dim,
             activation: self.activation,
             layer_norm_eps: self.layer_norm_eps,
@@ -212,7 +217,8 @@ impl ModelConfig {
         }
     }
 
-    /// This section with its dimensions (towers, embedding, activation, eps) replaced by
+    /// This section with its architecture and dimensions (kind, towers, embedding, activation,
+    /// eps) replaced by
     /// `spec`'s, except a written `vision.image_size` and `text.context_length` (see
     /// [`WrittenDims`]); `init_from`, `init_strict` and the training choice
     /// `vision.patch_dropout` are kept.
@@ -229,6 +235,7 @@ impl ModelConfig {
             text.context_length = self.text.context_length;
         }
         Self {
+            kind: spec.kind,
             embed_dim: spec.embed_dim,
             activation: spec.activation,
             layer_norm_eps: spec.layer_norm_eps,
@@ -242,6 +249,7 @@ impl ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
+            kind: ModelKind::Clip,
             embed_dim: 512,
             activation: Activation::QuickGelu,
             layer_norm_eps: 1e-5,

@@ -1,6 +1,6 @@
 //! The rules a config must satisfy beyond its types. Each broken rule becomes one message of
 //! the form `key = value must <rule>`, so the user sees every problem at once.
-use super::{Config, DataMode, Schedule};
+use super::{Config, DataMode, LossKind, ModelKind, Schedule};
 use std::fmt::Display;
 
 /// Every broken rule in `c`, one message each; empty when the config is valid.
@@ -156,6 +156,14 @@ fn sources(c: &Config, p: &mut Problems) {
 fn model(c: &Config, p: &mut Problems) {
     let spec = c.model.spec(0, c.loss.kind);
     p.0.extend(spec.dim_problems());
+    // SigLIP's architecture includes a logit_bias, and InfoNCE would leave it untrained.
+    p.check(
+        c.model.kind == ModelKind::Clip || c.loss.kind == LossKind::Siglip,
+        "model.kind",
+        q(c.model.kind.name()),
+        "be trained with loss.kind = \"siglip\" (the SigLIP model's logit_bias is only \
+         trained by the sigmoid loss); set loss.kind = \"siglip\"",
+    );
 }
 
 fn optim(c: &Config, p: &mut Problems) {

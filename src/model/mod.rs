@@ -1,15 +1,18 @@
-//! The CLIP model: a ViT image tower and a causal text tower projected into one embedding space.
+//! The CLIP model: a ViT image tower and a causal text tower projected into one embedding space
+//! — or, with [`ModelKind::Siglip`], SigLIP's towers (attention-pooled ViT, bidirectional text,
+//! each ending in its own head) with a logit bias.
 //!
 //! Every variable is created under nested [`nn::Path`]s that spell Hugging Face `CLIPModel`'s
-//! state-dict names and layouts, so `vs.save("model.safetensors")` is an HF checkpoint and
-//! [`load_named`] reads one back (or an HF-trained model) unchanged. Initialisation follows
-//! OpenCLIP. The model knows nothing of runs: it is built from a [`ModelSpec`], and owns no
+//! (or `SiglipModel`'s) state-dict names and layouts, so `vs.save("model.safetensors")` is an HF
+//! checkpoint and [`load_named`] reads one back (or an HF-trained model) unchanged.
+//! Initialisation follows OpenCLIP for CLIP and HF's `SiglipModel` for SigLIP. The model knows nothing of runs: it is built from a [`ModelSpec`], and owns no
 //! training logic: the losses take [`ClipModel::encode_image`] / [`ClipModel::encode_text`]
 //! features and [`ClipModel::logit_scale`], the optimizer [`no_weight_decay`].
 //! [`ClipModel::forward`] returns HF's `CLIPOutput` ([`ClipOutput`]) for parity checks against
 //! `transformers`.
 mod load;
 mod patch_dropout;
+mod pooling_head;
 mod spec;
 mod text;
 mod transformer;
@@ -17,7 +20,7 @@ mod vision;
 
 pub use load::{LoadMode, LoadReport, MismatchReport, ShapeMismatch, load_named};
 pub use patch_dropout::{PatchDraw, kept_patches};
-pub use spec::{Activation, LogitHead, ModelSpec, TextConfig, VisionConfig, mlp_width};
+pub use spec::{Activation, LogitHead, ModelKind, ModelSpec, TextConfig, VisionConfig, mlp_width};
 pub use text::TextTransformer;
 pub use vision::VisionTransformer;
 
@@ -53,13 +56,14 @@ pub struct ClipOutput {
     pub logits_per_text: Tensor,
 }
 
-/// Dual-encoder CLIP (or SigLIP, which only adds a learned logit bias).
+/// Dual-encoder CLIP (with a learned logit bias when trained with the sigmoid loss), or SigLIP.
 #[derive(Debug)]
 pub struct ClipModel {
     vision: VisionTransformer,
     text: TextTransformer,
-    visual_projection: Linear,
-    text_projection: Linear,
+    /// CLIP only: SigLIP's towers end in their own heads.
+    visual_projection: Option<Linear>,
+    text_projection: Option<Linear>,
     logit_scale: Tensor,
     logit_bias: Option<Tensor>,
 }
@@ -73,39 +77,48 @@ impl ClipModel {
         let eps = spec.layer_norm_eps;
         let embed = spec.embed_dim as i64;
         let (vw, tw) = (spec.vision.width as i64, spec.text.width as i64);
-        let vision =
-            VisionTransformer::new(&(root / "vision_model"), &spec.vision, spec.activation, eps);
+        let clip = spec.kind == ModelKind::Clip;
+        let vision = VisionTransformer::new(
+            &(root / "vision_model"),
+            &spec.vision,
+            spec.kind,
+            spec.activation,
+            eps,
+        );
         let text = TextTransformer::new(
             &(root / "text_model"),
             &spec.text,
+            spec.kind,
             spec.activation,
             eps,
             spec.eot_id,
+            spec.embed_dim,
         );
         // OpenCLIP draws both projections as w^-0.5·randn (its [w, embed] is HF's transpose).
-        let visual_projection = Linear::new(
-            &(root / "visual_projection"),
-            vw,
-            embed,
-            false,
-            WeightInit::Normal((vw as f64).powf(-0.5)),
-        );
-        let text_projection = Linear::new(
-            &(root / "text_projection"),
-            tw,
-            embed,
-            false,
-            WeightInit::Normal((tw as f64).powf(-0.5)),
-        );
+        let projection = |name: &str, w: i64| {
+            clip.then(|| {
+                Linear::new(
+                    &(root / name),
+                    w,
+                    embed,
+                    false,
+                    WeightInit::Normal((w as f64).powf(-0.5)),
+                )
+            })
+        };
+        let visual_projection = projection("visual_projection", vw);
+        let text_projection = projection("text_projection", tw);
+        // HF's SiglipModel holds both scalars as shape [1]; CLIP's logit_scale is 0-dim.
+        let shape: &[i64] = if clip { &[] } else { &[1] };
         let logit_scale = root.var(
             "logit_scale",
-            &[],
+            shape,
             nn::Init::Const(spec.head.logit_scale_init()),
         );
         let logit_bias = spec
             .head
             .logit_bias_init()
-            .map(|b| root.var("logit_bias", &[], nn::Init::Const(b)));
+            .map(|b| root.var("logit_bias", shape, nn::Init::Const(b)));
         Ok(Self {
             vision,
             text,
@@ -119,19 +132,21 @@ impl ClipModel {
     /// `[B, 3, H, W]` normalised images to `[B, embed]` projected features (not normalised),
     /// every patch seen: what evaluation, embedding and export use.
     pub fn encode_image(&self, images: &Tensor) -> Tensor {
-        self.visual_projection.forward(&self.vision.forward(images))
+        project(&self.visual_projection, self.vision.forward(images))
     }
 
     /// [`Self::encode_image`] in a training step: with `model.vision.patch_dropout > 0` each
     /// image keeps only the patch tokens `draw` picks for it; with 0 it is `encode_image`.
     pub fn encode_image_train(&self, images: &Tensor, draw: PatchDraw) -> Tensor {
-        self.visual_projection
-            .forward(&self.vision.forward_train(images, draw))
+        project(
+            &self.visual_projection,
+            self.vision.forward_train(images, draw),
+        )
     }
 
     /// `[B, T]` int64 token ids to `[B, embed]` projected features (not normalised).
     pub fn encode_text(&self, tokens: &Tensor) -> Tensor {
-        self.text_projection.forward(&self.text.forward(tokens))
+        project(&self.text_projection, self.text.forward(tokens))
     }
 
     /// Encodes both batches and scores every image against every caption.
@@ -160,7 +175,8 @@ impl ClipModel {
         self.text.set_grad_checkpointing(on);
     }
 
-    /// The log of the logit temperature (scalar variable `logit_scale`).
+    /// The log of the logit temperature (variable `logit_scale`: 0-dim for CLIP, `[1]` for
+    /// SigLIP as HF stores it).
     pub fn logit_scale(&self) -> &Tensor {
         &self.logit_scale
     }
@@ -168,6 +184,14 @@ impl ClipModel {
     /// SigLIP's scalar logit bias (variable `logit_bias`); `None` for InfoNCE models.
     pub fn logit_bias(&self) -> Option<&Tensor> {
         self.logit_bias.as_ref()
+    }
+}
+
+/// A tower's pooled output through its projection (CLIP); SigLIP's towers project themselves.
+fn project(projection: &Option<Linear>, pooled: Tensor) -> Tensor {
+    match projection {
+        Some(p) => p.forward(&pooled),
+        None => pooled,
     }
 }
 
@@ -183,9 +207,12 @@ pub fn l2_normalize(x: &Tensor) -> Tensor {
 pub fn no_weight_decay(name: &str) -> bool {
     let leaf = name.rsplit('.').next().unwrap_or(name);
     leaf == "bias"
+        || leaf == "in_proj_bias"
         || leaf == "logit_scale"
         || leaf == "logit_bias"
         || leaf == "class_embedding"
+        // SigLIP's attention-pooling query token.
+        || leaf == "probe"
         || name.contains("position_embedding")
         // layer_norm1/2, pre_layrnorm (HF's spelling), post_layernorm, final_layer_norm.
         || name.contains("norm")

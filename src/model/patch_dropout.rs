@@ -1,8 +1,9 @@
 //! FLIP's patch dropout (OpenCLIP's `PatchDropout`): a training forward pass keeps a random
 //! subset of each image's patch tokens, after the position embeddings are added and before the
-//! pre-LayerNorm, and always keeps the class token. Fewer tokens make every encoder block
-//! cheaper; attention is permutation-equivariant and only the class token is pooled, so the
-//! order of the kept tokens does not matter.
+//! pre-LayerNorm, and always keeps the class token (SigLIP has none: only patches are drawn).
+//! Fewer tokens make every encoder block cheaper; attention is permutation-equivariant and only
+//! the class token (or SigLIP's attention-pooling head, itself order-free) reads the result, so
+//! the order of the kept tokens does not matter.
 //!
 //! The draw does not use libtorch's global RNG: which patches image `i` keeps is a hash of
 //! `(seed, step, sample)`, with `sample` the image's index in the step's global batch. So a
@@ -25,13 +26,15 @@ pub fn kept_patches(n: i64, p: f64) -> i64 {
     ((n as f64 * (1.0 - p)) as i64).clamp(1, n.max(1))
 }
 
-/// `x` (`[B, 1 + N, W]`: class token, then N patch tokens) with only `kept_patches(N, p)` patch
-/// tokens per image, chosen by `draw`; the class token stays first. `p = 0` returns `x`.
-pub(crate) fn drop_patches(x: &Tensor, p: f64, draw: PatchDraw) -> Tensor {
+/// `x` (`[B, 1 + N, W]`: class token, then N patch tokens; `[B, N, W]` without `class_token`,
+/// as SigLIP) with only `kept_patches(N, p)` patch tokens per image, chosen by `draw`; a class
+/// token stays first. `p = 0` returns `x`.
+pub(crate) fn drop_patches(x: &Tensor, p: f64, draw: PatchDraw, class_token: bool) -> Tensor {
     let (b, t, w) = x
         .size3()
         .expect("patch dropout input is [batch, tokens, width]");
-    let n = t - 1;
+    let cls = i64::from(class_token);
+    let n = t - cls;
     if p <= 0.0 || n <= 1 {
         return x.shallow_clone();
     }
@@ -41,8 +44,12 @@ pub(crate) fn drop_patches(x: &Tensor, p: f64, draw: PatchDraw) -> Tensor {
     let (_, idx) = noise(draw, b, n)
         .to_device(x.device())
         .topk(keep, -1, true, true);
-    let idx = (idx + 1).unsqueeze(-1).expand([b, keep, w], false);
-    Tensor::cat(&[x.narrow(1, 0, 1), x.gather(1, &idx, false)], 1)
+    let idx = (idx + cls).unsqueeze(-1).expand([b, keep, w], false);
+    let kept = x.gather(1, &idx, false);
+    match class_token {
+        true => Tensor::cat(&[x.narrow(1, 0, 1), kept], 1),
+        false => kept,
+    }
 }
 
 /// `[b, n]` uniforms in [0, 1), a pure function of the draw's key, the row and the column.
@@ -107,7 +114,7 @@ mod tests {
         for (n, p, keep) in [(16, 0.5, 8), (196, 0.75, 49), (49, 0.5, 24), (4, 0.9, 1)] {
             assert_eq!(kept_patches(n, p), keep, "n {n}, p {p}");
             let x = tokens(3, n, 5);
-            let y = drop_patches(&x, p, DRAW);
+            let y = drop_patches(&x, p, DRAW, true);
             assert_eq!(y.size(), [3, 1 + keep, 5]);
             for (i, row) in ids(&y).iter().enumerate() {
                 let base = 1000 * i as i64;
@@ -124,16 +131,16 @@ mod tests {
     #[test]
     fn zero_is_the_identity() {
         let x = tokens(2, 16, 3);
-        assert!(drop_patches(&x, 0.0, DRAW).equal(&x));
+        assert!(drop_patches(&x, 0.0, DRAW, true).equal(&x));
     }
 
     #[test]
     fn the_draw_is_a_function_of_its_key_and_the_sample() {
         let x = tokens(4, 64, 2);
-        let a = ids(&drop_patches(&x, 0.5, DRAW));
+        let a = ids(&drop_patches(&x, 0.5, DRAW, true));
         assert_eq!(
             a,
-            ids(&drop_patches(&x, 0.5, DRAW)),
+            ids(&drop_patches(&x, 0.5, DRAW, true)),
             "same key, same subset"
         );
         // Different images of one batch get different subsets.
@@ -146,7 +153,7 @@ mod tests {
         }
         // Another step or seed draws again.
         for other in [PatchDraw { step: 4, ..DRAW }, PatchDraw { seed: 8, ..DRAW }] {
-            assert_ne!(ids(&drop_patches(&x, 0.5, other)), a, "{other:?}");
+            assert_ne!(ids(&drop_patches(&x, 0.5, other, true)), a, "{other:?}");
         }
         // Image 2 of the batch draws as the first image of a micro-batch starting at sample 2.
         let tail = drop_patches(
@@ -156,8 +163,19 @@ mod tests {
                 first_sample: 2,
                 ..DRAW
             },
+            true,
         );
-        let tail_full = drop_patches(&x, 0.5, DRAW).narrow(0, 2, 2);
+        let tail_full = drop_patches(&x, 0.5, DRAW, true).narrow(0, 2, 2);
         assert!(tail.equal(&tail_full));
+    }
+
+    #[test]
+    fn without_a_class_token_the_same_patches_are_kept() {
+        let (n, p) = (16, 0.5);
+        let x = tokens(3, n, 4);
+        let with = drop_patches(&x, p, DRAW, true);
+        let without = drop_patches(&x.narrow(1, 1, n), p, DRAW, false);
+        assert_eq!(without.size(), [3, kept_patches(n, p), 4]);
+        assert!(without.equal(&with.narrow(1, 1, kept_patches(n, p))));
     }
 }

@@ -1,5 +1,6 @@
-//! What a model is, apart from any run: each tower's dimensions, the shared activation and
-//! LayerNorm eps, the end-of-text id the text tower pools at, and the logit head.
+//! What a model is, apart from any run: its architecture (CLIP or SigLIP), each tower's
+//! dimensions, the shared activation and LayerNorm eps, the end-of-text id the text tower pools
+//! at, and the logit head.
 //!
 //! The tower configs are also the `[model.vision]` / `[model.text]` sections of a run config
 //! (`config` re-exports them), so a TOML file deserializes straight into what the towers take.
@@ -15,6 +16,33 @@ pub enum Activation {
     /// `x * sigmoid(1.702 x)`, as OpenAI's CLIP.
     QuickGelu,
     Gelu,
+    /// GELU's tanh approximation (HF's `gelu_pytorch_tanh`), as SigLIP.
+    GeluTanh,
+}
+
+/// `model.kind`: which architecture the towers have, each named as its Hugging Face model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// HF `CLIPModel`: a class token and pre-LayerNorm in the ViT, a causal text tower pooled at
+    /// the end-of-text token, and two bias-free projections into the joint space.
+    #[default]
+    Clip,
+    /// HF `SiglipModel`: a ViT without class token or pre-LayerNorm (patch embedding with bias)
+    /// pooled by a multi-head attention head, a bidirectional text tower pooled at its last
+    /// position and projected by `text_model.head`, and a `logit_bias`. The joint space is the
+    /// vision width (`embed_dim` must equal `model.vision.width`).
+    Siglip,
+}
+
+impl ModelKind {
+    /// The TOML spelling, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Clip => "clip",
+            Self::Siglip => "siglip",
+        }
+    }
 }
 
 /// `[model.vision]`: the Vision Transformer.
@@ -105,6 +133,8 @@ impl LogitHead {
 /// Everything [`super::ClipModel::new`] needs to build a model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
+    /// The architecture: CLIP or SigLIP.
+    pub kind: ModelKind,
     /// Dimension of the joint image-text embedding space.
     pub embed_dim: usize,
     pub activation: Activation,
@@ -127,6 +157,13 @@ impl ModelSpec {
                 "the end-of-text id {} must be inside model.text.vocab_size = {vocab}",
                 self.eot_id
             ));
+        }
+        if self.kind == ModelKind::Siglip && self.head != LogitHead::Siglip {
+            problems.push(
+                "model.kind = \"siglip\" has a logit_bias, which only the sigmoid loss trains: \
+                 it needs loss.kind = \"siglip\""
+                    .into(),
+            );
         }
         match problems.is_empty() {
             true => Ok(()),
@@ -186,6 +223,13 @@ impl ModelSpec {
                  tokens dropped in training; 0 = off)"
             ));
         }
+        if self.kind == ModelKind::Siglip && self.embed_dim != v.width {
+            p.push(format!(
+                "model.embed_dim = {} must equal model.vision.width = {} with model.kind = \
+                 \"siglip\" (its attention-pooling head outputs the vision width)",
+                self.embed_dim, v.width
+            ));
+        }
         let eps = self.layer_norm_eps;
         if !(eps.is_finite() && eps > 0.0) {
             p.push(format!(
@@ -206,9 +250,19 @@ impl ModelSpec {
         };
         let (vw, p) = (v.width as f64, v.patch_size as f64);
         let patches = (v.image_size as f64 / p.max(1.0)).powi(2) + 1.0;
-        let vision = vw * 3.0 * p * p + vw + patches * vw + 4.0 * vw + vw * e;
         let tw = t.width as f64;
-        let text = (t.vocab_size + t.context_length) as f64 * tw + 2.0 * tw + tw * e;
+        // Patch embedding, class token or patch bias, positions, two LayerNorms; projections.
+        let mut vision = vw * 3.0 * p * p + vw + patches * vw + 4.0 * vw + vw * e;
+        let mut text = (t.vocab_size + t.context_length) as f64 * tw + 2.0 * tw + tw * e;
+        if self.kind == ModelKind::Siglip {
+            // The attention-pooling head (probe, attention, LayerNorm, MLP) instead of a
+            // projection, no class-token position and no pre-LayerNorm; the text head's bias.
+            // (Checked against transformers' SiglipModel: 184,578 for tests/siglip.rs's model.)
+            let m = (vw * v.mlp_ratio).round();
+            let head = vw + 4.0 * (vw * vw + vw) + 2.0 * vw + 2.0 * vw * m + m + vw;
+            vision += head - vw * e - 3.0 * vw;
+            text += e;
+        }
         let towers =
             blocks(v.width, v.layers, v.mlp_ratio) + blocks(t.width, t.layers, t.mlp_ratio);
         vision + text + towers + 2.0

@@ -13,6 +13,7 @@ fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
 
 fn small_cfg() -> ModelSpec {
     ModelSpec {
+        kind: ModelKind::Clip,
         embed_dim: 24,
         activation: Activation::QuickGelu,
         layer_norm_eps: 1e-5,
@@ -455,4 +456,128 @@ fn grad_checkpointing_gives_the_same_gradients_in_fp32_bf16_and_with_a_frozen_to
         .map(|((_, a), (_, b))| max_diff(a, b))
         .fold(0.0, f64::max);
     assert!(d > 1e-4, "bf16 autocast changed the gradients by only {d}");
+}
+
+/// `small_cfg` as a SigLIP model: the joint space is the vision width.
+fn siglip_cfg() -> ModelSpec {
+    ModelSpec {
+        kind: ModelKind::Siglip,
+        embed_dim: 32,
+        activation: Activation::GeluTanh,
+        head: LogitHead::Siglip,
+        ..small_cfg()
+    }
+}
+
+#[test]
+fn siglip_has_hf_siglip_names_and_shapes() {
+    let _rng = rng_lock();
+    let (vs, m) = build(&siglip_cfg(), LogitHead::Siglip);
+    let vars = vs.variables();
+    for (name, shape) in [
+        ("vision_model.embeddings.patch_embedding.bias", vec![32]),
+        (
+            "vision_model.embeddings.position_embedding.weight",
+            vec![16, 32],
+        ),
+        ("vision_model.head.probe", vec![1, 1, 32]),
+        ("vision_model.head.attention.in_proj_weight", vec![96, 32]),
+        ("vision_model.head.attention.in_proj_bias", vec![96]),
+        ("vision_model.head.attention.out_proj.weight", vec![32, 32]),
+        ("vision_model.head.layernorm.weight", vec![32]),
+        ("vision_model.head.mlp.fc1.weight", vec![128, 32]),
+        ("text_model.head.weight", vec![32, 32]),
+        ("text_model.head.bias", vec![32]),
+        ("logit_scale", vec![1]),
+        ("logit_bias", vec![1]),
+    ] {
+        assert_eq!(vars.get(name).map(Tensor::size), Some(shape), "{name}");
+    }
+    for absent in [
+        "vision_model.embeddings.class_embedding",
+        "vision_model.pre_layrnorm.weight",
+        "visual_projection.weight",
+        "text_projection.weight",
+    ] {
+        assert!(!vars.contains_key(absent), "{absent}");
+    }
+    assert!(no_weight_decay("vision_model.head.probe"));
+    assert!(no_weight_decay("vision_model.head.attention.in_proj_bias"));
+    let images = Tensor::randn([2, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let tokens = tokens_with_eot(&[3, 9, 11]);
+    let out = tch::no_grad(|| m.forward(&images, &tokens));
+    assert_eq!(out.logits_per_image.size(), [2, 3]);
+    let want = out.image_embeds.matmul(&out.text_embeds.tr()) * 10.0 - 10.0;
+    assert!(max_diff(&out.logits_per_image, &want) < 1e-5);
+}
+
+/// SigLIP's text tower attends both ways and pools the last position: a token after the EOT
+/// changes the output (CLIP, causal and pooled at the EOT, never sees it).
+#[test]
+fn siglip_text_is_bidirectional_and_pooled_last() {
+    let _rng = rng_lock();
+    let (_vs, m) = build(&siglip_cfg(), LogitHead::Siglip);
+    let tokens = tokens_with_eot(&[3]);
+    let _ = tokens.get(0).get(6).fill_(6);
+    let after_eot = tokens.copy();
+    let _ = after_eot.get(0).get(6).fill_(5);
+    tch::no_grad(|| {
+        let (a, b) = (m.encode_text(&tokens), m.encode_text(&after_eot));
+        assert!(max_diff(&a, &b) > 1e-4, "a token after the EOT is seen");
+    });
+}
+
+#[test]
+fn siglip_specs_are_refused_with_the_key_to_change() {
+    let wide = ModelSpec {
+        embed_dim: 24,
+        ..siglip_cfg()
+    };
+    let err = ClipModel::new(&VarStore::new(Device::Cpu).root(), &wide).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("model.embed_dim = 24 must equal model.vision.width = 32")
+    );
+    let infonce = ModelSpec {
+        head: LogitHead::Clip,
+        ..siglip_cfg()
+    };
+    let err = ClipModel::new(&VarStore::new(Device::Cpu).root(), &infonce).unwrap_err();
+    assert!(err.to_string().contains("loss.kind = \"siglip\""), "{err}");
+}
+
+/// Patch dropout without a class token: training passes see fewer patches, evaluation all.
+#[test]
+fn siglip_patch_dropout_drops_in_training_only() {
+    let _g = rng_lock();
+    let mut cfg = siglip_cfg();
+    cfg.vision.patch_dropout = 0.5;
+    let (_vs, m) = build(&cfg, LogitHead::Siglip);
+    let images = Tensor::randn([3, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let draw = PatchDraw {
+        seed: 1,
+        step: 1,
+        first_sample: 0,
+    };
+    tch::no_grad(|| {
+        let eval = m.encode_image(&images);
+        let train = m.encode_image_train(&images, draw);
+        assert_eq!(train.size(), [3, 32]);
+        assert!(max_diff(&train, &eval) > 1e-4);
+        assert!(m.encode_image_train(&images, draw).equal(&train));
+    });
+}
+
+/// The memory estimate counts exactly the variables a SigLIP model creates.
+#[test]
+fn siglip_parameter_count_matches_its_variables() {
+    let _g = rng_lock();
+    let (vs, _) = build(&siglip_cfg(), LogitHead::Siglip);
+    let numel: i64 = vs
+        .variables()
+        .values()
+        .map(Tensor::numel)
+        .map(|n| n as i64)
+        .sum();
+    assert_eq!(siglip_cfg().param_count(), numel as f64);
 }

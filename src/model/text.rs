@@ -1,36 +1,47 @@
-//! The text tower: a causal Transformer pooled at the end-of-text token, named as HF's
-//! `CLIPTextTransformer` (`text_model.*`).
-use super::spec::{Activation, TextConfig, mlp_width};
+//! The text tower under `text_model.*`: HF's `CLIPTextTransformer` (causal, pooled at the
+//! end-of-text token) or `SiglipTextTransformer` (bidirectional, pooled at the last position and
+//! projected by `text_model.head`).
+use super::spec::{Activation, ModelKind, TextConfig, mlp_width};
 use super::transformer::{
-    Encoder, LayerInit, LayerNorm, StackSpec, WeightInit, gather_rows, weight,
+    Encoder, LayerInit, LayerNorm, Linear, StackSpec, WeightInit, gather_rows, weight,
 };
 use tch::{Kind, Tensor, nn};
 
-/// Causal text encoder producing the final-LayerNorm feature at each caption's first EOT token,
-/// before the joint-space projection.
+/// Text encoder producing CLIP's final-LayerNorm feature at each caption's first EOT token
+/// (before the joint-space projection), or SigLIP's head output at the last position (the
+/// joint space).
 #[derive(Debug)]
 pub struct TextTransformer {
     token_embedding: Tensor,
     position_embedding: Tensor,
     encoder: Encoder,
     final_layer_norm: LayerNorm,
+    /// SigLIP only: `Linear(width, embed_dim)` with bias; its presence also means pooling at
+    /// the last position instead of the EOT.
+    head: Option<Linear>,
     eot_id: i64,
     context_length: i64,
 }
 
 impl TextTransformer {
-    /// Creates the tower's variables under `p` (HF's `text_model`). `eot_id` is the tokenizer's
-    /// end-of-text id; pooling takes the first position holding it.
+    /// Creates the tower's variables under `p` (HF's `text_model`) for a model of `kind`.
+    /// `eot_id` is the tokenizer's end-of-text id; CLIP pooling takes the first position
+    /// holding it. `embed_dim` is the joint space SigLIP's head projects into.
     ///
-    /// Init follows OpenCLIP's text tower: token embedding std 0.02, position 0.01, attention
-    /// in-projections `w^-0.5`, out_proj and fc2 `w^-0.5·(2L)^-0.5`, fc1 `(2w)^-0.5`.
+    /// CLIP init follows OpenCLIP's text tower: token embedding std 0.02, position 0.01,
+    /// attention in-projections `w^-0.5`, out_proj and fc2 `w^-0.5·(2L)^-0.5`, fc1 `(2w)^-0.5`.
+    /// SigLIP init follows HF's `_init_weights`: embeddings `w^-0.5·randn` (flax's default
+    /// embedding init), attention and MLP xavier-uniform, the head LeCun normal, biases 0.
     pub fn new(
         p: &nn::Path,
         cfg: &TextConfig,
+        kind: ModelKind,
         activation: Activation,
         eps: f64,
         eot_id: i64,
+        embed_dim: usize,
     ) -> Self {
+        let siglip = kind == ModelKind::Siglip;
         let w = cfg.width as i64;
         let layers = cfg.layers as i64;
         let wf = w as f64;
@@ -38,12 +49,12 @@ impl TextTransformer {
         let token_embedding = weight(
             &(&emb / "token_embedding"),
             &[cfg.vocab_size as i64, w],
-            WeightInit::Normal(0.02),
+            WeightInit::Normal(if siglip { wf.powf(-0.5) } else { 0.02 }),
         );
         let position_embedding = weight(
             &(&emb / "position_embedding"),
             &[cfg.context_length as i64, w],
-            WeightInit::Normal(0.01),
+            WeightInit::Normal(if siglip { wf.powf(-0.5) } else { 0.01 }),
         );
         let spec = StackSpec {
             width: w,
@@ -52,20 +63,33 @@ impl TextTransformer {
             mlp_width: mlp_width(cfg.width, cfg.mlp_ratio) as i64,
             activation,
             eps,
-            causal: true,
+            causal: !siglip,
         };
         let proj_std = wf.powf(-0.5) * ((2 * layers.max(1)) as f64).powf(-0.5);
-        let init = LayerInit {
-            qkv: WeightInit::Normal(wf.powf(-0.5)),
-            out_proj: WeightInit::Normal(proj_std),
-            fc1: WeightInit::Normal((2.0 * wf).powf(-0.5)),
-            fc2: WeightInit::Normal(proj_std),
+        let init = match siglip {
+            true => LayerInit::xavier(w, spec.mlp_width),
+            false => LayerInit {
+                qkv: WeightInit::Normal(wf.powf(-0.5)),
+                out_proj: WeightInit::Normal(proj_std),
+                fc1: WeightInit::Normal((2.0 * wf).powf(-0.5)),
+                fc2: WeightInit::Normal(proj_std),
+            },
         };
+        let head = siglip.then(|| {
+            Linear::new(
+                &(p / "head"),
+                w,
+                embed_dim as i64,
+                true,
+                WeightInit::Normal(wf.powf(-0.5)),
+            )
+        });
         Self {
             token_embedding,
             position_embedding,
             encoder: Encoder::new(&(p / "encoder"), &spec, &init),
             final_layer_norm: LayerNorm::new(&(p / "final_layer_norm"), w, eps),
+            head,
             eot_id,
             context_length: cfg.context_length as i64,
         }
@@ -76,10 +100,14 @@ impl TextTransformer {
         self.encoder.checkpointed = on;
     }
 
-    /// `[B, T]` int64 token ids (T ≤ context length) to `[B, width]` pooled features.
+    /// `[B, T]` int64 token ids (T ≤ context length) to `[B, width]` pooled features (CLIP), or
+    /// `[B, embed_dim]` head outputs (SigLIP).
     ///
-    /// No padding mask is needed: attention is causal and only the EOT position is pooled, so
+    /// CLIP needs no padding mask: attention is causal and only the EOT position is pooled, so
     /// tokens after it never reach the output. A row without EOT pools position 0 (as HF).
+    /// SigLIP attends over every position, padding included, and pools the last one, as HF's
+    /// `SiglipTextModel` given no attention mask (SigLIP was trained on captions padded to the
+    /// full context).
     pub fn forward(&self, tokens: &Tensor) -> Tensor {
         let (_, t) = tokens.size2().expect("tokens are [batch, seq]");
         assert!(
@@ -90,6 +118,9 @@ impl TextTransformer {
         let x = Tensor::embedding(&self.token_embedding, tokens, -1, false, false)
             + self.position_embedding.narrow(0, 0, t).unsqueeze(0);
         let x = self.final_layer_norm.forward(&self.encoder.forward(&x));
+        if let Some(head) = &self.head {
+            return head.forward(&x.select(1, t - 1));
+        }
         // argmax returns the first maximal index, i.e. the first EOT.
         let eot = tokens
             .eq(self.eot_id)

@@ -121,6 +121,19 @@ pub(crate) struct LayerInit {
     pub(crate) fc2: WeightInit,
 }
 
+impl LayerInit {
+    /// Every matrix xavier-uniform (`U(±√(6 / (fan_in + fan_out)))`), as HF's SigLIP init.
+    pub(crate) fn xavier(width: i64, mlp_width: i64) -> Self {
+        let bound = |a: i64, b: i64| WeightInit::Uniform((6.0 / (a + b) as f64).sqrt());
+        Self {
+            qkv: bound(width, width),
+            out_proj: bound(width, width),
+            fc1: bound(width, mlp_width),
+            fc2: bound(mlp_width, width),
+        }
+    }
+}
+
 /// Shape of one encoder stack.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StackSpec {
@@ -201,14 +214,14 @@ impl Attention {
 
 /// `fc2(act(fc1(x)))`.
 #[derive(Debug)]
-struct Mlp {
+pub(crate) struct Mlp {
     fc1: Linear,
     fc2: Linear,
     activation: Activation,
 }
 
 impl Mlp {
-    fn new(p: &nn::Path, s: &StackSpec, init: &LayerInit) -> Self {
+    pub(crate) fn new(p: &nn::Path, s: &StackSpec, init: &LayerInit) -> Self {
         Self {
             fc1: Linear::new(&(p / "fc1"), s.width, s.mlp_width, true, init.fc1),
             fc2: Linear::new(&(p / "fc2"), s.mlp_width, s.width, true, init.fc2),
@@ -216,11 +229,12 @@ impl Mlp {
         }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
         let h = self.fc1.forward(x);
         let h = match self.activation {
             Activation::QuickGelu => &h * (&h * 1.702).sigmoid(),
             Activation::Gelu => h.gelu("none"),
+            Activation::GeluTanh => h.gelu("tanh"),
         };
         self.fc2.forward(&h)
     }

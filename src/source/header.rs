@@ -4,7 +4,7 @@
 //! and every shape it states must fit in the file's data, so a folder cannot make cliptrain
 //! allocate more than its weights file holds.
 use super::{SourceError, SourceKind, openclip};
-use crate::model::{ModelSpec, mlp_width};
+use crate::model::{ModelKind, ModelSpec, mlp_width};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -72,8 +72,12 @@ pub(crate) fn read_shapes(path: &Path) -> Result<BTreeMap<String, Vec<u64>>, Sou
     Ok(shapes)
 }
 
-/// Where `key` (ours, under `model.`) is stated in a folder of `kind`, for messages.
-fn stated_as(kind: SourceKind, key: &str) -> String {
+/// Where `key` (ours, under `model.`) is stated in a folder of `kind` holding a model of
+/// architecture `model`, for messages.
+fn stated_as(kind: SourceKind, model: ModelKind, key: &str) -> String {
+    if kind == SourceKind::HuggingFace && model == ModelKind::Siglip && key == "embed_dim" {
+        return "text_config.projection_size".into();
+    }
     let hf = [
         ("embed_dim", "projection_dim"),
         ("vision.width", "vision_config.hidden_size"),
@@ -127,7 +131,7 @@ pub(crate) fn check(
             Some(have) if *have == want => {}
             have => wrong.push(format!(
                 "{} = {} gives {name} the shape {want:?}, the weights have {}",
-                stated_as(kind, key),
+                stated_as(kind, spec.kind, key),
                 value_of(spec, key, kind),
                 have.map_or("no such tensor".into(), |h| format!("{h:?}"))
             )),
@@ -147,7 +151,7 @@ pub(crate) fn check(
             .max()
             .map_or(0, |i| i + 1);
         if have != layers as u64 {
-            let key = stated_as(kind, &format!("{tower}.layers"));
+            let key = stated_as(kind, spec.kind, &format!("{tower}.layers"));
             wrong.push(format!(
                 "{key} = {layers}, the weights have {have} {tower} layers"
             ));
@@ -191,6 +195,19 @@ fn expected(spec: &ModelSpec) -> Vec<(&'static str, String, Vec<u64>)> {
     let vm = mlp_width(v.width, v.mlp_ratio) as u64;
     let tm = mlp_width(t.width, t.mlp_ratio) as u64;
     let s = |x: &str| x.to_string();
+    let siglip = spec.kind == ModelKind::Siglip;
+    // SigLIP has no class token; its towers end in heads instead of projections.
+    let positions = grid * grid + u64::from(!siglip);
+    let (image_out, text_out) = match siglip {
+        true => (
+            ("vision.width", s("vision_model.head.probe"), vec![1, 1, vw]),
+            ("embed_dim", s("text_model.head.weight"), vec![e, tw]),
+        ),
+        false => (
+            ("embed_dim", s("visual_projection.weight"), vec![e, vw]),
+            ("embed_dim", s("text_projection.weight"), vec![e, tw]),
+        ),
+    };
     vec![
         (
             "vision.width",
@@ -200,14 +217,14 @@ fn expected(spec: &ModelSpec) -> Vec<(&'static str, String, Vec<u64>)> {
         (
             "vision.image_size",
             s("vision_model.embeddings.position_embedding.weight"),
-            vec![grid * grid + 1, vw],
+            vec![positions, vw],
         ),
         (
             "vision.mlp_ratio",
             s("vision_model.encoder.layers.0.mlp.fc1.weight"),
             vec![vm, vw],
         ),
-        ("embed_dim", s("visual_projection.weight"), vec![e, vw]),
+        image_out,
         (
             "text.vocab_size",
             s("text_model.embeddings.token_embedding.weight"),
@@ -223,6 +240,6 @@ fn expected(spec: &ModelSpec) -> Vec<(&'static str, String, Vec<u64>)> {
             s("text_model.encoder.layers.0.mlp.fc1.weight"),
             vec![tm, tw],
         ),
-        ("embed_dim", s("text_projection.weight"), vec![e, tw]),
+        text_out,
     ]
 }

@@ -1,8 +1,11 @@
-//! Hugging Face `CLIPModel` folders: `config.json` (CLIPConfig) to and from our model config,
-//! the tokenizer and image-processor files `CLIPProcessor` reads, and `cliptrain export hf`.
-//! The weights need no map: our names are HF's.
+//! Hugging Face `CLIPModel` and `SiglipModel` folders: `config.json` (CLIPConfig or
+//! SiglipConfig, told apart by `model_type`) to and from our model config, the tokenizer and
+//! image-processor files the processors read, and `cliptrain export hf`. The weights need no
+//! map: our names are HF's.
 use super::{LoadedModel, SourceError, write_json};
-use crate::model::{Activation, LogitHead, ModelSpec, TextConfig, VisionConfig, mlp_width};
+use crate::model::{
+    Activation, LogitHead, ModelKind, ModelSpec, TextConfig, VisionConfig, mlp_width,
+};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -35,34 +38,96 @@ fn count(
     }
 }
 
-fn activation(path: &Path, section: &Value, name: &str) -> Result<Activation, SourceError> {
+fn activation(
+    path: &Path,
+    section: &Value,
+    name: &str,
+    default: &str,
+) -> Result<Activation, SourceError> {
     match section
         .get("hidden_act")
         .and_then(Value::as_str)
-        .unwrap_or("quick_gelu")
+        .unwrap_or(default)
     {
         "quick_gelu" => Ok(Activation::QuickGelu),
         "gelu" => Ok(Activation::Gelu),
+        "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
         other => Err(bad(
             path,
             format!(
-                "{name}.hidden_act = {other:?}: cliptrain supports \"quick_gelu\" and \"gelu\""
+                "{name}.hidden_act = {other:?}: cliptrain supports \"quick_gelu\", \"gelu\" and \
+                 \"gelu_pytorch_tanh\""
             ),
         )),
     }
 }
 
-/// The model a CLIPConfig `config.json` describes (HF's defaults for absent keys). Text pools at
-/// `text_config.eos_token_id`, or — absent, or HF's legacy 2, which means argmax pooling — at
-/// the last id of the vocabulary, where CLIP's BPE puts its end-of-text token.
+/// HF's defaults for what a `config.json` leaves out, per architecture.
+struct Defaults {
+    act: &'static str,
+    eps: f64,
+    text: [usize; 6],
+    vision: [usize; 6],
+    embed: usize,
+}
+
+/// `text`: vocab, hidden, intermediate, layers, heads, positions; `vision`: hidden,
+/// intermediate, layers, heads, image size, patch size.
+const CLIP_DEFAULTS: Defaults = Defaults {
+    act: "quick_gelu",
+    eps: 1e-5,
+    text: [49408, 512, 2048, 12, 8, 77],
+    vision: [768, 3072, 12, 12, 224, 32],
+    embed: 512,
+};
+
+const SIGLIP_DEFAULTS: Defaults = Defaults {
+    act: "gelu_pytorch_tanh",
+    eps: 1e-6,
+    text: [32000, 768, 3072, 12, 12, 64],
+    vision: [768, 3072, 12, 12, 224, 16],
+    embed: 768,
+};
+
+/// The architecture `config.json`'s `model_type` names: `"clip"` (or absent, as old exports)
+/// and `"siglip"`; anything else is refused by name.
+fn model_kind(path: &Path, json: &Value) -> Result<ModelKind, SourceError> {
+    match json.get("model_type").and_then(Value::as_str) {
+        None | Some("clip") => Ok(ModelKind::Clip),
+        Some("siglip") => Ok(ModelKind::Siglip),
+        Some(other) => Err(bad(
+            path,
+            format!(
+                "model_type = {other:?}: cliptrain reads Hugging Face \"clip\" (CLIPModel) and \
+                 \"siglip\" (SiglipModel) folders only{}",
+                if other.starts_with("siglip") {
+                    " (SigLIP 2's NaFlex vision tower is another architecture)"
+                } else {
+                    ""
+                }
+            ),
+        )),
+    }
+}
+
+/// The model a CLIPConfig or SiglipConfig `config.json` describes (HF's defaults for absent
+/// keys). CLIP text pools at `text_config.eos_token_id`, or — absent, or HF's legacy 2, which
+/// means argmax pooling — at the last id of the vocabulary, where CLIP's BPE puts its
+/// end-of-text token. SigLIP pools at the last position; its `eos_token_id` only names the
+/// tokenizer's end-of-text id.
 pub fn read_config(path: &Path) -> Result<ModelSpec, SourceError> {
     let json = super::read_json(path)?;
+    let kind = model_kind(path, &json)?;
+    let d = match kind {
+        ModelKind::Clip => CLIP_DEFAULTS,
+        ModelKind::Siglip => SIGLIP_DEFAULTS,
+    };
     let empty = json!({});
     let t = super::section(path, &json, "text_config", &empty)?;
     let v = super::section(path, &json, "vision_config", &empty)?;
     let (t_act, v_act) = (
-        activation(path, t, "text_config")?,
-        activation(path, v, "vision_config")?,
+        activation(path, t, "text_config", d.act)?,
+        activation(path, v, "vision_config", d.act)?,
     );
     if t_act != v_act {
         return Err(bad(
@@ -73,7 +138,7 @@ pub fn read_config(path: &Path) -> Result<ModelSpec, SourceError> {
     let eps = |s: &Value| {
         s.get("layer_norm_eps")
             .and_then(Value::as_f64)
-            .unwrap_or(1e-5)
+            .unwrap_or(d.eps)
     };
     if eps(t) != eps(v) {
         return Err(bad(
@@ -81,26 +146,50 @@ pub fn read_config(path: &Path) -> Result<ModelSpec, SourceError> {
             "text and vision layer_norm_eps differ; cliptrain uses one".into(),
         ));
     }
-    let tw = count(path, t, "text_config", "hidden_size", 512)?;
-    let vw = count(path, v, "vision_config", "hidden_size", 768)?;
+    if kind == ModelKind::Siglip && v.get("vision_use_head").and_then(Value::as_bool) == Some(false)
+    {
+        return Err(bad(
+            path,
+            "vision_config.vision_use_head = false: cliptrain's SigLIP pools images with the \
+             attention-pooling head"
+                .into(),
+        ));
+    }
+    let [t_vocab, t_w, t_inter, t_layers, t_heads, t_pos] = d.text;
+    let [v_w, v_inter, v_layers, v_heads, v_image, v_patch] = d.vision;
+    let tw = count(path, t, "text_config", "hidden_size", t_w)?;
+    let vw = count(path, v, "vision_config", "hidden_size", v_w)?;
     let ratio = |inter: usize, w: usize| inter as f64 / w.max(1) as f64;
-    let vocab_size = count(path, t, "text_config", "vocab_size", 49408)?;
-    let eot_id = match t.get("eos_token_id").and_then(Value::as_i64) {
-        None | Some(2) => vocab_size as i64 - 1,
-        Some(id) => id,
+    let vocab_size = count(path, t, "text_config", "vocab_size", t_vocab)?;
+    let eos = t.get("eos_token_id").and_then(Value::as_i64);
+    let eot_id = match (kind, eos) {
+        (ModelKind::Clip, None | Some(2)) => vocab_size as i64 - 1,
+        (ModelKind::Clip, Some(id)) => id,
+        (ModelKind::Siglip, Some(id)) if (0..vocab_size as i64).contains(&id) => id,
+        (ModelKind::Siglip, _) => vocab_size as i64 - 1,
+    };
+    let embed_dim = match kind {
+        ModelKind::Clip => count(path, &json, "config", "projection_dim", d.embed)?,
+        // SiglipTextConfig's projection_size defaults to the text width.
+        ModelKind::Siglip => count(path, t, "text_config", "projection_size", tw)?,
+    };
+    let head = match kind {
+        ModelKind::Clip => LogitHead::Clip,
+        ModelKind::Siglip => LogitHead::Siglip,
     };
     Ok(ModelSpec {
-        embed_dim: count(path, &json, "config", "projection_dim", 512)?,
+        kind,
+        embed_dim,
         activation: t_act,
         layer_norm_eps: eps(t),
         vision: VisionConfig {
-            image_size: count(path, v, "vision_config", "image_size", 224)?,
-            patch_size: count(path, v, "vision_config", "patch_size", 32)?,
+            image_size: count(path, v, "vision_config", "image_size", v_image)?,
+            patch_size: count(path, v, "vision_config", "patch_size", v_patch)?,
             width: vw,
-            layers: count(path, v, "vision_config", "num_hidden_layers", 12)?,
-            heads: count(path, v, "vision_config", "num_attention_heads", 12)?,
+            layers: count(path, v, "vision_config", "num_hidden_layers", v_layers)?,
+            heads: count(path, v, "vision_config", "num_attention_heads", v_heads)?,
             mlp_ratio: ratio(
-                count(path, v, "vision_config", "intermediate_size", 3072)?,
+                count(path, v, "vision_config", "intermediate_size", v_inter)?,
                 vw,
             ),
             // A training choice, not part of a saved model.
@@ -108,17 +197,17 @@ pub fn read_config(path: &Path) -> Result<ModelSpec, SourceError> {
         },
         text: TextConfig {
             vocab_size,
-            context_length: count(path, t, "text_config", "max_position_embeddings", 77)?,
+            context_length: count(path, t, "text_config", "max_position_embeddings", t_pos)?,
             width: tw,
-            layers: count(path, t, "text_config", "num_hidden_layers", 12)?,
-            heads: count(path, t, "text_config", "num_attention_heads", 8)?,
+            layers: count(path, t, "text_config", "num_hidden_layers", t_layers)?,
+            heads: count(path, t, "text_config", "num_attention_heads", t_heads)?,
             mlp_ratio: ratio(
-                count(path, t, "text_config", "intermediate_size", 2048)?,
+                count(path, t, "text_config", "intermediate_size", t_inter)?,
                 tw,
             ),
         },
         eot_id,
-        head: LogitHead::Clip,
+        head,
     })
 }
 
@@ -152,6 +241,7 @@ fn act_name(a: Activation) -> &'static str {
     match a {
         Activation::QuickGelu => "quick_gelu",
         Activation::Gelu => "gelu",
+        Activation::GeluTanh => "gelu_pytorch_tanh",
     }
 }
 
@@ -219,12 +309,76 @@ pub fn preprocessor_json(size: usize, mean: [f64; 3], std: [f64; 3]) -> Value {
     })
 }
 
+/// The SiglipConfig `config.json` of a SigLIP model. `sot` and `pad` are the tokenizer's ids
+/// (HF's SigLIP model does not use them; they describe the tokenizer).
+pub fn siglip_config_json(m: &ModelSpec, sot: i64, pad: i64) -> Value {
+    let (t, v) = (&m.text, &m.vision);
+    json!({
+        "architectures": ["SiglipModel"],
+        "model_type": "siglip",
+        "initializer_factor": 1.0,
+        "torch_dtype": "float32",
+        "text_config": {
+            "model_type": "siglip_text_model",
+            "vocab_size": t.vocab_size,
+            "hidden_size": t.width,
+            "intermediate_size": mlp_width(t.width, t.mlp_ratio),
+            "projection_size": m.embed_dim,
+            "num_hidden_layers": t.layers,
+            "num_attention_heads": t.heads,
+            "max_position_embeddings": t.context_length,
+            "hidden_act": act_name(m.activation),
+            "layer_norm_eps": m.layer_norm_eps,
+            "attention_dropout": 0.0,
+            "eos_token_id": m.eot_id,
+            "bos_token_id": sot,
+            "pad_token_id": pad,
+        },
+        "vision_config": {
+            "model_type": "siglip_vision_model",
+            "image_size": v.image_size,
+            "patch_size": v.patch_size,
+            "num_channels": 3,
+            "hidden_size": v.width,
+            "intermediate_size": mlp_width(v.width, v.mlp_ratio),
+            "num_hidden_layers": v.layers,
+            "num_attention_heads": v.heads,
+            "hidden_act": act_name(m.activation),
+            "layer_norm_eps": m.layer_norm_eps,
+            "attention_dropout": 0.0,
+            "vision_use_head": true,
+        },
+    })
+}
+
+/// `preprocessor_config.json` for `SiglipImageProcessor`: SigLIP's eval transform (bicubic
+/// resize of the whole image to the model's size, no crop) at our normalisation.
+pub fn siglip_preprocessor_json(size: usize, mean: [f64; 3], std: [f64; 3]) -> Value {
+    json!({
+        "image_processor_type": "SiglipImageProcessor",
+        "do_resize": true,
+        "size": {"height": size, "width": size},
+        "resample": 3,
+        "do_rescale": true,
+        "rescale_factor": 1.0 / 255.0,
+        "do_normalize": true,
+        "image_mean": mean,
+        "image_std": std,
+        "do_convert_rgb": true,
+    })
+}
+
 /// Writes the tokenizer files a `CLIPTokenizer`/`AutoTokenizer` reads offline:
 /// `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` ([`TOKENIZER_FILES`]).
+///
+/// `class` is the `tokenizer_class` stated: `CLIPTokenizer` for CLIP; SigLIP's own is a
+/// SentencePiece tokenizer cliptrain does not write, so its exports state the generic
+/// `PreTrainedTokenizerFast` over our `tokenizer.json`.
 pub(crate) fn write_tokenizer_files(
     out: &Path,
     tok: &crate::text::TextTokenizer,
     context_length: usize,
+    class: &str,
 ) -> Result<(), SourceError> {
     let path = out.join("tokenizer.json");
     tok.save(&path).map_err(|e| bad(&path, e.to_string()))?;
@@ -233,7 +387,7 @@ pub(crate) fn write_tokenizer_files(
     write_json(
         &out.join("tokenizer_config.json"),
         &json!({
-            "tokenizer_class": "CLIPTokenizer",
+            "tokenizer_class": class,
             "model_max_length": context_length,
             "bos_token": sot,
             "eos_token": eot,
@@ -258,14 +412,16 @@ pub(crate) const TOKENIZER_FILES: [&str; 3] = [
 ];
 
 /// `cliptrain export hf`: a folder `CLIPModel.from_pretrained` and `CLIPProcessor.from_pretrained`
-/// load offline. Returns the files written. Refused when one of them is already in `out`,
-/// unless `replace`.
+/// load offline — or, for a SigLIP model, one `SiglipModel.from_pretrained` and
+/// `SiglipImageProcessor.from_pretrained` load. Returns the files written. Refused when one of
+/// them is already in `out`, unless `replace`.
 pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<String>, SourceError> {
     let (source, m) = (&loaded.source, &loaded.source.spec);
-    if m.head == LogitHead::Siglip {
+    let siglip = m.kind == ModelKind::Siglip;
+    if !siglip && m.head == LogitHead::Siglip {
         return Err(SourceError::Unsupported(format!(
-            "{} is a SigLIP model (it has logit_bias); Hugging Face CLIPModel has no logit bias. \
-             Export it with `cliptrain export openclip` instead",
+            "{} is a CLIP model trained with the sigmoid loss (it has logit_bias); Hugging Face \
+             CLIPModel has no logit bias. Export it with `cliptrain export openclip` instead",
             source.dir.display()
         )));
     }
@@ -280,16 +436,26 @@ pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<Str
         .as_ref()
         .map(|t| i64::from(t.sot_id()))
         .unwrap_or(m.eot_id - 1);
-    write_json(&out.join("config.json"), &config_json(m, sot, m.eot_id))?;
+    let config = match siglip {
+        true => siglip_config_json(m, sot, m.eot_id),
+        false => config_json(m, sot, m.eot_id),
+    };
+    write_json(&out.join("config.json"), &config)?;
     let weights = out.join("model.safetensors");
     crate::checkpoint::write_tensors(&weights, &loaded.named_tensors())?;
     let d = source.config().data;
-    write_json(
-        &out.join(PREPROCESSOR),
-        &preprocessor_json(m.vision.image_size, d.image_mean, d.image_std),
-    )?;
+    let (size, mean, std) = (m.vision.image_size, d.image_mean, d.image_std);
+    let processor = match siglip {
+        true => siglip_preprocessor_json(size, mean, std),
+        false => preprocessor_json(size, mean, std),
+    };
+    write_json(&out.join(PREPROCESSOR), &processor)?;
     if let Some(tok) = &source.tokenizer {
-        write_tokenizer_files(out, tok, m.text.context_length)?;
+        let class = match siglip {
+            true => "PreTrainedTokenizerFast",
+            false => "CLIPTokenizer",
+        };
+        write_tokenizer_files(out, tok, m.text.context_length, class)?;
     }
     Ok(files.into_iter().map(String::from).collect())
 }

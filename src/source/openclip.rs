@@ -6,7 +6,9 @@
 //! projections (`attn.in_proj_weight` = q, k, v stacked), stores both projections transposed
 //! (`visual.proj`, `text_projection` are `[width, embed]`), and names the blocks `resblocks`.
 use super::{LoadedModel, SourceError, write_json};
-use crate::model::{Activation, LogitHead, ModelSpec, TextConfig, VisionConfig, mlp_width};
+use crate::model::{
+    Activation, LogitHead, ModelKind, ModelSpec, TextConfig, VisionConfig, mlp_width,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -378,6 +380,7 @@ pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), S
     let vocab_size = int(t, "text_cfg", "vocab_size", 49408.0)?;
     let tw = int(t, "text_cfg", "width", 512.0)?;
     let model = ModelSpec {
+        kind: ModelKind::Clip,
         embed_dim: int(m, "model_cfg", "embed_dim", 512.0)?,
         activation: if m.get("quick_gelu").and_then(Value::as_bool) == Some(true) {
             Activation::QuickGelu
@@ -478,6 +481,24 @@ pub fn config_json(loaded: &LoadedModel, with_tokenizer: bool) -> Value {
 /// `cliptrain export openclip`: `open_clip_config.json` + `open_clip_model.safetensors`
 /// (+ the tokenizer files). Returns the files written.
 pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<String>, SourceError> {
+    let spec = &loaded.source.spec;
+    let dir = loaded.source.dir.display();
+    // OpenCLIP's SigLIP models put a timm ViT under `visual.trunk.*`; cliptrain does not write
+    // that layout.
+    if spec.kind == ModelKind::Siglip {
+        return Err(SourceError::Unsupported(format!(
+            "{dir} is a SigLIP model (model.kind = \"siglip\"); cliptrain cannot write \
+             OpenCLIP's SigLIP layout (a timm vision trunk). Export it with `cliptrain export hf` \
+             instead: it writes a Hugging Face SiglipModel folder"
+        )));
+    }
+    // OpenCLIP's CLIP towers know only GELU and QuickGELU.
+    if spec.activation == Activation::GeluTanh {
+        return Err(SourceError::Unsupported(format!(
+            "{dir} uses model.activation = \"gelu_tanh\", which OpenCLIP's CLIP towers do not \
+             have; export it with `cliptrain export hf` instead"
+        )));
+    }
     let tokenizer = loaded.source.tokenizer.as_ref();
     let mut files = vec![CONFIG, WEIGHTS];
     if tokenizer.is_some() {
@@ -490,7 +511,7 @@ pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<Str
     crate::checkpoint::write_tensors(&weights, &from_hf(&loaded.named_tensors()))?;
     if let Some(tok) = tokenizer {
         let ctx = loaded.source.spec.text.context_length;
-        super::hf::write_tokenizer_files(out, tok, ctx)?;
+        super::hf::write_tokenizer_files(out, tok, ctx, "CLIPTokenizer")?;
     }
     Ok(files.into_iter().map(String::from).collect())
 }

@@ -54,7 +54,7 @@ pub(crate) fn notes(run: &ModelConfig, source: &ModelSpec) -> Vec<String> {
         );
         notes.push(format!(
             "model.vision.image_size = {} (the source's is {}): position embeddings resampled \
-             bicubically from a {sg}x{sg} to a {g}x{g} patch grid, class token kept",
+             bicubically from a {sg}x{sg} to a {g}x{g} patch grid (a class token kept)",
             v.image_size, sv.image_size
         ));
     }
@@ -87,9 +87,14 @@ pub(crate) fn fit_positions(tensors: &mut [(String, Tensor)], vs: &nn::VarStore)
             continue;
         }
         let fitted = match name.as_str() {
+            // CLIP's table has a class-token row first; SigLIP's is the grid alone (a square
+            // plus one is never a square, so the two cannot be confused).
             VISION_POS => match (square_grid(have[0] - 1), square_grid(want[0] - 1)) {
-                (Some(from), Some(to)) => Some(resample_grid(t, from, to)),
-                _ => None,
+                (Some(from), Some(to)) => Some(resample_grid(t, from, to, 1)),
+                _ => match (square_grid(have[0]), square_grid(want[0])) {
+                    (Some(from), Some(to)) => Some(resample_grid(t, from, to, 0)),
+                    _ => None,
+                },
             },
             TEXT_POS if want[0] < have[0] => Some(t.narrow(0, 0, want[0]).contiguous()),
             _ => None,
@@ -108,16 +113,17 @@ fn square_grid(n: i64) -> Option<i64> {
     (n > 0 && side * side == n).then_some(side)
 }
 
-/// `[1 + from², w]` position embeddings (class token first, then the grid row-major) resampled
-/// to `[1 + to², w]`: `F.interpolate(mode="bicubic", align_corners=False, antialias=True)`
-/// over the grid, OpenCLIP's `resize_pos_embed` defaults, computed in f32.
-pub(crate) fn resample_grid(pos: &Tensor, from: i64, to: i64) -> Tensor {
+/// `[c + from², w]` position embeddings (`c` = 1 class-token row first, or 0 for SigLIP, then
+/// the grid row-major) resampled to `[c + to², w]`: `F.interpolate(mode="bicubic",
+/// align_corners=False, antialias=True)` over the grid, OpenCLIP's `resize_pos_embed`
+/// defaults, computed in f32.
+pub(crate) fn resample_grid(pos: &Tensor, from: i64, to: i64, c: i64) -> Tensor {
     let w = pos.size()[1];
     let kind = pos.kind();
     let pos = pos.to_kind(tch::Kind::Float);
-    let cls = pos.narrow(0, 0, 1);
+    let cls = pos.narrow(0, 0, c);
     let grid = pos
-        .narrow(0, 1, from * from)
+        .narrow(0, c, from * from)
         .view([1, from, from, w])
         .permute([0, 3, 1, 2]);
     let resized = grid
@@ -138,7 +144,7 @@ mod tests {
         let grid = Tensor::ones([16, 2], (Kind::Float, Device::Cpu)) * 0.5;
         let pos = Tensor::cat(&[&cls, &grid], 0);
         for to in [2, 4, 7] {
-            let r = resample_grid(&pos, 4, to);
+            let r = resample_grid(&pos, 4, to, 1);
             assert_eq!(r.size(), [1 + to * to, 2]);
             assert!(r.narrow(0, 0, 1).equal(&cls));
             let dev = (r.narrow(0, 1, to * to) - 0.5)
@@ -147,7 +153,7 @@ mod tests {
                 .double_value(&[]);
             assert!(dev < 1e-6, "to {to}: {dev}");
         }
-        assert!(resample_grid(&pos, 4, 4).allclose(&pos, 1e-6, 1e-6, false));
+        assert!(resample_grid(&pos, 4, 4, 1).allclose(&pos, 1e-6, 1e-6, false));
     }
 
     #[test]
@@ -156,5 +162,19 @@ mod tests {
         assert_eq!(square_grid(196), Some(14));
         assert_eq!(square_grid(15), None);
         assert_eq!(square_grid(0), None);
+    }
+
+    /// SigLIP's table is the grid alone: fitted without a class row.
+    #[test]
+    fn a_siglip_grid_is_resampled_without_a_class_row() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let pos = vs.root() / "vision_model" / "embeddings" / "position_embedding";
+        let _var = pos.zeros("weight", &[4, 2]);
+        let grid = Tensor::ones([16, 2], (Kind::Float, Device::Cpu)) * 0.5;
+        let mut tensors = vec![(VISION_POS.to_string(), grid)];
+        assert_eq!(fit_positions(&mut tensors, &vs), 1);
+        assert_eq!(tensors[0].1.size(), [4, 2]);
+        let dev = (&tensors[0].1 - 0.5).abs().max().double_value(&[]);
+        assert!(dev < 1e-6, "{dev}");
     }
 }
