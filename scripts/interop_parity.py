@@ -11,7 +11,8 @@
       open_clip.create_model_and_transforms('local-dir:' + EXPORT), the same comparisons, with
       open_clip.get_tokenizer('local-dir:' + EXPORT) when the export has a tokenizer.
   interop_parity.py openclip-make DIR --act gelu|quick_gelu
-      A small random OpenCLIP model (1-d parameters randomised too) as DIR/open_clip_model.safetensors
+      A small random OpenCLIP model (1-d parameters randomised too; quick_gelu also with MLP
+      ratios OpenCLIP truncates) as DIR/open_clip_model.safetensors
       + DIR/open_clip_config.json, with DIR/inputs.safetensors and its DIR/outputs.safetensors.
   interop_parity.py resize-pos DIR OUT --grids 8,2 --context 6
       The position embeddings of the HF folder DIR as `model.init_from` must fit them, computed
@@ -135,6 +136,11 @@ def openclip_make(d: Path, act: str) -> int:
         "text_cfg": {"context_length": CTX, "vocab_size": VOCAB, "width": 48, "heads": 4,
                      "layers": 2, "mlp_ratio": 4.0},
     }
+    if act == "quick_gelu":
+        # Ratios whose MLP widths OpenCLIP truncates (int(64 * 2.6667) = 170, int(48 * 3.99) =
+        # 191) where rounding would give 171 and 192, as bigG's 4.9231 or SO400M's 3.7362 may.
+        cfg["vision_cfg"]["mlp_ratio"] = 2.6667
+        cfg["text_cfg"]["mlp_ratio"] = 3.99
     model = open_clip.model.CLIP(**cfg).eval()
     with torch.no_grad():
         for _, p in model.named_parameters():

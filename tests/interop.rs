@@ -4,12 +4,12 @@
 //! `scripts/interop_parity.py`, run with the torch venv's python.
 mod common;
 use cliptrain::config::{Activation, LossKind, ModelConfig};
-use cliptrain::model::{ClipModel, LoadMode, ModelError};
+use cliptrain::model::{ClipModel, LoadMode, ModelError, mlp_width};
 use cliptrain::source::{LoadedModel, ModelSource, SourceError, SourceKind, hf};
 use common::tiny_run::{trained_checkpoint, trained_run};
 use common::{cliptrain, ok};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
@@ -178,7 +178,7 @@ fn open_clip_state_dict_reproduces_open_clip_outputs() {
             source.image_mean_std,
             Some(([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]))
         );
-        let loaded = source.load(Device::Cpu).unwrap();
+        let loaded = source.clone().load(Device::Cpu).unwrap();
         let (m, vs) = (&loaded.model, &loaded.vs);
         let inputs = read(&d.join("inputs.safetensors"));
         let reference = read(&d.join("outputs.safetensors"));
@@ -195,7 +195,124 @@ fn open_clip_state_dict_reproduces_open_clip_outputs() {
         }
         let scale = vs.variables()["logit_scale"].double_value(&[]);
         assert!((scale - 2.1).abs() < 1e-6, "logit_scale {scale}");
+        // The quick_gelu variant has MLP ratios OpenCLIP truncates (int(64·2.6667) = 170,
+        // int(48·3.99) = 191; rounding would give 171 and 192, and the load would not fit).
+        let widths = (
+            mlp_width(source.spec.vision.width, source.spec.vision.mlp_ratio),
+            mlp_width(source.spec.text.width, source.spec.text.mlp_ratio),
+        );
+        let want = if act == "gelu" {
+            (256, 192)
+        } else {
+            (170, 191)
+        };
+        assert_eq!(widths, want, "{act}: MLP widths");
+        // Exported again, open_clip's own reader finds the same widths.
+        let out = d.join("export");
+        ok(cliptrain(
+            &[
+                "export",
+                "openclip",
+                "--checkpoint",
+                d.to_str().unwrap(),
+                "--out",
+                "export",
+            ],
+            d,
+        ));
+        let again = ModelSource::open(&out).unwrap();
+        assert_eq!(again.spec, source.spec, "{act}: export → import");
     }
+}
+
+/// The OpenCLIP model configs bundled with the reference venv's `open_clip` (144 in 3.3.0),
+/// each read as an `open_clip_config.json`: the plain ViT families load — quick_gelu exactly
+/// where the name says so, MLP widths as OpenCLIP's `int(width * mlp_ratio)` — and every other
+/// family is refused with a message that names what it is. The README's architecture table is
+/// this test's rules.
+#[test]
+fn open_clip_bundled_architectures_load_or_are_refused_by_name() {
+    let out = Command::new(common::venv_python())
+        .args([
+            "-c",
+            "import importlib.util, os; \
+             print(os.path.join(os.path.dirname(importlib.util.find_spec('open_clip').origin), \
+             'model_configs'))",
+        ])
+        .output()
+        .unwrap();
+    let dir = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() > 100,
+        "{} configs in {}",
+        files.len(),
+        dir.display()
+    );
+    let (mut loaded, mut refused) = (0, 0);
+    for path in &files {
+        let name = path.file_stem().unwrap().to_str().unwrap();
+        let expect_refusal = [
+            ("RN", "ResNet"),
+            ("coca_", "CoCa"),
+            ("EVA", "timm"),
+            ("MobileCLIP", "timm"),
+            ("PE-Core", "timm"),
+            ("ViTamin", "timm"),
+            ("convnext", "timm"),
+            ("swin", "timm"),
+            ("vit_", "timm"),
+            ("nllb", "hf_model_name"),
+            ("roberta", "hf_model_name"),
+            ("xlm-roberta", "hf_model_name"),
+            ("mt5", "hf_model_name"),
+        ]
+        .iter()
+        .find(|(prefix, _)| name.starts_with(prefix))
+        .map(|(_, why)| *why)
+        .or_else(|| name.contains("SigLIP").then_some("hf:google/siglip"))
+        .or_else(|| name.contains("CLIPA").then_some("no_ln_pre"))
+        .or_else(|| (name == "ViT-M-16-alt").then_some("LayerScale"));
+        let read = cliptrain::source::openclip::read_config(path);
+        match (expect_refusal, read) {
+            (Some(why), Err(e)) => {
+                let msg = e.to_string();
+                assert!(msg.contains(why), "{name}: {msg:?} does not say {why:?}");
+                refused += 1;
+            }
+            (None, Ok((spec, _))) => {
+                let quick = name.ends_with("-quickgelu");
+                assert_eq!(spec.activation == Activation::QuickGelu, quick, "{name}");
+                let json: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+                for (tower, cfg) in [
+                    ("vision_cfg", &spec.vision.width),
+                    ("text_cfg", &spec.text.width),
+                ] {
+                    let ratio = json[tower]["mlp_ratio"].as_f64().unwrap_or(4.0);
+                    let (w, r) = match tower {
+                        "vision_cfg" => (*cfg, spec.vision.mlp_ratio),
+                        _ => (*cfg, spec.text.mlp_ratio),
+                    };
+                    assert_eq!(
+                        mlp_width(w, r),
+                        (w as f64 * ratio) as usize,
+                        "{name} {tower}: OpenCLIP's int(width * mlp_ratio)"
+                    );
+                }
+                loaded += 1;
+            }
+            (Some(why), Ok(_)) => panic!("{name} loaded; expected a refusal saying {why:?}"),
+            (None, Err(e)) => panic!("{name} was refused: {e}"),
+        }
+    }
+    println!("{loaded} OpenCLIP architectures load, {refused} are refused by name");
+    assert!(loaded >= 35, "only {loaded} plain ViT configs loaded");
 }
 
 /// A small model's run-config section; `text_width` varies between the two sides of a mismatch.

@@ -219,8 +219,70 @@ fn num(path: &Path, s: &Value, name: &str, key: &str, default: f64) -> Result<f6
     }
 }
 
-/// Refuses OpenCLIP options our model cannot represent, naming each.
-fn check_plain(path: &Path, s: &Value, name: &str) -> Result<(), SourceError> {
+/// Refuses OpenCLIP models our towers cannot represent: first whole families by the key that
+/// marks them (so the message says what the model is and where to go instead), then any other
+/// option, every one named.
+fn check_supported(path: &Path, m: &Value, v: &Value, t: &Value) -> Result<(), SourceError> {
+    let text_of = |s: &Value, key: &str| s.get(key).and_then(Value::as_str).map(String::from);
+    let family = if m.get("multimodal_cfg").is_some_and(|c| !c.is_null()) {
+        Some(
+            "has a multimodal_cfg: a CoCa model (contrastive + captioning decoder); cliptrain \
+              trains two-tower CLIP/SigLIP models only"
+                .to_string(),
+        )
+    } else if v.get("layers").is_some_and(Value::is_array) {
+        Some(
+            "vision_cfg.layers is a list: a ResNet image tower (RN50, RN101, ...); cliptrain's \
+              image towers are ViTs"
+                .to_string(),
+        )
+    } else if let Some(name) = text_of(t, "hf_model_name") {
+        Some(format!(
+            "text_cfg.hf_model_name = {name:?}: a Hugging Face text tower (RoBERTa, XLM-R, \
+             mT5, NLLB); cliptrain's text tower is CLIP's Transformer"
+        ))
+    } else if let Some(name) = text_of(v, "timm_model_name") {
+        let hint = if name.contains("siglip") {
+            "; for SigLIP, load the Hugging Face folder of the same model (e.g. \
+             hf:google/siglip-base-patch16-224), which cliptrain reads as model.kind = \"siglip\""
+        } else {
+            ""
+        };
+        Some(format!(
+            "vision_cfg.timm_model_name = {name:?}: a timm image tower (EVA, ConvNeXt, ViTamin, \
+             MobileCLIP, PE, OpenCLIP's SigLIP); cliptrain builds OpenCLIP's own ViT{hint}"
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = family {
+        return Err(bad(path, format!("cannot be loaded: {reason}")));
+    }
+    let mut problems = Vec::new();
+    for (s, name) in [(v, "vision_cfg"), (t, "text_cfg")] {
+        option_problems(s, name, &mut problems);
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(bad(
+            path,
+            format!(
+                "uses OpenCLIP options cliptrain's CLIP model does not have: {}{}",
+                problems.join(", "),
+                if problems.iter().any(|p| p.contains("no_ln_pre")) {
+                    " (OpenCLIP's CLIPA models)"
+                } else {
+                    ""
+                }
+            ),
+        ))
+    }
+}
+
+/// The options of one tower section that change its architecture away from OpenCLIP's plain
+/// ViT/text Transformer.
+fn option_problems(s: &Value, name: &str, problems: &mut Vec<String>) {
     let allowed_false = [
         "attentional_pool",
         "no_ln_pre",
@@ -236,20 +298,14 @@ fn check_plain(path: &Path, s: &Value, name: &str) -> Result<(), SourceError> {
         "scale_fc",
         "output_tokens",
     ];
-    let mut problems = Vec::new();
     for key in allowed_false {
         if s.get(key).and_then(Value::as_bool) == Some(true) {
             problems.push(format!("{name}.{key} = true"));
         }
     }
-    for key in [
-        "ls_init_value",
-        "timm_model_name",
-        "hf_model_name",
-        "act_kwargs",
-    ] {
+    for (key, what) in [("ls_init_value", " (LayerScale)"), ("act_kwargs", "")] {
         if s.get(key).is_some_and(|v| !v.is_null()) {
-            problems.push(format!("{name}.{key} is set"));
+            problems.push(format!("{name}.{key} is set{what}"));
         }
     }
     let pool = s.get("pool_type").and_then(Value::as_str);
@@ -262,16 +318,26 @@ fn check_plain(path: &Path, s: &Value, name: &str) -> Result<(), SourceError> {
     ) {
         problems.push(format!("{name}.proj_type is not \"linear\""));
     }
-    if problems.is_empty() {
-        Ok(())
+}
+
+/// OpenCLIP's MLP width, `int(width * mlp_ratio)` (truncated, not rounded: bigG's 4.9231 or
+/// SO400M's 3.7362 land just above or below an integer), as the ratio our towers take — one
+/// that [`mlp_width`] rounds back to exactly that width.
+fn openclip_mlp_ratio(width: usize, ratio: f64) -> f64 {
+    let hidden = (width as f64 * ratio).floor();
+    hidden / width.max(1) as f64
+}
+
+/// The `mlp_ratio` to write for a tower whose MLP is `mlp_width(width, ratio)` wide, such that
+/// OpenCLIP's `int(width * mlp_ratio)` gives that width back: the plain quotient when its
+/// product truncates right (the usual case, and a readable number), else a quarter above.
+fn export_mlp_ratio(width: usize, ratio: f64) -> f64 {
+    let (hidden, w) = (mlp_width(width, ratio) as f64, width.max(1) as f64);
+    let plain = hidden / w;
+    if (w * plain).floor() == hidden {
+        plain
     } else {
-        Err(bad(
-            path,
-            format!(
-                "uses OpenCLIP options cliptrain's plain CLIP model does not have: {}",
-                problems.join(", ")
-            ),
-        ))
+        (hidden + 0.25) / w
     }
 }
 
@@ -291,14 +357,7 @@ pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), S
     };
     let v = super::section(path, m, "vision_cfg", &empty)?;
     let t = super::section(path, m, "text_cfg", &empty)?;
-    check_plain(path, v, "vision_cfg")?;
-    check_plain(path, t, "text_cfg")?;
-    if v.get("layers").is_some_and(Value::is_array) {
-        return Err(bad(
-            path,
-            "vision_cfg.layers is a list (a ResNet tower); cliptrain has only ViTs".into(),
-        ));
-    }
+    check_supported(path, m, v, t)?;
     let int = |s: &Value, name: &str, key: &str, d: f64| -> Result<usize, SourceError> {
         let x = num(path, s, name, key, d)?;
         if x < 0.0 || x.fract() != 0.0 {
@@ -319,6 +378,7 @@ pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), S
         ));
     }
     let vocab_size = int(t, "text_cfg", "vocab_size", 49408.0)?;
+    let tw = int(t, "text_cfg", "width", 512.0)?;
     let model = ModelSpec {
         kind: ModelKind::Clip,
         embed_dim: int(m, "model_cfg", "embed_dim", 512.0)?,
@@ -334,17 +394,17 @@ pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), S
             width: vw,
             layers: int(v, "vision_cfg", "layers", 12.0)?,
             heads: vw / head_width,
-            mlp_ratio: num(path, v, "vision_cfg", "mlp_ratio", 4.0)?,
+            mlp_ratio: openclip_mlp_ratio(vw, num(path, v, "vision_cfg", "mlp_ratio", 4.0)?),
             // A training choice, not part of a saved model.
             patch_dropout: 0.0,
         },
         text: TextConfig {
             vocab_size,
             context_length: int(t, "text_cfg", "context_length", 77.0)?,
-            width: int(t, "text_cfg", "width", 512.0)?,
+            width: tw,
             layers: int(t, "text_cfg", "layers", 12.0)?,
             heads: int(t, "text_cfg", "heads", 8.0)?,
-            mlp_ratio: num(path, t, "text_cfg", "mlp_ratio", 4.0)?,
+            mlp_ratio: openclip_mlp_ratio(tw, num(path, t, "text_cfg", "mlp_ratio", 4.0)?),
         },
         eot_id: match t.get("eos_id").and_then(Value::as_i64) {
             Some(id) => id,
@@ -379,7 +439,7 @@ pub fn config_json(loaded: &LoadedModel, with_tokenizer: bool) -> Value {
         "width": v.width,
         "layers": v.layers,
         "head_width": v.width / v.heads.max(1),
-        "mlp_ratio": mlp_width(v.width, v.mlp_ratio) as f64 / v.width.max(1) as f64,
+        "mlp_ratio": export_mlp_ratio(v.width, v.mlp_ratio),
     });
     let mut text = json!({
         "context_length": t.context_length,
@@ -387,7 +447,7 @@ pub fn config_json(loaded: &LoadedModel, with_tokenizer: bool) -> Value {
         "width": t.width,
         "heads": t.heads,
         "layers": t.layers,
-        "mlp_ratio": mlp_width(t.width, t.mlp_ratio) as f64 / t.width.max(1) as f64,
+        "mlp_ratio": export_mlp_ratio(t.width, t.mlp_ratio),
         "pool_type": "eos",
         "eos_id": m.eot_id,
     });
@@ -462,6 +522,25 @@ mod tests {
     use crate::config::{LossKind, ModelConfig};
     use crate::model::ClipModel;
     use tch::{Device, nn};
+
+    #[test]
+    fn mlp_ratios_truncate_as_open_clip_and_export_round_trips() {
+        for ratio in [4.0, 4.9231, 3.7362, 2.6667, 3.99, 8.5715, 4.3637, 2.0, 5.5] {
+            for width in (1..=2048).step_by(7) {
+                let want = (width as f64 * ratio) as usize;
+                let ours = openclip_mlp_ratio(width, ratio);
+                assert_eq!(mlp_width(width, ours), want, "width {width} ratio {ratio}");
+                let written = export_mlp_ratio(width, ours);
+                assert_eq!((width as f64 * written) as usize, want, "written {written}");
+                assert_eq!(mlp_width(width, openclip_mlp_ratio(width, written)), want);
+            }
+        }
+        assert_eq!(
+            export_mlp_ratio(768, 4.0),
+            4.0,
+            "common ratios stay readable"
+        );
+    }
 
     #[test]
     fn names_map_both_ways_without_loss() {
