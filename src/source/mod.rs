@@ -12,6 +12,7 @@ mod init;
 mod loaded;
 pub mod openclip;
 mod resize;
+pub mod timm_siglip;
 
 pub use init::{init_weights, prepare};
 pub use loaded::LoadedModel;

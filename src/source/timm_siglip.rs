@@ -1,0 +1,402 @@
+//! OpenCLIP's SigLIP state dicts (`ViT-*-SigLIP*`: a timm ViT trunk under `visual.trunk.`, an
+//! OpenCLIP text Transformer under `text.`) mapped onto Hugging Face `SiglipModel` names — ours
+//! for `model.kind = "siglip"` — and back.
+//!
+//! Beyond names, the layouts differ in four ways: timm fuses each block's q/k/v
+//! (`attn.qkv`, `[3w, w]`), and its attention-pooling head has `q` and `kv` where HF's
+//! `nn.MultiheadAttention` has one `in_proj` (`[q; k; v]`); OpenCLIP fuses the text blocks' q/k/v
+//! (`attn.in_proj_*`); timm's position embedding carries a batch axis (`[1, N, w]`); and
+//! OpenCLIP's `logit_scale`/`logit_bias` are 0-dim where HF's are `[1]`.
+use std::collections::BTreeMap;
+use tch::Tensor;
+
+
+/// Whole-tensor renames: (OpenCLIP, ours).
+const TOP: [(&str, &str); 17] = [
+    (
+        "visual.trunk.patch_embed.proj.weight",
+        "vision_model.embeddings.patch_embedding.weight",
+    ),
+    (
+        "visual.trunk.patch_embed.proj.bias",
+        "vision_model.embeddings.patch_embedding.bias",
+    ),
+    (
+        "visual.trunk.norm.weight",
+        "vision_model.post_layernorm.weight",
+    ),
+    ("visual.trunk.norm.bias", "vision_model.post_layernorm.bias"),
+    ("visual.trunk.attn_pool.latent", "vision_model.head.probe"),
+    (
+        "visual.trunk.attn_pool.proj.weight",
+        "vision_model.head.attention.out_proj.weight",
+    ),
+    (
+        "visual.trunk.attn_pool.proj.bias",
+        "vision_model.head.attention.out_proj.bias",
+    ),
+    (
+        "visual.trunk.attn_pool.norm.weight",
+        "vision_model.head.layernorm.weight",
+    ),
+    (
+        "visual.trunk.attn_pool.norm.bias",
+        "vision_model.head.layernorm.bias",
+    ),
+    (
+        "visual.trunk.attn_pool.mlp.fc1.weight",
+        "vision_model.head.mlp.fc1.weight",
+    ),
+    (
+        "visual.trunk.attn_pool.mlp.fc1.bias",
+        "vision_model.head.mlp.fc1.bias",
+    ),
+    (
+        "visual.trunk.attn_pool.mlp.fc2.weight",
+        "vision_model.head.mlp.fc2.weight",
+    ),
+    (
+        "visual.trunk.attn_pool.mlp.fc2.bias",
+        "vision_model.head.mlp.fc2.bias",
+    ),
+    (
+        "text.token_embedding.weight",
+        "text_model.embeddings.token_embedding.weight",
+    ),
+    (
+        "text.positional_embedding",
+        "text_model.embeddings.position_embedding.weight",
+    ),
+    ("text.ln_final.weight", "text_model.final_layer_norm.weight"),
+    ("text.ln_final.bias", "text_model.final_layer_norm.bias"),
+];
+
+/// The text head, position embedding and scalars, whose layouts change.
+const TEXT_HEAD: [(&str, &str); 2] = [
+    ("text.text_projection.weight", "text_model.head.weight"),
+    ("text.text_projection.bias", "text_model.head.bias"),
+];
+const POS: (&str, &str) = (
+    "visual.trunk.pos_embed",
+    "vision_model.embeddings.position_embedding.weight",
+);
+const SCALARS: [&str; 2] = ["logit_scale", "logit_bias"];
+const POOL_Q: &str = "visual.trunk.attn_pool.q.";
+const POOL_KV: &str = "visual.trunk.attn_pool.kv.";
+const POOL_IN: &str = "vision_model.head.attention.in_proj_";
+
+/// Block renames, weight and bias each: (timm, OpenCLIP text, ours).
+const BLOCK: [(&str, &str, &str); 5] = [
+    ("norm1", "ln_1", "layer_norm1"),
+    ("norm2", "ln_2", "layer_norm2"),
+    ("attn.proj", "attn.out_proj", "self_attn.out_proj"),
+    ("mlp.fc1", "mlp.c_fc", "mlp.fc1"),
+    ("mlp.fc2", "mlp.c_proj", "mlp.fc2"),
+];
+
+/// Block prefixes and fused-q/k/v leaf: (OpenCLIP, ours, fused leaf without `weight`/`bias`).
+const TOWERS: [(&str, &str, &str); 2] = [
+    (
+        "visual.trunk.blocks.",
+        "vision_model.encoder.layers.",
+        "attn.qkv.",
+    ),
+    (
+        "text.transformer.resblocks.",
+        "text_model.encoder.layers.",
+        "attn.in_proj_",
+    ),
+];
+
+/// Whether a state dict's names are OpenCLIP's timm-trunk SigLIP layout.
+pub fn is_timm_siglip<'a>(mut names: impl Iterator<Item = &'a str>) -> bool {
+    names.any(|n| n.starts_with("visual.trunk.attn_pool."))
+}
+
+/// OpenCLIP SigLIP tensors to ours. Names with no counterpart (and shapes that do not split)
+/// are kept under their own name, so a load reports them as unexpected.
+pub fn to_hf(tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
+    let mut pool: BTreeMap<String, Tensor> = BTreeMap::new();
+    let mut out = Vec::with_capacity(tensors.len() + 32);
+    for (name, t) in tensors {
+        if name.starts_with(POOL_Q) || name.starts_with(POOL_KV) {
+            pool.insert(name, t);
+        } else if let Some(mapped) = tensor_to_hf(&name, &t) {
+            out.extend(mapped);
+        } else {
+            out.push((name, t));
+        }
+    }
+    // The pooling head's q and kv become one in_proj = [q; k; v], as nn.MultiheadAttention.
+    for kind in ["weight", "bias"] {
+        let q = pool.remove(&format!("{POOL_Q}{kind}"));
+        let kv = pool.remove(&format!("{POOL_KV}{kind}"));
+        match (q, kv) {
+            (Some(q), Some(kv))
+                if q.size().first().map(|r| r * 2) == kv.size().first().copied() =>
+            {
+                out.push((format!("{POOL_IN}{kind}"), Tensor::cat(&[q, kv], 0)));
+            }
+            (q, kv) => {
+                out.extend(q.map(|t| (format!("{POOL_Q}{kind}"), t)));
+                out.extend(kv.map(|t| (format!("{POOL_KV}{kind}"), t)));
+            }
+        }
+    }
+    out.extend(pool);
+    out
+}
+
+/// One OpenCLIP tensor under our names (several for a fused q/k/v), or `None` when it has no
+/// counterpart.
+fn tensor_to_hf(name: &str, t: &Tensor) -> Option<Vec<(String, Tensor)>> {
+    if let Some((_, ours)) = TOP.iter().chain(&TEXT_HEAD).find(|(oc, _)| *oc == name) {
+        return Some(vec![(ours.to_string(), t.shallow_clone())]);
+    }
+    if name == POS.0 && t.dim() == 3 && t.size()[0] == 1 {
+        return Some(vec![(POS.1.to_string(), t.squeeze_dim(0))]);
+    }
+    if SCALARS.contains(&name) && t.dim() == 0 {
+        return Some(vec![(name.to_string(), t.reshape([1]))]);
+    }
+    TOWERS.iter().find_map(|(oc_prefix, our_prefix, fused)| {
+        let (layer, leaf) = name.strip_prefix(oc_prefix)?.split_once('.')?;
+        let base = format!("{our_prefix}{layer}.");
+        if let Some(kind) = leaf.strip_prefix(fused) {
+            if t.size().first()? % 3 != 0 {
+                return None;
+            }
+            let parts = t
+                .chunk(3, 0)
+                .into_iter()
+                .zip(["q_proj", "k_proj", "v_proj"]);
+            return Some(
+                parts
+                    .map(|(part, proj)| {
+                        (format!("{base}self_attn.{proj}.{kind}"), part.contiguous())
+                    })
+                    .collect(),
+            );
+        }
+        let text = *oc_prefix == TOWERS[1].0;
+        BLOCK.iter().find_map(|(timm, oc_text, ours)| {
+            let suffix = leaf
+                .strip_prefix(if text { oc_text } else { timm })?
+                .strip_prefix('.')?;
+            Some(vec![(format!("{base}{ours}.{suffix}"), t.shallow_clone())])
+        })
+    })
+}
+
+/// Our SigLIP tensors to OpenCLIP's names and layouts (the inverse of [`to_hf`]).
+pub fn from_hf(tensors: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    let by_name: BTreeMap<&str, &Tensor> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut out = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let name = name.as_str();
+        if let Some((oc, _)) = TOP.iter().chain(&TEXT_HEAD).find(|(_, ours)| *ours == name) {
+            out.push((oc.to_string(), t.shallow_clone()));
+        } else if name == POS.1 {
+            out.push((POS.0.to_string(), t.unsqueeze(0)));
+        } else if SCALARS.contains(&name) {
+            out.push((name.to_string(), t.reshape([] as [i64; 0])));
+        } else if let Some(kind) = name.strip_prefix(POOL_IN) {
+            let w = t.size()[0] / 3;
+            out.push((format!("{POOL_Q}{kind}"), t.narrow(0, 0, w).contiguous()));
+            out.push((
+                format!("{POOL_KV}{kind}"),
+                t.narrow(0, w, 2 * w).contiguous(),
+            ));
+        } else {
+            out.extend(block_from_hf(name, t, &by_name));
+        }
+    }
+    out
+}
+
+/// An encoder-layer tensor of ours under OpenCLIP's names: q/k/v fuse at `q_proj` (k and v are
+/// read with it), the other leaves rename.
+fn block_from_hf(
+    name: &str,
+    t: &Tensor,
+    by_name: &BTreeMap<&str, &Tensor>,
+) -> Vec<(String, Tensor)> {
+    for (oc_prefix, our_prefix, fused) in TOWERS {
+        let Some((layer, leaf)) = name
+            .strip_prefix(our_prefix)
+            .and_then(|r| r.split_once('.'))
+        else {
+            continue;
+        };
+        let base = format!("{oc_prefix}{layer}.");
+        if let Some(kind) = leaf.strip_prefix("self_attn.q_proj.") {
+            let part =
+                |p: &str| by_name[format!("{our_prefix}{layer}.self_attn.{p}.{kind}").as_str()];
+            let qkv = Tensor::cat(&[part("q_proj"), part("k_proj"), part("v_proj")], 0);
+            return vec![(format!("{base}{fused}{kind}"), qkv)];
+        }
+        let text = oc_prefix == TOWERS[1].0;
+        for (timm, oc_text, ours) in BLOCK {
+            if let Some(suffix) = leaf.strip_prefix(ours).and_then(|s| s.strip_prefix('.')) {
+                let oc = if text { oc_text } else { timm };
+                return vec![(format!("{base}{oc}.{suffix}"), t.shallow_clone())];
+            }
+        }
+    }
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// A two-layer SigLIP state dict under OpenCLIP's names, width 8, MLP 16, 4 patches,
+    /// vocabulary 10, context 5, joint width 8.
+    fn openclip_tensors() -> Vec<(String, Tensor)> {
+        let r = |shape: &[i64]| Tensor::randn(shape, (Kind::Float, Device::Cpu));
+        let mut t = vec![
+            (
+                "visual.trunk.patch_embed.proj.weight".into(),
+                r(&[8, 3, 2, 2]),
+            ),
+            ("visual.trunk.patch_embed.proj.bias".into(), r(&[8])),
+            ("visual.trunk.pos_embed".into(), r(&[1, 4, 8])),
+            ("visual.trunk.norm.weight".into(), r(&[8])),
+            ("visual.trunk.norm.bias".into(), r(&[8])),
+            ("visual.trunk.attn_pool.latent".into(), r(&[1, 1, 8])),
+            ("visual.trunk.attn_pool.q.weight".into(), r(&[8, 8])),
+            ("visual.trunk.attn_pool.q.bias".into(), r(&[8])),
+            ("visual.trunk.attn_pool.kv.weight".into(), r(&[16, 8])),
+            ("visual.trunk.attn_pool.kv.bias".into(), r(&[16])),
+            ("visual.trunk.attn_pool.proj.weight".into(), r(&[8, 8])),
+            ("visual.trunk.attn_pool.proj.bias".into(), r(&[8])),
+            ("visual.trunk.attn_pool.norm.weight".into(), r(&[8])),
+            ("visual.trunk.attn_pool.norm.bias".into(), r(&[8])),
+            ("visual.trunk.attn_pool.mlp.fc1.weight".into(), r(&[16, 8])),
+            ("visual.trunk.attn_pool.mlp.fc1.bias".into(), r(&[16])),
+            ("visual.trunk.attn_pool.mlp.fc2.weight".into(), r(&[8, 16])),
+            ("visual.trunk.attn_pool.mlp.fc2.bias".into(), r(&[8])),
+            ("text.token_embedding.weight".into(), r(&[10, 8])),
+            ("text.positional_embedding".into(), r(&[5, 8])),
+            ("text.ln_final.weight".into(), r(&[8])),
+            ("text.ln_final.bias".into(), r(&[8])),
+            ("text.text_projection.weight".into(), r(&[8, 8])),
+            ("text.text_projection.bias".into(), r(&[8])),
+            ("logit_scale".into(), r(&[])),
+            ("logit_bias".into(), r(&[])),
+        ];
+        for i in 0..2 {
+            for (prefix, names) in [
+                (
+                    format!("visual.trunk.blocks.{i}."),
+                    [
+                        "attn.qkv",
+                        "norm1",
+                        "norm2",
+                        "attn.proj",
+                        "mlp.fc1",
+                        "mlp.fc2",
+                    ],
+                ),
+                (
+                    format!("text.transformer.resblocks.{i}."),
+                    [
+                        "attn.in_proj_",
+                        "ln_1",
+                        "ln_2",
+                        "attn.out_proj",
+                        "mlp.c_fc",
+                        "mlp.c_proj",
+                    ],
+                ),
+            ] {
+                let fused = names[0];
+                let sep = if fused.ends_with('_') { "" } else { "." };
+                t.push((format!("{prefix}{fused}{sep}weight"), r(&[24, 8])));
+                t.push((format!("{prefix}{fused}{sep}bias"), r(&[24])));
+                for n in &names[1..3] {
+                    t.push((format!("{prefix}{n}.weight"), r(&[8])));
+                    t.push((format!("{prefix}{n}.bias"), r(&[8])));
+                }
+                t.push((format!("{prefix}{}.weight", names[3]), r(&[8, 8])));
+                t.push((format!("{prefix}{}.bias", names[3]), r(&[8])));
+                t.push((format!("{prefix}{}.weight", names[4]), r(&[16, 8])));
+                t.push((format!("{prefix}{}.bias", names[4]), r(&[16])));
+                t.push((format!("{prefix}{}.weight", names[5]), r(&[8, 16])));
+                t.push((format!("{prefix}{}.bias", names[5]), r(&[8])));
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn names_and_layouts_map_both_ways_without_loss() {
+        let oc = openclip_tensors();
+        assert!(is_timm_siglip(oc.iter().map(|(n, _)| n.as_str())));
+        let ours: BTreeMap<String, Tensor> = to_hf(
+            oc.iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect(),
+        )
+        .into_iter()
+        .collect();
+        // Every name is ours: HF SiglipModel's tree.
+        for name in ours.keys() {
+            assert!(
+                name.starts_with("vision_model.")
+                    || name.starts_with("text_model.")
+                    || name.starts_with("logit_"),
+                "{name} was not mapped"
+            );
+        }
+        // q/k/v of 2 blocks × 2 towers × (weight, bias) split 1 → 3; the pooling head's q and kv
+        // fuse 2 → 1 (weight, bias).
+        assert_eq!(ours.len(), oc.len() + 2 * 2 * 2 * 2 - 2);
+        let pos = &ours["vision_model.embeddings.position_embedding.weight"];
+        assert_eq!(pos.size(), [4, 8]);
+        assert_eq!(ours["logit_bias"].size(), [1]);
+        let in_proj = &ours["vision_model.head.attention.in_proj_weight"];
+        assert_eq!(in_proj.size(), [24, 8]);
+        let oc_map: BTreeMap<&str, &Tensor> = oc.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        assert!(
+            in_proj
+                .narrow(0, 0, 8)
+                .equal(oc_map["visual.trunk.attn_pool.q.weight"])
+        );
+        let k = &ours["text_model.encoder.layers.1.self_attn.k_proj.weight"];
+        assert!(
+            k.equal(&oc_map["text.transformer.resblocks.1.attn.in_proj_weight"].narrow(0, 8, 8))
+        );
+        let fc2 = &ours["vision_model.encoder.layers.0.mlp.fc2.bias"];
+        assert!(fc2.equal(oc_map["visual.trunk.blocks.0.mlp.fc2.bias"]));
+
+        let ours_vec: Vec<(String, Tensor)> = ours.into_iter().collect();
+        let back: BTreeMap<String, Tensor> = from_hf(&ours_vec).into_iter().collect();
+        assert_eq!(back.len(), oc.len());
+        for (n, t) in &oc {
+            assert_eq!(back[n].size(), t.size(), "{n}");
+            assert!(back[n].equal(t), "{n} changed");
+        }
+    }
+
+    #[test]
+    fn unknown_or_misshaped_tensors_keep_their_names() {
+        let r = |shape: &[i64]| Tensor::randn(shape, (Kind::Float, Device::Cpu));
+        let mapped = to_hf(vec![
+            ("visual.trunk.blocks.0.attn.qkv.weight".into(), r(&[7, 8])),
+            ("visual.trunk.attn_pool.q.weight".into(), r(&[8, 8])),
+            ("visual.trunk.cls_token".into(), r(&[1, 1, 8])),
+        ]);
+        let names: Vec<&str> = mapped.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "visual.trunk.blocks.0.attn.qkv.weight",
+                "visual.trunk.cls_token",
+                "visual.trunk.attn_pool.q.weight"
+            ]
+        );
+        assert!(!is_timm_siglip(["visual.conv1.weight"].into_iter()));
+    }
+}
