@@ -14,6 +14,8 @@
       A small random OpenCLIP model (1-d parameters randomised too; quick_gelu also with MLP
       ratios OpenCLIP truncates) as DIR/open_clip_model.safetensors
       + DIR/open_clip_config.json, with DIR/inputs.safetensors and its DIR/outputs.safetensors.
+  interop_parity.py openclip-siglip-make DIR
+      The same for OpenCLIP's SigLIP (timm trunk), shrunk to a test size.
   interop_parity.py resize-pos DIR OUT --grids 8,2 --context 6
       The position embeddings of the HF folder DIR as `model.init_from` must fit them, computed
       independently with torch: the vision grid resampled to each of --grids as OpenCLIP's
@@ -171,6 +173,62 @@ def openclip_make(d: Path, act: str) -> int:
     return 0
 
 
+def openclip_siglip_make(d: Path) -> int:
+    """OpenCLIP's SigLIP (`CustomTextCLIP`: timm `vit_base_patch16_siglip_224` trunk with MAP
+    pooling, bidirectional text pooled at the last position, biased text projection, logit
+    bias), shrunk to a test size by overriding the timm model's depth, width, patch and image
+    size (timm's `create_model` takes them as keyword overrides; the 12 heads stay the name's).
+    """
+    import open_clip
+    import open_clip.timm_model as timm_model
+
+    create = timm_model.timm.create_model
+
+    def small(name, **kw):
+        kw.update(depth=2, embed_dim=96, img_size=32, patch_size=8)
+        return create(name, **kw)
+
+    timm_model.timm.create_model = small
+    torch.manual_seed(11)
+    cfg = {
+        "embed_dim": 96,
+        "init_logit_bias": -10,
+        "custom_text": True,
+        "vision_cfg": {"image_size": 32, "timm_model_name": "vit_base_patch16_siglip_224",
+                       "timm_model_pretrained": False, "timm_pool": "map", "timm_proj": "none"},
+        "text_cfg": {"context_length": CTX, "vocab_size": VOCAB, "width": 64, "heads": 4,
+                     "layers": 2, "no_causal_mask": True, "proj_bias": True,
+                     "pool_type": "last", "norm_kwargs": {"eps": 1e-6}},
+    }
+    model = open_clip.model.CustomTextCLIP(
+        **{k: v for k, v in cfg.items() if k != "custom_text"}).eval()
+    timm_model.timm.create_model = create
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if p.ndim <= 1 and p.numel() > 1:  # LayerNorms and biases
+                p.add_(0.1 * torch.randn_like(p))
+        model.logit_scale.fill_(2.1)
+        model.logit_bias.fill_(-3.5)
+    ids = torch.randint(1, EOT, (4, CTX))
+    inputs = {"pixel_values": torch.randn(3, 3, 32, 32), "input_ids": ids}
+    with torch.no_grad():
+        outputs = {
+            "image_features": model.encode_image(inputs["pixel_values"]),
+            "text_features": model.encode_text(inputs["input_ids"]),
+        }
+    d.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(d / "open_clip_model.safetensors"))
+    (d / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": cfg,
+        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    }, indent=2))
+    save_file(inputs, str(d / "inputs.safetensors"))
+    save_file({k: v.contiguous() for k, v in outputs.items()}, str(d / "outputs.safetensors"))
+    print(json.dumps({"tensors": len(model.state_dict())}))
+    return 0
+
+
 def resize_pos(d: Path, out: Path, grids: str, context: int) -> int:
     import torch.nn.functional as F
 
@@ -194,7 +252,8 @@ def resize_pos(d: Path, out: Path, grids: str, context: int) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("mode", choices=["hf-check", "openclip-check", "openclip-make", "resize-pos"])
+    ap.add_argument("mode", choices=["hf-check", "openclip-check", "openclip-make",
+                                     "openclip-siglip-make", "resize-pos"])
     ap.add_argument("dir", type=Path)
     ap.add_argument("cmp", type=Path, nargs="?")
     ap.add_argument("--act", choices=["quick_gelu", "gelu"], default="gelu")
@@ -204,6 +263,8 @@ def main() -> int:
     a = ap.parse_args()
     if a.mode == "openclip-make":
         return openclip_make(a.dir, a.act)
+    if a.mode == "openclip-siglip-make":
+        return openclip_siglip_make(a.dir)
     if a.mode == "resize-pos":
         if a.cmp is None:
             ap.error("resize-pos needs DIR and OUT")
