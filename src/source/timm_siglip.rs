@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use tch::Tensor;
 
-
 /// Whole-tensor renames: (OpenCLIP, ours).
 const TOP: [(&str, &str); 17] = [
     (
@@ -113,6 +112,53 @@ pub fn is_timm_siglip<'a>(mut names: impl Iterator<Item = &'a str>) -> bool {
     names.any(|n| n.starts_with("visual.trunk.attn_pool."))
 }
 
+/// How one OpenCLIP tensor becomes ours (the pooling head's q/kv pair aside).
+enum Layout {
+    /// Renamed only.
+    Same(String),
+    /// timm's `[1, N, w]` position embedding → `[N, w]`.
+    DropBatch(String),
+    /// A 0-dim scalar → `[1]`.
+    Scalar(String),
+    /// A fused `[3w, …]` q/k/v → three `[w, …]` tensors: `{base}self_attn.{q,k,v}_proj.{kind}`.
+    SplitQkv { base: String, kind: String },
+}
+
+/// Where an OpenCLIP tensor goes; `None` when it has no counterpart (or is a pooling q/kv).
+fn rename(name: &str, shape: &[i64]) -> Option<Layout> {
+    if let Some((_, ours)) = TOP.iter().chain(&TEXT_HEAD).find(|(oc, _)| *oc == name) {
+        return Some(Layout::Same(ours.to_string()));
+    }
+    if name == POS.0 && shape.len() == 3 && shape[0] == 1 {
+        return Some(Layout::DropBatch(POS.1.to_string()));
+    }
+    if SCALARS.contains(&name) && shape.is_empty() {
+        return Some(Layout::Scalar(name.to_string()));
+    }
+    TOWERS.iter().find_map(|(oc_prefix, our_prefix, fused)| {
+        let (layer, leaf) = name.strip_prefix(oc_prefix)?.split_once('.')?;
+        let base = format!("{our_prefix}{layer}.");
+        if let Some(kind) = leaf.strip_prefix(fused) {
+            return (shape.first()? % 3 == 0).then(|| Layout::SplitQkv {
+                base,
+                kind: kind.to_string(),
+            });
+        }
+        let text = *oc_prefix == TOWERS[1].0;
+        BLOCK.iter().find_map(|(timm, oc_text, ours)| {
+            let suffix = leaf
+                .strip_prefix(if text { oc_text } else { timm })?
+                .strip_prefix('.')?;
+            Some(Layout::Same(format!("{base}{ours}.{suffix}")))
+        })
+    })
+}
+
+/// The three names a fused q/k/v splits into.
+fn qkv_names(base: &str, kind: &str) -> [String; 3] {
+    ["q_proj", "k_proj", "v_proj"].map(|p| format!("{base}self_attn.{p}.{kind}"))
+}
+
 /// OpenCLIP SigLIP tensors to ours. Names with no counterpart (and shapes that do not split)
 /// are kept under their own name, so a load reports them as unexpected.
 pub fn to_hf(tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
@@ -121,10 +167,17 @@ pub fn to_hf(tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
     for (name, t) in tensors {
         if name.starts_with(POOL_Q) || name.starts_with(POOL_KV) {
             pool.insert(name, t);
-        } else if let Some(mapped) = tensor_to_hf(&name, &t) {
-            out.extend(mapped);
-        } else {
-            out.push((name, t));
+            continue;
+        }
+        match rename(&name, &t.size()) {
+            Some(Layout::Same(ours)) => out.push((ours, t)),
+            Some(Layout::DropBatch(ours)) => out.push((ours, t.squeeze_dim(0))),
+            Some(Layout::Scalar(ours)) => out.push((ours, t.reshape([1]))),
+            Some(Layout::SplitQkv { base, kind }) => {
+                let parts = t.chunk(3, 0).into_iter().map(|p| p.contiguous());
+                out.extend(qkv_names(&base, &kind).into_iter().zip(parts));
+            }
+            None => out.push((name, t)),
         }
     }
     // The pooling head's q and kv become one in_proj = [q; k; v], as nn.MultiheadAttention.
@@ -132,9 +185,7 @@ pub fn to_hf(tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
         let q = pool.remove(&format!("{POOL_Q}{kind}"));
         let kv = pool.remove(&format!("{POOL_KV}{kind}"));
         match (q, kv) {
-            (Some(q), Some(kv))
-                if q.size().first().map(|r| r * 2) == kv.size().first().copied() =>
-            {
+            (Some(q), Some(kv)) if pool_pair_fits(&q.size(), &kv.size()) => {
                 out.push((format!("{POOL_IN}{kind}"), Tensor::cat(&[q, kv], 0)));
             }
             (q, kv) => {
@@ -147,45 +198,47 @@ pub fn to_hf(tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
     out
 }
 
-/// One OpenCLIP tensor under our names (several for a fused q/k/v), or `None` when it has no
-/// counterpart.
-fn tensor_to_hf(name: &str, t: &Tensor) -> Option<Vec<(String, Tensor)>> {
-    if let Some((_, ours)) = TOP.iter().chain(&TEXT_HEAD).find(|(oc, _)| *oc == name) {
-        return Some(vec![(ours.to_string(), t.shallow_clone())]);
-    }
-    if name == POS.0 && t.dim() == 3 && t.size()[0] == 1 {
-        return Some(vec![(POS.1.to_string(), t.squeeze_dim(0))]);
-    }
-    if SCALARS.contains(&name) && t.dim() == 0 {
-        return Some(vec![(name.to_string(), t.reshape([1]))]);
-    }
-    TOWERS.iter().find_map(|(oc_prefix, our_prefix, fused)| {
-        let (layer, leaf) = name.strip_prefix(oc_prefix)?.split_once('.')?;
-        let base = format!("{our_prefix}{layer}.");
-        if let Some(kind) = leaf.strip_prefix(fused) {
-            if t.size().first()? % 3 != 0 {
-                return None;
+/// Whether a pooling `q` and `kv` stack into one `[3w, …]` in_proj.
+fn pool_pair_fits(q: &[i64], kv: &[i64]) -> bool {
+    !q.is_empty() && q.len() == kv.len() && kv[0] == 2 * q[0] && q[1..] == kv[1..]
+}
+
+/// A safetensors header's shapes under our names, for checking a folder's dimensions before
+/// loading it (what [`to_hf`] would produce, without reading any data).
+pub fn hf_shapes(shapes: BTreeMap<String, Vec<u64>>) -> BTreeMap<String, Vec<u64>> {
+    let mut out = BTreeMap::new();
+    for (name, shape) in &shapes {
+        let signed: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        match rename(name, &signed) {
+            Some(Layout::Same(ours)) => {
+                out.insert(ours, shape.clone());
             }
-            let parts = t
-                .chunk(3, 0)
-                .into_iter()
-                .zip(["q_proj", "k_proj", "v_proj"]);
-            return Some(
-                parts
-                    .map(|(part, proj)| {
-                        (format!("{base}self_attn.{proj}.{kind}"), part.contiguous())
-                    })
-                    .collect(),
-            );
+            Some(Layout::DropBatch(ours)) => {
+                out.insert(ours, shape[1..].to_vec());
+            }
+            Some(Layout::Scalar(ours)) => {
+                out.insert(ours, vec![1]);
+            }
+            Some(Layout::SplitQkv { base, kind }) => {
+                let mut part = shape.clone();
+                part[0] /= 3;
+                for n in qkv_names(&base, &kind) {
+                    out.insert(n, part.clone());
+                }
+            }
+            None => {}
         }
-        let text = *oc_prefix == TOWERS[1].0;
-        BLOCK.iter().find_map(|(timm, oc_text, ours)| {
-            let suffix = leaf
-                .strip_prefix(if text { oc_text } else { timm })?
-                .strip_prefix('.')?;
-            Some(vec![(format!("{base}{ours}.{suffix}"), t.shallow_clone())])
-        })
-    })
+    }
+    for kind in ["weight", "bias"] {
+        let q = shapes.get(&format!("{POOL_Q}{kind}"));
+        let kv = shapes.get(&format!("{POOL_KV}{kind}"));
+        if let (Some(q), Some(kv)) = (q, kv) {
+            let mut fused = q.clone();
+            fused[0] += kv[0];
+            out.insert(format!("{POOL_IN}{kind}"), fused);
+        }
+    }
+    out
 }
 
 /// Our SigLIP tensors to OpenCLIP's names and layouts (the inverse of [`to_hf`]).
@@ -398,5 +451,19 @@ mod tests {
             ]
         );
         assert!(!is_timm_siglip(["visual.conv1.weight"].into_iter()));
+    }
+
+    #[test]
+    fn header_shapes_map_as_the_tensors_do() {
+        let oc = openclip_tensors();
+        let shapes = oc
+            .iter()
+            .map(|(n, t)| (n.clone(), t.size().iter().map(|&d| d as u64).collect()))
+            .collect();
+        let want: BTreeMap<String, Vec<u64>> = to_hf(oc)
+            .into_iter()
+            .map(|(n, t)| (n, t.size().iter().map(|&d| d as u64).collect()))
+            .collect();
+        assert_eq!(hf_shapes(shapes), want);
     }
 }
