@@ -62,7 +62,9 @@ impl AttentionPoolingHead {
 
     /// `[B, N, w]` (post-LayerNorm tokens) to `[B, w]`.
     pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
-        let (b, n, w) = x.size3().expect("pooling head input is [batch, tokens, width]");
+        let (b, n, w) = x
+            .size3()
+            .expect("pooling head input is [batch, tokens, width]");
         let hd = w / self.heads;
         let wq = self.in_proj_weight.narrow(0, 0, w);
         let wkv = self.in_proj_weight.narrow(0, w, 2 * w);
