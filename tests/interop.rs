@@ -4,8 +4,8 @@
 //! `scripts/interop_parity.py`, run with the torch venv's python.
 mod common;
 use cliptrain::config::{Activation, LossKind, ModelConfig};
-use cliptrain::model::{ClipModel, LoadMode, ModelError, mlp_width};
-use cliptrain::source::{LoadedModel, ModelSource, SourceError, SourceKind, hf};
+use cliptrain::model::{ClipModel, LoadMode, ModelError, ModelKind, mlp_width};
+use cliptrain::source::{LoadedModel, ModelSource, SourceError, SourceKind, hf, timm_siglip};
 use common::tiny_run::{trained_checkpoint, trained_run};
 use common::{cliptrain, ok};
 use std::collections::HashMap;
@@ -225,6 +225,76 @@ fn open_clip_state_dict_reproduces_open_clip_outputs() {
     }
 }
 
+/// OpenCLIP's SigLIP (`CustomTextCLIP`: a timm trunk, bidirectional text pooled at the last
+/// position), made by open_clip at a test size: it opens as `model.kind = "siglip"` with its
+/// dimensions read from the weights and reproduces open_clip's image and text features; mapped
+/// back to OpenCLIP's names its tensors are the file's, bitwise; and exporting a trunk timm has
+/// no name for is refused, saying why.
+#[test]
+fn open_clip_siglip_state_dict_reproduces_open_clip_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    parity(&["openclip-siglip-make", d.to_str().unwrap()]);
+    let source = ModelSource::open(d).unwrap();
+    assert_eq!(source.kind, SourceKind::OpenClip);
+    let s = &source.spec;
+    assert_eq!(s.kind, ModelKind::Siglip);
+    assert_eq!(
+        (s.vision.width, s.vision.heads, s.vision.layers),
+        (96, 12, 2)
+    );
+    assert_eq!((s.vision.patch_size, s.vision.image_size), (8, 32));
+    assert_eq!(
+        s.activation,
+        Activation::Gelu,
+        "timm's base trunk: exact GELU"
+    );
+    assert_eq!(s.text.activation, None);
+    let loaded = source.clone().load(Device::Cpu).unwrap();
+    let m = &loaded.model;
+    let inputs = read(&d.join("inputs.safetensors"));
+    let reference = read(&d.join("outputs.safetensors"));
+    let (img, txt) = tch::no_grad(|| {
+        (
+            m.encode_image(&inputs["pixel_values"]),
+            m.encode_text(&inputs["input_ids"]),
+        )
+    });
+    for (name, t) in [("image_features", img), ("text_features", txt)] {
+        let diff = (&t - &reference[name]).abs().max().double_value(&[]);
+        println!("open_clip SigLIP -> ours: {name} max abs diff {diff:.3e}");
+        assert!(diff <= TOL, "{name}: {diff} > {TOL}");
+    }
+    let bias = m.logit_bias().unwrap().double_value(&[0]);
+    assert!((bias + 3.5).abs() < 1e-6, "logit_bias {bias}");
+    let original = read(&d.join("open_clip_model.safetensors"));
+    let back: HashMap<String, Tensor> = timm_siglip::from_hf(&loaded.named_tensors())
+        .into_iter()
+        .collect();
+    assert_eq!(back.len(), original.len());
+    for (n, t) in &original {
+        assert_eq!(back[n].size(), t.size(), "{n}");
+        assert!(back[n].equal(t), "{n} changed on the way back");
+    }
+    let out = cliptrain(
+        &[
+            "export",
+            "openclip",
+            "--checkpoint",
+            d.to_str().unwrap(),
+            "--out",
+            "again",
+        ],
+        d,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("timm's named trunks"),
+        "{err}"
+    );
+    assert!(!d.join("again").exists(), "nothing written on a refusal");
+}
+
 /// The OpenCLIP model configs bundled with the reference venv's `open_clip` (144 in 3.3.0),
 /// each read as an `open_clip_config.json`: the plain ViT families load — quick_gelu exactly
 /// where the name says so, MLP widths as OpenCLIP's `int(width * mlp_ratio)` — and every other
@@ -275,7 +345,13 @@ fn open_clip_bundled_architectures_load_or_are_refused_by_name() {
         .iter()
         .find(|(prefix, _)| name.starts_with(prefix))
         .map(|(_, why)| *why)
-        .or_else(|| name.contains("SigLIP").then_some("hf:google/siglip"))
+        // Its text tower has no projection (proj_type "none").
+        .or_else(|| (name == "ViT-SO400M-16-SigLIP-i18n-256").then_some("proj_bias"))
+        // Read as SigLIP, which takes its dimensions from the weights beside the config.
+        .or_else(|| {
+            name.contains("SigLIP")
+                .then_some("open_clip_model.safetensors")
+        })
         .or_else(|| name.contains("CLIPA").then_some("no_ln_pre"))
         .or_else(|| (name == "ViT-M-16-alt").then_some("LayerScale"));
         let read = cliptrain::source::openclip::read_config(path);

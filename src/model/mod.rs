@@ -89,7 +89,7 @@ impl ClipModel {
             &(root / "text_model"),
             &spec.text,
             spec.kind,
-            spec.activation,
+            spec.text.activation.unwrap_or(spec.activation),
             eps,
             spec.eot_id,
             spec.embed_dim,

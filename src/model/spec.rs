@@ -9,7 +9,8 @@
 use super::ModelError;
 use serde::{Deserialize, Serialize};
 
-/// The MLP activation of both towers.
+/// An MLP activation (`model.activation` for both towers, `model.text.activation` to give the
+/// text tower another).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
@@ -88,6 +89,11 @@ pub struct TextConfig {
     pub layers: usize,
     pub heads: usize,
     pub mlp_ratio: f64,
+    /// The text tower's MLP activation where it differs from `model.activation`; absent, the
+    /// text tower uses `model.activation`. (OpenCLIP's SigLIP 2 runs its text tower with GELU's
+    /// tanh approximation and its timm image tower with exact GELU.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activation: Option<Activation>,
 }
 
 impl Default for TextConfig {
@@ -99,6 +105,7 @@ impl Default for TextConfig {
             layers: 12,
             heads: 8,
             mlp_ratio: 4.0,
+            activation: None,
         }
     }
 }

@@ -33,6 +33,7 @@ fn small_cfg() -> ModelSpec {
             layers: 2,
             heads: 4,
             mlp_ratio: 4.0,
+            activation: None,
         },
         eot_id: EOT,
         head: LogitHead::Clip,

@@ -123,7 +123,10 @@ pub(crate) fn check(
     }
     let mut shapes = read_shapes(weights)?;
     if kind == SourceKind::OpenClip {
-        shapes = openclip::hf_shapes(shapes);
+        shapes = match spec.kind {
+            ModelKind::Siglip => super::timm_siglip::hf_shapes(shapes),
+            ModelKind::Clip => openclip::hf_shapes(shapes),
+        };
     }
     let mut wrong = Vec::new();
     for (key, name, want) in expected(spec) {

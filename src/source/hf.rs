@@ -129,12 +129,6 @@ pub fn read_config(path: &Path) -> Result<ModelSpec, SourceError> {
         activation(path, t, "text_config", d.act)?,
         activation(path, v, "vision_config", d.act)?,
     );
-    if t_act != v_act {
-        return Err(bad(
-            path,
-            "text_config.hidden_act and vision_config.hidden_act differ; cliptrain uses one activation for both towers".into(),
-        ));
-    }
     let eps = |s: &Value| {
         s.get("layer_norm_eps")
             .and_then(Value::as_f64)
@@ -180,7 +174,7 @@ pub fn read_config(path: &Path) -> Result<ModelSpec, SourceError> {
     Ok(ModelSpec {
         kind,
         embed_dim,
-        activation: t_act,
+        activation: v_act,
         layer_norm_eps: eps(t),
         vision: VisionConfig {
             image_size: count(path, v, "vision_config", "image_size", v_image)?,
@@ -205,6 +199,7 @@ pub fn read_config(path: &Path) -> Result<ModelSpec, SourceError> {
                 count(path, t, "text_config", "intermediate_size", t_inter)?,
                 tw,
             ),
+            activation: (t_act != v_act).then_some(t_act),
         },
         eot_id,
         head,
@@ -266,7 +261,7 @@ pub fn config_json(m: &ModelSpec, sot: i64, pad: i64) -> Value {
             "num_hidden_layers": t.layers,
             "num_attention_heads": t.heads,
             "max_position_embeddings": t.context_length,
-            "hidden_act": act_name(m.activation),
+            "hidden_act": act_name(m.text.activation.unwrap_or(m.activation)),
             "layer_norm_eps": m.layer_norm_eps,
             "attention_dropout": 0.0,
             "eos_token_id": eot,
@@ -327,7 +322,7 @@ pub fn siglip_config_json(m: &ModelSpec, sot: i64, pad: i64) -> Value {
             "num_hidden_layers": t.layers,
             "num_attention_heads": t.heads,
             "max_position_embeddings": t.context_length,
-            "hidden_act": act_name(m.activation),
+            "hidden_act": act_name(m.text.activation.unwrap_or(m.activation)),
             "layer_norm_eps": m.layer_norm_eps,
             "attention_dropout": 0.0,
             "eos_token_id": m.eot_id,

@@ -19,7 +19,7 @@ pub use loaded::LoadedModel;
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::config::Config;
-use crate::model::{LoadMode, LoadReport, ModelError, ModelSpec};
+use crate::model::{LoadMode, LoadReport, ModelError, ModelKind, ModelSpec};
 use crate::text::{TextError, TextTokenizer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -243,7 +243,11 @@ impl ModelSource {
         Ok(match self.kind {
             SourceKind::OpenClip => {
                 let path = self.dir.join(openclip::WEIGHTS);
-                let tensors = openclip::to_hf(checkpoint::read_tensors(&path)?);
+                let tensors = checkpoint::read_tensors(&path)?;
+                let tensors = match self.spec.kind {
+                    ModelKind::Siglip => timm_siglip::to_hf(tensors),
+                    ModelKind::Clip => openclip::to_hf(tensors),
+                };
                 (path, tensors)
             }
             SourceKind::HuggingFace | SourceKind::Checkpoint => {

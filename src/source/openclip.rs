@@ -5,7 +5,7 @@
 //! The state dicts differ in three ways beyond names: OpenCLIP fuses the attention input
 //! projections (`attn.in_proj_weight` = q, k, v stacked), stores both projections transposed
 //! (`visual.proj`, `text_projection` are `[width, embed]`), and names the blocks `resblocks`.
-use super::{LoadedModel, SourceError, write_json};
+use super::{LoadedModel, SourceError, timm_siglip, write_json};
 use crate::model::{
     Activation, LogitHead, ModelKind, ModelSpec, TextConfig, VisionConfig, mlp_width,
 };
@@ -203,14 +203,20 @@ pub fn from_hf(tensors: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
     out
 }
 
-fn bad(path: &Path, reason: String) -> SourceError {
+pub(super) fn bad(path: &Path, reason: String) -> SourceError {
     SourceError::BadConfig {
         path: path.to_path_buf(),
         reason,
     }
 }
 
-fn num(path: &Path, s: &Value, name: &str, key: &str, default: f64) -> Result<f64, SourceError> {
+pub(super) fn num(
+    path: &Path,
+    s: &Value,
+    name: &str,
+    key: &str,
+    default: f64,
+) -> Result<f64, SourceError> {
     match s.get(key) {
         None | Some(Value::Null) => Ok(default),
         Some(v) => v
@@ -282,7 +288,7 @@ fn check_supported(path: &Path, m: &Value, v: &Value, t: &Value) -> Result<(), S
 
 /// The options of one tower section that change its architecture away from OpenCLIP's plain
 /// ViT/text Transformer.
-fn option_problems(s: &Value, name: &str, problems: &mut Vec<String>) {
+pub(super) fn option_problems(s: &Value, name: &str, problems: &mut Vec<String>) {
     let allowed_false = [
         "attentional_pool",
         "no_ln_pre",
@@ -323,7 +329,7 @@ fn option_problems(s: &Value, name: &str, problems: &mut Vec<String>) {
 /// OpenCLIP's MLP width, `int(width * mlp_ratio)` (truncated, not rounded: bigG's 4.9231 or
 /// SO400M's 3.7362 land just above or below an integer), as the ratio our towers take — one
 /// that [`mlp_width`] rounds back to exactly that width.
-fn openclip_mlp_ratio(width: usize, ratio: f64) -> f64 {
+pub(super) fn openclip_mlp_ratio(width: usize, ratio: f64) -> f64 {
     let hidden = (width as f64 * ratio).floor();
     hidden / width.max(1) as f64
 }
@@ -331,7 +337,7 @@ fn openclip_mlp_ratio(width: usize, ratio: f64) -> f64 {
 /// The `mlp_ratio` to write for a tower whose MLP is `mlp_width(width, ratio)` wide, such that
 /// OpenCLIP's `int(width * mlp_ratio)` gives that width back: the plain quotient when its
 /// product truncates right (the usual case, and a readable number), else a quarter above.
-fn export_mlp_ratio(width: usize, ratio: f64) -> f64 {
+pub(super) fn export_mlp_ratio(width: usize, ratio: f64) -> f64 {
     let (hidden, w) = (mlp_width(width, ratio) as f64, width.max(1) as f64);
     let plain = hidden / w;
     if (w * plain).floor() == hidden {
@@ -341,7 +347,7 @@ fn export_mlp_ratio(width: usize, ratio: f64) -> f64 {
     }
 }
 
-fn layer_norm_eps(s: &Value) -> Option<f64> {
+pub(super) fn layer_norm_eps(s: &Value) -> Option<f64> {
     s.get("norm_kwargs")?.get("eps")?.as_f64()
 }
 
@@ -357,17 +363,42 @@ pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), S
     };
     let v = super::section(path, m, "vision_cfg", &empty)?;
     let t = super::section(path, m, "text_cfg", &empty)?;
-    check_supported(path, m, v, t)?;
-    let int = |s: &Value, name: &str, key: &str, d: f64| -> Result<usize, SourceError> {
-        let x = num(path, s, name, key, d)?;
-        if x < 0.0 || x.fract() != 0.0 {
-            return Err(bad(
-                path,
-                format!("{name}.{key} = {x} is not a non-negative integer"),
-            ));
-        }
-        Ok(x as usize)
+    let model = match timm_siglip::is_siglip_config(v, t) {
+        true => timm_siglip::read_spec(path, m, v, t)?,
+        false => clip_spec(path, m, v, t)?,
     };
+    let p = json.get("preprocess_cfg").unwrap_or(&empty);
+    let triple = |key: &str| -> Option<[f64; 3]> {
+        match p.get(key)?.as_array()?.as_slice() {
+            [r, g, b] => Some([r.as_f64()?, g.as_f64()?, b.as_f64()?]),
+            _ => None,
+        }
+    };
+    Ok((model, triple("mean").zip(triple("std"))))
+}
+
+/// `key` of a config section as a count, `default` when absent.
+pub(super) fn int(
+    path: &Path,
+    s: &Value,
+    name: &str,
+    key: &str,
+    default: f64,
+) -> Result<usize, SourceError> {
+    let x = num(path, s, name, key, default)?;
+    if x < 0.0 || x.fract() != 0.0 {
+        return Err(bad(
+            path,
+            format!("{name}.{key} = {x} is not a non-negative integer"),
+        ));
+    }
+    Ok(x as usize)
+}
+
+/// The model of an OpenCLIP `CLIP` config: OpenCLIP's own ViT and text Transformer.
+fn clip_spec(path: &Path, m: &Value, v: &Value, t: &Value) -> Result<ModelSpec, SourceError> {
+    check_supported(path, m, v, t)?;
+    let int = |s: &Value, name: &str, key: &str, d: f64| int(path, s, name, key, d);
     let vw = int(v, "vision_cfg", "width", 768.0)?;
     let head_width = int(v, "vision_cfg", "head_width", 64.0)?.max(1);
     let eps_v = layer_norm_eps(v).unwrap_or(1e-5);
@@ -379,7 +410,7 @@ pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), S
     }
     let vocab_size = int(t, "text_cfg", "vocab_size", 49408.0)?;
     let tw = int(t, "text_cfg", "width", 512.0)?;
-    let model = ModelSpec {
+    Ok(ModelSpec {
         kind: ModelKind::Clip,
         embed_dim: int(m, "model_cfg", "embed_dim", 512.0)?,
         activation: if m.get("quick_gelu").and_then(Value::as_bool) == Some(true) {
@@ -405,6 +436,7 @@ pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), S
             layers: int(t, "text_cfg", "layers", 12.0)?,
             heads: int(t, "text_cfg", "heads", 8.0)?,
             mlp_ratio: openclip_mlp_ratio(tw, num(path, t, "text_cfg", "mlp_ratio", 4.0)?),
+            activation: None,
         },
         eot_id: match t.get("eos_id").and_then(Value::as_i64) {
             Some(id) => id,
@@ -415,24 +447,63 @@ pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), S
         } else {
             LogitHead::Clip
         },
-    };
-    let p = json.get("preprocess_cfg").unwrap_or(&empty);
-    let triple = |key: &str| -> Option<[f64; 3]> {
-        match p.get(key)?.as_array()?.as_slice() {
-            [r, g, b] => Some([r.as_f64()?, g.as_f64()?, b.as_f64()?]),
-            _ => None,
-        }
-    };
-    Ok((model, triple("mean").zip(triple("std"))))
+    })
 }
 
-/// The `open_clip_config.json` of a model. Text pooling is `eos` at our end-of-text id (first
-/// EOT, as cliptrain pools); `hf_tokenizer_name` makes `open_clip.get_tokenizer('local-dir:…')`
-/// read the folder's `tokenizer.json` when one is written.
-pub fn config_json(loaded: &LoadedModel, with_tokenizer: bool) -> Value {
+/// The `open_clip_config.json` of a model. CLIP: text pooling is `eos` at our end-of-text id
+/// (first EOT, as cliptrain pools); `hf_tokenizer_name` makes
+/// `open_clip.get_tokenizer('local-dir:…')` read the folder's `tokenizer.json` when one is
+/// written. SigLIP: OpenCLIP's `CustomTextCLIP` with a timm trunk (see [`timm_siglip`]).
+/// Refused (the message says why) where OpenCLIP has no such architecture.
+pub fn config_json(loaded: &LoadedModel, with_tokenizer: bool) -> Result<Value, SourceError> {
     let m = &loaded.source.spec;
     let d = loaded.source.config().data;
+    let dir = loaded.source.dir.display();
+    let unsupported = |why: String| SourceError::Unsupported(format!("{dir}: {why}"));
+    let mut model_cfg = match m.kind {
+        ModelKind::Siglip => {
+            let bias = loaded
+                .model
+                .logit_bias()
+                .map_or(-10.0, |b| b.double_value(&[0]));
+            timm_siglip::model_cfg(m, bias).map_err(unsupported)?
+        }
+        ModelKind::Clip => clip_model_cfg(loaded).map_err(unsupported)?,
+    };
+    if with_tokenizer {
+        model_cfg["text_cfg"]["hf_tokenizer_name"] = json!("tokenizer.json");
+    }
+    Ok(json!({
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {
+            "mean": d.image_mean,
+            "std": d.image_std,
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+        },
+    }))
+}
+
+/// The `model_cfg` of a CLIP model: OpenCLIP's `CLIP` with its own ViT.
+fn clip_model_cfg(loaded: &LoadedModel) -> Result<Value, String> {
+    let m = &loaded.source.spec;
     let (v, t) = (&m.vision, &m.text);
+    // OpenCLIP's CLIP towers know only GELU and QuickGELU, one for both.
+    if m.activation == Activation::GeluTanh {
+        return Err(
+            "it uses model.activation = \"gelu_tanh\", which OpenCLIP's CLIP towers do \
+                    not have; export it with `cliptrain export hf` instead"
+                .into(),
+        );
+    }
+    if t.activation.is_some_and(|a| a != m.activation) {
+        return Err(
+            "its text tower has another activation than its image tower \
+                    (model.text.activation), which OpenCLIP's CLIP cannot express; export it \
+                    with `cliptrain export hf` instead"
+                .into(),
+        );
+    }
     let mut vision = json!({
         "image_size": v.image_size,
         "patch_size": v.patch_size,
@@ -455,9 +526,6 @@ pub fn config_json(loaded: &LoadedModel, with_tokenizer: bool) -> Value {
         vision["norm_kwargs"] = json!({"eps": m.layer_norm_eps});
         text["norm_kwargs"] = json!({"eps": m.layer_norm_eps});
     }
-    if with_tokenizer {
-        text["hf_tokenizer_name"] = json!("tokenizer.json");
-    }
     let mut model_cfg = json!({
         "embed_dim": m.embed_dim,
         "quick_gelu": m.activation == Activation::QuickGelu,
@@ -467,48 +535,29 @@ pub fn config_json(loaded: &LoadedModel, with_tokenizer: bool) -> Value {
     if let Some(b) = loaded.model.logit_bias() {
         model_cfg["init_logit_bias"] = json!(b.double_value(&[]));
     }
-    json!({
-        "model_cfg": model_cfg,
-        "preprocess_cfg": {
-            "mean": d.image_mean,
-            "std": d.image_std,
-            "interpolation": "bicubic",
-            "resize_mode": "shortest",
-        },
-    })
+    Ok(model_cfg)
 }
 
 /// `cliptrain export openclip`: `open_clip_config.json` + `open_clip_model.safetensors`
 /// (+ the tokenizer files). Returns the files written.
 pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<String>, SourceError> {
-    let spec = &loaded.source.spec;
-    let dir = loaded.source.dir.display();
-    // OpenCLIP's SigLIP models put a timm ViT under `visual.trunk.*`; cliptrain does not write
-    // that layout.
-    if spec.kind == ModelKind::Siglip {
-        return Err(SourceError::Unsupported(format!(
-            "{dir} is a SigLIP model (model.kind = \"siglip\"); cliptrain cannot write \
-             OpenCLIP's SigLIP layout (a timm vision trunk). Export it with `cliptrain export hf` \
-             instead: it writes a Hugging Face SiglipModel folder"
-        )));
-    }
-    // OpenCLIP's CLIP towers know only GELU and QuickGELU.
-    if spec.activation == Activation::GeluTanh {
-        return Err(SourceError::Unsupported(format!(
-            "{dir} uses model.activation = \"gelu_tanh\", which OpenCLIP's CLIP towers do not \
-             have; export it with `cliptrain export hf` instead"
-        )));
-    }
     let tokenizer = loaded.source.tokenizer.as_ref();
+    // Refusals first, before anything is written.
+    let config = config_json(loaded, tokenizer.is_some())?;
     let mut files = vec![CONFIG, WEIGHTS];
     if tokenizer.is_some() {
         files.extend(super::hf::TOKENIZER_FILES);
     }
     super::check_replace(out, &files, replace)?;
     std::fs::create_dir_all(out).map_err(super::io("creating", out))?;
-    write_json(&out.join(CONFIG), &config_json(loaded, tokenizer.is_some()))?;
+    write_json(&out.join(CONFIG), &config)?;
     let weights = out.join(WEIGHTS);
-    crate::checkpoint::write_tensors(&weights, &from_hf(&loaded.named_tensors()))?;
+    let tensors = loaded.named_tensors();
+    let tensors = match loaded.source.spec.kind {
+        ModelKind::Siglip => timm_siglip::from_hf(&tensors),
+        ModelKind::Clip => from_hf(&tensors),
+    };
+    crate::checkpoint::write_tensors(&weights, &tensors)?;
     if let Some(tok) = tokenizer {
         let ctx = loaded.source.spec.text.context_length;
         super::hf::write_tokenizer_files(out, tok, ctx, "CLIPTokenizer")?;

@@ -7,8 +7,307 @@
 //! `nn.MultiheadAttention` has one `in_proj` (`[q; k; v]`); OpenCLIP fuses the text blocks' q/k/v
 //! (`attn.in_proj_*`); timm's position embedding carries a batch axis (`[1, N, w]`); and
 //! OpenCLIP's `logit_scale`/`logit_bias` are 0-dim where HF's are `[1]`.
+use super::openclip::{self, bad, int, layer_norm_eps, num, openclip_mlp_ratio};
+use super::{SourceError, header};
+use crate::model::{
+    Activation, LogitHead, ModelKind, ModelSpec, TextConfig, VisionConfig, mlp_width,
+};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
+use std::path::Path;
 use tch::Tensor;
+
+/// timm's SigLIP trunks by size: (size, width, depth, heads, MLP width, activation). The size
+/// gives the heads (the weights do not); the rest must match for an export to name the trunk.
+const SIZES: [(&str, usize, usize, usize, usize, Activation); 4] = [
+    ("base", 768, 12, 12, 3072, Activation::Gelu),
+    ("large", 1024, 24, 16, 4096, Activation::Gelu),
+    ("so400m", 1152, 27, 16, 4304, Activation::Gelu),
+    ("giantopt", 1536, 40, 16, 6144, Activation::GeluTanh),
+];
+
+/// The attention-pooled SigLIP trunks timm 1.0 registers (patch size, image size), by size.
+const TRUNKS: [(&str, usize, usize); 16] = [
+    ("base", 32, 256),
+    ("base", 16, 224),
+    ("base", 16, 256),
+    ("base", 16, 384),
+    ("base", 16, 512),
+    ("large", 16, 256),
+    ("large", 16, 384),
+    ("large", 16, 512),
+    ("so400m", 14, 224),
+    ("so400m", 14, 378),
+    ("so400m", 14, 384),
+    ("so400m", 16, 256),
+    ("so400m", 16, 384),
+    ("so400m", 16, 512),
+    ("giantopt", 16, 256),
+    ("giantopt", 16, 384),
+];
+
+/// Whether an OpenCLIP config is a SigLIP one for [`read_spec`]: a timm SigLIP trunk
+/// (`vit_<size>_patch<P>_siglip_…`) with OpenCLIP's own text Transformer (not an HF one).
+pub(crate) fn is_siglip_config(v: &Value, t: &Value) -> bool {
+    let trunk = v
+        .get("timm_model_name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| n.starts_with("vit_") && n.contains("_siglip_"));
+    trunk && t.get("hf_model_name").is_none_or(Value::is_null)
+}
+
+/// The model of an OpenCLIP SigLIP config (`path`), whose image tower is a timm trunk: its
+/// dimensions come from the weights file beside it (the config names the trunk only), the heads
+/// and activation from the trunk's size; the text tower from `text_cfg`, which must be SigLIP's
+/// (bidirectional, pooled at the last position, biased projection).
+pub(crate) fn read_spec(
+    path: &Path,
+    m: &Value,
+    v: &Value,
+    t: &Value,
+) -> Result<ModelSpec, SourceError> {
+    let name = v
+        .get("timm_model_name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let size = name
+        .strip_prefix("vit_")
+        .and_then(|r| r.split_once("_patch"))
+        .map(|(size, _)| size);
+    let Some(&(_, _, _, heads, _, v_act)) = SIZES.iter().find(|s| Some(s.0) == size) else {
+        return Err(bad(
+            path,
+            format!(
+                "vision_cfg.timm_model_name = {name:?}: cliptrain reads timm's SigLIP trunks of \
+                 sizes {}",
+                SIZES.map(|s| s.0).join(", ")
+            ),
+        ));
+    };
+    let mut problems = Vec::new();
+    if name.contains("_gap_")
+        || !matches!(
+            v.get("timm_pool").and_then(Value::as_str),
+            None | Some("map")
+        )
+    {
+        problems.push("vision_cfg: the trunk must pool with MAP (timm_pool = \"map\")".to_string());
+    }
+    if !matches!(v.get("timm_proj"), None | Some(Value::Null))
+        && !matches!(
+            v.get("timm_proj").and_then(Value::as_str),
+            Some("none" | "")
+        )
+    {
+        problems.push("vision_cfg.timm_proj must be \"none\"".into());
+    }
+    let is_true = |key: &str| t.get(key).and_then(Value::as_bool) == Some(true);
+    if !is_true("no_causal_mask") {
+        problems
+            .push("text_cfg.no_causal_mask must be true (SigLIP's text is bidirectional)".into());
+    }
+    if t.get("pool_type").and_then(Value::as_str) != Some("last") {
+        problems.push("text_cfg.pool_type must be \"last\"".into());
+    }
+    if !is_true("proj_bias") {
+        problems.push(
+            "text_cfg.proj_bias must be true (SigLIP's text head is a biased linear layer)".into(),
+        );
+    }
+    let mut rest = t.clone();
+    if let Some(o) = rest.as_object_mut() {
+        for key in ["no_causal_mask", "pool_type", "proj_bias"] {
+            o.remove(key);
+        }
+    }
+    openclip::option_problems(&rest, "text_cfg", &mut problems);
+    problems.retain(|p| !p.starts_with("text_cfg.act_kwargs"));
+    let t_act = match t.get("act_kwargs").and_then(|a| a.get("approximate")) {
+        None => Activation::Gelu,
+        Some(a) if a.as_str() == Some("tanh") => Activation::GeluTanh,
+        Some(a) => {
+            problems.push(format!("text_cfg.act_kwargs.approximate = {a}"));
+            Activation::Gelu
+        }
+    };
+    if m.get("init_logit_bias").is_none_or(Value::is_null) {
+        problems
+            .push("model_cfg.init_logit_bias is missing (a SigLIP model has a logit bias)".into());
+    }
+    if !problems.is_empty() {
+        return Err(bad(
+            path,
+            format!(
+                "is not the SigLIP model cliptrain reads (HF SiglipModel's architecture): {}",
+                problems.join("; ")
+            ),
+        ));
+    }
+    let weights = path.with_file_name(openclip::WEIGHTS);
+    let shapes = hf_shapes(header::read_shapes(&weights)?);
+    let shape = |n: &str| shapes.get(n).cloned().unwrap_or_default();
+    let from_weights = |what: &str| {
+        bad(
+            &weights,
+            format!(
+                "has no (or a malformed) {what}; it does not hold the timm SigLIP trunk that {} names",
+                path.display()
+            ),
+        )
+    };
+    let (patch, pos) = (
+        shape("vision_model.embeddings.patch_embedding.weight"),
+        shape("vision_model.embeddings.position_embedding.weight"),
+    );
+    let [width, 3, p, p2] = patch[..] else {
+        return Err(from_weights(
+            "patch embedding visual.trunk.patch_embed.proj.weight",
+        ));
+    };
+    let grid = (pos.first().copied().unwrap_or(0) as f64).sqrt() as u64;
+    if p != p2 || grid == 0 || pos != [grid * grid, width] {
+        return Err(from_weights("square patch grid (visual.trunk.pos_embed)"));
+    }
+    let layers = (0..)
+        .take_while(|i| {
+            shapes.contains_key(&format!(
+                "vision_model.encoder.layers.{i}.layer_norm1.weight"
+            ))
+        })
+        .count();
+    let mlp = shape("vision_model.encoder.layers.0.mlp.fc1.weight");
+    let [mlp, _] = mlp[..] else {
+        return Err(from_weights("MLP (visual.trunk.blocks.0.mlp.fc1.weight)"));
+    };
+    let image_size = (grid * p) as usize;
+    let stated = int(path, v, "vision_cfg", "image_size", image_size as f64)?;
+    if stated != image_size {
+        return Err(bad(
+            path,
+            format!(
+                "vision_cfg.image_size = {stated}, but the weights' {grid}x{grid} grid of {p}-pixel \
+                 patches is {image_size} pixels"
+            ),
+        ));
+    }
+    let eps = layer_norm_eps(t).unwrap_or(1e-5);
+    if eps != 1e-6 {
+        return Err(bad(
+            path,
+            format!(
+                "text_cfg.norm_kwargs.eps = {eps}: timm's SigLIP trunk uses 1e-6 and cliptrain one \
+                 eps for both towers"
+            ),
+        ));
+    }
+    let (width, tw) = (width as usize, int(path, t, "text_cfg", "width", 512.0)?);
+    let vocab_size = int(path, t, "text_cfg", "vocab_size", 49408.0)?;
+    Ok(ModelSpec {
+        kind: ModelKind::Siglip,
+        embed_dim: int(path, m, "model_cfg", "embed_dim", width as f64)?,
+        activation: v_act,
+        layer_norm_eps: eps,
+        vision: VisionConfig {
+            image_size,
+            patch_size: p as usize,
+            width,
+            layers,
+            heads,
+            mlp_ratio: mlp as f64 / width.max(1) as f64,
+            patch_dropout: 0.0,
+        },
+        text: TextConfig {
+            vocab_size,
+            context_length: int(path, t, "text_cfg", "context_length", 77.0)?,
+            width: tw,
+            layers: int(path, t, "text_cfg", "layers", 12.0)?,
+            heads: int(path, t, "text_cfg", "heads", 8.0)?,
+            mlp_ratio: openclip_mlp_ratio(tw, num(path, t, "text_cfg", "mlp_ratio", 4.0)?),
+            activation: (t_act != v_act).then_some(t_act),
+        },
+        eot_id: t
+            .get("eos_id")
+            .and_then(Value::as_i64)
+            .unwrap_or(vocab_size as i64 - 1),
+        head: LogitHead::Siglip,
+    })
+}
+
+/// The `model_cfg` of an OpenCLIP SigLIP config for `spec`: refused unless its image tower is
+/// one of timm's named trunks (OpenCLIP builds the trunk from the name alone) with timm's
+/// activation.
+pub(crate) fn model_cfg(spec: &ModelSpec, logit_bias: f64) -> Result<Value, String> {
+    let (v, t) = (&spec.vision, &spec.text);
+    let mlp = mlp_width(v.width, v.mlp_ratio);
+    let size = SIZES
+        .iter()
+        .find(|s| (s.1, s.2, s.3, s.4) == (v.width, v.layers, v.heads, mlp));
+    let trunk = size.and_then(|s| {
+        TRUNKS
+            .iter()
+            .find(|(n, p, r)| *n == s.0 && (*p, *r) == (v.patch_size, v.image_size))
+    });
+    let (Some(&(size, .., act)), Some(_)) = (size, trunk) else {
+        return Err(format!(
+            "OpenCLIP builds a SigLIP image tower only as one of timm's named trunks, and this \
+             one (width {}, {} layers, {} heads, MLP {mlp}, {}-pixel patches at {} pixels) is \
+             none of them ({}); export it with `cliptrain export hf`",
+            v.width,
+            v.layers,
+            v.heads,
+            v.patch_size,
+            v.image_size,
+            TRUNKS
+                .map(|(n, p, r)| format!("vit_{n}_patch{p}_siglip_{r}"))
+                .join(", ")
+        ));
+    };
+    if spec.activation != act {
+        return Err(format!(
+            "timm's {size} SigLIP trunk runs {act:?}, this model's image tower {:?} (Hugging \
+             Face's SigLIP uses GELU's tanh approximation throughout); export it with `cliptrain \
+             export hf`",
+            spec.activation
+        ));
+    }
+    let t_act = t.activation.unwrap_or(spec.activation);
+    let mut text = json!({
+        "context_length": t.context_length,
+        "vocab_size": t.vocab_size,
+        "width": t.width,
+        "heads": t.heads,
+        "layers": t.layers,
+        "mlp_ratio": openclip::export_mlp_ratio(t.width, t.mlp_ratio),
+        "no_causal_mask": true,
+        "proj_bias": true,
+        "pool_type": "last",
+        "norm_kwargs": {"eps": spec.layer_norm_eps},
+    });
+    match t_act {
+        Activation::Gelu => {}
+        Activation::GeluTanh => text["act_kwargs"] = json!({"approximate": "tanh"}),
+        Activation::QuickGelu => {
+            return Err(
+                "OpenCLIP's SigLIP text tower cannot run QuickGELU; export it with \
+                        `cliptrain export hf`"
+                    .into(),
+            );
+        }
+    }
+    Ok(json!({
+        "embed_dim": spec.embed_dim,
+        "init_logit_bias": logit_bias,
+        "custom_text": true,
+        "vision_cfg": {
+            "image_size": v.image_size,
+            "timm_model_name": format!("vit_{size}_patch{}_siglip_{}", v.patch_size, v.image_size),
+            "timm_model_pretrained": false,
+            "timm_pool": "map",
+            "timm_proj": "none",
+        },
+        "text_cfg": text,
+    }))
+}
 
 /// Whole-tensor renames: (OpenCLIP, ours).
 const TOP: [(&str, &str); 17] = [
@@ -451,6 +750,60 @@ mod tests {
             ]
         );
         assert!(!is_timm_siglip(["visual.conv1.weight"].into_iter()));
+    }
+
+    /// HF's `google/siglip-base-patch16-224` dimensions with `activation`.
+    fn base_224(activation: Activation) -> ModelSpec {
+        ModelSpec {
+            kind: ModelKind::Siglip,
+            embed_dim: 768,
+            activation,
+            layer_norm_eps: 1e-6,
+            vision: VisionConfig {
+                image_size: 224,
+                patch_size: 16,
+                width: 768,
+                layers: 12,
+                heads: 12,
+                mlp_ratio: 4.0,
+                ..Default::default()
+            },
+            text: TextConfig {
+                vocab_size: 32000,
+                context_length: 64,
+                width: 768,
+                layers: 12,
+                heads: 12,
+                ..Default::default()
+            },
+            eot_id: 1,
+            head: LogitHead::Siglip,
+        }
+    }
+
+    #[test]
+    fn an_export_names_the_timm_trunk_or_says_why_not() {
+        let cfg = model_cfg(&base_224(Activation::Gelu), -10.0).unwrap();
+        let v = &cfg["vision_cfg"];
+        assert_eq!(v["timm_model_name"], "vit_base_patch16_siglip_224");
+        assert_eq!((&v["timm_pool"], &v["timm_proj"]), (&json!("map"), &json!("none")));
+        let t = &cfg["text_cfg"];
+        assert_eq!(t["pool_type"], "last");
+        assert_eq!((&t["no_causal_mask"], &t["proj_bias"]), (&json!(true), &json!(true)));
+        assert!(t.get("act_kwargs").is_none(), "exact GELU is OpenCLIP's default");
+        assert_eq!(cfg["init_logit_bias"], -10.0);
+
+        let mut mixed = base_224(Activation::Gelu);
+        mixed.text.activation = Some(Activation::GeluTanh);
+        let cfg = model_cfg(&mixed, -10.0).unwrap();
+        assert_eq!(cfg["text_cfg"]["act_kwargs"]["approximate"], "tanh");
+
+        let tanh = model_cfg(&base_224(Activation::GeluTanh), -10.0).unwrap_err();
+        assert!(tanh.contains("export hf"), "{tanh}");
+        let mut odd = base_224(Activation::Gelu);
+        odd.vision.image_size = 288;
+        let err = model_cfg(&odd, -10.0).unwrap_err();
+        assert!(err.contains("288 pixels") && err.contains("vit_so400m_patch14_siglip_378"), "{err}");
     }
 
     #[test]
