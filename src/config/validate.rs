@@ -156,6 +156,16 @@ fn sources(c: &Config, p: &mut Problems) {
 fn model(c: &Config, p: &mut Problems) {
     let spec = c.model.spec(0, c.loss.kind);
     p.0.extend(spec.dim_problems());
+    // A Hub id is checked for its form here; whether the model exists is known only when it
+    // is fetched (or looked up in the cache).
+    if let Err(e) = crate::hub::HubId::parse(&c.model.init_from) {
+        p.check(
+            false,
+            "model.init_from",
+            q(&c.model.init_from),
+            format!("be a Hub id hf:ORG/NAME or hf:ORG/NAME@REVISION ({e})"),
+        );
+    }
 }
 
 fn optim(c: &Config, p: &mut Problems) {
