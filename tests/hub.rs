@@ -171,13 +171,24 @@ fn a_model_is_downloaded_once_then_read_from_the_cache_online_and_offline() {
 
     // A second use (loading the model through --checkpoint) only lists the revision.
     ok(run(
-        &["export", "openclip", "--checkpoint", "hf:org/tiny", "--out", "oc"],
+        &[
+            "export",
+            "openclip",
+            "--checkpoint",
+            "hf:org/tiny",
+            "--out",
+            "oc",
+        ],
         d.path(),
         &env,
     ));
     let second: Vec<_> = server.requests()[first.len()..].to_vec();
     assert_eq!(second.len(), 1, "{second:?}");
-    assert!(second[0].path.starts_with("/api/models/org/tiny/revision/main"));
+    assert!(
+        second[0]
+            .path
+            .starts_with("/api/models/org/tiny/revision/main")
+    );
 
     // Offline: the cache alone, not a single request; the same folder.
     let offline = [env[0], env[1], ("HF_HUB_OFFLINE", "1")];
@@ -202,7 +213,11 @@ fn a_model_is_downloaded_once_then_read_from_the_cache_online_and_offline() {
     let down = [env[0], ("HF_ENDPOINT", "http://127.0.0.1:9")];
     let out = run(&["download", "hf:org/tiny"], d.path(), &down);
     assert_eq!(ok_ref(&out).trim(), snap.to_str().unwrap());
-    assert!(stderr(&out).contains("using the cached snapshot"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("using the cached snapshot"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn ok_ref(out: &Output) -> String {
@@ -230,7 +245,10 @@ fn a_revision_picks_its_own_snapshot_and_openclip_folders_load() {
 
     // The same weights through both folders: exported from hf:...@v1 (OpenCLIP, spelled
     // OpenCLIP's way) and from hf:... (Hugging Face) they are equal.
-    for (id, out) in [("hf-hub:org/tiny@v1", "from-oc"), ("hf:org/tiny", "from-hf")] {
+    for (id, out) in [
+        ("hf-hub:org/tiny@v1", "from-oc"),
+        ("hf:org/tiny", "from-hf"),
+    ] {
         ok(run(
             &["export", "hf", "--checkpoint", id, "--out", out],
             d.path(),
@@ -256,7 +274,9 @@ fn a_revision_picks_its_own_snapshot_and_openclip_folders_load() {
 
     let e = err(run(&["download", "hf:org/tiny@v9"], d.path(), &env));
     assert!(
-        e.contains("hf:org/tiny@v9") && e.contains("no revision \"v9\"") && e.contains(&server.endpoint),
+        e.contains("hf:org/tiny@v9")
+            && e.contains("no revision \"v9\"")
+            && e.contains(&server.endpoint),
         "{e}"
     );
 }
@@ -266,7 +286,11 @@ fn what_is_missing_or_malformed_is_named() {
     let d = tempfile::tempdir().unwrap();
     let pickle = d.path().join("pickle");
     std::fs::create_dir(&pickle).unwrap();
-    std::fs::copy(fixtures().join("hf/config.json"), pickle.join("config.json")).unwrap();
+    std::fs::copy(
+        fixtures().join("hf/config.json"),
+        pickle.join("config.json"),
+    )
+    .unwrap();
     std::fs::write(pickle.join("pytorch_model.bin"), b"not read").unwrap();
     let server = HubServer::start(vec![
         (
@@ -320,7 +344,14 @@ fn what_is_missing_or_malformed_is_named() {
     let e = err(run(&["download", "hf:org/pickle"], d.path(), &env));
     assert!(e.contains("use hf:org/pickle@refs/pr/7"), "{e}");
     ok(run(
-        &["export", "hf", "--checkpoint", "hf:org/pickle@refs/pr/7", "--out", "pr7"],
+        &[
+            "export",
+            "hf",
+            "--checkpoint",
+            "hf:org/pickle@refs/pr/7",
+            "--out",
+            "pr7",
+        ],
         d.path(),
         &env,
     ));
@@ -350,7 +381,11 @@ fn what_is_missing_or_malformed_is_named() {
     // Malformed ids: one line each, from the command and from `config check`.
     let e = err(run(&["download", "hf:clip"], d.path(), &env));
     assert!(e.contains("\"clip\" is not ORG/NAME"), "{e}");
-    std::fs::write(d.path().join("c.toml"), "[model]\ninit_from = \"hf:org/x y\"\n").unwrap();
+    std::fs::write(
+        d.path().join("c.toml"),
+        "[model]\ninit_from = \"hf:org/x y\"\n",
+    )
+    .unwrap();
     let e = err(run(&["config", "check", "c.toml"], d.path(), &env));
     assert!(
         e.contains("model.init_from = \"hf:org/x y\" must be a Hub id hf:ORG/NAME"),
@@ -412,7 +447,18 @@ fn a_hub_model_is_evaluated_and_starts_a_run() {
         ("HF_ENDPOINT", server.endpoint.as_str()),
     ];
     ok(cliptrain(
-        &["data", "synth", "--out", "syn", "--train", "16", "--eval", "8", "--image-size", "32"],
+        &[
+            "data",
+            "synth",
+            "--out",
+            "syn",
+            "--train",
+            "16",
+            "--eval",
+            "8",
+            "--image-size",
+            "32",
+        ],
         d.path(),
     ));
     std::fs::write(
@@ -465,7 +511,12 @@ progress = "plain"
     let saved = std::fs::read_to_string(d.path().join("runs/ft/latest/config.toml")).unwrap();
     assert!(saved.contains("vocab_size = 600"), "{saved}");
     assert!(
-        saved.contains(snapshot(&cache, MAIN).join("tokenizer.json").to_str().unwrap()),
+        saved.contains(
+            snapshot(&cache, MAIN)
+                .join("tokenizer.json")
+                .to_str()
+                .unwrap()
+        ),
         "{saved}"
     );
 }

@@ -180,7 +180,10 @@ mod tests {
             choose(&["config.json", "pytorch_model.bin"], false),
             Choice::PickleOnly
         );
-        assert_eq!(choose(&["config.json", "README.md"], false), Choice::NotAModel);
+        assert_eq!(
+            choose(&["config.json", "README.md"], false),
+            Choice::NotAModel
+        );
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub(super) fn fetch(id: &HubId, settings: &HubSettings) -> Result<PathBuf, HubEr
         Choice::Fetch(files) => files,
         choice => {
             return Err(HubError::NoWeights {
-                id: id.clone(),
+                id: Box::new(id.clone()),
                 endpoint: settings.endpoint.clone(),
                 found: names.join(", "),
                 advice: match choice {
@@ -114,7 +114,11 @@ pub(super) fn fetch(id: &HubId, settings: &HubSettings) -> Result<PathBuf, HubEr
     let had_sha_ref = sha_ref.exists();
     let result = wanted.iter().try_for_each(|name| {
         let sibling = listing.siblings.iter().find(|s| s.rfilename == *name);
-        f.ensure(name, sibling.and_then(Sibling::etag), sibling.and_then(Sibling::size))
+        f.ensure(
+            name,
+            sibling.and_then(Sibling::etag),
+            sibling.and_then(Sibling::size),
+        )
     });
     if !had_sha_ref {
         // Absent when nothing was downloaded through hf-hub.
@@ -227,7 +231,7 @@ impl Fetch<'_> {
             }
         }
         Err(HubError::Corrupt {
-            id: self.id.clone(),
+            id: Box::new(self.id.clone()),
             file: name.to_string(),
             endpoint: self.settings.endpoint.clone(),
             detail: problem,
@@ -333,7 +337,7 @@ impl Progress for Bar {
 
 fn http(id: &HubId, s: &HubSettings, what: &str, detail: String) -> HubError {
     HubError::Http {
-        id: id.clone(),
+        id: Box::new(id.clone()),
         what: what.to_string(),
         endpoint: s.endpoint.clone(),
         detail,
@@ -342,7 +346,7 @@ fn http(id: &HubId, s: &HubSettings, what: &str, detail: String) -> HubError {
 
 fn unreachable(id: &HubId, s: &HubSettings, what: &str, detail: String) -> HubError {
     HubError::Unreachable {
-        id: id.clone(),
+        id: Box::new(id.clone()),
         what: what.to_string(),
         endpoint: s.endpoint.clone(),
         detail,
@@ -361,16 +365,16 @@ fn request_error(id: &HubId, s: &HubSettings, what: &str, e: ureq::Error) -> Hub
     let endpoint = s.endpoint.clone();
     match (status, code.as_str()) {
         (_, "RevisionNotFound") => HubError::RevisionNotFound {
-            id: id.clone(),
+            id: Box::new(id.clone()),
             endpoint,
         },
         (_, "GatedRepo") | (401 | 403, "") => HubError::Denied {
-            id: id.clone(),
+            id: Box::new(id.clone()),
             endpoint,
             status,
         },
         (_, "RepoNotFound") | (404, "") if what == "the file list" => HubError::RepoNotFound {
-            id: id.clone(),
+            id: Box::new(id.clone()),
             endpoint,
         },
         _ => http(
@@ -395,7 +399,9 @@ fn api_error(id: &HubId, s: &HubSettings, file: &str, e: ApiError) -> HubError {
                 id,
                 s,
                 file,
-                format!("{detail} (after {RETRIES} retries; run again to continue where it stopped)"),
+                format!(
+                    "{detail} (after {RETRIES} retries; run again to continue where it stopped)"
+                ),
             ),
             other => other,
         },

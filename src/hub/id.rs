@@ -74,7 +74,11 @@ impl HubId {
 
 impl fmt::Display for HubId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let prefix = if self.openclip { OPENCLIP_PREFIX } else { PREFIX };
+        let prefix = if self.openclip {
+            OPENCLIP_PREFIX
+        } else {
+            PREFIX
+        };
         write!(f, "{prefix}{}", self.repo)?;
         if let Some(rev) = &self.revision {
             write!(f, "@{rev}")?;
@@ -85,7 +89,10 @@ impl fmt::Display for HubId {
 
 /// A full git commit hash (40 lowercase hex digits), as the Hub and its cache spell them.
 pub(crate) fn is_commit(rev: &str) -> bool {
-    rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    rev.len() == 40
+        && rev
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The Hub's rule for repository ids: `ORG/NAME`, each part letters, digits, `-`, `_`, `.`,
@@ -115,9 +122,7 @@ fn check_repo(repo: &str) -> Result<(), String> {
             ));
         }
         if part.contains("--") || part.contains("..") {
-            return Err(format!(
-                "{part:?} has '--' or '..', which Hub names do not"
-            ));
+            return Err(format!("{part:?} has '--' or '..', which Hub names do not"));
         }
     }
     Ok(())
@@ -127,9 +132,11 @@ fn check_repo(repo: &str) -> Result<(), String> {
 /// becomes a path in the cache's `refs/`), not starting or ending with `/`.
 fn check_revision(rev: &str) -> Result<(), String> {
     if rev.is_empty() {
-        return Err("the revision after '@' is empty; write hf:ORG/NAME@REVISION (a branch, \
+        return Err(
+            "the revision after '@' is empty; write hf:ORG/NAME@REVISION (a branch, \
                     a tag or a commit hash) or leave out the '@'"
-            .into());
+                .into(),
+        );
     }
     if rev.chars().any(|c| c.is_whitespace() || c.is_control()) || rev.contains("..") {
         return Err(format!(

@@ -29,11 +29,12 @@ pub enum HubError {
     NoCacheDir(#[from] NoCacheDir),
     #[error(
         "{id} is not in the Hugging Face cache {} and HF_HUB_OFFLINE=1 is set: download it once \
-         with network access (`cliptrain download {id}`, or `huggingface-cli download {}` with \
-         the same HF_HOME / HF_HUB_CACHE), or unset HF_HUB_OFFLINE",
-        cache_dir.display(), id.repo
+         with network access (`cliptrain download {id}`, or `huggingface-cli download {}{}` \
+         with the same HF_HOME / HF_HUB_CACHE), or unset HF_HUB_OFFLINE",
+        cache_dir.display(), id.repo,
+        id.revision.as_ref().map(|r| format!(" --revision {r}")).unwrap_or_default()
     )]
-    NotCached { id: HubId, cache_dir: PathBuf },
+    NotCached { id: Box<HubId>, cache_dir: PathBuf },
     #[error(
         "{id}: the cached snapshot {} has no model cliptrain reads (config.json + \
          model.safetensors, or open_clip_config.json + open_clip_model.safetensors); it has: \
@@ -41,7 +42,7 @@ pub enum HubError {
         dir.display()
     )]
     IncompleteSnapshot {
-        id: HubId,
+        id: Box<HubId>,
         dir: PathBuf,
         found: String,
         advice: String,
@@ -51,19 +52,19 @@ pub enum HubError {
          also needs HF_TOKEN)",
         id.repo
     )]
-    RepoNotFound { id: HubId, endpoint: String },
+    RepoNotFound { id: Box<HubId>, endpoint: String },
     #[error(
         "{id}: {} on {endpoint} has no revision {:?} (a branch, a tag or a full commit hash)",
         id.repo, id.revision()
     )]
-    RevisionNotFound { id: HubId, endpoint: String },
+    RevisionNotFound { id: Box<HubId>, endpoint: String },
     #[error(
         "{id}: {endpoint} refused access (HTTP {status}): the repository is private or gated; \
          set HF_TOKEN to a token that may read it (for a gated model, accept its terms on the \
          Hub first)"
     )]
     Denied {
-        id: HubId,
+        id: Box<HubId>,
         endpoint: String,
         status: u16,
     },
@@ -72,14 +73,14 @@ pub enum HubError {
          with HF_HUB_OFFLINE=1 a model already in the cache is used without asking it)"
     )]
     Unreachable {
-        id: HubId,
+        id: Box<HubId>,
         what: String,
         endpoint: String,
         detail: String,
     },
     #[error("{id}: fetching {what} from {endpoint} failed: {detail}")]
     Http {
-        id: HubId,
+        id: Box<HubId>,
         what: String,
         endpoint: String,
         detail: String,
@@ -90,7 +91,7 @@ pub enum HubError {
          {found}{advice}"
     )]
     NoWeights {
-        id: HubId,
+        id: Box<HubId>,
         endpoint: String,
         found: String,
         advice: String,
@@ -100,7 +101,7 @@ pub enum HubError {
          mirror that alters files?)"
     )]
     Corrupt {
-        id: HubId,
+        id: Box<HubId>,
         file: String,
         endpoint: String,
         detail: String,
@@ -151,7 +152,7 @@ pub fn resolve_with(id: &HubId, settings: &HubSettings) -> Result<PathBuf, HubEr
     let cached = cache::RepoCache::new(&settings.cache_dir, &id.repo).lookup(id.revision());
     if settings.offline {
         let dir = cached.ok_or_else(|| HubError::NotCached {
-            id: id.clone(),
+            id: Box::new(id.clone()),
             cache_dir: settings.cache_dir.clone(),
         })?;
         return complete(id, dir);
@@ -184,7 +185,7 @@ fn complete(id: &HubId, dir: PathBuf) -> Result<PathBuf, HubError> {
         .iter()
         .any(|f| f == "pytorch_model.bin" || f == "open_clip_pytorch_model.bin");
     Err(HubError::IncompleteSnapshot {
-        id: id.clone(),
+        id: Box::new(id.clone()),
         advice: if pickle {
             format!("; {}", cache::convert_advice(&id.repo))
         } else {

@@ -139,8 +139,13 @@ mod tests {
         assert_eq!(s.token.as_deref(), Some("hf_abc"));
         assert!(s.offline);
         assert!(!format!("{s:?}").contains("hf_abc"));
-        for (v, offline) in [("1", true), ("ON", true), ("true", true), ("0", false), ("no", false)]
-        {
+        for (v, offline) in [
+            ("1", true),
+            ("ON", true),
+            ("true", true),
+            ("0", false),
+            ("no", false),
+        ] {
             let s = settings(&[("HOME", "/h"), ("HF_HUB_OFFLINE", v)]).unwrap();
             assert_eq!(s.offline, offline, "{v}");
         }
@@ -159,7 +164,11 @@ mod tests {
         assert_eq!(s.token.as_deref(), Some("hf_var"));
         let other = d.path().join("elsewhere");
         std::fs::write(&other, "hf_path").unwrap();
-        let s = settings(&[("HF_HOME", home), ("HF_TOKEN_PATH", other.to_str().unwrap())]).unwrap();
+        let s = settings(&[
+            ("HF_HOME", home),
+            ("HF_TOKEN_PATH", other.to_str().unwrap()),
+        ])
+        .unwrap();
         assert_eq!(s.token.as_deref(), Some("hf_path"));
     }
 }

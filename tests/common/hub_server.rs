@@ -294,7 +294,9 @@ impl HubServer {
         {
             state.cut = None;
             reply.full_body = false;
-            reply.headers.push(("X-Cut-After".into(), after.to_string()));
+            reply
+                .headers
+                .push(("X-Cut-After".into(), after.to_string()));
         }
         reply
     }
