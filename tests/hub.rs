@@ -140,8 +140,9 @@ fn a_model_is_downloaded_once_then_read_from_the_cache_online_and_offline() {
     assert!(
         first
             .iter()
+            .filter(|r| !r.path.starts_with("/cdn/"))
             .all(|r| r.authorization.as_deref() == Some("Bearer hf_test_token")),
-        "HF_TOKEN is sent: {first:?}"
+        "HF_TOKEN is sent to the Hub: {first:?}"
     );
     let weights_etag = etag(&std::fs::read(hf.join("model.safetensors")).unwrap());
     assert_eq!(
@@ -519,4 +520,53 @@ progress = "plain"
         ),
         "{saved}"
     );
+}
+
+#[test]
+fn a_cache_python_filled_is_read_offline() {
+    // Python's huggingface_hub downloads from the stand-in as from the Hub (which also checks
+    // the stand-in), and cliptrain reads that cache with HF_HUB_OFFLINE=1.
+    let server = tiny_server();
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let py = Command::new(common::venv_python())
+        .args([
+            "-c",
+            "import sys; from huggingface_hub import snapshot_download as s; \
+             print(s('org/tiny', cache_dir=sys.argv[1]))",
+            cache.to_str().unwrap(),
+        ])
+        .env("HF_ENDPOINT", &server.endpoint)
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .unwrap();
+    let snap = snapshot(&cache, MAIN);
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        snap.to_str().unwrap(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let before = server.requests().len();
+    let env = [
+        ("HF_HUB_CACHE", cache.to_str().unwrap()),
+        ("HF_ENDPOINT", server.endpoint.as_str()),
+        ("HF_HUB_OFFLINE", "1"),
+    ];
+    let out = ok(run(&["download", "hf:org/tiny"], d.path(), &env));
+    assert_eq!(out.trim(), snap.to_str().unwrap());
+    ok(run(
+        &[
+            "export",
+            "openclip",
+            "--checkpoint",
+            "hf:org/tiny",
+            "--out",
+            "oc",
+        ],
+        d.path(),
+        &env,
+    ));
+    assert_eq!(server.requests().len(), before, "offline asks nothing");
 }

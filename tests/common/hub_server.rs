@@ -1,9 +1,9 @@
 //! A stand-in for the Hugging Face Hub on 127.0.0.1, serving repositories from fixture
 //! folders the way the Hub does: `/api/models/ORG/NAME/revision/REV` lists a revision's files
-//! (sizes and etags with `?blobs=true`), `/ORG/NAME/resolve/REV/FILE` answers with `ETag` and
+//! (sizes and etags with `?blobs=true`; `/tree/REV` lists them as huggingface_hub asks), `/ORG/NAME/resolve/REV/FILE` answers with `ETag` and
 //! `X-Repo-Commit` (Range requests: 206 + `Content-Range`), and `*.safetensors` / `*.bin` are
-//! "LFS" files redirected (302, `X-Linked-Etag`, `X-Linked-Size`) to `/cdn/ETAG` like the Hub's
-//! CDN. Every request is logged so tests can count downloads.
+//! "LFS" files redirected (302, `X-Linked-Etag`, `X-Linked-Size`) to `/cdn/ETAG` on a second
+//! port, like the Hub's CDN. Every request is logged so tests can count downloads.
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -44,6 +44,9 @@ struct State {
 #[derive(Clone)]
 pub struct HubServer {
     pub endpoint: String,
+    /// The "CDN" LFS files are redirected to: another origin (port), as the Hub's is another
+    /// host, so clients treat the redirect as leaving the Hub.
+    pub cdn: String,
     state: Arc<Mutex<State>>,
 }
 
@@ -64,6 +67,8 @@ impl HubServer {
     pub fn start(repos: Vec<(&str, Vec<Revision>)>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let cdn_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let cdn = format!("http://{}", cdn_listener.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State {
             repos: repos
                 .into_iter()
@@ -71,14 +76,20 @@ impl HubServer {
                 .collect(),
             ..State::default()
         }));
-        let server = Self { endpoint, state };
-        let s = server.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let s = s.clone();
-                std::thread::spawn(move || s.serve(stream));
-            }
-        });
+        let server = Self {
+            endpoint,
+            cdn,
+            state,
+        };
+        for listener in [listener, cdn_listener] {
+            let s = server.clone();
+            std::thread::spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let s = s.clone();
+                    std::thread::spawn(move || s.serve(stream));
+                }
+            });
+        }
         server
     }
 
@@ -162,10 +173,13 @@ impl HubServer {
                     None => Reply::status(404, "RepoNotFound"),
                 };
             }
+            if let Some((repo, rev)) = rest.split_once("/tree/") {
+                return self.listing(repo, rev, true);
+            }
             let Some((repo, rev)) = rest.split_once("/revision/") else {
                 return Reply::status(404, "");
             };
-            return self.listing(repo, rev);
+            return self.listing(repo, rev, false);
         }
         if let Some(etag) = path.strip_prefix("/cdn/") {
             return self.blob(etag, r.range.as_deref());
@@ -195,7 +209,9 @@ impl HubServer {
         Ok(f(found, &state))
     }
 
-    fn listing(&self, repo: &str, rev: &str) -> Reply {
+    /// `/revision/` (an object with `sha` and `siblings`), or `/tree/` (an array of entries,
+    /// what huggingface_hub's `snapshot_download` lists).
+    fn listing(&self, repo: &str, rev: &str, tree: bool) -> Reply {
         let listed = self.find(repo, rev, |v, state| {
             let mut siblings = Vec::new();
             for name in files(&v.dir) {
@@ -209,7 +225,18 @@ impl HubServer {
                 } else {
                     s["blobId"] = tag.into();
                 }
+                if tree {
+                    s["path"] = s["rfilename"].take();
+                    s["oid"] = s["blobId"].take();
+                    s["type"] = "file".into();
+                    if let Some(lfs) = s.get_mut("lfs") {
+                        lfs["oid"] = lfs["sha256"].take();
+                    }
+                }
                 siblings.push(s);
+            }
+            if tree {
+                return serde_json::Value::Array(siblings);
             }
             serde_json::json!({"id": repo, "sha": v.commit, "siblings": siblings})
         });
@@ -228,7 +255,7 @@ impl HubServer {
         let Some((rev, file)) = rest.rsplit_once('/') else {
             return Reply::status(404, "");
         };
-        let endpoint = self.endpoint.clone();
+        let cdn = self.cdn.clone();
         let found = self.find(repo, rev, |v, state| {
             if state.hidden.iter().any(|h| h == file) {
                 return None;
@@ -247,7 +274,7 @@ impl HubServer {
             headers.push(("X-Linked-Etag".into(), format!("\"{tag}\"")));
             headers.push(("X-Linked-Size".into(), bytes.len().to_string()));
             headers.push(("ETag".into(), "\"pointer\"".into()));
-            headers.push(("Location".into(), format!("{endpoint}/cdn/{tag}")));
+            headers.push(("Location".into(), format!("{cdn}/cdn/{tag}")));
             return Reply {
                 status: 302,
                 headers,
