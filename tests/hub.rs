@@ -152,20 +152,24 @@ fn a_model_is_downloaded_once_then_read_from_the_cache_online_and_offline() {
         1
     );
 
-    // Python's huggingface_hub finds the same files in the same cache, offline.
+    // Python's huggingface_hub finds the same files in the same cache, offline, and its cache
+    // scan sees one repository and revision with no complaint.
     let py = Command::new(common::venv_python())
         .args([
             "-c",
-            "import sys; from huggingface_hub import hf_hub_download as d; \
-             print(d('org/tiny', 'model.safetensors', cache_dir=sys.argv[1], local_files_only=True))",
+            "import sys; from huggingface_hub import hf_hub_download as d, scan_cache_dir as s; \
+             print(d('org/tiny', 'model.safetensors', cache_dir=sys.argv[1], local_files_only=True)); \
+             i = s(sys.argv[1]); r = list(i.repos); \
+             print(len(r), [len(x.revisions) for x in r], [str(w) for w in i.warnings])",
             cache.to_str().unwrap(),
         ])
         .env("HF_HUB_OFFLINE", "1")
         .output()
         .unwrap();
+    let expected = format!("{}\n1 [1] []", snap.join("model.safetensors").display());
     assert_eq!(
         String::from_utf8_lossy(&py.stdout).trim(),
-        snap.join("model.safetensors").to_str().unwrap(),
+        expected,
         "{}",
         String::from_utf8_lossy(&py.stderr)
     );
@@ -569,4 +573,11 @@ fn a_cache_python_filled_is_read_offline() {
         &env,
     ));
     assert_eq!(server.requests().len(), before, "offline asks nothing");
+    // A cached snapshot without the weights is named, with what it has.
+    std::fs::remove_file(snap.join("model.safetensors")).unwrap();
+    let e = err(run(&["download", "hf:org/tiny"], d.path(), &env));
+    assert!(
+        e.contains("has no model cliptrain reads") && e.contains("config.json, "),
+        "{e}"
+    );
 }
