@@ -581,3 +581,46 @@ fn a_cache_python_filled_is_read_offline() {
         "{e}"
     );
 }
+
+#[test]
+fn a_download_another_process_holds_is_waited_for_not_repeated() {
+    // Each rank of a job opens the same model.init_from: while one downloads a blob (here this
+    // test, holding the blob's lock), the others wait and then use its file.
+    use std::os::fd::AsRawFd;
+    let server = tiny_server();
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let weights = std::fs::read(fixtures().join("hf/model.safetensors")).unwrap();
+    let tag = etag(&weights);
+    let blobs = cache.join("models--org--tiny/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let lock = std::fs::File::create(blobs.join(format!("{tag}.lock"))).unwrap();
+    // SAFETY: flock on a file descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cliptrain"));
+    cmd.args(["download", "hf:org/tiny"])
+        .current_dir(d.path())
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_ENDPOINT", &server.endpoint)
+        .env_remove("HF_HUB_OFFLINE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Longer than hf-hub's own wait for a lock (about 5 s), so cliptrain's takes over.
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    std::fs::write(blobs.join(&tag), &weights).unwrap();
+    drop(lock);
+    let out = child.wait_with_output().unwrap();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("another process is downloading model.safetensors"),
+        "{log}"
+    );
+    let snap = snapshot(&cache, MAIN);
+    assert_eq!(
+        std::fs::read(snap.join("model.safetensors")).unwrap(),
+        weights
+    );
+    assert!(server.body_requests("model.safetensors", &tag).is_empty());
+}

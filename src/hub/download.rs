@@ -221,7 +221,7 @@ impl Fetch<'_> {
             if attempt > 0 {
                 tracing::warn!("{}: {name} {problem}; downloading it again", self.id);
             }
-            self.download(name, size)?;
+            self.download(name, etag, size)?;
             match self.check(&pointer, etag, size) {
                 Ok(()) => return Ok(()),
                 Err(p) => {
@@ -239,7 +239,10 @@ impl Fetch<'_> {
     }
 
     /// One file through hf-hub, at the listed commit (so every file is of one snapshot).
-    fn download(&self, name: &str, size: Option<u64>) -> Result<(), HubError> {
+    ///
+    /// Another process downloading the same blob (each rank of a job opening the same
+    /// `model.init_from`) holds its lock: this one waits, and links the blob once it is there.
+    fn download(&self, name: &str, etag: Option<&str>, size: Option<u64>) -> Result<(), HubError> {
         tracing::info!(
             "{}: downloading {name}{} from {}",
             self.id,
@@ -248,11 +251,39 @@ impl Fetch<'_> {
             self.settings.endpoint
         );
         let repo = Repo::with_revision(self.id.repo.clone(), RepoType::Model, self.commit.clone());
-        self.api
-            .repo(repo)
-            .download_with_progress(name, Bar::new())
-            .map(drop)
-            .map_err(|e| api_error(self.id, self.settings, name, e))
+        let pointer = self.cache.snapshot(&self.commit).join(name);
+        let mut waiting = false;
+        loop {
+            match self
+                .api
+                .repo(repo.clone())
+                .download_with_progress(name, Bar::new())
+            {
+                Ok(_) => return Ok(()),
+                Err(ApiError::LockAcquisition(lock)) => {
+                    if !waiting {
+                        tracing::info!(
+                            "{}: another process is downloading {name} (it holds {}); waiting \
+                             for it",
+                            self.id,
+                            lock.display()
+                        );
+                        waiting = true;
+                    }
+                    // hf-hub gave up after about 5 s; the holder is alive (the kernel frees a
+                    // dead process's lock), so its blob arrives or the lock frees.
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    if let Some(etag) = etag {
+                        let blob = self.cache.blob(etag);
+                        if std::fs::metadata(&blob).is_ok_and(|m| size.is_none_or(|s| s == m.len()))
+                        {
+                            return self.link(&blob, &pointer);
+                        }
+                    }
+                }
+                Err(e) => return Err(api_error(self.id, self.settings, name, e)),
+            }
+        }
     }
 
     /// What is wrong with a downloaded file, if anything: its size, or the blob (etag) the
@@ -291,13 +322,17 @@ impl Fetch<'_> {
         std::fs::remove_file(pointer).ok();
     }
 
-    /// `pointer` → `blob` as a relative link, as `huggingface_hub` makes them.
+    /// `pointer` → `blob` as a relative link, as `huggingface_hub` makes them (already there
+    /// when another process linked it first).
     fn link(&self, blob: &Path, pointer: &Path) -> Result<(), HubError> {
         let parent = pointer.parent().expect("a snapshot file has a folder");
         std::fs::create_dir_all(parent).map_err(super::io("creating", parent))?;
         let name = blob.file_name().expect("a blob has a name");
         let target = Path::new("../../blobs").join(name);
-        std::os::unix::fs::symlink(&target, pointer).map_err(super::io("linking", pointer))
+        match std::os::unix::fs::symlink(&target, pointer) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && pointer.is_file() => Ok(()),
+            other => other.map_err(super::io("linking", pointer)),
+        }
     }
 }
 
@@ -421,15 +456,6 @@ fn api_error(id: &HubId, s: &HubSettings, file: &str, e: ApiError) -> HubError {
             s,
             file,
             format!("the answer has no {h} header; is HF_ENDPOINT a Hugging Face Hub?"),
-        ),
-        ApiError::LockAcquisition(path) => http(
-            id,
-            s,
-            file,
-            format!(
-                "another process is downloading it (it holds {}); wait for it to finish",
-                path.display()
-            ),
         ),
         other => http(id, s, file, other.to_string()),
     }
