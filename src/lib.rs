@@ -9,6 +9,7 @@ pub mod dist;
 pub mod embed;
 pub mod eval;
 pub mod finetune;
+pub mod hub;
 pub mod log;
 pub mod loss;
 pub mod model;

@@ -191,6 +191,7 @@ fn every_subcommand_has_help() {
         vec!["env", "--help"],
         vec!["config", "--help"],
         vec!["config", "check", "--help"],
+        vec!["download", "--help"],
     ] {
         let out = run(&args);
         assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
     /// The model: a checkpoint folder, a run folder (its newest checkpoint), a Hugging Face
-    /// CLIP folder or an OpenCLIP folder.
+    /// CLIP folder or an OpenCLIP folder, or a model on the Hugging Face Hub:
+    /// hf:ORG/NAME[@REVISION] (fetched into the HF cache; HF_HUB_OFFLINE=1: the cache only).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// WebDataset shards whose images to embed (keys are the sample keys).

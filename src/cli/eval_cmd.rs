@@ -55,7 +55,8 @@ pub struct Runtime {
 #[derive(Debug, Args)]
 pub struct Common {
     /// The model: a checkpoint folder, a run folder (its `latest` checkpoint), a Hugging Face
-    /// CLIP folder or an OpenCLIP folder.
+    /// CLIP folder or an OpenCLIP folder, or a model on the Hugging Face Hub:
+    /// hf:ORG/NAME[@REVISION] (fetched into the HF cache; HF_HUB_OFFLINE=1: the cache only).
     #[arg(long)]
     pub checkpoint: PathBuf,
     #[command(flatten)]
@@ -113,8 +114,8 @@ pub struct SuiteArgs {
     /// data, optional split, classnames, templates); relative paths are from its folder.
     #[arg(long, value_name = "SUITE.toml")]
     pub suite: PathBuf,
-    /// A model to evaluate (checkpoint, run, Hugging Face or OpenCLIP folder); repeat for a
-    /// column each.
+    /// A model to evaluate (checkpoint, run, Hugging Face or OpenCLIP folder, or
+    /// hf:ORG/NAME[@REVISION] on the Hub); repeat for a column each.
     #[arg(long, required = true)]
     pub checkpoint: Vec<PathBuf>,
     #[command(flatten)]

@@ -2,6 +2,7 @@
 mod bench_cmd;
 mod config_cmd;
 mod data_cmd;
+mod download_cmd;
 mod embed_cmd;
 mod env_cmd;
 mod eval_cmd;
@@ -41,6 +42,9 @@ pub enum Command {
     /// Make, pack and inspect WebDataset shards.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// Fetch a model from the Hugging Face Hub into its cache (for offline use) and print
+    /// the folder.
+    Download(download_cmd::DownloadArgs),
     /// Encode images (shards) or texts with a checkpoint into an embedding index.
     Embed(embed_cmd::EmbedArgs),
     /// Write a checkpoint as a Hugging Face or OpenCLIP folder.
@@ -69,6 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => bench_cmd::run(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Data(cmd) => data_cmd::run(cmd),
+        Command::Download(args) => download_cmd::run(args),
         Command::Embed(args) => embed_cmd::embed(args),
         Command::Env(args) => env_cmd::run(args),
         Command::Export(cmd) => export_cmd::run(cmd),

@@ -164,6 +164,16 @@ fn model(c: &Config, p: &mut Problems) {
         "be trained with loss.kind = \"siglip\" (the SigLIP model's logit_bias is only \
          trained by the sigmoid loss); set loss.kind = \"siglip\"",
     );
+    // A Hub id is checked for its form here; whether the model exists is known only when it
+    // is fetched (or looked up in the cache).
+    if let Err(e) = crate::hub::HubId::parse(&c.model.init_from) {
+        p.check(
+            false,
+            "model.init_from",
+            q(&c.model.init_from),
+            format!("be a Hub id hf:ORG/NAME or hf:ORG/NAME@REVISION ({e})"),
+        );
+    }
 }
 
 fn optim(c: &Config, p: &mut Problems) {

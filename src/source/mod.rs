@@ -1,7 +1,8 @@
 //! Where a model comes from, and where it goes: [`ModelSource`] opens a cliptrain checkpoint
 //! (or run folder), a Hugging Face CLIP folder or an OpenCLIP folder the same way for every
 //! command that takes one — training's `model.init_from`, `eval`, `embed`, `search`, `export` —
-//! and the `export` writers turn a loaded model into the other two kinds.
+//! and the `export` writers turn a loaded model into the other two kinds. A model on the
+//! Hugging Face Hub (`hf:ORG/NAME`) is first fetched into a folder by [`crate::hub`].
 //!
 //! Every name map lives here: HF names are ours ([`crate::model`] spells them), [`openclip`]
 //! maps OpenCLIP's state-dict names onto them and back, [`hf`] reads and writes HF's
@@ -60,6 +61,8 @@ pub enum SourceError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Text(#[from] TextError),
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
     #[error("{0}")]
     Unsupported(String),
     #[error(
@@ -198,8 +201,11 @@ struct Described {
 }
 
 impl ModelSource {
-    /// Identifies the folder at `path` and reads its model description and tokenizer.
+    /// Identifies the folder at `path` and reads its model description and tokenizer. A path
+    /// written `hf:ORG/NAME[@REVISION]` is that model's snapshot folder in the Hugging Face
+    /// cache, downloaded first when missing (see [`crate::hub`]).
     pub fn open(path: &Path) -> Result<Self, SourceError> {
+        let path = &*crate::hub::locate(path)?;
         if !path.exists() {
             return Err(SourceError::Missing(path.to_path_buf()));
         }

@@ -248,15 +248,10 @@ fn check_supported(path: &Path, m: &Value, v: &Value, t: &Value) -> Result<(), S
              mT5, NLLB); cliptrain's text tower is CLIP's Transformer"
         ))
     } else if let Some(name) = text_of(v, "timm_model_name") {
-        let hint = if name.contains("siglip") {
-            "; for SigLIP, load the Hugging Face folder of the same model (e.g. \
-             hf:google/siglip-base-patch16-224), which cliptrain reads as model.kind = \"siglip\""
-        } else {
-            ""
-        };
         Some(format!(
             "vision_cfg.timm_model_name = {name:?}: a timm image tower (EVA, ConvNeXt, ViTamin, \
-             MobileCLIP, PE, OpenCLIP's SigLIP); cliptrain builds OpenCLIP's own ViT{hint}"
+             MobileCLIP, PE, Swin); cliptrain builds OpenCLIP's own ViT, and timm's SigLIP \
+             trunks (vit_<size>_patch<P>_siglip_<R>) as model.kind = \"siglip\""
         ))
     } else {
         None

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod benchmark;
+pub mod hub_server;
 pub mod tiny_run;
 pub mod tiny_train;
 

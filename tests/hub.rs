@@ -1,0 +1,626 @@
+//! `hf:ORG/NAME[@REVISION]` against a local stand-in for the Hub (tests/common/hub_server.rs):
+//! download into a fresh cache, cache hits, offline use, revisions, OpenCLIP's spelling,
+//! errors for what is missing, an interrupted transfer, and `model.init_from = "hf:..."`.
+mod common;
+use common::hub_server::{HubServer, Revision, etag};
+use common::{cliptrain, ok, repo};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const MAIN: &str = "1111111111111111111111111111111111111111";
+const V1: &str = "2222222222222222222222222222222222222222";
+
+/// The tiny checkpoint in tests/fixtures exported once as a Hugging Face folder (`hf/`) and
+/// an OpenCLIP folder (`oc/`), shared by every test of this file.
+fn fixtures() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        let ckpt = repo().join("tests/fixtures/before-issue-13/step-0000003");
+        for kind in ["hf", "openclip"] {
+            let out = d.path().join(kind);
+            ok(cliptrain(
+                &[
+                    "export",
+                    kind,
+                    "--checkpoint",
+                    ckpt.to_str().unwrap(),
+                    "--out",
+                    out.to_str().unwrap(),
+                ],
+                d.path(),
+            ));
+        }
+        d
+    })
+    .path()
+}
+
+/// `org/tiny`: `main` is the HF folder, the tag `v1` the OpenCLIP one.
+fn tiny_server() -> HubServer {
+    HubServer::start(vec![(
+        "org/tiny",
+        vec![
+            Revision {
+                names: vec!["main".into()],
+                commit: MAIN.into(),
+                dir: fixtures().join("hf"),
+            },
+            Revision {
+                names: vec!["v1".into()],
+                commit: V1.into(),
+                dir: fixtures().join("openclip"),
+            },
+        ],
+    )])
+}
+
+/// `cliptrain ARGS` in `cwd` with the Hub variables `env` and no others from this process (a
+/// proxy setting would send 127.0.0.1 elsewhere).
+fn run(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cliptrain"));
+    cmd.args(args).current_dir(cwd);
+    for var in [
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "HF_ENDPOINT",
+        "HF_TOKEN",
+        "HUGGING_FACE_HUB_TOKEN",
+        "HF_TOKEN_PATH",
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run cliptrain")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The error of a run that must have failed.
+fn err(out: Output) -> String {
+    assert!(!out.status.success(), "succeeded: {}", stderr(&out));
+    stderr(&out)
+}
+
+fn snapshot(cache: &Path, commit: &str) -> PathBuf {
+    cache.join("models--org--tiny/snapshots").join(commit)
+}
+
+#[test]
+fn a_model_is_downloaded_once_then_read_from_the_cache_online_and_offline() {
+    let server = tiny_server();
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("home");
+    let env = [
+        ("HF_HOME", home.to_str().unwrap()),
+        ("HF_ENDPOINT", server.endpoint.as_str()),
+        ("HF_TOKEN", "hf_test_token"),
+    ];
+    let out = ok(run(&["download", "hf:org/tiny"], d.path(), &env));
+    let cache = home.join("hub");
+    let snap = snapshot(&cache, MAIN);
+    assert_eq!(out.trim(), snap.to_str().unwrap());
+
+    // The Hugging Face folder's files only, each a link into blobs/ named by its etag, as
+    // huggingface_hub lays the cache out; refs/main records the commit.
+    let hf = fixtures().join("hf");
+    let mut names: Vec<String> = std::fs::read_dir(&snap)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = std::fs::read_dir(&hf)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    for name in &names {
+        let bytes = std::fs::read(hf.join(name)).unwrap();
+        assert_eq!(std::fs::read(snap.join(name)).unwrap(), bytes, "{name}");
+        let link = std::fs::read_link(snap.join(name)).unwrap();
+        assert_eq!(link, Path::new("../../blobs").join(etag(&bytes)), "{name}");
+    }
+    let refs = cache.join("models--org--tiny/refs");
+    assert_eq!(std::fs::read_to_string(refs.join("main")).unwrap(), MAIN);
+    assert!(!refs.join(MAIN).exists(), "no ref named by its own commit");
+    let first = server.requests();
+    assert!(
+        first
+            .iter()
+            .filter(|r| !r.path.starts_with("/cdn/"))
+            .all(|r| r.authorization.as_deref() == Some("Bearer hf_test_token")),
+        "HF_TOKEN is sent to the Hub: {first:?}"
+    );
+    let weights_etag = etag(&std::fs::read(hf.join("model.safetensors")).unwrap());
+    assert_eq!(
+        server
+            .body_requests("model.safetensors", &weights_etag)
+            .len(),
+        1
+    );
+
+    // Python's huggingface_hub finds the same files in the same cache, offline, and its cache
+    // scan sees one repository and revision with no complaint.
+    let py = Command::new(common::venv_python())
+        .args([
+            "-c",
+            "import sys; from huggingface_hub import hf_hub_download as d, scan_cache_dir as s; \
+             print(d('org/tiny', 'model.safetensors', cache_dir=sys.argv[1], local_files_only=True)); \
+             i = s(sys.argv[1]); r = list(i.repos); \
+             print(len(r), [len(x.revisions) for x in r], [str(w) for w in i.warnings])",
+            cache.to_str().unwrap(),
+        ])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let expected = format!("{}\n1 [1] []", snap.join("model.safetensors").display());
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        expected,
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+
+    // A second use (loading the model through --checkpoint) only lists the revision.
+    ok(run(
+        &[
+            "export",
+            "openclip",
+            "--checkpoint",
+            "hf:org/tiny",
+            "--out",
+            "oc",
+        ],
+        d.path(),
+        &env,
+    ));
+    let second: Vec<_> = server.requests()[first.len()..].to_vec();
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert!(
+        second[0]
+            .path
+            .starts_with("/api/models/org/tiny/revision/main")
+    );
+
+    // Offline: the cache alone, not a single request; the same folder.
+    let offline = [env[0], env[1], ("HF_HUB_OFFLINE", "1")];
+    let out = ok(run(&["download", "hf:org/tiny"], d.path(), &offline));
+    assert_eq!(out.trim(), snap.to_str().unwrap());
+    assert_eq!(server.requests().len(), first.len() + 1);
+
+    // Offline with an empty cache: one error naming the id, the cache and the setting.
+    let empty = d.path().join("empty");
+    let offline = [
+        ("HF_HUB_CACHE", empty.to_str().unwrap()),
+        ("HF_HUB_OFFLINE", "1"),
+    ];
+    let e = err(run(&["download", "hf:org/tiny"], d.path(), &offline));
+    assert!(
+        e.contains("hf:org/tiny")
+            && e.contains(empty.to_str().unwrap())
+            && e.contains("HF_HUB_OFFLINE=1"),
+        "{e}"
+    );
+    // The server down, a cached revision is still used (with a warning).
+    let down = [env[0], ("HF_ENDPOINT", "http://127.0.0.1:9")];
+    let out = run(&["download", "hf:org/tiny"], d.path(), &down);
+    assert_eq!(ok_ref(&out).trim(), snap.to_str().unwrap());
+    assert!(
+        stderr(&out).contains("using the cached snapshot"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn ok_ref(out: &Output) -> String {
+    assert!(out.status.success(), "stderr: {}", stderr(out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_revision_picks_its_own_snapshot_and_openclip_folders_load() {
+    let server = tiny_server();
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let env = [
+        ("HF_HUB_CACHE", cache.to_str().unwrap()),
+        ("HF_ENDPOINT", server.endpoint.as_str()),
+    ];
+    // The tag v1 holds only OpenCLIP files: `hf:` takes them when there is no HF folder.
+    let out = ok(run(&["download", "hf:org/tiny@v1"], d.path(), &env));
+    let snap = snapshot(&cache, V1);
+    assert_eq!(out.trim(), snap.to_str().unwrap());
+    assert!(snap.join("open_clip_config.json").is_file());
+    assert!(!snapshot(&cache, MAIN).exists());
+    let refs = cache.join("models--org--tiny/refs");
+    assert_eq!(std::fs::read_to_string(refs.join("v1")).unwrap(), V1);
+
+    // The same weights through both folders: exported from hf:...@v1 (OpenCLIP, spelled
+    // OpenCLIP's way) and from hf:... (Hugging Face) they are equal.
+    for (id, out) in [
+        ("hf-hub:org/tiny@v1", "from-oc"),
+        ("hf:org/tiny", "from-hf"),
+    ] {
+        ok(run(
+            &["export", "hf", "--checkpoint", id, "--out", out],
+            d.path(),
+            &env,
+        ));
+    }
+    let a = tch::Tensor::read_safetensors(d.path().join("from-oc/model.safetensors")).unwrap();
+    let mut b = tch::Tensor::read_safetensors(d.path().join("from-hf/model.safetensors")).unwrap();
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        let i = b.iter().position(|(n, _)| n == name).expect(name);
+        let (_, u) = b.swap_remove(i);
+        assert!(t.equal(&u), "{name}");
+    }
+
+    // A commit hash names its snapshot: no ref is written, and once cached no request is made.
+    let pinned = format!("hf:org/tiny@{MAIN}");
+    let before = server.requests().len();
+    let out = ok(run(&["download", &pinned], d.path(), &env));
+    assert_eq!(out.trim(), snapshot(&cache, MAIN).to_str().unwrap());
+    assert!(!refs.join(MAIN).exists());
+    assert_eq!(server.requests().len(), before);
+
+    let e = err(run(&["download", "hf:org/tiny@v9"], d.path(), &env));
+    assert!(
+        e.contains("hf:org/tiny@v9")
+            && e.contains("no revision \"v9\"")
+            && e.contains(&server.endpoint),
+        "{e}"
+    );
+}
+
+#[test]
+fn what_is_missing_or_malformed_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let pickle = d.path().join("pickle");
+    std::fs::create_dir(&pickle).unwrap();
+    std::fs::copy(
+        fixtures().join("hf/config.json"),
+        pickle.join("config.json"),
+    )
+    .unwrap();
+    std::fs::write(pickle.join("pytorch_model.bin"), b"not read").unwrap();
+    let server = HubServer::start(vec![
+        (
+            "org/tiny",
+            vec![Revision {
+                names: vec!["main".into()],
+                commit: MAIN.into(),
+                dir: fixtures().join("hf"),
+            }],
+        ),
+        (
+            "org/pickle",
+            vec![
+                Revision {
+                    names: vec!["main".into()],
+                    commit: V1.into(),
+                    dir: pickle,
+                },
+                Revision {
+                    names: vec!["refs/pr/7".into()],
+                    commit: MAIN.into(),
+                    dir: fixtures().join("hf"),
+                },
+            ],
+        ),
+    ]);
+    let cache = d.path().join("cache");
+    let env = [
+        ("HF_HUB_CACHE", cache.to_str().unwrap()),
+        ("HF_ENDPOINT", server.endpoint.as_str()),
+    ];
+    let e = err(run(&["download", "hf:org/absent"], d.path(), &env));
+    assert!(
+        e.contains("no model repository org/absent") && e.contains(&server.endpoint),
+        "{e}"
+    );
+    let e = err(run(&["download", "hf:org/pickle"], d.path(), &env));
+    assert!(
+        e.contains("pytorch_model.bin") && e.contains("safetensors only") && e.contains("convert"),
+        "{e}"
+    );
+    // With the Hub bot's safetensors pull request open, the error names it, and it loads.
+    server.set_discussions(
+        "org/pickle",
+        serde_json::json!({"discussions": [
+            {"num": 3, "title": "Update README.md", "status": "open", "isPullRequest": true},
+            {"num": 7, "title": "Adding `safetensors` variant of this model", "status": "open",
+             "isPullRequest": true, "author": {"name": "SFconvertbot"}},
+        ]}),
+    );
+    let e = err(run(&["download", "hf:org/pickle"], d.path(), &env));
+    assert!(e.contains("use hf:org/pickle@refs/pr/7"), "{e}");
+    ok(run(
+        &[
+            "export",
+            "hf",
+            "--checkpoint",
+            "hf:org/pickle@refs/pr/7",
+            "--out",
+            "pr7",
+        ],
+        d.path(),
+        &env,
+    ));
+    let refs = cache.join("models--org--pickle/refs/refs/pr/7");
+    assert_eq!(std::fs::read_to_string(refs).unwrap(), MAIN);
+    // Listed but not served: the id, the file and the server are named.
+    server.hide("model.safetensors");
+    let e = err(run(
+        &["export", "hf", "--checkpoint", "hf:org/tiny", "--out", "z"],
+        d.path(),
+        &env,
+    ));
+    assert!(
+        e.contains("hf:org/tiny")
+            && e.contains("model.safetensors")
+            && e.contains(&server.endpoint)
+            && e.contains("404"),
+        "{e}"
+    );
+    // No server at all.
+    let down = [env[0], ("HF_ENDPOINT", "http://127.0.0.1:9")];
+    let e = err(run(&["download", "hf:org/tiny"], d.path(), &down));
+    assert!(
+        e.contains("could not reach http://127.0.0.1:9") && e.contains("HF_HUB_OFFLINE=1"),
+        "{e}"
+    );
+    // Malformed ids: one line each, from the command and from `config check`.
+    let e = err(run(&["download", "hf:clip"], d.path(), &env));
+    assert!(e.contains("\"clip\" is not ORG/NAME"), "{e}");
+    std::fs::write(
+        d.path().join("c.toml"),
+        "[model]\ninit_from = \"hf:org/x y\"\n",
+    )
+    .unwrap();
+    let e = err(run(&["config", "check", "c.toml"], d.path(), &env));
+    assert!(
+        e.contains("model.init_from = \"hf:org/x y\" must be a Hub id hf:ORG/NAME"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_interrupted_or_damaged_download_is_completed_and_checked() {
+    let server = tiny_server();
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let env = [
+        ("HF_HUB_CACHE", cache.to_str().unwrap()),
+        ("HF_ENDPOINT", server.endpoint.as_str()),
+    ];
+    let weights = std::fs::read(fixtures().join("hf/model.safetensors")).unwrap();
+    let tag = etag(&weights);
+    let half = weights.len() / 2;
+    // The connection drops halfway: the transfer continues from the bytes it has.
+    server.cut_next("model.safetensors", half);
+    let out = ok(run(&["download", "hf:org/tiny"], d.path(), &env));
+    let file = PathBuf::from(out.trim()).join("model.safetensors");
+    assert_eq!(std::fs::read(&file).unwrap(), weights);
+    let bodies = server.body_requests("model.safetensors", &tag);
+    let ranges: Vec<_> = bodies.iter().map(|r| r.range.clone()).collect();
+    assert_eq!(
+        ranges,
+        vec![Some("bytes=0-".to_string()), Some(format!("bytes={half}-"))]
+    );
+    // A blob damaged in the cache (cut short) is found by its size and fetched again.
+    let blob = cache.join("models--org--tiny/blobs").join(&tag);
+    std::fs::write(&blob, &weights[..100]).unwrap();
+    ok(run(&["download", "hf:org/tiny"], d.path(), &env));
+    assert_eq!(std::fs::read(&file).unwrap(), weights);
+    assert_eq!(server.body_requests("model.safetensors", &tag).len(), 3);
+    // A server whose file does not match its listing: refused after a second try, nothing kept.
+    server.misstate_size("tokenizer.json");
+    let fresh = d.path().join("fresh");
+    let e = err(run(
+        &["download", "hf:org/tiny"],
+        d.path(),
+        &[("HF_HUB_CACHE", fresh.to_str().unwrap()), env[1]],
+    ));
+    assert!(
+        e.contains("tokenizer.json") && e.contains("the Hub lists") && e.contains("twice"),
+        "{e}"
+    );
+    assert!(!snapshot(&fresh, MAIN).join("tokenizer.json").exists());
+}
+
+#[test]
+fn a_hub_model_is_evaluated_and_starts_a_run() {
+    let server = tiny_server();
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let env = [
+        ("HF_HUB_CACHE", cache.to_str().unwrap()),
+        ("HF_ENDPOINT", server.endpoint.as_str()),
+    ];
+    ok(cliptrain(
+        &[
+            "data",
+            "synth",
+            "--out",
+            "syn",
+            "--train",
+            "16",
+            "--eval",
+            "8",
+            "--image-size",
+            "32",
+        ],
+        d.path(),
+    ));
+    std::fs::write(
+        d.path().join("ft.toml"),
+        r#"
+[run]
+name = "ft"
+output_dir = "runs"
+device = "cpu"
+threads = 1
+[data]
+train = "syn/train-000000.tar"
+workers = 1
+shuffle_buffer = 8
+[model]
+init_from = "hf:org/tiny"
+[optim]
+steps = 1
+batch_size = 8
+warmup_steps = 0
+[checkpoint]
+every = 0
+[log]
+tensorboard = false
+progress = "plain"
+"#,
+    )
+    .unwrap();
+    let eval = ok(run(
+        &[
+            "eval",
+            "zeroshot",
+            "--checkpoint",
+            "hf:org/tiny",
+            "--data",
+            "syn/eval-000000.tar",
+            "--classnames",
+            "syn/classnames.txt",
+        ],
+        d.path(),
+        &env,
+    ));
+    assert!(eval.contains("| all |"), "{eval}");
+    let out = run(&["train", "--config", "ft.toml"], d.path(), &env);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("model.init_from = hf:org/tiny"), "{log}");
+    // The run's model is the Hub model's: its saved config has the source's dimensions and
+    // tokenizer (from the snapshot).
+    let saved = std::fs::read_to_string(d.path().join("runs/ft/latest/config.toml")).unwrap();
+    assert!(saved.contains("vocab_size = 600"), "{saved}");
+    assert!(
+        saved.contains(
+            snapshot(&cache, MAIN)
+                .join("tokenizer.json")
+                .to_str()
+                .unwrap()
+        ),
+        "{saved}"
+    );
+}
+
+#[test]
+fn a_cache_python_filled_is_read_offline() {
+    // Python's huggingface_hub downloads from the stand-in as from the Hub (which also checks
+    // the stand-in), and cliptrain reads that cache with HF_HUB_OFFLINE=1.
+    let server = tiny_server();
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let py = Command::new(common::venv_python())
+        .args([
+            "-c",
+            "import sys; from huggingface_hub import snapshot_download as s; \
+             print(s('org/tiny', cache_dir=sys.argv[1]))",
+            cache.to_str().unwrap(),
+        ])
+        .env("HF_ENDPOINT", &server.endpoint)
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .unwrap();
+    let snap = snapshot(&cache, MAIN);
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        snap.to_str().unwrap(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let before = server.requests().len();
+    let env = [
+        ("HF_HUB_CACHE", cache.to_str().unwrap()),
+        ("HF_ENDPOINT", server.endpoint.as_str()),
+        ("HF_HUB_OFFLINE", "1"),
+    ];
+    let out = ok(run(&["download", "hf:org/tiny"], d.path(), &env));
+    assert_eq!(out.trim(), snap.to_str().unwrap());
+    ok(run(
+        &[
+            "export",
+            "openclip",
+            "--checkpoint",
+            "hf:org/tiny",
+            "--out",
+            "oc",
+        ],
+        d.path(),
+        &env,
+    ));
+    assert_eq!(server.requests().len(), before, "offline asks nothing");
+    // A cached snapshot without the weights is named, with what it has.
+    std::fs::remove_file(snap.join("model.safetensors")).unwrap();
+    let e = err(run(&["download", "hf:org/tiny"], d.path(), &env));
+    assert!(
+        e.contains("has no model cliptrain reads") && e.contains("config.json, "),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_download_another_process_holds_is_waited_for_not_repeated() {
+    // Each rank of a job opens the same model.init_from: while one downloads a blob (here this
+    // test, holding the blob's lock), the others wait and then use its file.
+    use std::os::fd::AsRawFd;
+    let server = tiny_server();
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let weights = std::fs::read(fixtures().join("hf/model.safetensors")).unwrap();
+    let tag = etag(&weights);
+    let blobs = cache.join("models--org--tiny/blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let lock = std::fs::File::create(blobs.join(format!("{tag}.lock"))).unwrap();
+    // SAFETY: flock on a file descriptor this test owns.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cliptrain"));
+    cmd.args(["download", "hf:org/tiny"])
+        .current_dir(d.path())
+        .env("HF_HUB_CACHE", &cache)
+        .env("HF_ENDPOINT", &server.endpoint)
+        .env_remove("HF_HUB_OFFLINE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Longer than hf-hub's own wait for a lock (about 5 s), so cliptrain's takes over.
+    std::thread::sleep(std::time::Duration::from_secs(7));
+    std::fs::write(blobs.join(&tag), &weights).unwrap();
+    drop(lock);
+    let out = child.wait_with_output().unwrap();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("another process is downloading model.safetensors"),
+        "{log}"
+    );
+    let snap = snapshot(&cache, MAIN);
+    assert_eq!(
+        std::fs::read(snap.join("model.safetensors")).unwrap(),
+        weights
+    );
+    assert!(server.body_requests("model.safetensors", &tag).is_empty());
+}
