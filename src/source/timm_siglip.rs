@@ -786,11 +786,20 @@ mod tests {
         let cfg = model_cfg(&base_224(Activation::Gelu), -10.0).unwrap();
         let v = &cfg["vision_cfg"];
         assert_eq!(v["timm_model_name"], "vit_base_patch16_siglip_224");
-        assert_eq!((&v["timm_pool"], &v["timm_proj"]), (&json!("map"), &json!("none")));
+        assert_eq!(
+            (&v["timm_pool"], &v["timm_proj"]),
+            (&json!("map"), &json!("none"))
+        );
         let t = &cfg["text_cfg"];
         assert_eq!(t["pool_type"], "last");
-        assert_eq!((&t["no_causal_mask"], &t["proj_bias"]), (&json!(true), &json!(true)));
-        assert!(t.get("act_kwargs").is_none(), "exact GELU is OpenCLIP's default");
+        assert_eq!(
+            (&t["no_causal_mask"], &t["proj_bias"]),
+            (&json!(true), &json!(true))
+        );
+        assert!(
+            t.get("act_kwargs").is_none(),
+            "exact GELU is OpenCLIP's default"
+        );
         assert_eq!(cfg["init_logit_bias"], -10.0);
 
         let mut mixed = base_224(Activation::Gelu);
@@ -803,7 +812,10 @@ mod tests {
         let mut odd = base_224(Activation::Gelu);
         odd.vision.image_size = 288;
         let err = model_cfg(&odd, -10.0).unwrap_err();
-        assert!(err.contains("288 pixels") && err.contains("vit_so400m_patch14_siglip_378"), "{err}");
+        assert!(
+            err.contains("288 pixels") && err.contains("vit_so400m_patch14_siglip_378"),
+            "{err}"
+        );
     }
 
     #[test]
