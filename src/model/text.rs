@@ -1,13 +1,13 @@
-//! The text tower: a causal Transformer pooled at the end-of-text token, named as HF's
-//! `CLIPTextTransformer` (`text_model.*`).
-use super::spec::{Activation, TextConfig, mlp_width};
+//! The text tower: a causal Transformer pooled at the end-of-text token (or per
+//! [`TextPooling`]), named as HF's `CLIPTextTransformer` (`text_model.*`).
+use super::spec::{Activation, TextConfig, TextPooling, mlp_width};
 use super::transformer::{
     Encoder, LayerInit, LayerNorm, StackSpec, WeightInit, gather_rows, weight,
 };
 use tch::{Kind, Tensor, nn};
 
-/// Causal text encoder producing the final-LayerNorm feature at each caption's first EOT token,
-/// before the joint-space projection.
+/// Causal text encoder producing the final-LayerNorm feature at each caption's first EOT token
+/// (or where [`TextPooling`] says), before the joint-space projection.
 #[derive(Debug)]
 pub struct TextTransformer {
     token_embedding: Tensor,
@@ -15,12 +15,13 @@ pub struct TextTransformer {
     encoder: Encoder,
     final_layer_norm: LayerNorm,
     eot_id: i64,
+    pooling: TextPooling,
     context_length: i64,
 }
 
 impl TextTransformer {
     /// Creates the tower's variables under `p` (HF's `text_model`). `eot_id` is the tokenizer's
-    /// end-of-text id; pooling takes the first position holding it.
+    /// end-of-text id; `eot` pooling (`cfg.pooling`) takes the first position holding it.
     ///
     /// Init follows OpenCLIP's text tower: token embedding std 0.02, position 0.01, attention
     /// in-projections `w^-0.5`, out_proj and fc2 `w^-0.5·(2L)^-0.5`, fc1 `(2w)^-0.5`.
@@ -67,6 +68,7 @@ impl TextTransformer {
             encoder: Encoder::new(&(p / "encoder"), &spec, &init),
             final_layer_norm: LayerNorm::new(&(p / "final_layer_norm"), w, eps),
             eot_id,
+            pooling: cfg.pooling,
             context_length: cfg.context_length as i64,
         }
     }
@@ -78,8 +80,8 @@ impl TextTransformer {
 
     /// `[B, T]` int64 token ids (T ≤ context length) to `[B, width]` pooled features.
     ///
-    /// No padding mask is needed: attention is causal and only the EOT position is pooled, so
-    /// tokens after it never reach the output. A row without EOT pools position 0 (as HF).
+    /// No padding mask is needed: attention is causal and only the pooled position reaches the
+    /// output, so tokens after it never do. A row without EOT pools position 0 (as HF).
     pub fn forward(&self, tokens: &Tensor) -> Tensor {
         let (_, t) = tokens.size2().expect("tokens are [batch, seq]");
         assert!(
@@ -90,11 +92,19 @@ impl TextTransformer {
         let x = Tensor::embedding(&self.token_embedding, tokens, -1, false, false)
             + self.position_embedding.narrow(0, 0, t).unsqueeze(0);
         let x = self.final_layer_norm.forward(&self.encoder.forward(&x));
+        gather_rows(&x, &pooled_positions(tokens, self.pooling, self.eot_id))
+    }
+}
+
+/// The position pooled in each `[B, T]` row of `tokens`, as `[B]` int64.
+pub fn pooled_positions(tokens: &Tensor, pooling: TextPooling, eot_id: i64) -> Tensor {
+    match pooling {
         // argmax returns the first maximal index, i.e. the first EOT.
-        let eot = tokens
-            .eq(self.eot_id)
-            .to_kind(Kind::Int64)
-            .argmax(-1, false);
-        gather_rows(&x, &eot)
+        TextPooling::Eot => tokens.eq(eot_id).to_kind(Kind::Int64).argmax(-1, false),
+        TextPooling::Argmax => tokens.argmax(-1, false),
+        TextPooling::Last => {
+            let (b, t) = tokens.size2().expect("tokens are [batch, seq]");
+            Tensor::full([b], t - 1, (Kind::Int64, tokens.device()))
+        }
     }
 }

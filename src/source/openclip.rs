@@ -6,7 +6,9 @@
 //! projections (`attn.in_proj_weight` = q, k, v stacked), stores both projections transposed
 //! (`visual.proj`, `text_projection` are `[width, embed]`), and names the blocks `resblocks`.
 use super::{LoadedModel, SourceError, write_json};
-use crate::model::{Activation, LogitHead, ModelSpec, TextConfig, VisionConfig, mlp_width};
+use crate::model::{
+    Activation, LogitHead, ModelSpec, TextConfig, TextPooling, VisionConfig, mlp_width,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -278,8 +280,9 @@ fn layer_norm_eps(s: &Value) -> Option<f64> {
 }
 
 /// The model (and preprocessing mean/std, when stated) of an `open_clip_config.json`. Text
-/// pools at `text_cfg.eos_id`, else (OpenCLIP's argmax pooling) at the last id of the
-/// vocabulary; an `init_logit_bias` makes it a SigLIP model.
+/// pools per `text_cfg.pool_type` (OpenCLIP's default `argmax`; see [`pool_type`]), `eos` at
+/// `text_cfg.eos_id`, else at the last id of the vocabulary; an `init_logit_bias` makes it a
+/// SigLIP model.
 pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), SourceError> {
     let json = super::read_json(path)?;
     let empty = json!({});
@@ -342,6 +345,7 @@ pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), S
             layers: int(t, "text_cfg", "layers", 12.0)?,
             heads: int(t, "text_cfg", "heads", 8.0)?,
             mlp_ratio: num(path, t, "text_cfg", "mlp_ratio", 4.0)?,
+            pooling: pool_type(path, t)?,
         },
         eot_id: match t.get("eos_id").and_then(Value::as_i64) {
             Some(id) => id,
@@ -363,8 +367,28 @@ pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), S
     Ok((model, triple("mean").zip(triple("std"))))
 }
 
-/// The `open_clip_config.json` of a model. Text pooling is `eos` at our end-of-text id (first
-/// EOT, as cliptrain pools); `hf_tokenizer_name` makes `open_clip.get_tokenizer('local-dir:…')`
+/// `text_cfg.pool_type`: OpenCLIP's `argmax` (its default), `eos` and `last`; `first`, `avg` and
+/// `none` pool in ways the CLIP text tower does not.
+fn pool_type(path: &Path, t: &Value) -> Result<TextPooling, SourceError> {
+    match t.get("pool_type") {
+        None | Some(Value::Null) => Ok(TextPooling::Argmax),
+        Some(v) => match v.as_str() {
+            Some("argmax") => Ok(TextPooling::Argmax),
+            Some("eos") => Ok(TextPooling::Eot),
+            Some("last") => Ok(TextPooling::Last),
+            _ => Err(bad(
+                path,
+                format!(
+                    "text_cfg.pool_type = {v}: cliptrain pools text by \"argmax\", \"eos\" or \
+                     \"last\""
+                ),
+            )),
+        },
+    }
+}
+
+/// The `open_clip_config.json` of a model. Text pooling is `model.text.pooling` (`eot` is
+/// OpenCLIP's `eos`, at `eos_id`); `hf_tokenizer_name` makes `open_clip.get_tokenizer('local-dir:…')`
 /// read the folder's `tokenizer.json` when one is written.
 pub fn config_json(loaded: &LoadedModel, with_tokenizer: bool) -> Value {
     let m = &loaded.source.spec;
@@ -385,7 +409,11 @@ pub fn config_json(loaded: &LoadedModel, with_tokenizer: bool) -> Value {
         "heads": t.heads,
         "layers": t.layers,
         "mlp_ratio": mlp_width(t.width, t.mlp_ratio) as f64 / t.width.max(1) as f64,
-        "pool_type": "eos",
+        "pool_type": match t.pooling {
+            TextPooling::Eot => "eos",
+            TextPooling::Last => "last",
+            TextPooling::Argmax => "argmax",
+        },
         "eos_id": m.eot_id,
     });
     if m.layer_norm_eps != 1e-5 {

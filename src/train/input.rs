@@ -23,7 +23,8 @@ pub(super) fn load_tokenizer(cfg: &Config) -> Result<TextTokenizer, TrainError> 
             "data.tokenizer is empty: training needs a tokenizer.json (train one with `cliptrain tokenizer train`)".into(),
         ));
     }
-    let tok = TextTokenizer::from_file(path, cfg.model.text.context_length).map_err(|source| {
+    let opts = cfg.data.tokenizer_options(cfg.model.text.context_length);
+    let tok = TextTokenizer::load(path, &opts).map_err(|source| {
         TrainError::Tokenizer {
             path: path.clone(),
             source,
