@@ -164,8 +164,8 @@ fn last_pooling_reads_the_last_position() {
     cfg.text.pooling = TextPooling::Last;
     let (_vs, m) = build(&cfg, LogitHead::Clip);
     // Only the last token differs; an EOT-pooled model would not notice.
-    let (one, two) = (tokens_with_eot(&[3]), tokens_with_eot(&[3]));
-    two.copy_(&one);
+    let one = tokens_with_eot(&[3]);
+    let two = one.copy();
     let _ = one.get(0).get(11).fill_(1);
     let _ = two.get(0).get(11).fill_(2);
     let (a, b) = tch::no_grad(|| (m.encode_text(&one), m.encode_text(&two)));
