@@ -102,7 +102,11 @@ fn special(id: usize, content: &str) -> Value {
 /// named only in `tokenizer_config.json`, as in SigLIP's Hugging Face folders.
 fn write_unigram(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    let mut vocab = vec![json!(["<pad>", 0.0]), json!(["</s>", 0.0]), json!(["<unk>", 0.0])];
+    let mut vocab = vec![
+        json!(["<pad>", 0.0]),
+        json!(["</s>", 0.0]),
+        json!(["<unk>", 0.0]),
+    ];
     vocab.push(json!(["▁", -2.0]));
     vocab.extend(('a'..='z').map(|c| json!([c.to_string(), -4.0])));
     vocab.extend(WORDS.iter().map(|w| json!([format!("▁{w}"), -1.0])));
@@ -139,8 +143,11 @@ fn write_word_level(dir: &Path) {
     let mut names = vec!["<unk>", "<pad>"];
     names.extend(WORDS);
     names.extend(["<sot>", "<eot>"]);
-    let vocab: serde_json::Map<String, Value> =
-        names.iter().enumerate().map(|(i, w)| (w.to_string(), json!(i))).collect();
+    let vocab: serde_json::Map<String, Value> = names
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.to_string(), json!(i)))
+        .collect();
     let n = names.len();
     let tok = json!({
         "version": "1.0", "truncation": null, "padding": null,
@@ -163,10 +170,22 @@ fn train_and_eval(d: &Path, tokenizer: &str, data_keys: &str, text_keys: &str) -
         )
         .replace("[model.text]\n", &format!("[model.text]\n{text_keys}\n"));
     std::fs::write(d.join("tiny.toml"), toml).unwrap();
-    common::ok(common::cliptrain(&["-q", "train", "--config", "tiny.toml"], d));
     common::ok(common::cliptrain(
-        &["-q", "eval", "retrieval", "--checkpoint", "runs/t", "--data",
-          "syn/eval-000000.tar", "--json", "r.json"],
+        &["-q", "train", "--config", "tiny.toml"],
+        d,
+    ));
+    common::ok(common::cliptrain(
+        &[
+            "-q",
+            "eval",
+            "retrieval",
+            "--checkpoint",
+            "runs/t",
+            "--data",
+            "syn/eval-000000.tar",
+            "--json",
+            "r.json",
+        ],
         d,
     ));
     serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap()
@@ -188,20 +207,42 @@ fn sentencepiece_tokenizer_without_start_token_trains_evaluates_and_exports() {
     assert_eq!(r["images"].as_u64(), Some(8), "{r}");
 
     // Rows: no start token, `</s>` last, padded with `</s>` (tokenizer_config.json's pad).
-    let rows = encode(d, &["--config", "tiny.toml", "a red ring", "the  orange_star"]);
+    let rows = encode(
+        d,
+        &["--config", "tiny.toml", "a red ring", "the  orange_star"],
+    );
     assert_eq!(rows[0][..4], [30, 33, 39, 1], "{rows:?}");
     assert!(rows[0][4..].iter().all(|&id| id == 1), "{rows:?}");
     assert_eq!(rows[1].len(), 16);
     // The checkpoint folder carries the files that named the specials, and reads back the same.
     let ckpt = d.join("runs/t/latest");
     assert!(ckpt.join("tokenizer_config.json").is_file());
-    let again = encode(d, &["--tokenizer", ckpt.join("tokenizer.json").to_str().unwrap(),
-                            "--context-length", "16", "a red ring", "the  orange_star"]);
+    let again = encode(
+        d,
+        &[
+            "--tokenizer",
+            ckpt.join("tokenizer.json").to_str().unwrap(),
+            "--context-length",
+            "16",
+            "a red ring",
+            "the  orange_star",
+        ],
+    );
     assert_eq!(again, rows);
 
     // OpenCLIP states last pooling; HF CLIPModel cannot, and says so.
-    common::ok(common::cliptrain(&["-q", "export", "openclip", "--checkpoint", "runs/t",
-                                   "--out", "oc"], d));
+    common::ok(common::cliptrain(
+        &[
+            "-q",
+            "export",
+            "openclip",
+            "--checkpoint",
+            "runs/t",
+            "--out",
+            "oc",
+        ],
+        d,
+    ));
     let oc: Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("oc/open_clip_config.json")).unwrap())
             .unwrap();
@@ -210,10 +251,19 @@ fn sentencepiece_tokenizer_without_start_token_trains_evaluates_and_exports() {
         &std::fs::read_to_string(d.join("oc/special_tokens_map.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(map, json!({"eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>"}));
-    let out = common::cliptrain(&["export", "hf", "--checkpoint", "runs/t", "--out", "hf"], d);
+    assert_eq!(
+        map,
+        json!({"eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>"})
+    );
+    let out = common::cliptrain(
+        &["export", "hf", "--checkpoint", "runs/t", "--out", "hf"],
+        d,
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("pooling = \"last\""), "{err}");
+    assert!(
+        !out.status.success() && err.contains("pooling = \"last\""),
+        "{err}"
+    );
     assert!(!d.join("hf").exists(), "a refused export writes nothing");
 }
 
@@ -225,12 +275,27 @@ fn word_level_tokenizer_with_specials_from_config_trains_and_evaluates() {
     write_word_level(&d.join("wl"));
     // Without the keys: the error lists the file's specials and the keys that choose them.
     let out = common::cliptrain(
-        &["tokenizer", "encode", "--tokenizer", "wl/tokenizer.json", "a red ring"],
+        &[
+            "tokenizer",
+            "encode",
+            "--tokenizer",
+            "wl/tokenizer.json",
+            "a red ring",
+        ],
         d,
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    for want in ["`<sot>` (18)", "`<eot>` (19)", "data.eot_token", "data.sot_token", "data.pad_token"] {
-        assert!(!out.status.success() && err.contains(want), "{want:?} not in: {err}");
+    for want in [
+        "`<sot>` (18)",
+        "`<eot>` (19)",
+        "data.eot_token",
+        "data.sot_token",
+        "data.pad_token",
+    ] {
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{want:?} not in: {err}"
+        );
     }
     let keys = "sot_token = \"<sot>\"\neot_token = \"<eot>\"\npad_token = \"<pad>\"";
     let r = train_and_eval(d, "wl/tokenizer.json", keys, "pooling = \"argmax\"");
@@ -238,13 +303,34 @@ fn word_level_tokenizer_with_specials_from_config_trains_and_evaluates() {
     let rows = encode(d, &["--config", "tiny.toml", "A red ring"]);
     assert_eq!(rows[0][..6], [18, 2, 5, 11, 19, 1], "{rows:?}");
     // The exported folder states them, and reads back the same rows without the keys.
-    common::ok(common::cliptrain(&["-q", "export", "hf", "--checkpoint", "runs/t", "--out",
-                                   "hf"], d));
-    let again = encode(d, &["--tokenizer", "hf/tokenizer.json", "--context-length", "16",
-                            "A red ring"]);
+    common::ok(common::cliptrain(
+        &[
+            "-q",
+            "export",
+            "hf",
+            "--checkpoint",
+            "runs/t",
+            "--out",
+            "hf",
+        ],
+        d,
+    ));
+    let again = encode(
+        d,
+        &[
+            "--tokenizer",
+            "hf/tokenizer.json",
+            "--context-length",
+            "16",
+            "A red ring",
+        ],
+    );
     assert_eq!(again, rows);
     let hf: Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("hf/config.json")).unwrap()).unwrap();
-    assert_eq!(hf["text_config"]["eos_token_id"], 2, "argmax is HF's legacy eos_token_id 2");
+    assert_eq!(
+        hf["text_config"]["eos_token_id"], 2,
+        "argmax is HF's legacy eos_token_id 2"
+    );
     assert_eq!(hf["text_config"]["bos_token_id"], 18);
 }

@@ -152,7 +152,11 @@ fn pooled_positions_per_pooling() {
     ])
     .view([3, 6]);
     let at = |p: TextPooling| Vec::<i64>::try_from(pooled_positions(&rows, p, 9)).unwrap();
-    assert_eq!(at(TextPooling::Eot), [3, 2, 0], "first EOT; none: position 0");
+    assert_eq!(
+        at(TextPooling::Eot),
+        [3, 2, 0],
+        "first EOT; none: position 0"
+    );
     assert_eq!(at(TextPooling::Argmax), [3, 3, 0], "first largest id");
     assert_eq!(at(TextPooling::Last), [5, 5, 5]);
 }

@@ -90,7 +90,12 @@ pub(super) fn resolve(
     opts: &TokenizerOptions,
     origin: &Path,
 ) -> Result<Specials, TextError> {
-    let lookup = |name: &str| tok.token_to_id(name).map(|id| Tok { name: name.into(), id });
+    let lookup = |name: &str| {
+        tok.token_to_id(name).map(|id| Tok {
+            name: name.into(),
+            id,
+        })
+    };
     let sidecar = Sidecar::read(origin)?;
     let from_file = from_post_processor(tok)
         .or_else(|| sidecar.pair(&lookup))
@@ -128,11 +133,7 @@ pub(super) fn resolve(
     } else if let Some(p) = tok.get_padding() {
         p.pad_id
     } else {
-        sidecar
-            .pad
-            .as_deref()
-            .and_then(&lookup)
-            .map_or(0, |t| t.id)
+        sidecar.pad.as_deref().and_then(&lookup).map_or(0, |t| t.id)
     };
     let clean = match opts.clean {
         TextClean::Auto if clip => TextClean::Clip,
@@ -173,7 +174,9 @@ fn pair_of_processor(p: &Value) -> Option<Pair> {
         })
     };
     match p.get("type")?.as_str()? {
-        "RobertaProcessing" | "BertProcessing" => Some((p.get("cls").and_then(named), named(p.get("sep")?)?)),
+        "RobertaProcessing" | "BertProcessing" => {
+            Some((p.get("cls").and_then(named), named(p.get("sep")?)?))
+        }
         "TemplateProcessing" => template_pair(p),
         "Sequence" => p
             .get("processors")?
@@ -200,7 +203,9 @@ fn template_pair(p: &Value) -> Option<Pair> {
             _ => None,
         }
     };
-    let a = single.iter().position(|piece| piece.get("Sequence").is_some())?;
+    let a = single
+        .iter()
+        .position(|piece| piece.get("Sequence").is_some())?;
     let sot = a.checked_sub(1).and_then(|i| special(&single[i]));
     let eot = special(single.get(a + 1)?)?;
     Some((sot, eot))
@@ -240,8 +245,12 @@ impl Sidecar {
                 Value::String(s) => Some(s.clone()),
                 v => v.get("content")?.as_str().map(String::from),
             };
-            out.bos = out.bos.or_else(|| token("bos_token").or_else(|| token("cls_token")));
-            out.eos = out.eos.or_else(|| token("eos_token").or_else(|| token("sep_token")));
+            out.bos = out
+                .bos
+                .or_else(|| token("bos_token").or_else(|| token("cls_token")));
+            out.eos = out
+                .eos
+                .or_else(|| token("eos_token").or_else(|| token("sep_token")));
             out.pad = out.pad.or_else(|| token("pad_token"));
         }
         Ok(out)

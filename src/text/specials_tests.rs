@@ -49,7 +49,12 @@ fn template(pieces: &[&str]) -> Value {
     let specials: serde_json::Map<String, Value> = pieces
         .iter()
         .filter(|p| **p != "$A")
-        .map(|t| (t.to_string(), json!({"id": t, "ids": [id(t)], "tokens": [t]})))
+        .map(|t| {
+            (
+                t.to_string(),
+                json!({"id": t, "ids": [id(t)], "tokens": [t]}),
+            )
+        })
         .collect();
     json!({"type": "TemplateProcessing", "single": single,
            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
@@ -75,7 +80,10 @@ fn ids(tok: &TextTokenizer, ctx: usize, text: &str) -> Vec<i64> {
 #[test]
 fn template_with_start_and_end_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), &tokenizer_json(template(&["[CLS]", "$A", "[SEP]"])));
+    let path = write(
+        dir.path(),
+        &tokenizer_json(template(&["[CLS]", "$A", "[SEP]"])),
+    );
     let tok = load(&path, &TokenizerOptions::new(6));
     assert_eq!(tok.sot_id(), Some(id("[CLS]") as u32));
     assert_eq!(tok.eot_id(), id("[SEP]") as u32);
@@ -116,9 +124,12 @@ fn roberta_processing_names_cls_and_sep() {
     let dir = tempfile::tempdir().unwrap();
     let pp = json!({"type": "RobertaProcessing", "sep": ["</s>", id("</s>")],
         "cls": ["<s>", id("<s>")], "trim_offsets": true, "add_prefix_space": false});
-    let path = write(dir.path(), &tokenizer_json(json!({"type": "Sequence",
+    let path = write(
+        dir.path(),
+        &tokenizer_json(json!({"type": "Sequence",
         "processors": [{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
-                        "use_regex": true}, pp]})));
+                        "use_regex": true}, pp]})),
+    );
     let tok = load(&path, &TokenizerOptions::new(4));
     assert_eq!(
         (tok.sot_id(), tok.eot_id()),
@@ -145,16 +156,17 @@ fn tokenizer_config_strings_and_special_tokens_map_objects() {
     .unwrap();
     let tok = load(&path, &TokenizerOptions::new(4));
     assert_eq!(tok.sot_id(), Some(id("<s>") as u32));
-    assert_eq!(tok.eot_id(), id("</s>") as u32, "tokenizer_config.json first");
+    assert_eq!(
+        tok.eot_id(),
+        id("</s>") as u32,
+        "tokenizer_config.json first"
+    );
     assert_eq!(tok.pad_id(), id("<pad>") as u32);
 
     // Alone, the map's object form is read.
     std::fs::remove_file(dir.path().join("tokenizer_config.json")).unwrap();
     let tok = load(&path, &TokenizerOptions::new(4));
-    assert_eq!(
-        (tok.sot_id(), tok.eot_id()),
-        (None, id("[SEP]") as u32)
-    );
+    assert_eq!((tok.sot_id(), tok.eot_id()), (None, id("[SEP]") as u32));
 
     std::fs::write(dir.path().join("tokenizer_config.json"), "[1, 2]").unwrap();
     let err = TextTokenizer::load(&path, &TokenizerOptions::new(4)).unwrap_err();
@@ -165,7 +177,10 @@ fn tokenizer_config_strings_and_special_tokens_map_objects() {
 #[test]
 fn config_keys_override_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), &tokenizer_json(template(&["[CLS]", "$A", "[SEP]"])));
+    let path = write(
+        dir.path(),
+        &tokenizer_json(template(&["[CLS]", "$A", "[SEP]"])),
+    );
     let opts = TokenizerOptions {
         sot_token: NO_SOT.into(),
         eot_token: "</s>".into(),
@@ -174,7 +189,10 @@ fn config_keys_override_the_file() {
     };
     let tok = load(&path, &opts);
     let (eos, unk) = (id("</s>"), id("<unk>"));
-    assert_eq!(ids(&tok, 5, "red dog"), [id("red"), id("dog"), eos, unk, unk]);
+    assert_eq!(
+        ids(&tok, 5, "red dog"),
+        [id("red"), id("dog"), eos, unk, unk]
+    );
 
     let opts = TokenizerOptions {
         sot_token: "<s>".into(),
@@ -193,7 +211,13 @@ fn config_keys_override_the_file() {
     let err = TextTokenizer::load(&path, &opts).unwrap_err();
     assert!(matches!(err, TextError::UnknownSpecial { .. }), "{err}");
     let msg = err.to_string();
-    for want in ["data.eot_token", "<|endoftext|>", "tokenizer.json", "`</s>` (1)", "`[SEP]` (5)"] {
+    for want in [
+        "data.eot_token",
+        "<|endoftext|>",
+        "tokenizer.json",
+        "`</s>` (1)",
+        "`[SEP]` (5)",
+    ] {
         assert!(msg.contains(want), "{want:?} not in: {msg}");
     }
 }
@@ -221,7 +245,10 @@ fn no_end_token_lists_the_files_specials_and_the_keys() {
         ..TokenizerOptions::new(8)
     };
     let tok = load(&path, &opts);
-    assert_eq!(ids(&tok, 8, "a dog")[..4], [id("<s>"), id("a"), id("dog"), id("</s>")]);
+    assert_eq!(
+        ids(&tok, 8, "a dog")[..4],
+        [id("<s>"), id("a"), id("dog"), id("</s>")]
+    );
 }
 
 #[test]
@@ -231,15 +258,24 @@ fn cleaning_is_clip_only_for_clips_names() {
     let tok = load(&path, &TokenizerOptions::new(4));
     assert_eq!(tok.specials().clean, TextClean::Whitespace);
     // Not lower-cased: this vocabulary only has lower-case words.
-    assert_eq!(ids(&tok, 4, "  Red\tdog "), [id("<unk>"), id("dog"), id("</s>"), 0]);
+    assert_eq!(
+        ids(&tok, 4, "  Red\tdog "),
+        [id("<unk>"), id("dog"), id("</s>"), 0]
+    );
     let opts = TokenizerOptions {
         clean: TextClean::Canonicalize,
         ..TokenizerOptions::new(4)
     };
     let tok = load(&path, &opts);
-    assert_eq!(ids(&tok, 4, "Red_dog!"), [id("red"), id("dog"), id("</s>"), 0]);
+    assert_eq!(
+        ids(&tok, 4, "Red_dog!"),
+        [id("red"), id("dog"), id("</s>"), 0]
+    );
 
     assert_eq!(clean_caption("A  B&amp;c", TextClean::Whitespace), "A B&c");
-    assert_eq!(clean_caption("A_b, \"C\"!", TextClean::Canonicalize), "a b c");
+    assert_eq!(
+        clean_caption("A_b, \"C\"!", TextClean::Canonicalize),
+        "a b c"
+    );
     assert_eq!(clean_caption("A  B", TextClean::Clip), "a b");
 }

@@ -201,7 +201,8 @@ fn missing_specials_and_bad_sizes_are_clear_errors() {
     let (dir, _tok) = tokenizer(16);
     let json = std::fs::read_to_string(dir.path().join("tokenizer.json")).unwrap();
     // Renamed, and no post-processor naming the new name: nothing says which token ends a row.
-    let mut renamed: serde_json::Value = serde_json::from_str(&json.replace(EOT, "<|end|>")).unwrap();
+    let mut renamed: serde_json::Value =
+        serde_json::from_str(&json.replace(EOT, "<|end|>")).unwrap();
     renamed["post_processor"] = serde_json::Value::Null;
     let path = dir.path().join("no-eot.json");
     std::fs::write(&path, renamed.to_string()).unwrap();

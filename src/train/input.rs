@@ -24,11 +24,9 @@ pub(super) fn load_tokenizer(cfg: &Config) -> Result<TextTokenizer, TrainError> 
         ));
     }
     let opts = cfg.data.tokenizer_options(cfg.model.text.context_length);
-    let tok = TextTokenizer::load(path, &opts).map_err(|source| {
-        TrainError::Tokenizer {
-            path: path.clone(),
-            source,
-        }
+    let tok = TextTokenizer::load(path, &opts).map_err(|source| TrainError::Tokenizer {
+        path: path.clone(),
+        source,
     })?;
     if tok.vocab_size() > cfg.model.text.vocab_size {
         return Err(TrainError::Setup(format!(
