@@ -206,6 +206,25 @@ fn sentencepiece_tokenizer_without_start_token_trains_evaluates_and_exports() {
     let r = train_and_eval(d, "uni/tokenizer.json", "", "pooling = \"last\"");
     assert_eq!(r["images"].as_u64(), Some(8), "{r}");
 
+    // Argmax pooling would pool words: `</s>` is id 1, not the largest.
+    let out = common::cliptrain(
+        &[
+            "train",
+            "--config",
+            "tiny.toml",
+            "--set",
+            "model.text.pooling=\"argmax\"",
+            "--set",
+            "run.name=\"argmax\"",
+        ],
+        d,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("end token of") && err.contains("is id 1"),
+        "{err}"
+    );
+
     // Rows: no start token, `</s>` last, padded with `</s>` (tokenizer_config.json's pad).
     let rows = encode(
         d,
