@@ -191,6 +191,28 @@ fn train_and_eval(d: &Path, tokenizer: &str, data_keys: &str, text_keys: &str) -
     serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap()
 }
 
+/// `tiny_toml`'s data (2 shards of 32 samples at 32 px, 8 eval samples) without its BPE.
+fn synth(d: &Path) {
+    common::ok(common::cliptrain(
+        &[
+            "-q",
+            "data",
+            "synth",
+            "--out",
+            "syn",
+            "--train",
+            "64",
+            "--eval",
+            "8",
+            "--image-size",
+            "32",
+            "--shard-size",
+            "32",
+        ],
+        d,
+    ));
+}
+
 fn encode(d: &Path, args: &[&str]) -> Vec<Vec<i64>> {
     let mut all = vec!["-q", "tokenizer", "encode", "--json"];
     all.extend(args);
@@ -201,7 +223,7 @@ fn encode(d: &Path, args: &[&str]) -> Vec<Vec<i64>> {
 fn sentencepiece_tokenizer_without_start_token_trains_evaluates_and_exports() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    common::small_synth(d, 64, 8, 32);
+    synth(d);
     write_unigram(&d.join("uni"));
     let r = train_and_eval(d, "uni/tokenizer.json", "", "pooling = \"last\"");
     assert_eq!(r["images"].as_u64(), Some(8), "{r}");
@@ -290,7 +312,7 @@ fn sentencepiece_tokenizer_without_start_token_trains_evaluates_and_exports() {
 fn word_level_tokenizer_with_specials_from_config_trains_and_evaluates() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    common::small_synth(d, 64, 8, 32);
+    synth(d);
     write_word_level(&d.join("wl"));
     // Without the keys: the error lists the file's specials and the keys that choose them.
     let out = common::cliptrain(
@@ -311,6 +333,20 @@ fn word_level_tokenizer_with_specials_from_config_trains_and_evaluates() {
         "data.sot_token",
         "data.pad_token",
     ] {
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{want:?} not in: {err}"
+        );
+    }
+    // `config check` loads the tokenizer as training would: a key naming no token is explained.
+    let bad = common::tiny_run::tiny_toml("quick_gelu").replace(
+        "tokenizer = \"syn/tok.json\"",
+        "tokenizer = \"wl/tokenizer.json\"\neot_token = \"</s>\"",
+    );
+    std::fs::write(d.join("bad.toml"), bad).unwrap();
+    let out = common::cliptrain(&["config", "check", "bad.toml"], d);
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in ["data.eot_token = \"</s>\" is not a token", "`<eot>` (19)"] {
         assert!(
             !out.status.success() && err.contains(want),
             "{want:?} not in: {err}"
