@@ -357,6 +357,20 @@ fn word_level_tokenizer_with_specials_from_config_trains_and_evaluates() {
     assert_eq!(r["images"].as_u64(), Some(8), "{r}");
     let rows = encode(d, &["--config", "tiny.toml", "A red ring"]);
     assert_eq!(rows[0][..6], [18, 2, 5, 11, 19, 1], "{rows:?}");
+    // Starting from the checkpoint brings its tokenizer with the keys that chose its specials.
+    let ft = common::tiny_run::tiny_toml("quick_gelu")
+        .replace("tokenizer = \"syn/tok.json\"", "tokenizer = \"\"")
+        .replace("[model]\n", "[model]\ninit_from = \"runs/t\"\n")
+        .replace("name = \"t\"", "name = \"ft\"");
+    std::fs::write(d.join("ft.toml"), ft).unwrap();
+    common::ok(common::cliptrain(
+        &["-q", "train", "--config", "ft.toml"],
+        d,
+    ));
+    let saved = std::fs::read_to_string(d.join("runs/ft/latest/config.toml")).unwrap();
+    for want in ["eot_token = \"<eot>\"", "pooling = \"argmax\""] {
+        assert!(saved.contains(want), "{want:?} not in: {saved}");
+    }
     // The exported folder states them, and reads back the same rows without the keys.
     common::ok(common::cliptrain(
         &[
