@@ -1,5 +1,6 @@
-//! Text side of CLIP: caption cleaning, the BPE tokenizer that turns captions into fixed-length
-//! id rows for the text tower, and training such a tokenizer on our own captions.
+//! Text side of CLIP: caption cleaning, the tokenizer that turns captions into fixed-length id
+//! rows for the text tower (any `tokenizer.json`; [`TokenizerOptions`] and the file decide which
+//! tokens start, end and pad a row), and training a CLIP BPE on our own captions.
 //!
 //! Everything goes through Hugging Face `tokenizer.json` files, so a tokenizer trained here is
 //! readable by `transformers`, and OpenAI CLIP's own (from `scripts/make_clip_tokenizer.py`)
