@@ -213,6 +213,20 @@ fn synth(d: &Path) {
     ));
 }
 
+/// Every number in `v`, in order, but a checkpoint's `step` (an exported folder has none).
+fn numbers(v: &Value) -> Vec<f64> {
+    match v {
+        Value::Number(n) => vec![n.as_f64().unwrap()],
+        Value::Array(a) => a.iter().flat_map(numbers).collect(),
+        Value::Object(o) => o
+            .iter()
+            .filter(|(k, _)| *k != "step")
+            .flat_map(|(_, v)| numbers(v))
+            .collect(),
+        _ => vec![],
+    }
+}
+
 fn encode(d: &Path, args: &[&str]) -> Vec<Vec<i64>> {
     let mut all = vec!["-q", "tokenizer", "encode", "--json"];
     all.extend(args);
@@ -288,6 +302,24 @@ fn sentencepiece_tokenizer_without_start_token_trains_evaluates_and_exports() {
         serde_json::from_str(&std::fs::read_to_string(d.join("oc/open_clip_config.json")).unwrap())
             .unwrap();
     assert_eq!(oc["model_cfg"]["text_cfg"]["pool_type"], "last");
+    // The folder reads back (pool_type, tokenizer files) to the same retrieval numbers.
+    common::ok(common::cliptrain(
+        &[
+            "-q",
+            "eval",
+            "retrieval",
+            "--checkpoint",
+            "oc",
+            "--data",
+            "syn/eval-000000.tar",
+            "--json",
+            "r-oc.json",
+        ],
+        d,
+    ));
+    let r_oc: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("r-oc.json")).unwrap()).unwrap();
+    assert_eq!(numbers(&r_oc), numbers(&r));
     let map: Value = serde_json::from_str(
         &std::fs::read_to_string(d.join("oc/special_tokens_map.json")).unwrap(),
     )

@@ -252,8 +252,9 @@ fn check_plain(path: &Path, s: &Value, name: &str) -> Result<(), SourceError> {
             problems.push(format!("{name}.{key} is set"));
         }
     }
+    // The text tower's pool_type is read (and refused when unknown) by `pool_type`.
     let pool = s.get("pool_type").and_then(Value::as_str);
-    if !matches!(pool, None | Some("tok") | Some("argmax") | Some("eos")) {
+    if name != "text_cfg" && !matches!(pool, None | Some("tok") | Some("argmax") | Some("eos")) {
         problems.push(format!("{name}.pool_type = {pool:?}"));
     }
     if !matches!(
@@ -510,5 +511,54 @@ mod tests {
         for (n, t) in &ours {
             assert!(back[n].equal(t), "{n} changed");
         }
+    }
+
+    #[test]
+    fn text_pooling_is_read_from_both_formats_and_hf_cannot_state_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let oc = |pool: Value| {
+            let path = dir.path().join("oc.json");
+            let text = match pool {
+                Value::Null => json!({"vocab_size": 10}),
+                p => json!({"vocab_size": 10, "pool_type": p}),
+            };
+            write_json(&path, &json!({"model_cfg": {"text_cfg": text}})).unwrap();
+            read_config(&path).map(|(m, _)| m.text.pooling)
+        };
+        assert_eq!(
+            oc(Value::Null).unwrap(),
+            TextPooling::Argmax,
+            "OpenCLIP's default"
+        );
+        assert_eq!(oc(json!("eos")).unwrap(), TextPooling::Eot);
+        assert_eq!(oc(json!("last")).unwrap(), TextPooling::Last);
+        let err = oc(json!("avg")).unwrap_err().to_string();
+        assert!(err.contains("text_cfg.pool_type = \"avg\""), "{err}");
+
+        let hf = |eos: Value| {
+            let path = dir.path().join("config.json");
+            write_json(
+                &path,
+                &json!({"text_config": {"vocab_size": 10, "eos_token_id": eos}}),
+            )
+            .unwrap();
+            let m = crate::source::hf::read_config(&path).unwrap();
+            (m.text.pooling, m.eot_id)
+        };
+        assert_eq!(hf(json!(2)), (TextPooling::Argmax, 9), "HF's legacy argmax");
+        assert_eq!(hf(json!(7)), (TextPooling::Eot, 7));
+
+        let mut spec = ModelConfig::default().spec(7, LossKind::InfoNce);
+        spec.text.pooling = TextPooling::Argmax;
+        let cfg = crate::source::hf::config_json(&spec, None, 0).unwrap();
+        assert_eq!(cfg["text_config"]["eos_token_id"], 2);
+        assert!(cfg["text_config"]["bos_token_id"].is_null());
+        spec.text.pooling = TextPooling::Last;
+        let err = crate::source::hf::config_json(&spec, None, 0).unwrap_err();
+        assert!(err.to_string().contains("pooling = \"last\""), "{err}");
+        spec.text.pooling = TextPooling::Eot;
+        spec.eot_id = 2;
+        let err = crate::source::hf::config_json(&spec, None, 0).unwrap_err();
+        assert!(err.to_string().contains("argmax"), "{err}");
     }
 }
