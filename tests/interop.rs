@@ -413,7 +413,7 @@ fn write_hf_folder(d: &Path, text_width: usize) {
     vs.save(d.join("model.safetensors")).unwrap();
     std::fs::write(
         d.join("config.json"),
-        hf::config_json(&spec, 48, 49).to_string(),
+        hf::config_json(&spec, Some(48), 49).unwrap().to_string(),
     )
     .unwrap();
 }
@@ -553,7 +553,7 @@ fn commands_take_hugging_face_and_openclip_folders() {
 
     // An HF folder whose config.json says text width 48 while its weights are 32 wide.
     write_hf_folder(&d.join("bad"), 32);
-    let cfg = hf::config_json(&small(48).spec(49, LossKind::InfoNce), 48, 49);
+    let cfg = hf::config_json(&small(48).spec(49, LossKind::InfoNce), Some(48), 49).unwrap();
     std::fs::write(d.join("bad/config.json"), cfg.to_string()).unwrap();
     let out = cliptrain(
         &[

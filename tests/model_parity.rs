@@ -41,7 +41,7 @@ fn tiny_cfg(activation: Activation) -> ModelSpec {
             layers: 2,
             heads: 4,
             mlp_ratio: 4.0,
-            activation: None,
+            ..TextConfig::default()
         },
         eot_id: EOS,
         head: LogitHead::Clip,

@@ -6,7 +6,8 @@
 //!                 optimizer.safetensors  AdamW moments and step
 //!                 state.json             step, data-stream position, counters
 //!                 config.toml            the effective config (resume compares it)
-//!                 tokenizer.json         the tokenizer the run used
+//!                 tokenizer.json         the tokenizer the run used (and the
+//!                                        tokenizer_config.json / special_tokens_map.json beside it)
 //!                 manifest.json          size and CRC-32 of each file above
 //! latest -> step-0000200                 updated last, atomically
 //! .lock                                  flock of the run writing here; holds its pid
@@ -163,6 +164,14 @@ fn write_files(dir: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
     if let Some(tok) = ckpt.tokenizer_json {
         let bytes = std::fs::read(tok).map_err(io("reading", tok))?;
         write_synced(&dir.join("tokenizer.json"), &bytes)?;
+        // The files beside it may name its specials (see `text::TokenizerOptions`).
+        for side in crate::text::SIDECAR_FILES {
+            let from = tok.with_file_name(side);
+            if from.is_file() {
+                let bytes = std::fs::read(&from).map_err(io("reading", &from))?;
+                write_synced(&dir.join(side), &bytes)?;
+            }
+        }
     }
     manifest::write(dir)
 }

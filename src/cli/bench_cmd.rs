@@ -112,7 +112,8 @@ fn data(args: DataBenchArgs) -> anyhow::Result<()> {
                 .map_or("the config".into(), |p| p.display().to_string())
         ),
     };
-    let tokenizer = Arc::new(TextTokenizer::from_file(&tok_path, args.context_length)?);
+    let opts = d.tokenizer_options(args.context_length);
+    let tokenizer = Arc::new(TextTokenizer::load(&tok_path, &opts)?);
     let parts = super::data_cmd::data_parts(&d)?;
     let sources = if d.sources.is_empty() {
         Sources::Single(parse_spec(&d.train)?)

@@ -40,6 +40,12 @@ fn check(args: CheckArgs) -> anyhow::Result<()> {
             missing.join("\n  ")
         );
     }
+    if !cfg.data.tokenizer.is_empty() {
+        // Its specials must resolve under the data.*_token keys, as training will load it.
+        let opts = cfg.data.tokenizer_options(cfg.model.text.context_length);
+        cliptrain::text::TextTokenizer::load(&cfg.data.tokenizer, &opts)
+            .with_context(|| format!("{}: data.tokenizer", args.file.display()))?;
+    }
     print!("{}", cfg.to_toml());
     tracing::info!("{} is valid", args.file.display());
     Ok(())

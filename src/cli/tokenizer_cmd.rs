@@ -37,12 +37,16 @@ pub struct TrainArgs {
 
 #[derive(Debug, Args)]
 pub struct EncodeArgs {
-    /// The tokenizer.json to use.
+    /// The tokenizer.json to use (default with --config: its `data.tokenizer`).
+    #[arg(long, required_unless_present = "config")]
+    pub tokenizer: Option<PathBuf>,
+    /// A run config whose `data.sot_token`, `data.eot_token`, `data.pad_token` and
+    /// `data.text_clean` choose the specials and cleaning, as in training.
     #[arg(long)]
-    pub tokenizer: PathBuf,
-    /// Ids per row.
-    #[arg(long, default_value_t = 77)]
-    pub context_length: usize,
+    pub config: Option<PathBuf>,
+    /// Ids per row (default: the config's `model.text.context_length`, else 77).
+    #[arg(long)]
+    pub context_length: Option<usize>,
     /// Print `[[ids...], ...]` as JSON instead of one line of ids per text.
     #[arg(long)]
     pub json: bool,
@@ -128,7 +132,23 @@ fn caption_lines<'a>(
 }
 
 fn encode(args: EncodeArgs) -> anyhow::Result<()> {
-    let tokenizer = TextTokenizer::from_file(&args.tokenizer, args.context_length)?;
+    let cfg = match &args.config {
+        Some(path) => cliptrain::config::load(path, &[])?,
+        None => cliptrain::config::Config::default(),
+    };
+    let path = match (&args.tokenizer, &args.config) {
+        (Some(p), _) => p.clone(),
+        (None, Some(_)) if !cfg.data.tokenizer.is_empty() => PathBuf::from(&cfg.data.tokenizer),
+        (None, _) => anyhow::bail!("the config's data.tokenizer is empty; pass --tokenizer"),
+    };
+    let ctx = match (args.context_length, &args.config) {
+        (Some(n), _) => n,
+        (None, Some(_)) => cfg.model.text.context_length,
+        (None, None) => 77,
+    };
+    let opts = cfg.data.tokenizer_options(ctx);
+    let tokenizer = TextTokenizer::load(&path, &opts)
+        .with_context(|| format!("loading tokenizer {}", path.display()))?;
     let texts: Vec<&str> = args.text.iter().map(String::as_str).collect();
     let ids = tokenizer.encode_batch(&texts)?;
     let rows: Vec<&[i64]> = ids.chunks(tokenizer.context_length()).collect();

@@ -9,9 +9,11 @@ mod validate;
 pub use load::{ConfigError, Origin, load, load_str};
 pub use validate::validate;
 // The model's own types: the TOML sections deserialize straight into what the towers take.
-pub use crate::model::{Activation, ModelKind, TextConfig, VisionConfig};
+pub use crate::model::{Activation, ModelKind, TextConfig, TextPooling, VisionConfig};
 
 use crate::model::{LogitHead, ModelSpec};
+pub use crate::text::TextClean;
+use crate::text::TokenizerOptions;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -89,6 +91,19 @@ pub struct DataConfig {
     /// Hugging Face `tokenizer.json` (trained by `cliptrain tokenizer train`, or CLIP's own
     /// from `scripts/make_clip_tokenizer.py`); required for training.
     pub tokenizer: String,
+    /// The start-of-row token: empty = the tokenizer's (its post-processor, else the
+    /// `bos_token` of a `tokenizer_config.json` / `special_tokens_map.json` beside it, else
+    /// CLIP's `<|startoftext|>`); `"none"` = rows have no start token (SigLIP's tokenizers).
+    pub sot_token: String,
+    /// The end-of-row token (`eot` pooling pools at it); empty = the tokenizer's, found as
+    /// `sot_token` is (`eos_token`, CLIP's `<|endoftext|>`).
+    pub eot_token: String,
+    /// The token rows are padded with; empty = id 0 for CLIP's BPE (open_clip's rows), else the
+    /// file's padding, else the `pad_token` beside it, else id 0.
+    pub pad_token: String,
+    /// Caption cleaning before the tokenizer: `auto` (`clip` for CLIP's BPE, else
+    /// `whitespace`), `clip`, `whitespace` or `canonicalize` (open_clip's clean functions).
+    pub text_clean: TextClean,
     /// Samples held in the shuffle buffer; 0 or 1 disables sample shuffling.
     pub shuffle_buffer: usize,
     /// Decode/augment threads; 0 = `run.threads`.
@@ -117,6 +132,10 @@ impl Default for DataConfig {
             text_key: "txt".into(),
             json_caption_field: String::new(),
             tokenizer: String::new(),
+            sot_token: String::new(),
+            eot_token: String::new(),
+            pad_token: String::new(),
+            text_clean: TextClean::Auto,
             shuffle_buffer: 1000,
             workers: 0,
             prefetch: 4,
@@ -126,6 +145,21 @@ impl Default for DataConfig {
             // PIL's Image.MAX_IMAGE_PIXELS, so we refuse what Python pipelines refuse.
             max_image_pixels: 89_478_485,
             strict: false,
+        }
+    }
+}
+
+impl DataConfig {
+    /// The tokenizer choices of this section, for rows of `context_length` ids: every place a
+    /// tokenizer is loaded for a run (training, eval, export, the `tokenizer` commands) uses
+    /// these, so the keys apply everywhere.
+    pub fn tokenizer_options(&self, context_length: usize) -> TokenizerOptions {
+        TokenizerOptions {
+            context_length,
+            sot_token: self.sot_token.clone(),
+            eot_token: self.eot_token.clone(),
+            pad_token: self.pad_token.clone(),
+            clean: self.text_clean,
         }
     }
 }

@@ -20,8 +20,10 @@ mod vision;
 
 pub use load::{LoadMode, LoadReport, MismatchReport, ShapeMismatch, load_named};
 pub use patch_dropout::{PatchDraw, kept_patches};
-pub use spec::{Activation, LogitHead, ModelKind, ModelSpec, TextConfig, VisionConfig, mlp_width};
-pub use text::TextTransformer;
+pub use spec::{
+    Activation, LogitHead, ModelKind, ModelSpec, TextConfig, TextPooling, VisionConfig, mlp_width,
+};
+pub use text::{TextTransformer, pooled_positions};
 pub use vision::VisionTransformer;
 
 use std::path::PathBuf;

@@ -78,6 +78,20 @@ impl Default for VisionConfig {
     }
 }
 
+/// Which position's feature stands for the whole caption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextPooling {
+    /// The first end-of-text token (HF's `eos_token_id` pooling; OpenCLIP's `eos`).
+    #[default]
+    Eot,
+    /// The last position of the row (OpenCLIP's `last`).
+    Last,
+    /// The position of the largest id (OpenAI's and OpenCLIP's `argmax`): the end token when it
+    /// is the vocabulary's largest id, as in CLIP's BPE.
+    Argmax,
+}
+
 /// `[model.text]`: the causal text Transformer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -94,6 +108,8 @@ pub struct TextConfig {
     /// tanh approximation and its timm image tower with exact GELU.)
     #[serde(skip_serializing_if = "Option::is_none")]
     pub activation: Option<Activation>,
+    /// Where the caption's feature is taken (see [`TextPooling`]).
+    pub pooling: TextPooling,
 }
 
 impl Default for TextConfig {
@@ -106,6 +122,7 @@ impl Default for TextConfig {
             heads: 8,
             mlp_ratio: 4.0,
             activation: None,
+            pooling: TextPooling::Eot,
         }
     }
 }
@@ -148,8 +165,8 @@ pub struct ModelSpec {
     pub layer_norm_eps: f64,
     pub vision: VisionConfig,
     pub text: TextConfig,
-    /// The tokenizer's end-of-text id (49407 for CLIP's BPE): text pooling takes the first
-    /// position holding it.
+    /// The tokenizer's end-of-text id (49407 for CLIP's BPE): `eot` text pooling takes the
+    /// first position holding it.
     pub eot_id: i64,
     pub head: LogitHead,
 }

@@ -33,7 +33,7 @@ fn small_cfg() -> ModelSpec {
             layers: 2,
             heads: 4,
             mlp_ratio: 4.0,
-            activation: None,
+            ..TextConfig::default()
         },
         eot_id: EOT,
         head: LogitHead::Clip,
@@ -141,6 +141,40 @@ fn pooling_takes_the_first_eot() {
     let _ = at_nine.get(0).get(3).fill_(5);
     let other = tch::no_grad(|| m.encode_text(&at_nine));
     assert!(max_diff(&full, &other) > 1e-4);
+}
+
+#[test]
+fn pooled_positions_per_pooling() {
+    // Rows `[SOT] a b EOT pad pad` with pad 0 and with a pad id above EOT, and a row without EOT.
+    let rows = Tensor::from_slice(&[
+        7i64, 3, 4, 9, 0, 0, //
+        7, 3, 9, 11, 11, 11, //
+        7, 3, 4, 5, 6, 1,
+    ])
+    .view([3, 6]);
+    let at = |p: TextPooling| Vec::<i64>::try_from(pooled_positions(&rows, p, 9)).unwrap();
+    assert_eq!(
+        at(TextPooling::Eot),
+        [3, 2, 0],
+        "first EOT; none: position 0"
+    );
+    assert_eq!(at(TextPooling::Argmax), [3, 3, 0], "first largest id");
+    assert_eq!(at(TextPooling::Last), [5, 5, 5]);
+}
+
+#[test]
+fn last_pooling_reads_the_last_position() {
+    let _rng = rng_lock();
+    let mut cfg = small_cfg();
+    cfg.text.pooling = TextPooling::Last;
+    let (_vs, m) = build(&cfg, LogitHead::Clip);
+    // Only the last token differs; an EOT-pooled model would not notice.
+    let one = tokens_with_eot(&[3]);
+    let two = one.copy();
+    let _ = one.get(0).get(11).fill_(1);
+    let _ = two.get(0).get(11).fill_(2);
+    let (a, b) = tch::no_grad(|| (m.encode_text(&one), m.encode_text(&two)));
+    assert!(max_diff(&a, &b) > 1e-4);
 }
 
 #[test]

@@ -1,7 +1,7 @@
-//! The text tower under `text_model.*`: HF's `CLIPTextTransformer` (causal, pooled at the
-//! end-of-text token) or `SiglipTextTransformer` (bidirectional, pooled at the last position and
-//! projected by `text_model.head`).
-use super::spec::{Activation, ModelKind, TextConfig, mlp_width};
+//! The text tower under `text_model.*`: HF's `CLIPTextTransformer` (causal, pooled where
+//! [`TextPooling`] says, by default at the first end-of-text token) or `SiglipTextTransformer`
+//! (bidirectional, pooled at the last position and projected by `text_model.head`).
+use super::spec::{Activation, ModelKind, TextConfig, TextPooling, mlp_width};
 use super::transformer::{
     Encoder, LayerInit, LayerNorm, Linear, StackSpec, WeightInit, gather_rows, weight,
 };
@@ -20,6 +20,7 @@ pub struct TextTransformer {
     /// the last position instead of the EOT.
     head: Option<Linear>,
     eot_id: i64,
+    pooling: TextPooling,
     context_length: i64,
 }
 
@@ -91,6 +92,7 @@ impl TextTransformer {
             final_layer_norm: LayerNorm::new(&(p / "final_layer_norm"), w, eps),
             head,
             eot_id,
+            pooling: cfg.pooling,
             context_length: cfg.context_length as i64,
         }
     }
@@ -121,11 +123,19 @@ impl TextTransformer {
         if let Some(head) = &self.head {
             return head.forward(&x.select(1, t - 1));
         }
+        gather_rows(&x, &pooled_positions(tokens, self.pooling, self.eot_id))
+    }
+}
+
+/// The position pooled in each `[B, T]` row of `tokens`, as `[B]` int64.
+pub fn pooled_positions(tokens: &Tensor, pooling: TextPooling, eot_id: i64) -> Tensor {
+    match pooling {
         // argmax returns the first maximal index, i.e. the first EOT.
-        let eot = tokens
-            .eq(self.eot_id)
-            .to_kind(Kind::Int64)
-            .argmax(-1, false);
-        gather_rows(&x, &eot)
+        TextPooling::Eot => tokens.eq(eot_id).to_kind(Kind::Int64).argmax(-1, false),
+        TextPooling::Argmax => tokens.argmax(-1, false),
+        TextPooling::Last => {
+            let (b, t) = tokens.size2().expect("tokens are [batch, seq]");
+            Tensor::full([b], t - 1, (Kind::Int64, tokens.device()))
+        }
     }
 }

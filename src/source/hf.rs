@@ -4,7 +4,7 @@
 //! map: our names are HF's.
 use super::{LoadedModel, SourceError, write_json};
 use crate::model::{
-    Activation, LogitHead, ModelKind, ModelSpec, TextConfig, VisionConfig, mlp_width,
+    Activation, LogitHead, ModelKind, ModelSpec, TextConfig, TextPooling, VisionConfig, mlp_width,
 };
 use serde_json::{Value, json};
 use std::path::Path;
@@ -156,11 +156,15 @@ pub fn read_config(path: &Path) -> Result<ModelSpec, SourceError> {
     let ratio = |inter: usize, w: usize| inter as f64 / w.max(1) as f64;
     let vocab_size = count(path, t, "text_config", "vocab_size", t_vocab)?;
     let eos = t.get("eos_token_id").and_then(Value::as_i64);
-    let eot_id = match (kind, eos) {
-        (ModelKind::Clip, None | Some(2)) => vocab_size as i64 - 1,
-        (ModelKind::Clip, Some(id)) => id,
-        (ModelKind::Siglip, Some(id)) if (0..vocab_size as i64).contains(&id) => id,
-        (ModelKind::Siglip, _) => vocab_size as i64 - 1,
+    let (eot_id, pooling) = match (kind, eos) {
+        (ModelKind::Clip, None | Some(HF_ARGMAX_EOS)) => {
+            (vocab_size as i64 - 1, TextPooling::Argmax)
+        }
+        (ModelKind::Clip, Some(id)) => (id, TextPooling::Eot),
+        (ModelKind::Siglip, Some(id)) if (0..vocab_size as i64).contains(&id) => {
+            (id, TextPooling::Last)
+        }
+        (ModelKind::Siglip, _) => (vocab_size as i64 - 1, TextPooling::Last),
     };
     let embed_dim = match kind {
         ModelKind::Clip => count(path, &json, "config", "projection_dim", d.embed)?,
@@ -200,11 +204,16 @@ pub fn read_config(path: &Path) -> Result<ModelSpec, SourceError> {
                 tw,
             ),
             activation: (t_act != v_act).then_some(t_act),
+            pooling,
         },
         eot_id,
         head,
     })
 }
+
+/// The `text_config.eos_token_id` HF's `CLIPTextTransformer` reads as "pool by argmax" (the
+/// value of configs saved before it pooled at the first EOT).
+const HF_ARGMAX_EOS: i64 = 2;
 
 /// Newer transformers (5.x) save the image processor inside this file, under `image_processor`.
 pub const PROCESSOR: &str = "processor_config.json";
@@ -240,12 +249,30 @@ fn act_name(a: Activation) -> &'static str {
     }
 }
 
-/// The CLIPConfig `config.json` of a model. `sot` and `pad` are the tokenizer's ids;
-/// `eos_token_id = m.eot_id` makes HF pool at the first EOT, as cliptrain does.
-pub fn config_json(m: &ModelSpec, sot: i64, pad: i64) -> Value {
+/// The CLIPConfig `config.json` of a model. `sot` (none: no start token) and `pad` are the
+/// tokenizer's ids. `eos_token_id = m.eot_id` makes HF pool at the first EOT, and HF's legacy
+/// `eos_token_id = 2` by argmax; CLIPModel has no last-position pooling, and an end-of-text id
+/// of 2 would read as argmax, so those are refused.
+pub fn config_json(m: &ModelSpec, sot: Option<i64>, pad: i64) -> Result<Value, SourceError> {
     let (t, v) = (&m.text, &m.vision);
-    let eot = m.eot_id;
-    json!({
+    let eot = match t.pooling {
+        TextPooling::Eot if m.eot_id == HF_ARGMAX_EOS => {
+            return Err(SourceError::Unsupported(format!(
+                "the model pools text at its end-of-text id {HF_ARGMAX_EOS}, which Hugging Face \
+                 CLIPModel reads as argmax pooling; export it with `cliptrain export openclip`"
+            )));
+        }
+        TextPooling::Eot => m.eot_id,
+        TextPooling::Argmax => HF_ARGMAX_EOS,
+        TextPooling::Last => {
+            return Err(SourceError::Unsupported(
+                "model.text.pooling = \"last\": Hugging Face CLIPModel pools only at the first \
+                 end-of-text token or by argmax; export it with `cliptrain export openclip`"
+                    .into(),
+            ));
+        }
+    };
+    Ok(json!({
         "architectures": ["CLIPModel"],
         "model_type": "clip",
         "projection_dim": m.embed_dim,
@@ -282,7 +309,7 @@ pub fn config_json(m: &ModelSpec, sot: i64, pad: i64) -> Value {
             "layer_norm_eps": m.layer_norm_eps,
             "attention_dropout": 0.0,
         },
-    })
+    }))
 }
 
 /// `preprocessor_config.json` for `CLIPImageProcessor`: CLIP's eval transform (bicubic resize
@@ -306,7 +333,7 @@ pub fn preprocessor_json(size: usize, mean: [f64; 3], std: [f64; 3]) -> Value {
 
 /// The SiglipConfig `config.json` of a SigLIP model. `sot` and `pad` are the tokenizer's ids
 /// (HF's SigLIP model does not use them; they describe the tokenizer).
-pub fn siglip_config_json(m: &ModelSpec, sot: i64, pad: i64) -> Value {
+pub fn siglip_config_json(m: &ModelSpec, sot: Option<i64>, pad: i64) -> Value {
     let (t, v) = (&m.text, &m.vision);
     json!({
         "architectures": ["SiglipModel"],
@@ -364,39 +391,57 @@ pub fn siglip_preprocessor_json(size: usize, mean: [f64; 3], std: [f64; 3]) -> V
 }
 
 /// Writes the tokenizer files a `CLIPTokenizer`/`AutoTokenizer` reads offline:
-/// `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` ([`TOKENIZER_FILES`]).
-///
-/// `class` is the `tokenizer_class` stated: `CLIPTokenizer` for CLIP; SigLIP's own is a
-/// SentencePiece tokenizer cliptrain does not write, so its exports state the generic
-/// `PreTrainedTokenizerFast` over our `tokenizer.json`.
+/// `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` ([`TOKENIZER_FILES`]),
+/// stating the specials the rows are made with (no `bos_token` without a start token), so that
+/// reading the folder back gives the same rows.
 pub(crate) fn write_tokenizer_files(
     out: &Path,
     tok: &crate::text::TextTokenizer,
     context_length: usize,
-    class: &str,
 ) -> Result<(), SourceError> {
     let path = out.join("tokenizer.json");
     tok.save(&path).map_err(|e| bad(&path, e.to_string()))?;
     let name = |id: u32| tok.inner().id_to_token(id).unwrap_or_default();
-    let (sot, eot) = (name(tok.sot_id()), name(tok.eot_id()));
-    write_json(
-        &out.join("tokenizer_config.json"),
-        &json!({
-            "tokenizer_class": class,
-            "model_max_length": context_length,
-            "bos_token": sot,
-            "eos_token": eot,
-            "unk_token": eot,
-            "pad_token": eot,
-            "do_lower_case": true,
-            "clean_up_tokenization_spaces": false,
-        }),
-    )?;
-    write_json(
-        &out.join("special_tokens_map.json"),
-        &json!({"bos_token": sot, "eos_token": eot, "unk_token": eot, "pad_token": eot}),
-    )?;
+    let specials = tok.specials();
+    let eot = name(specials.eot);
+    let clip = specials.clean == crate::text::TextClean::Clip;
+    // CLIP's rows pad with id 0, which is no token to HF; its tokenizer pads with EOT (the
+    // same features under EOT pooling).
+    let pad = match clip && specials.pad == 0 {
+        true => eot.clone(),
+        false => name(specials.pad),
+    };
+    let unk = match unk_token(tok) {
+        Some(unk) => unk,
+        None => eot.clone(),
+    };
+    let mut map = json!({"eos_token": eot, "unk_token": unk, "pad_token": pad});
+    if let Some(sot) = specials.sot {
+        map["bos_token"] = json!(name(sot));
+    }
+    let mut config = map.clone();
+    config["tokenizer_class"] = json!(match clip {
+        true => "CLIPTokenizer",
+        false => "PreTrainedTokenizerFast",
+    });
+    config["model_max_length"] = json!(context_length);
+    config["clean_up_tokenization_spaces"] = json!(false);
+    if clip {
+        config["do_lower_case"] = json!(true);
+    }
+    write_json(&out.join("tokenizer_config.json"), &config)?;
+    write_json(&out.join("special_tokens_map.json"), &map)?;
     Ok(())
+}
+
+/// The unknown token of the tokenizer's model (BPE, WordPiece, WordLevel, Unigram), if any.
+fn unk_token(tok: &crate::text::TextTokenizer) -> Option<String> {
+    let model = serde_json::to_value(tok.inner().get_model()).ok()?;
+    match (model.get("unk_token"), model.get("unk_id")) {
+        (Some(Value::String(s)), _) => Some(s.clone()),
+        (_, Some(id)) => tok.inner().id_to_token(u32::try_from(id.as_u64()?).ok()?),
+        _ => None,
+    }
 }
 
 /// The tokenizer files an export writes (when the model has a tokenizer).
@@ -424,17 +469,22 @@ pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<Str
     if source.tokenizer.is_some() {
         files.extend(TOKENIZER_FILES);
     }
+    // CLIP's rows pad with 0, which HF states as EOT (see `write_tokenizer_files`); without a
+    // tokenizer, CLIP's layout: SOT just below EOT.
+    let (sot, pad) = match &source.tokenizer {
+        Some(t) if t.specials().clean == crate::text::TextClean::Clip && t.pad_id() == 0 => {
+            (t.sot_id().map(i64::from), m.eot_id)
+        }
+        Some(t) => (t.sot_id().map(i64::from), i64::from(t.pad_id())),
+        None => (Some(m.eot_id - 1), m.eot_id),
+    };
+    // Before anything is written: a pooling HF cannot state is refused.
+    let config = match siglip {
+        true => siglip_config_json(m, sot, pad),
+        false => config_json(m, sot, pad)?,
+    };
     super::check_replace(out, &files, replace)?;
     std::fs::create_dir_all(out).map_err(super::io("creating", out))?;
-    let sot = source
-        .tokenizer
-        .as_ref()
-        .map(|t| i64::from(t.sot_id()))
-        .unwrap_or(m.eot_id - 1);
-    let config = match siglip {
-        true => siglip_config_json(m, sot, m.eot_id),
-        false => config_json(m, sot, m.eot_id),
-    };
     write_json(&out.join("config.json"), &config)?;
     let weights = out.join("model.safetensors");
     crate::checkpoint::write_tensors(&weights, &loaded.named_tensors())?;
@@ -446,11 +496,7 @@ pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<Str
     };
     write_json(&out.join(PREPROCESSOR), &processor)?;
     if let Some(tok) = &source.tokenizer {
-        let class = match siglip {
-            true => "PreTrainedTokenizerFast",
-            false => "CLIPTokenizer",
-        };
-        write_tokenizer_files(out, tok, m.text.context_length, class)?;
+        write_tokenizer_files(out, tok, m.text.context_length)?;
     }
     Ok(files.into_iter().map(String::from).collect())
 }

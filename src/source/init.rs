@@ -101,6 +101,14 @@ impl ModelSource {
             if cfg.data.tokenizer.is_empty() {
                 cfg.data.tokenizer = tok.display().to_string();
                 notes.push(format!("data.tokenizer = {}", tok.display()));
+                // A checkpoint's tokenizer comes with the keys that chose its specials.
+                if let Some(saved) = &self.saved {
+                    let d = &saved.data;
+                    cfg.data.sot_token.clone_from(&d.sot_token);
+                    cfg.data.eot_token.clone_from(&d.eot_token);
+                    cfg.data.pad_token.clone_from(&d.pad_token);
+                    cfg.data.text_clean = d.text_clean;
+                }
             } else if Path::new(&cfg.data.tokenizer) != tok {
                 notes.push(format!(
                     "data.tokenizer = {} is kept although the source has {}",

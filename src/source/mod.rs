@@ -21,7 +21,7 @@ pub use loaded::LoadedModel;
 use crate::checkpoint::{self, CheckpointError};
 use crate::config::Config;
 use crate::model::{LoadMode, LoadReport, ModelError, ModelKind, ModelSpec};
-use crate::text::{TextError, TextTokenizer};
+use crate::text::{TextError, TextTokenizer, TokenizerOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tch::{Tensor, nn};
@@ -216,11 +216,15 @@ impl ModelSource {
         if let (None, Some(saved)) = (&tokenizer_path, &d.saved) {
             tokenizer_path = Some(PathBuf::from(&saved.data.tokenizer)).filter(|p| p.is_file());
         }
+        // A checkpoint's own data keys choose its specials; other folders state them in the
+        // tokenizer files (tokenizer_config.json beside tokenizer.json).
+        let ctx = d.spec.text.context_length;
+        let opts = match &d.saved {
+            Some(saved) => saved.data.tokenizer_options(ctx),
+            None => TokenizerOptions::new(ctx),
+        };
         let tokenizer = match &tokenizer_path {
-            Some(p) => Some(Arc::new(TextTokenizer::from_file(
-                p,
-                d.spec.text.context_length,
-            )?)),
+            Some(p) => Some(Arc::new(TextTokenizer::load(p, &opts)?)),
             None => None,
         };
         let mut spec = d.spec;

@@ -7,7 +7,7 @@
 //! (`visual.proj`, `text_projection` are `[width, embed]`), and names the blocks `resblocks`.
 use super::{LoadedModel, SourceError, timm_siglip, write_json};
 use crate::model::{
-    Activation, LogitHead, ModelKind, ModelSpec, TextConfig, VisionConfig, mlp_width,
+    Activation, LogitHead, ModelKind, ModelSpec, TextConfig, TextPooling, VisionConfig, mlp_width,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -309,8 +309,9 @@ pub(super) fn option_problems(s: &Value, name: &str, problems: &mut Vec<String>)
             problems.push(format!("{name}.{key} is set{what}"));
         }
     }
+    // The text tower's pool_type is read (and refused when unknown) by `pool_type`.
     let pool = s.get("pool_type").and_then(Value::as_str);
-    if !matches!(pool, None | Some("tok") | Some("argmax") | Some("eos")) {
+    if name != "text_cfg" && !matches!(pool, None | Some("tok") | Some("argmax") | Some("eos")) {
         problems.push(format!("{name}.pool_type = {pool:?}"));
     }
     if !matches!(
@@ -347,8 +348,9 @@ pub(super) fn layer_norm_eps(s: &Value) -> Option<f64> {
 }
 
 /// The model (and preprocessing mean/std, when stated) of an `open_clip_config.json`. Text
-/// pools at `text_cfg.eos_id`, else (OpenCLIP's argmax pooling) at the last id of the
-/// vocabulary; an `init_logit_bias` makes it a SigLIP model.
+/// pools per `text_cfg.pool_type` (OpenCLIP's default `argmax`; see [`pool_type`]), `eos` at
+/// `text_cfg.eos_id`, else at the last id of the vocabulary; an `init_logit_bias` makes it a
+/// SigLIP model.
 pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), SourceError> {
     let json = super::read_json(path)?;
     let empty = json!({});
@@ -432,6 +434,7 @@ fn clip_spec(path: &Path, m: &Value, v: &Value, t: &Value) -> Result<ModelSpec, 
             heads: int(t, "text_cfg", "heads", 8.0)?,
             mlp_ratio: openclip_mlp_ratio(tw, num(path, t, "text_cfg", "mlp_ratio", 4.0)?),
             activation: None,
+            pooling: pool_type(path, t)?,
         },
         eot_id: match t.get("eos_id").and_then(Value::as_i64) {
             Some(id) => id,
@@ -443,6 +446,26 @@ fn clip_spec(path: &Path, m: &Value, v: &Value, t: &Value) -> Result<ModelSpec, 
             LogitHead::Clip
         },
     })
+}
+
+/// `text_cfg.pool_type`: OpenCLIP's `argmax` (its default), `eos` and `last`; `first`, `avg` and
+/// `none` pool in ways the CLIP text tower does not.
+fn pool_type(path: &Path, t: &Value) -> Result<TextPooling, SourceError> {
+    match t.get("pool_type") {
+        None | Some(Value::Null) => Ok(TextPooling::Argmax),
+        Some(v) => match v.as_str() {
+            Some("argmax") => Ok(TextPooling::Argmax),
+            Some("eos") => Ok(TextPooling::Eot),
+            Some("last") => Ok(TextPooling::Last),
+            _ => Err(bad(
+                path,
+                format!(
+                    "text_cfg.pool_type = {v}: cliptrain pools text by \"argmax\", \"eos\" or \
+                     \"last\""
+                ),
+            )),
+        },
+    }
 }
 
 /// The `open_clip_config.json` of a model. CLIP: text pooling is `eos` at our end-of-text id
@@ -514,7 +537,11 @@ fn clip_model_cfg(loaded: &LoadedModel) -> Result<Value, String> {
         "heads": t.heads,
         "layers": t.layers,
         "mlp_ratio": export_mlp_ratio(t.width, t.mlp_ratio),
-        "pool_type": "eos",
+        "pool_type": match t.pooling {
+            TextPooling::Eot => "eos",
+            TextPooling::Last => "last",
+            TextPooling::Argmax => "argmax",
+        },
         "eos_id": m.eot_id,
     });
     if m.layer_norm_eps != 1e-5 {
@@ -555,7 +582,7 @@ pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<Str
     crate::checkpoint::write_tensors(&weights, &tensors)?;
     if let Some(tok) = tokenizer {
         let ctx = loaded.source.spec.text.context_length;
-        super::hf::write_tokenizer_files(out, tok, ctx, "CLIPTokenizer")?;
+        super::hf::write_tokenizer_files(out, tok, ctx)?;
     }
     Ok(files.into_iter().map(String::from).collect())
 }
@@ -626,5 +653,54 @@ mod tests {
         for (n, t) in &ours {
             assert!(back[n].equal(t), "{n} changed");
         }
+    }
+
+    #[test]
+    fn text_pooling_is_read_from_both_formats_and_hf_cannot_state_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let oc = |pool: Value| {
+            let path = dir.path().join("oc.json");
+            let text = match pool {
+                Value::Null => json!({"vocab_size": 10}),
+                p => json!({"vocab_size": 10, "pool_type": p}),
+            };
+            write_json(&path, &json!({"model_cfg": {"text_cfg": text}})).unwrap();
+            read_config(&path).map(|(m, _)| m.text.pooling)
+        };
+        assert_eq!(
+            oc(Value::Null).unwrap(),
+            TextPooling::Argmax,
+            "OpenCLIP's default"
+        );
+        assert_eq!(oc(json!("eos")).unwrap(), TextPooling::Eot);
+        assert_eq!(oc(json!("last")).unwrap(), TextPooling::Last);
+        let err = oc(json!("avg")).unwrap_err().to_string();
+        assert!(err.contains("text_cfg.pool_type = \"avg\""), "{err}");
+
+        let hf = |eos: Value| {
+            let path = dir.path().join("config.json");
+            write_json(
+                &path,
+                &json!({"text_config": {"vocab_size": 10, "eos_token_id": eos}}),
+            )
+            .unwrap();
+            let m = crate::source::hf::read_config(&path).unwrap();
+            (m.text.pooling, m.eot_id)
+        };
+        assert_eq!(hf(json!(2)), (TextPooling::Argmax, 9), "HF's legacy argmax");
+        assert_eq!(hf(json!(7)), (TextPooling::Eot, 7));
+
+        let mut spec = ModelConfig::default().spec(7, LossKind::InfoNce);
+        spec.text.pooling = TextPooling::Argmax;
+        let cfg = crate::source::hf::config_json(&spec, None, 0).unwrap();
+        assert_eq!(cfg["text_config"]["eos_token_id"], 2);
+        assert!(cfg["text_config"]["bos_token_id"].is_null());
+        spec.text.pooling = TextPooling::Last;
+        let err = crate::source::hf::config_json(&spec, None, 0).unwrap_err();
+        assert!(err.to_string().contains("pooling = \"last\""), "{err}");
+        spec.text.pooling = TextPooling::Eot;
+        spec.eot_id = 2;
+        let err = crate::source::hf::config_json(&spec, None, 0).unwrap_err();
+        assert!(err.to_string().contains("argmax"), "{err}");
     }
 }

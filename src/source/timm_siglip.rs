@@ -10,7 +10,7 @@
 use super::openclip::{self, bad, int, layer_norm_eps, num, openclip_mlp_ratio};
 use super::{SourceError, header};
 use crate::model::{
-    Activation, LogitHead, ModelKind, ModelSpec, TextConfig, VisionConfig, mlp_width,
+    Activation, LogitHead, ModelKind, ModelSpec, TextConfig, TextPooling, VisionConfig, mlp_width,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -224,6 +224,7 @@ pub(crate) fn read_spec(
             heads: int(path, t, "text_cfg", "heads", 8.0)?,
             mlp_ratio: openclip_mlp_ratio(tw, num(path, t, "text_cfg", "mlp_ratio", 4.0)?),
             activation: (t_act != v_act).then_some(t_act),
+            pooling: TextPooling::Last,
         },
         eot_id: t
             .get("eos_id")

@@ -21,6 +21,7 @@
 //! `str.split()` agree on them (except U+001C–001F, which the control-character step removes
 //! first), so the whitespace collapse turns them into single spaces.
 
+use super::TextClean;
 use tokenizers::NormalizedString;
 
 /// ftfy keeps unescaping and fixing until the text stops changing; entities nested deeper than
@@ -29,18 +30,48 @@ const MAX_FIX_ROUNDS: usize = 8;
 
 /// Cleans one caption the way open_clip's default (`lower`) clean function does.
 pub fn clean_text(text: &str) -> String {
+    clean_whitespace(text).to_lowercase()
+}
+
+/// Cleans one caption per `clean` ([`TextClean::Auto`] cleans as [`TextClean::Clip`]; a
+/// [`crate::text::TextTokenizer`] resolves it first).
+pub fn clean_caption(text: &str, clean: TextClean) -> String {
+    match clean {
+        TextClean::Auto | TextClean::Clip => clean_text(text),
+        TextClean::Whitespace => clean_whitespace(text),
+        TextClean::Canonicalize => canonicalize(&clean_whitespace(text)),
+    }
+}
+
+/// open_clip's `whitespace` clean: fixes, HTML unescaping, whitespace collapsed and stripped.
+fn clean_whitespace(text: &str) -> String {
     let fixed = fix_text(text);
     // html.unescape twice, after ftfy (it catches entities ftfy skipped because of a `<`).
     let once = html_escape::decode_html_entities(&fixed);
     let twice = html_escape::decode_html_entities(&once);
-    let mut out = String::with_capacity(twice.len());
-    for word in twice.split_whitespace() {
+    join_words(twice.split_whitespace())
+}
+
+/// open_clip's `canonicalize_text`: `_` as a space, ASCII punctuation (Python's
+/// `string.punctuation`) removed, lower case, whitespace collapsed.
+fn canonicalize(text: &str) -> String {
+    let kept: String = text
+        .chars()
+        .map(|c| if c == '_' { ' ' } else { c })
+        .filter(|c| !c.is_ascii_punctuation())
+        .collect();
+    join_words(kept.to_lowercase().split_whitespace())
+}
+
+fn join_words<'a>(words: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for word in words {
         if !out.is_empty() {
             out.push(' ');
         }
         out.push_str(word);
     }
-    out.to_lowercase()
+    out
 }
 
 /// The ported subset of `ftfy.fix_text`, repeated until stable as ftfy does.

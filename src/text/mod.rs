@@ -1,5 +1,6 @@
-//! Text side of CLIP: caption cleaning, the BPE tokenizer that turns captions into fixed-length
-//! id rows for the text tower, and training such a tokenizer on our own captions.
+//! Text side of CLIP: caption cleaning, the tokenizer that turns captions into fixed-length id
+//! rows for the text tower (any `tokenizer.json`; [`TokenizerOptions`] and the file decide which
+//! tokens start, end and pad a row), and training a CLIP BPE on our own captions.
 //!
 //! Everything goes through Hugging Face `tokenizer.json` files, so a tokenizer trained here is
 //! readable by `transformers`, and OpenAI CLIP's own (from `scripts/make_clip_tokenizer.py`)
@@ -7,10 +8,12 @@
 
 mod bpe;
 mod clean;
+mod specials;
 mod tokenizer;
 
 pub use bpe::{TrainedBpe, train_bpe};
-pub use clean::clean_text;
+pub use clean::{clean_caption, clean_text};
+pub use specials::{NO_SOT, SIDECAR_FILES, Specials, TextClean, TokenizerOptions};
 pub use tokenizer::TextTokenizer;
 
 use std::path::PathBuf;
@@ -29,10 +32,34 @@ pub enum TextError {
         #[source]
         source: tokenizers::Error,
     },
-    #[error("tokenizer {} has no `{names}` token", path.display())]
-    MissingSpecial { path: PathBuf, names: String },
-    #[error("context_length = {0} leaves no room for start and end tokens (needs at least 2)")]
-    ContextLength(usize),
+    #[error(
+        "tokenizer {} names no end-of-text token: not in its post-processor, not as eos_token \
+         in a tokenizer_config.json / special_tokens_map.json beside it, and it has neither of \
+         CLIP's `<|endoftext|>` / `<end_of_text>`. Its special tokens: {present}. Choose with \
+         data.eot_token (and data.sot_token, \"none\" for no start token, and data.pad_token)",
+        path.display()
+    )]
+    MissingSpecial { path: PathBuf, present: String },
+    #[error(
+        "{key} = {token:?} is not a token of tokenizer {}; its special tokens: {present}",
+        path.display()
+    )]
+    UnknownSpecial {
+        path: PathBuf,
+        key: &'static str,
+        token: String,
+        present: String,
+    },
+    #[error("{}: {reason}", path.display())]
+    Sidecar { path: PathBuf, reason: String },
+    #[error(
+        "context_length = {context_length} leaves no room for the start and end tokens (needs \
+         at least {needed})"
+    )]
+    ContextLength {
+        context_length: usize,
+        needed: usize,
+    },
     #[error("cannot turn off the truncation of tokenizer {}", path.display())]
     Configure {
         path: PathBuf,
@@ -59,5 +86,7 @@ pub enum TextError {
     Build(String),
 }
 
+#[cfg(test)]
+mod specials_tests;
 #[cfg(test)]
 mod tests;

@@ -58,14 +58,14 @@ fn tokenizer(context_length: usize) -> (tempfile::TempDir, TextTokenizer) {
 fn trained_vocab_has_clip_layout_with_specials_on_top() {
     let (_dir, tok) = tokenizer(16);
     assert_eq!(tok.vocab_size(), VOCAB);
-    assert_eq!(tok.sot_id() as usize, VOCAB - 2);
+    assert_eq!(tok.sot_id(), Some(VOCAB as u32 - 2));
     assert_eq!(tok.eot_id() as usize, VOCAB - 1);
     let inner = tok.inner();
     let symbols = byte_symbols();
     assert_eq!(inner.token_to_id("!"), Some(0));
     assert_eq!(inner.token_to_id(&symbols[255].to_string()), Some(255));
     assert_eq!(inner.token_to_id("!</w>"), Some(256));
-    assert_eq!(inner.token_to_id(SOT), Some(tok.sot_id()));
+    assert_eq!(inner.token_to_id(SOT), tok.sot_id());
     assert_eq!(inner.token_to_id(EOT), Some(tok.eot_id()));
 }
 
@@ -124,7 +124,7 @@ fn rows_are_fixed_length_sot_first_and_zero_padded() {
         .unwrap();
     assert_eq!(ids.len(), 3 * 16);
     for row in ids.chunks(16) {
-        assert_eq!(row[0], i64::from(tok.sot_id()));
+        assert_eq!(row[0], i64::from(tok.sot_id().unwrap()));
         let eot = row
             .iter()
             .position(|&id| id == i64::from(tok.eot_id()))
@@ -142,7 +142,7 @@ fn rows_are_fixed_length_sot_first_and_zero_padded() {
 #[test]
 fn empty_and_blank_captions_are_sot_eot() {
     let (_dir, tok) = tokenizer(8);
-    let (sot, eot) = (i64::from(tok.sot_id()), i64::from(tok.eot_id()));
+    let (sot, eot) = (i64::from(tok.sot_id().unwrap()), i64::from(tok.eot_id()));
     let ids = tok.encode_batch(&["", " \t\u{a0}\n"]).unwrap();
     for row in ids.chunks(8) {
         assert_eq!(row, [sot, eot, 0, 0, 0, 0, 0, 0]);
@@ -156,7 +156,7 @@ fn truncation_keeps_eot_in_the_last_slot() {
     let full = tok.encode_tokens(&caption).unwrap();
     assert!(full.len() > 8);
     let row = tok.encode_batch(&[&caption]).unwrap();
-    let mut expected = vec![i64::from(tok.sot_id())];
+    let mut expected = vec![i64::from(tok.sot_id().unwrap())];
     expected.extend(full[..6].iter().map(|&id| i64::from(id)));
     expected.push(i64::from(tok.eot_id()));
     assert_eq!(row, expected);
@@ -200,15 +200,37 @@ fn save_round_trips() {
 fn missing_specials_and_bad_sizes_are_clear_errors() {
     let (dir, _tok) = tokenizer(16);
     let json = std::fs::read_to_string(dir.path().join("tokenizer.json")).unwrap();
-    let renamed = dir.path().join("no-eot.json");
-    std::fs::write(&renamed, json.replace(EOT, "<|end|>")).unwrap();
-    let err = TextTokenizer::from_file(&renamed, 16).unwrap_err();
+    // Renamed, and no post-processor naming the new name: nothing says which token ends a row.
+    let mut renamed: serde_json::Value =
+        serde_json::from_str(&json.replace(EOT, "<|end|>")).unwrap();
+    renamed["post_processor"] = serde_json::Value::Null;
+    let path = dir.path().join("no-eot.json");
+    std::fs::write(&path, renamed.to_string()).unwrap();
+    let err = TextTokenizer::from_file(&path, 16).unwrap_err();
     assert!(matches!(err, TextError::MissingSpecial { .. }), "{err}");
     let msg = err.to_string();
-    assert!(msg.contains("no-eot.json") && msg.contains(EOT), "{msg}");
+    for want in [
+        "no-eot.json",
+        EOT,
+        "`<|startoftext|>` (598), `<|end|>` (599)",
+        "data.eot_token",
+        "data.sot_token",
+        "data.pad_token",
+    ] {
+        assert!(msg.contains(want), "{want:?} not in: {msg}");
+    }
 
     let err = TextTokenizer::from_file(dir.path().join("tokenizer.json"), 1).unwrap_err();
-    assert!(matches!(err, TextError::ContextLength(1)), "{err}");
+    assert!(
+        matches!(
+            err,
+            TextError::ContextLength {
+                context_length: 1,
+                needed: 2
+            }
+        ),
+        "{err}"
+    );
     let err = train_bpe(std::iter::empty(), 100, &dir.path().join("x.json")).unwrap_err();
     assert!(matches!(err, TextError::VocabSize(100)), "{err}");
 }
@@ -219,7 +241,7 @@ fn special_token_text_in_a_caption_is_plain_text() {
     let row = tok
         .encode_batch(&["a dog <|endoftext|> <|startoftext|> on the beach"])
         .unwrap();
-    let (sot, eot) = (i64::from(tok.sot_id()), i64::from(tok.eot_id()));
+    let (sot, eot) = (i64::from(tok.sot_id().unwrap()), i64::from(tok.eot_id()));
     assert_eq!(row.iter().filter(|&&id| id == sot).count(), 1);
     assert_eq!(row.iter().filter(|&&id| id == eot).count(), 1);
     let last = row.iter().rposition(|&id| id != 0).unwrap();

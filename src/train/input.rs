@@ -2,7 +2,7 @@
 //! its batches copied to the run's device one batch ahead.
 use super::TrainError;
 use crate::checkpoint::TrainState;
-use crate::config::{Config, DataMode};
+use crate::config::{Config, DataMode, TextPooling};
 use crate::data::buffers::HostMemory;
 use crate::data::device::DeviceBatches;
 use crate::data::loader::{Loader, LoaderOptions};
@@ -23,17 +23,27 @@ pub(super) fn load_tokenizer(cfg: &Config) -> Result<TextTokenizer, TrainError> 
             "data.tokenizer is empty: training needs a tokenizer.json (train one with `cliptrain tokenizer train`)".into(),
         ));
     }
-    let tok = TextTokenizer::from_file(path, cfg.model.text.context_length).map_err(|source| {
-        TrainError::Tokenizer {
-            path: path.clone(),
-            source,
-        }
+    let opts = cfg.data.tokenizer_options(cfg.model.text.context_length);
+    let tok = TextTokenizer::load(path, &opts).map_err(|source| TrainError::Tokenizer {
+        path: path.clone(),
+        source,
     })?;
     if tok.vocab_size() > cfg.model.text.vocab_size {
         return Err(TrainError::Setup(format!(
             "data.tokenizer {path} has {} ids but model.text.vocab_size = {}; raise model.text.vocab_size to at least {}",
             tok.vocab_size(),
             cfg.model.text.vocab_size,
+            tok.vocab_size()
+        )));
+    }
+    // Argmax pooling finds the end token only when no id in a row is larger.
+    let largest = tok.vocab_size().saturating_sub(1) as u32;
+    if cfg.model.text.pooling == TextPooling::Argmax && tok.eot_id() != largest {
+        return Err(TrainError::Setup(format!(
+            "model.text.pooling = \"argmax\" pools at a row's largest id, but the end token of \
+             data.tokenizer {path} is id {} of {}: text ids above it would be pooled instead; \
+             use pooling = \"eot\"",
+            tok.eot_id(),
             tok.vocab_size()
         )));
     }
