@@ -247,14 +247,14 @@ fn check_supported(path: &Path, m: &Value, v: &Value, t: &Value) -> Result<(), S
             "text_cfg.hf_model_name = {name:?}: a Hugging Face text tower (RoBERTa, XLM-R, \
              mT5, NLLB); cliptrain's text tower is CLIP's Transformer"
         ))
-    } else if let Some(name) = text_of(v, "timm_model_name") {
-        Some(format!(
+    } else {
+        text_of(v, "timm_model_name").map(|name| {
+            format!(
             "vision_cfg.timm_model_name = {name:?}: a timm image tower (EVA, ConvNeXt, ViTamin, \
              MobileCLIP, PE, Swin); cliptrain builds OpenCLIP's own ViT, and timm's SigLIP \
              trunks (vit_<size>_patch<P>_siglip_<R>) as model.kind = \"siglip\""
-        ))
-    } else {
-        None
+        )
+        })
     };
     if let Some(reason) = family {
         return Err(bad(path, format!("cannot be loaded: {reason}")));
