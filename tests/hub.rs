@@ -605,18 +605,38 @@ fn a_download_another_process_holds_is_waited_for_not_repeated() {
         .env_remove("HF_HUB_OFFLINE")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    // Longer than hf-hub's own wait for a lock (about 5 s), so cliptrain's takes over.
-    std::thread::sleep(std::time::Duration::from_secs(7));
-    std::fs::write(blobs.join(&tag), &weights).unwrap();
+    let mut child = cmd.spawn().unwrap();
+    // No timing assumptions: the lock stays held until cliptrain has exited. Once cliptrain
+    // says it waits (hf-hub's own ~5 s attempt has given up), the "other process" puts the
+    // finished blob in place (renamed, so it is never seen half-written); cliptrain must find
+    // it and link it without downloading.
+    let (said, waiting) = std::sync::mpsc::channel();
+    let pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut log = String::new();
+        for line in std::io::BufReader::new(pipe).lines() {
+            let line = line.unwrap_or_default();
+            if line.contains("another process is downloading model.safetensors") {
+                said.send(()).ok();
+            }
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log
+    });
+    let waited = waiting.recv_timeout(std::time::Duration::from_secs(300));
+    let part = blobs.join("finished-elsewhere.tmp");
+    std::fs::write(&part, &weights).unwrap();
+    std::fs::rename(&part, blobs.join(&tag)).unwrap();
+    let status = child.wait().unwrap();
     drop(lock);
-    let out = child.wait_with_output().unwrap();
-    let log = stderr(&out);
-    assert!(out.status.success(), "{log}");
+    let log = reader.join().unwrap();
     assert!(
-        log.contains("another process is downloading model.safetensors"),
-        "{log}"
+        waited.is_ok(),
+        "cliptrain never said it waits for the lock:\n{log}"
     );
+    assert!(status.success(), "{log}");
     let snap = snapshot(&cache, MAIN);
     assert_eq!(
         std::fs::read(snap.join("model.safetensors")).unwrap(),

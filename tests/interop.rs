@@ -159,6 +159,25 @@ fn read(path: &Path) -> HashMap<String, Tensor> {
         .collect()
 }
 
+/// The model encodes `d/inputs.safetensors` into `d/outputs.safetensors` (what open_clip
+/// computed) within [`TOL`].
+fn assert_reproduces_open_clip(loaded: &LoadedModel, d: &Path, label: &str) {
+    let m = &loaded.model;
+    let inputs = read(&d.join("inputs.safetensors"));
+    let reference = read(&d.join("outputs.safetensors"));
+    let (img, txt) = tch::no_grad(|| {
+        (
+            m.encode_image(&inputs["pixel_values"]),
+            m.encode_text(&inputs["input_ids"]),
+        )
+    });
+    for (name, t) in [("image_features", img), ("text_features", txt)] {
+        let diff = (&t - &reference[name]).abs().max().double_value(&[]);
+        println!("open_clip -> ours, {label}: {name} max abs diff {diff:.3e}");
+        assert!(diff <= TOL, "{label} {name}: {diff} > {TOL}");
+    }
+}
+
 #[test]
 fn open_clip_state_dict_reproduces_open_clip_outputs() {
     for (act, ours) in [
@@ -179,20 +198,8 @@ fn open_clip_state_dict_reproduces_open_clip_outputs() {
             Some(([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]))
         );
         let loaded = source.clone().load(Device::Cpu).unwrap();
-        let (m, vs) = (&loaded.model, &loaded.vs);
-        let inputs = read(&d.join("inputs.safetensors"));
-        let reference = read(&d.join("outputs.safetensors"));
-        let (img, txt) = tch::no_grad(|| {
-            (
-                m.encode_image(&inputs["pixel_values"]),
-                m.encode_text(&inputs["input_ids"]),
-            )
-        });
-        for (name, t) in [("image_features", img), ("text_features", txt)] {
-            let diff = (&t - &reference[name]).abs().max().double_value(&[]);
-            println!("open_clip -> ours, {act}: {name} max abs diff {diff:.3e}");
-            assert!(diff <= TOL, "{name}: {diff} > {TOL}");
-        }
+        let vs = &loaded.vs;
+        assert_reproduces_open_clip(&loaded, d, act);
         let scale = vs.variables()["logit_scale"].double_value(&[]);
         assert!((scale - 2.1).abs() < 1e-6, "logit_scale {scale}");
         // The quick_gelu variant has MLP ratios OpenCLIP truncates (int(64·2.6667) = 170,
@@ -252,19 +259,7 @@ fn open_clip_siglip_state_dict_reproduces_open_clip_outputs() {
     assert_eq!(s.text.activation, None);
     let loaded = source.clone().load(Device::Cpu).unwrap();
     let m = &loaded.model;
-    let inputs = read(&d.join("inputs.safetensors"));
-    let reference = read(&d.join("outputs.safetensors"));
-    let (img, txt) = tch::no_grad(|| {
-        (
-            m.encode_image(&inputs["pixel_values"]),
-            m.encode_text(&inputs["input_ids"]),
-        )
-    });
-    for (name, t) in [("image_features", img), ("text_features", txt)] {
-        let diff = (&t - &reference[name]).abs().max().double_value(&[]);
-        println!("open_clip SigLIP -> ours: {name} max abs diff {diff:.3e}");
-        assert!(diff <= TOL, "{name}: {diff} > {TOL}");
-    }
+    assert_reproduces_open_clip(&loaded, d, "SigLIP");
     let bias = m.logit_bias().unwrap().double_value(&[0]);
     assert!((bias + 3.5).abs() < 1e-6, "logit_bias {bias}");
     let original = read(&d.join("open_clip_model.safetensors"));
