@@ -198,7 +198,8 @@ def openclip_siglip_make(d: Path) -> int:
                        "timm_model_pretrained": False, "timm_pool": "map", "timm_proj": "none"},
         "text_cfg": {"context_length": CTX, "vocab_size": VOCAB, "width": 64, "heads": 4,
                      "layers": 2, "no_causal_mask": True, "proj_bias": True,
-                     "pool_type": "last", "norm_kwargs": {"eps": 1e-6}},
+                     "pool_type": "last", "norm_kwargs": {"eps": 1e-6},
+                     "tokenizer_kwargs": {"clean": "canonicalize"}},
     }
     model = open_clip.model.CustomTextCLIP(
         **{k: v for k, v in cfg.items() if k != "custom_text"}).eval()

@@ -5,7 +5,10 @@
 mod common;
 use cliptrain::config::{Activation, LossKind, ModelConfig};
 use cliptrain::model::{ClipModel, LoadMode, ModelError, ModelKind, mlp_width};
-use cliptrain::source::{LoadedModel, ModelSource, SourceError, SourceKind, hf, timm_siglip};
+use cliptrain::source::{
+    LoadedModel, ModelSource, SourceError, SourceKind, hf, openclip, timm_siglip,
+};
+use cliptrain::text::TextClean;
 use common::tiny_run::{trained_checkpoint, trained_run};
 use common::{cliptrain, ok};
 use std::collections::HashMap;
@@ -257,6 +260,17 @@ fn open_clip_siglip_state_dict_reproduces_open_clip_outputs() {
         "timm's base trunk: exact GELU"
     );
     assert_eq!(s.text.activation, None);
+    // OpenCLIP's SigLIP cleans captions with "canonicalize"; a value it lacks is named.
+    let config = d.join("open_clip_config.json");
+    assert_eq!(
+        openclip::read_text_clean(&config).unwrap(),
+        Some(TextClean::Canonicalize)
+    );
+    let bad = d.join("bad-clean.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&bad, text.replace("\"canonicalize\"", "\"shout\"")).unwrap();
+    let e = openclip::read_text_clean(&bad).unwrap_err().to_string();
+    assert!(e.contains("tokenizer_kwargs.clean = \"shout\""), "{e}");
     let loaded = source.clone().load(Device::Cpu).unwrap();
     let m = &loaded.model;
     assert_reproduces_open_clip(&loaded, d, "SigLIP");

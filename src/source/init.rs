@@ -109,6 +109,12 @@ impl ModelSource {
                     cfg.data.pad_token.clone_from(&d.pad_token);
                     cfg.data.text_clean = d.text_clean;
                 }
+                // An OpenCLIP folder's stated cleaning goes with its tokenizer.
+                if let Some(clean) = self.text_clean {
+                    cfg.data.text_clean = clean;
+                    let name = format!("{clean:?}").to_lowercase();
+                    notes.push(format!("data.text_clean = {name} (from the source)"));
+                }
             } else if Path::new(&cfg.data.tokenizer) != tok {
                 notes.push(format!(
                     "data.tokenizer = {} is kept although the source has {}",

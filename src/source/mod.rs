@@ -176,6 +176,8 @@ pub struct ModelSource {
     pub step: Option<u64>,
     /// A checkpoint's saved `config.toml`.
     saved: Option<Config>,
+    /// The caption cleaning an OpenCLIP folder states (`tokenizer_kwargs.clean`).
+    text_clean: Option<crate::text::TextClean>,
 }
 
 impl std::fmt::Debug for ModelSource {
@@ -219,10 +221,16 @@ impl ModelSource {
         // A checkpoint's own data keys choose its specials; other folders state them in the
         // tokenizer files (tokenizer_config.json beside tokenizer.json).
         let ctx = d.spec.text.context_length;
-        let opts = match &d.saved {
+        let mut opts = match &d.saved {
             Some(saved) => saved.data.tokenizer_options(ctx),
             None => TokenizerOptions::new(ctx),
         };
+        // An OpenCLIP folder may say how its captions are cleaned (SigLIP's "canonicalize").
+        let text_clean = match d.kind {
+            SourceKind::OpenClip => openclip::read_text_clean(&config)?,
+            _ => None,
+        };
+        opts.clean = text_clean.unwrap_or(opts.clean);
         let tokenizer = match &tokenizer_path {
             Some(p) => Some(Arc::new(TextTokenizer::load(p, &opts)?)),
             None => None,
@@ -245,6 +253,7 @@ impl ModelSource {
             image_mean_std: d.image_mean_std,
             step,
             saved: d.saved,
+            text_clean,
         })
     }
 

@@ -9,6 +9,7 @@ use super::{LoadedModel, SourceError, timm_siglip, write_json};
 use crate::model::{
     Activation, LogitHead, ModelKind, ModelSpec, TextConfig, TextPooling, VisionConfig, mlp_width,
 };
+use crate::text::TextClean;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -374,6 +375,42 @@ pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), S
     Ok((model, triple("mean").zip(triple("std"))))
 }
 
+/// The caption cleaning an `open_clip_config.json` states (`text_cfg.tokenizer_kwargs.clean`:
+/// `lower`, `whitespace` or `canonicalize`, as open_clip's tokenizers take it); `None` when it
+/// states none.
+pub fn read_text_clean(path: &Path) -> Result<Option<TextClean>, SourceError> {
+    let json = super::read_json(path)?;
+    let m = json.get("model_cfg").unwrap_or(&json);
+    let clean = m
+        .get("text_cfg")
+        .and_then(|t| t.get("tokenizer_kwargs"))
+        .and_then(|k| k.get("clean"));
+    match clean {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_str() {
+            Some("lower") => Ok(Some(TextClean::Clip)),
+            Some("whitespace") => Ok(Some(TextClean::Whitespace)),
+            Some("canonicalize") => Ok(Some(TextClean::Canonicalize)),
+            _ => Err(bad(
+                path,
+                format!(
+                    "text_cfg.tokenizer_kwargs.clean = {v}: cliptrain cleans captions as \
+                     open_clip's \"lower\", \"whitespace\" or \"canonicalize\""
+                ),
+            )),
+        },
+    }
+}
+
+/// open_clip's name for a (resolved) caption cleaning.
+fn clean_name(clean: TextClean) -> &'static str {
+    match clean {
+        TextClean::Auto | TextClean::Clip => "lower",
+        TextClean::Whitespace => "whitespace",
+        TextClean::Canonicalize => "canonicalize",
+    }
+}
+
 /// `key` of a config section as a count, `default` when absent.
 pub(super) fn int(
     path: &Path,
@@ -488,8 +525,11 @@ pub fn config_json(loaded: &LoadedModel, with_tokenizer: bool) -> Result<Value, 
         }
         ModelKind::Clip => clip_model_cfg(loaded).map_err(unsupported)?,
     };
-    if with_tokenizer {
+    if let Some(tok) = loaded.source.tokenizer.as_ref().filter(|_| with_tokenizer) {
         model_cfg["text_cfg"]["hf_tokenizer_name"] = json!("tokenizer.json");
+        // open_clip's HFTokenizer cleans with "whitespace" unless told: state ours.
+        model_cfg["text_cfg"]["tokenizer_kwargs"] =
+            json!({"clean": clean_name(tok.specials().clean)});
     }
     Ok(json!({
         "model_cfg": model_cfg,
