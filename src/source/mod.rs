@@ -48,8 +48,15 @@ pub enum SourceError {
     BadConfig { path: PathBuf, reason: String },
     #[error(
         "{} has no tokenizer: put its tokenizer.json in the folder (a checkpoint may also name \
-         one in data.tokenizer of its config.toml)",
-        .0.display()
+         one in data.tokenizer of its config.toml){}",
+        .0.display(),
+        if .0.join("spiece.model").is_file() {
+            ". Its spiece.model is a SentencePiece model, which cliptrain does not read: convert \
+             it to a tokenizer.json once (transformers' convert_slow_tokenizer, with the \
+             sentencepiece package) and put that in the folder"
+        } else {
+            ""
+        }
     )]
     NoTokenizer(PathBuf),
     /// A strict `model.init_from` that does not fit the run's model.
@@ -352,4 +359,25 @@ fn describe(path: &Path) -> Result<Described, SourceError> {
         saved: Some(saved),
         dir,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SourceError;
+
+    #[test]
+    fn a_missing_tokenizer_beside_a_sentencepiece_model_says_how_to_convert() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = SourceError::NoTokenizer(dir.path().into()).to_string();
+        assert!(
+            plain.contains("has no tokenizer") && !plain.contains("spiece"),
+            "{plain}"
+        );
+        std::fs::write(dir.path().join("spiece.model"), b"sentencepiece").unwrap();
+        let spiece = SourceError::NoTokenizer(dir.path().into()).to_string();
+        assert!(
+            spiece.contains("spiece.model is a SentencePiece model") && spiece.contains("convert"),
+            "{spiece}"
+        );
+    }
 }
