@@ -2,7 +2,9 @@
 # The one-shot GPU check (issue 13): on a host with a CUDA GPU, in under 8 minutes, runs
 #   1. `cliptrain env` (CUDA available, the device), the binary running on the host's torch;
 #   2. a tiny bf16 run on cuda that checkpoints at step 10, then resumes to step 20 (loss finite);
-#   3. a 1-rank NCCL job through `cliptrain launch --nproc-per-node 1` (loss finite);
+#   3. a tiny SigLIP (model.kind = "siglip") with patch dropout and activation checkpointing, bf16
+#      on cuda, 10 steps (loss finite);
+#      a 1-rank NCCL job through `cliptrain launch --nproc-per-node 1` (loss finite);
 #   4. ViT-B/32, 224 px, bf16, AdamW at batch 256 and at 1024 with micro-batch 256, for cliptrain
 #      and for OpenCLIP (scripts/bench_train.py; same shards, tokenizer, hyper-parameters and
 #      loader cores): samples/s over steps 11-40, data-wait fraction, peak GPU memory, model
@@ -115,6 +117,16 @@ if [[ $SMOKE == 1 ]]; then
   STEPS=20 LOG_EVERY=5 WINDOW_FROM=5 # windows end at 10, 15, 20: steps 6-20
   PRESET_TOML=$WORK/configs/smoke-model.toml
   TINY_TOML=$PRESET_TOML
+  SIGLIP_TOML=$WORK/configs/smoke-siglip.toml
+  cat >"$SIGLIP_TOML" <<'TOML'
+extends = "smoke-model.toml"
+[model]
+kind = "siglip"
+activation = "gelu_tanh"
+layer_norm_eps = 1e-6
+[loss]
+kind = "siglip"
+TOML
   cat >"$PRESET_TOML" <<'TOML'
 [model]
 embed_dim = 64
@@ -138,6 +150,7 @@ else
   STEPS=40 LOG_EVERY=10 WINDOW_FROM=10 # windows end at 20, 30, 40: steps 11-40
   PRESET_TOML=$ROOT/configs/models/$PRESET.toml
   TINY_TOML=$ROOT/configs/models/tiny.toml
+  SIGLIP_TOML=$ROOT/configs/models/siglip-tiny.toml
 fi
 DATA=$WORK/data
 LAST_SHARD=$(printf '%06d' $(((SYNTH_N + SHARD - 1) / SHARD - 1)))
@@ -305,6 +318,11 @@ phase tokenizer 60 "$BIN" -q tokenizer train --data "$SPEC" --vocab-size 1024 --
 cfg=$(write_config tiny "$TINY_TOML" "$TINY_BATCH" 0 20 5 10)
 phase tiny_train 90 "$BIN" train --config "$cfg" --stop-at-step 10 "${SETS[@]}"
 phase tiny_resume 90 "$BIN" train --config "$cfg" --resume auto "${SETS[@]}"
+# SigLIP (attention-pooling head, bidirectional text) under autocast, with patch dropout and
+# activation checkpointing (the C++ recompute function on the device's autograd threads).
+cfg=$(write_config siglip "$SIGLIP_TOML" "$TINY_BATCH" 0 10 5 0)
+phase siglip 90 "$BIN" train --config "$cfg" --set model.grad_checkpointing=true \
+  --set model.vision.patch_dropout=0.5 "${SETS[@]}"
 cfg=$(write_config nccl "$TINY_TOML" "$TINY_BATCH" 0 10 5 0)
 phase nccl 90 "$BIN" launch --nproc-per-node 1 --master-port "$PORT" -- train --config "$cfg" "${SETS[@]}"
 

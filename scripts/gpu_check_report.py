@@ -171,6 +171,10 @@ class Checker:
         resumed = "resumed from" in text
         return ok and resumed, f"resumed at step 10: {resumed}; loss finite to step 20 {d['losses']}", d
 
+    def check_siglip(self, name):
+        ok, d, _ = self.short_run("siglip", name, 10)
+        return ok, f"SigLIP with patch dropout 0.5 and activation checkpointing: loss finite to step 10 {d['losses']}", d
+
     def check_nccl(self, name):
         ok, d, text = self.short_run("nccl", name, 10)
         joined = "process group of 1 ranks joined" in text
