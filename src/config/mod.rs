@@ -3,9 +3,11 @@
 //! `configs/reference.toml` documents each field and is checked against `Config::default()` by a
 //! test, so the documentation cannot drift from the code. Loading (files, `extends`, `--set`)
 //! lives in [`load`], the rules a loaded config must satisfy in [`validate`].
+mod choices;
 mod load;
 mod validate;
 
+pub use choices::{DataMode, DeviceSpec, LogitScaleMode, LossKind, Precision, Progress, Schedule};
 pub use load::{ConfigError, Origin, load, load_str};
 pub use validate::validate;
 // The model's own types: the TOML sections deserialize straight into what the towers take.
@@ -16,9 +18,7 @@ pub use crate::text::TextClean;
 use crate::text::TokenizerOptions;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
-use std::str::FromStr;
 
 /// A whole run: what to train, on what, how, and where results go.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -541,132 +541,6 @@ impl Default for FinetuneConfig {
             logit_scale: LogitScaleMode::Train,
         }
     }
-}
-
-/// What happens to the loaded temperature `logit_scale` when fine-tuning.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogitScaleMode {
-    /// Keep the loaded value and train it.
-    Train,
-    /// Keep the loaded value fixed.
-    Freeze,
-    /// Start again from the loss's initial value (ln 1/0.07, or ln 10 for SigLIP) and train it.
-    Reset,
-}
-
-/// Where tensors live: `"auto"` picks CUDA device 0 when available, else the CPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum DeviceSpec {
-    Auto,
-    Cpu,
-    Cuda(usize),
-}
-
-impl DeviceSpec {
-    /// The concrete libtorch device; `auto` resolves by what this host has.
-    pub fn resolve(self) -> tch::Device {
-        match self {
-            DeviceSpec::Auto => tch::Device::cuda_if_available(),
-            DeviceSpec::Cpu => tch::Device::Cpu,
-            DeviceSpec::Cuda(i) => tch::Device::Cuda(i),
-        }
-    }
-}
-
-impl FromStr for DeviceSpec {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(DeviceSpec::Auto),
-            "cpu" => Ok(DeviceSpec::Cpu),
-            "cuda" => Ok(DeviceSpec::Cuda(0)),
-            _ => s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(DeviceSpec::Cuda)
-                .ok_or_else(|| {
-                    format!(
-                        "\"{s}\" is not a device; use \"auto\", \"cpu\", \"cuda\" or \"cuda:N\""
-                    )
-                }),
-        }
-    }
-}
-
-impl TryFrom<String> for DeviceSpec {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<DeviceSpec> for String {
-    fn from(d: DeviceSpec) -> String {
-        d.to_string()
-    }
-}
-
-impl fmt::Display for DeviceSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DeviceSpec::Auto => f.write_str("auto"),
-            DeviceSpec::Cpu => f.write_str("cpu"),
-            DeviceSpec::Cuda(i) => write!(f, "cuda:{i}"),
-        }
-    }
-}
-
-/// Numeric precision of the forward/backward pass; weights and optimizer state stay fp32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    Fp32,
-    /// bf16 autocast (CUDA; also runs on CPU).
-    Bf16,
-    /// fp16 autocast with dynamic loss scaling (`run.loss_scale`). Runs on the CPU too, slowly:
-    /// its use there is testing the CUDA path.
-    Fp16,
-}
-
-/// How shards are drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DataMode {
-    /// Each shard once per epoch, shard order shuffled per epoch.
-    Epoch,
-    /// Shards drawn with replacement (OpenCLIP's `--dataset-resampled`).
-    Resampled,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LossKind {
-    /// Symmetric InfoNCE over the batch (CLIP).
-    InfoNce,
-    /// Pairwise sigmoid loss with a learnable bias (SigLIP).
-    Siglip,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Schedule {
-    /// Linear warmup, then cosine decay to `min_lr`.
-    Cosine,
-    /// Linear warmup, then constant.
-    Constant,
-    /// Linear warmup, constant, then linear decay to `min_lr` over `cooldown_steps`.
-    ConstantCooldown,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Progress {
-    /// A progress bar on a terminal, plain log lines otherwise.
-    Auto,
-    Bar,
-    Plain,
 }
 
 impl Config {
