@@ -532,10 +532,15 @@ pub fn hf_shapes(shapes: BTreeMap<String, Vec<u64>>) -> BTreeMap<String, Vec<u64
     for kind in ["weight", "bias"] {
         let q = shapes.get(&format!("{POOL_Q}{kind}"));
         let kv = shapes.get(&format!("{POOL_KV}{kind}"));
+        // The same rule as `to_hf`: a pair that does not stack (a 0-dim or mismatched header
+        // entry) maps to nothing, and the shape check names the missing in_proj.
         if let (Some(q), Some(kv)) = (q, kv) {
-            let mut fused = q.clone();
-            fused[0] += kv[0];
-            out.insert(format!("{POOL_IN}{kind}"), fused);
+            let signed = |s: &[u64]| s.iter().map(|&d| d as i64).collect::<Vec<_>>();
+            if pool_pair_fits(&signed(q), &signed(kv)) {
+                let mut fused = q.clone();
+                fused[0] += kv[0];
+                out.insert(format!("{POOL_IN}{kind}"), fused);
+            }
         }
     }
     out

@@ -228,3 +228,14 @@ fn header_shapes_map_as_the_tensors_do() {
         .collect();
     assert_eq!(hf_shapes(shapes), want);
 }
+
+#[test]
+fn a_pooling_pair_that_does_not_stack_maps_to_nothing_in_the_header() {
+    let shapes = BTreeMap::from([
+        ("visual.trunk.attn_pool.q.weight".to_string(), vec![]),
+        ("visual.trunk.attn_pool.kv.weight".to_string(), vec![16, 8]),
+        ("visual.trunk.attn_pool.q.bias".to_string(), vec![8]),
+        ("visual.trunk.attn_pool.kv.bias".to_string(), vec![]),
+    ]);
+    assert!(hf_shapes(shapes).is_empty());
+}
