@@ -6,11 +6,10 @@
 //! (`images` or `texts`), `checkpoint` (the absolute model folder that encoded it — a
 //! checkpoint, or a Hugging Face or OpenCLIP folder — so a search can encode its query with the
 //! same model) and `format` (`cliptrain-index-1`).
-use crate::config::Precision;
 use crate::data::SkipCounts;
-use crate::eval::source::{EvalBatches, Want};
+use crate::eval::batches::{EvalBatches, Want};
 use crate::eval::{Encoder, EvalError, eval_images};
-use crate::source::{LoadedModel, SourceError};
+use crate::interop::{LoadedModel, SourceError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -47,13 +46,13 @@ impl Embedder {
     }
 
     fn encoder(&self) -> Encoder<'_> {
-        Encoder {
-            model: &self.loaded.model,
-            tokenizer: self.tokenizer.clone(),
-            device: self.loaded.vs.device(),
-            precision: Precision::Fp32,
-            batch_size: self.batch_size,
-        }
+        Encoder::new(
+            &self.loaded.model,
+            self.tokenizer.clone(),
+            self.loaded.vs.device(),
+            None,
+            self.batch_size,
+        )
     }
 
     /// `[N, D]` L2-normalised text embeddings, on the CPU.
@@ -72,7 +71,7 @@ impl Embedder {
         let encoder = self.encoder();
         let mut batches = EvalBatches::open(spec, Want::Images, &prep, &[], encoder.tokenizer())?;
         let (mut keys, mut parts) = (Vec::new(), Vec::new());
-        let pixels = prep.pixel_norm(encoder.device);
+        let pixels = prep.pixel_norm(encoder.device());
         while let Some(b) = batches.next_batch()? {
             parts.push(encoder.images(&b.images, &pixels)?.to_device(Device::Cpu));
             keys.extend(b.keys);

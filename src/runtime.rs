@@ -133,6 +133,12 @@ pub fn device(spec: DeviceSpec) -> Result<tch::Device, DeviceUnavailable> {
     Ok(spec.resolve())
 }
 
+/// libtorch's own build report (`torch.__config__.show()`) and its thread settings
+/// (`torch.__config__.parallel_info()`), for `cliptrain env --build-config`.
+pub fn build_report() -> (String, String) {
+    (shim::build_config(), shim::parallel_info())
+}
+
 /// The cores this process may use.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -57,6 +57,25 @@ impl RunLock {
         }
         Ok(Self { _file: file })
     }
+
+    /// Whether [`acquire`](Self::acquire) would succeed now, creating nothing: refused as it
+    /// would be while another process holds `run_dir`'s lock (`cliptrain config check`).
+    pub fn check_free(run_dir: &Path) -> Result<(), CheckpointError> {
+        let path = run_dir.join(LOCK_FILE);
+        let Ok(mut file) = std::fs::File::open(&path) else {
+            return Ok(());
+        };
+        // SAFETY: flock on a descriptor this function owns; closing it releases the probe.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        Err(CheckpointError::Locked {
+            dir: run_dir.to_path_buf(),
+            holder: holder.trim().to_string(),
+        })
+    }
 }
 
 /// Removes every checkpoint-write temporary in `run_dir`; returns what was removed.
@@ -116,7 +135,12 @@ mod tests {
         let pid = std::process::id().to_string();
         assert!(matches!(&err, CheckpointError::Locked { holder, .. } if *holder == pid));
         assert!(err.to_string().contains(&format!("pid {pid}")), "{err}");
+        assert!(matches!(
+            RunLock::check_free(&run),
+            Err(CheckpointError::Locked { .. })
+        ));
         drop(first);
+        RunLock::check_free(&run).expect("free once the holder is gone");
         RunLock::acquire(&run).expect("free again once the holder is gone");
     }
 }

@@ -6,7 +6,7 @@ use cliptrain::config::{DataConfig, DataMode, OptimConfig};
 use cliptrain::data::buffers::HostMemory;
 use cliptrain::data::inspect::inspect;
 use cliptrain::data::loader::{Loader, LoaderOptions};
-use cliptrain::data::mixture::{SampleStream, Source, Sources};
+use cliptrain::data::mixture::{Component, SampleStream, TrainShards};
 use cliptrain::data::sample::SampleKeys;
 use cliptrain::data::spec::parse_spec;
 use cliptrain::data::stream::{Order, StreamOptions};
@@ -116,17 +116,17 @@ fn data(args: DataBenchArgs) -> anyhow::Result<()> {
     let tokenizer = Arc::new(TextTokenizer::load(&tok_path, &opts)?);
     let parts = super::data_cmd::data_parts(&d)?;
     let sources = if d.sources.is_empty() {
-        Sources::Single(parse_spec(&d.train)?)
+        TrainShards::Single(parse_spec(&d.train)?)
     } else {
         let mut mixture = vec![];
         for (name, weight, spec) in &parts {
-            mixture.push(Source {
+            mixture.push(Component {
                 name: name.clone(),
                 shards: parse_spec(spec)?,
                 weight: *weight,
             });
         }
-        Sources::Mixture(mixture)
+        TrainShards::Mixture(mixture)
     };
     let stream_opts = StreamOptions {
         order: match d.mode {
@@ -173,8 +173,8 @@ fn data(args: DataBenchArgs) -> anyhow::Result<()> {
     drop(loader);
     // The floor this path can reach: read + decode alone, every sample of the shards, same threads.
     let shards: Vec<_> = match &sources {
-        Sources::Single(s) => s.clone(),
-        Sources::Mixture(m) => m.iter().flat_map(|s| s.shards.clone()).collect(),
+        TrainShards::Single(s) => s.clone(),
+        TrainShards::Mixture(m) => m.iter().flat_map(|s| s.shards.clone()).collect(),
     };
     let floor = Instant::now();
     let report = inspect(

@@ -1,6 +1,6 @@
 //! `cliptrain env`: which libtorch this binary runs on and what hardware it sees.
 use clap::Args;
-use cliptrain::{runtime::RuntimeInfo, shim};
+use cliptrain::runtime::{self, RuntimeInfo};
 
 #[derive(Debug, Args)]
 pub struct EnvArgs {
@@ -20,11 +20,8 @@ pub fn run(args: EnvArgs) -> anyhow::Result<()> {
         println!("{info}");
     }
     if args.build_config {
-        println!(
-            "\n{}\n{}",
-            shim::build_config().trim_end(),
-            shim::parallel_info().trim_end()
-        );
+        let (build, parallel) = runtime::build_report();
+        println!("\n{}\n{}", build.trim_end(), parallel.trim_end());
     }
     Ok(())
 }

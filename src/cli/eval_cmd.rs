@@ -7,10 +7,8 @@ use clap::{Args, Subcommand};
 use cliptrain::config::Config;
 use cliptrain::config::Precision;
 use cliptrain::eval::report::SuiteColumn;
-use cliptrain::eval::{
-    Encoder, Suite, ZeroShotTask, eval_images, plot, prompts, report, retrieval,
-};
-use cliptrain::source::LoadedModel;
+use cliptrain::eval::{Encoder, Suite, ZeroShotTask, eval_images, prompts, report, retrieval};
+use cliptrain::interop::LoadedModel;
 use cliptrain::text::TextTokenizer;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -147,7 +145,8 @@ pub(super) struct Session {
     tokenizer: Arc<TextTokenizer>,
     /// The checkpoint's config (its data settings), or the defaults for a pretrained folder.
     pub(super) config: Config,
-    precision: Precision,
+    /// `--precision`; the encoder's default when not given.
+    precision: Option<Precision>,
     pub(super) workers: usize,
 }
 
@@ -159,9 +158,9 @@ impl Session {
         }
         let device = super::device_arg(&c.run.device)?;
         let precision = match c.run.precision.as_deref() {
-            None if device.is_cuda() => Precision::Bf16,
-            None | Some("fp32") => Precision::Fp32,
-            Some("bf16") => Precision::Bf16,
+            None => None,
+            Some("fp32") => Some(Precision::Fp32),
+            Some("bf16") => Some(Precision::Bf16),
             Some(other) => bail!("--precision {other}: use fp32 or bf16"),
         };
         let loaded = LoadedModel::open(&c.checkpoint, device)
@@ -186,13 +185,13 @@ impl Session {
     }
 
     pub(super) fn encoder(&self, batch_size: usize) -> Encoder<'_> {
-        Encoder {
-            model: &self.loaded.model,
-            tokenizer: self.tokenizer.clone(),
-            device: self.loaded.vs.device(),
-            precision: self.precision,
+        Encoder::new(
+            &self.loaded.model,
+            self.tokenizer.clone(),
+            self.loaded.vs.device(),
+            self.precision,
             batch_size,
-        }
+        )
     }
 
     /// The report with the checkpoint it describes, as JSON.
@@ -254,7 +253,12 @@ fn zeroshot(a: ZeroShotArgs) -> anyhow::Result<()> {
             100.0 * r.metrics.top1,
             step.map(|n| format!(" (step {n})")).unwrap_or_default()
         );
-        plot::confusion_png(&r.metrics.confusion_matrix, &task.classnames, &title, path)?;
+        cliptrain::plot::confusion_png(
+            &r.metrics.confusion_matrix,
+            &task.classnames,
+            &title,
+            path,
+        )?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

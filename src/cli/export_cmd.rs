@@ -1,7 +1,7 @@
 //! `cliptrain export hf|openclip`: a model (usually a checkpoint) as a folder other tools load.
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use cliptrain::source::{self, LoadedModel};
+use cliptrain::interop::{self, LoadedModel};
 use std::path::PathBuf;
 use tch::Device;
 
@@ -35,12 +35,12 @@ pub fn run(cmd: ExportCommand) -> anyhow::Result<()> {
     let (args, files) = match cmd {
         ExportCommand::Hf(a) => {
             let saved = open(&a)?;
-            let files = source::hf::export(&saved, &a.out, a.force)?;
+            let files = interop::hf::export(&saved, &a.out, a.force)?;
             (a, files)
         }
         ExportCommand::Openclip(a) => {
             let saved = open(&a)?;
-            let files = source::openclip::export(&saved, &a.out, a.force)?;
+            let files = interop::openclip::export(&saved, &a.out, a.force)?;
             (a, files)
         }
     };

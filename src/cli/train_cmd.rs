@@ -29,16 +29,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let stop = super::signal::stop_token();
     let cfg = config::load(&args.config, &args.overrides)
         .with_context(|| format!("{} is not a valid config", args.config.display()))?;
-    let resume = match args.resume.as_deref() {
-        None => Resume::No,
-        Some("auto") => Resume::Auto,
-        Some(p) => Resume::From(PathBuf::from(p)),
-    };
+    let resume = resume_from_arg(args.resume.as_deref());
     let info = cliptrain::runtime::RuntimeInfo::gather();
     tracing::info!(
-        "libtorch {} on {:?}, run folder {}",
+        "libtorch {}, run folder {}",
         info.libtorch_version,
-        cfg.run.device.resolve(),
         cfg.run.output_dir.join(&cfg.run.name).display()
     );
     let s = train::train(
@@ -103,6 +98,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--resume`: none, `auto`, or a checkpoint or run folder.
+pub(super) fn resume_from_arg(arg: Option<&str>) -> Resume {
+    match arg {
+        None => Resume::No,
+        Some("auto") => Resume::Auto,
+        Some(p) => Resume::From(PathBuf::from(p)),
+    }
 }
 
 /// The command that continues this run: the same config and every `--set`, with `--resume

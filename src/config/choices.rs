@@ -91,6 +91,18 @@ pub enum Precision {
     Fp16,
 }
 
+impl Precision {
+    /// What evaluation and embedding run in when not told: bf16 autocast on CUDA (as OpenCLIP's
+    /// `--precision amp_bf16` evaluations), fp32 on the CPU, where bf16 is slower.
+    pub fn inference_default(device: tch::Device) -> Self {
+        if device.is_cuda() {
+            Self::Bf16
+        } else {
+            Self::Fp32
+        }
+    }
+}
+
 /// How shards are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

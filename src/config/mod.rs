@@ -18,7 +18,7 @@ pub use crate::text::TextClean;
 use crate::text::TokenizerOptions;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A whole run: what to train, on what, how, and where results go.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -80,7 +80,7 @@ pub struct DataConfig {
     pub train: String,
     /// Instead of `train`: a weighted mixture, each source its own shard stream (resampled
     /// mode only); every sample comes from a source chosen in proportion to the weights.
-    pub sources: Vec<SourceConfig>,
+    pub sources: Vec<MixtureEntry>,
     pub mode: DataMode,
     /// Image member extensions, first present wins, `;`-separated (webdataset's convention).
     pub image_keys: String,
@@ -167,7 +167,7 @@ impl DataConfig {
 /// One `[[data.sources]]` entry of a mixture.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SourceConfig {
+pub struct MixtureEntry {
     /// Optional label, used in messages and reports.
     #[serde(default)]
     pub name: String,
@@ -544,6 +544,18 @@ impl Default for FinetuneConfig {
 }
 
 impl Config {
+    /// Loads the TOML file at `path`, following its `extends` chain, applies `overrides`
+    /// (`section.key=value`, as `--set` takes them) and validates the result: every problem is
+    /// reported at once, each naming its file and key.
+    pub fn load(path: impl AsRef<Path>, overrides: &[String]) -> Result<Self, ConfigError> {
+        load::load(path.as_ref(), overrides)
+    }
+
+    /// As [`Config::load`] for TOML text (`extends` resolves against the working directory).
+    pub fn from_toml_str(text: &str, overrides: &[String]) -> Result<Self, ConfigError> {
+        load::load_str(text, overrides)
+    }
+
     /// The effective config as TOML, every default filled in.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a Config always serializes to TOML")

@@ -13,9 +13,9 @@ use super::stream::{
 };
 use super::{DataError, SkipCounts};
 
-/// One source of a mixture: its shards and its weight (> 0).
+/// One component of a mixture (a `[[data.sources]]` entry): its shards and its weight (> 0).
 #[derive(Debug, Clone)]
-pub struct Source {
+pub struct Component {
     pub name: String,
     pub shards: Vec<Shard>,
     pub weight: f64,
@@ -23,9 +23,9 @@ pub struct Source {
 
 /// What a training stream reads: one shard list, or a weighted mixture.
 #[derive(Debug, Clone)]
-pub enum Sources {
+pub enum TrainShards {
     Single(Vec<Shard>),
-    Mixture(Vec<Source>),
+    Mixture(Vec<Component>),
 }
 
 /// A stream of samples, from one shard list or a mixture; what the loader pulls from.
@@ -43,20 +43,20 @@ impl From<ShardStream> for SampleStream {
 impl SampleStream {
     /// The stream of `sources` for `opts` (this rank), from its start or continuing `state`.
     pub fn open(
-        sources: &Sources,
+        sources: &TrainShards,
         opts: StreamOptions,
         state: Option<&StreamState>,
     ) -> Result<Self, DataError> {
         Ok(match (sources, state) {
-            (Sources::Single(shards), None) => ShardStream::new(shards.clone(), opts)?.into(),
-            (Sources::Single(shards), Some(s)) => {
+            (TrainShards::Single(shards), None) => ShardStream::new(shards.clone(), opts)?.into(),
+            (TrainShards::Single(shards), Some(s)) => {
                 if !s.sources.is_empty() {
                     return Err(mixture_changed());
                 }
                 ShardStream::restore(shards.clone(), opts, s)?.into()
             }
-            (Sources::Mixture(m), None) => SampleStream::Mixture(MixedStream::new(m, opts)?),
-            (Sources::Mixture(m), Some(s)) => {
+            (TrainShards::Mixture(m), None) => SampleStream::Mixture(MixedStream::new(m, opts)?),
+            (TrainShards::Mixture(m), Some(s)) => {
                 SampleStream::Mixture(MixedStream::restore(m, opts, s)?)
             }
         })
@@ -65,14 +65,14 @@ impl SampleStream {
     /// This rank's state (`opts.rank` of `opts.world_size`) continuing `old`, the states the
     /// ranks of a job of another size saved after `step` steps (see [`resize`]).
     pub fn resized(
-        sources: &Sources,
+        sources: &TrainShards,
         opts: &StreamOptions,
         old: &[StreamState],
         step: u64,
     ) -> Result<StreamState, DataError> {
         match sources {
-            Sources::Single(shards) => resize(shards, opts, old, step),
-            Sources::Mixture(m) => MixedStream::resized(m, opts, old, step),
+            TrainShards::Single(shards) => resize(shards, opts, old, step),
+            TrainShards::Mixture(m) => MixedStream::resized(m, opts, old, step),
         }
     }
 
@@ -140,7 +140,7 @@ pub struct MixedStream {
 }
 
 impl MixedStream {
-    pub fn new(sources: &[Source], opts: StreamOptions) -> Result<Self, DataError> {
+    pub fn new(sources: &[Component], opts: StreamOptions) -> Result<Self, DataError> {
         if sources.is_empty() {
             return Err(DataError::NoShards("the mixture has no source".into()));
         }
@@ -191,7 +191,7 @@ impl MixedStream {
 
     /// Continues from `state`: every source from its own state, then the draws to replay.
     pub fn restore(
-        sources: &[Source],
+        sources: &[Component],
         opts: StreamOptions,
         state: &StreamState,
     ) -> Result<Self, DataError> {
@@ -234,7 +234,7 @@ impl MixedStream {
 
     /// Resampled mixtures only: fresh sources re-derived from (seed, `step`).
     fn resized(
-        sources: &[Source],
+        sources: &[Component],
         opts: &StreamOptions,
         old: &[StreamState],
         step: u64,

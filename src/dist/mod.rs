@@ -7,16 +7,16 @@
 //!   identity collectives, so the training step (`train::step`) has one code path for 1..N ranks.
 //! - `grads`: gradients averaged over ranks in bucketed flat buffers.
 //! - [`launch`]: `cliptrain launch`, which starts the local ranks and supervises them.
+mod agree;
 mod env;
 mod grads;
 pub mod group;
 pub mod launch;
-mod run;
 
+pub use agree::Agreement;
 pub use env::DistEnv;
 pub use grads::GradSync;
 pub use group::{Backend, ProcessGroup, ReduceOp};
-pub use run::{Agreement, join_from_env, saved_stream_states};
 
 use std::time::Duration;
 use tch::{Device, Tensor};

@@ -13,8 +13,8 @@
 //! Samples are read in order with the tar reader of the data layer and decoded in parallel with
 //! the eval transform, like an ImageFolder.
 use super::EvalError;
+use super::batches::{EvalBatch, EvalImages, Want};
 use super::prompts::{normalize_template, read_lines};
-use super::source::{EvalBatch, EvalImages, Want};
 use crate::data::pixels::hwc_to_chw;
 use crate::data::tarstream::{RawSample, SampleReader, TarEvent};
 use crate::data::{SkipCounts, SkipReason};

@@ -1,8 +1,8 @@
 //! Frozen image features of a labelled set for probes (`eval linear-probe`, `eval knn`):
 //! encoded once per (model, set, preprocessing) and cached as safetensors, so a sweep over
 //! weight decays, shot counts or k re-encodes nothing.
+use super::batches::{EvalImages, Want};
 use super::probe::Features;
-use super::source::{EvalImages, Want};
 use super::{Encoder, EvalError, ZeroShotTask};
 use crate::data::stream::stable_hash;
 use std::path::{Path, PathBuf};
@@ -99,7 +99,7 @@ pub fn labelled_features(
     }
     let started = Instant::now();
     let mut batches = task.batches(Want::Labels, enc, prep)?;
-    let pixels = prep.pixel_norm(enc.device);
+    let pixels = prep.pixel_norm(enc.device());
     let (mut parts, mut labels) = (Vec::new(), Vec::new());
     while let Some(b) = batches.next_batch()? {
         let c = classnames.len() as i64;

@@ -2,17 +2,16 @@
 //! suites of them, standalone (`cliptrain eval`) and during training. Reads shards, ImageFolders
 //! and CLIP_benchmark folders; reuses the data layer (eval transform) and the model; never
 //! changes parameters.
+pub mod batches;
 pub mod benchmark;
 pub mod features;
 pub mod metrics;
 pub mod multilabel;
 pub mod npy;
-pub mod plot;
 pub mod probe;
 pub mod prompts;
 pub mod report;
 pub mod retrieval;
-pub mod source;
 pub mod suite;
 pub mod zeroshot;
 
@@ -24,7 +23,7 @@ use crate::log::Metrics;
 use crate::model::ClipModel;
 use crate::precision::Autocast;
 use crate::text::TextTokenizer;
-use source::EvalImages;
+pub use batches::EvalImages;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
@@ -50,15 +49,46 @@ pub enum EvalError {
 }
 
 /// Embeds images and texts with a model: batched, without autograd, under the run's autocast.
+/// Built by [`Encoder::new`], or from a loaded model folder by
+/// [`LoadedModel::encoder`](crate::interop::LoadedModel::encoder).
 pub struct Encoder<'a> {
-    pub model: &'a ClipModel,
-    pub tokenizer: Arc<TextTokenizer>,
-    pub device: Device,
-    pub precision: Precision,
-    pub batch_size: usize,
+    model: &'a ClipModel,
+    tokenizer: Arc<TextTokenizer>,
+    device: Device,
+    precision: Precision,
+    batch_size: usize,
 }
 
-impl Encoder<'_> {
+impl<'a> Encoder<'a> {
+    /// Encodes with `model` (whose parameters are on `device`) and `tokenizer`, `batch_size`
+    /// texts at a time, under `precision`'s autocast — [`Precision::inference_default`] when
+    /// `None`.
+    pub fn new(
+        model: &'a ClipModel,
+        tokenizer: Arc<TextTokenizer>,
+        device: Device,
+        precision: Option<Precision>,
+        batch_size: usize,
+    ) -> Self {
+        Self {
+            model,
+            tokenizer,
+            device,
+            precision: precision.unwrap_or(Precision::inference_default(device)),
+            batch_size: batch_size.max(1),
+        }
+    }
+
+    /// The device the model is on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The autocast precision it encodes in.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
     /// `[n, dim]` L2-normalised float32 image embeddings of u8 `images` (normalised by
     /// `pixels`, on the model's device), on the model's device.
     pub fn images(&self, images: &Tensor, pixels: &PixelNorm) -> Result<Tensor, EvalError> {
@@ -92,6 +122,7 @@ impl Encoder<'_> {
         Ok(Tensor::cat(&parts, 0))
     }
 
+    /// The tokenizer it encodes texts with, for the loaders that tokenize captions.
     pub fn tokenizer(&self) -> Arc<dyn Tokenize> {
         self.tokenizer.clone()
     }

@@ -1,8 +1,8 @@
 //! Multi-label zero-shot classification (CLIP_benchmark's `multilabel` sets, e.g. VOC 2007):
 //! the same prompt classifier as single-label zero-shot, every class scored for every image,
 //! mean average precision over classes.
+use super::batches::{EvalImages, Want};
 use super::metrics::{MultiLabelMetrics, multilabel_map};
-use super::source::{EvalImages, Want};
 use super::zeroshot::ZeroShotTask;
 use super::{Encoder, EvalError};
 use serde::Serialize;
@@ -26,7 +26,7 @@ impl ZeroShotTask {
     ) -> Result<MultiLabelReport, EvalError> {
         let classifier = self.classifier(enc)?;
         let mut batches = self.batches(Want::MultiLabels, enc, prep)?;
-        let pixels = prep.pixel_norm(enc.device);
+        let pixels = prep.pixel_norm(enc.device());
         let (mut scores, mut targets) = (Vec::<f32>::new(), Vec::new());
         while let Some(b) = batches.next_batch()? {
             let s = enc.images(&b.images, &pixels)?.matmul(&classifier.tr());

@@ -1,8 +1,8 @@
 //! Image↔text retrieval over captioned shards: every image against every caption (several per
 //! image when the shards have them), Recall@1/5/10 in both directions.
+use super::batches::{EvalBatches, EvalImages, Want};
 use super::benchmark::{BenchmarkSet, SetKind, is_benchmark_dir};
 use super::metrics::{RetrievalMetrics, retrieval_recall};
-use super::source::{EvalBatches, EvalImages, Want};
 use super::{Encoder, EvalError};
 use serde::Serialize;
 use std::path::Path;
@@ -50,7 +50,7 @@ pub fn run(
     };
     let (mut images, mut captions, mut owner) = (Vec::new(), Vec::new(), Vec::new());
     let mut n_images = 0usize;
-    let pixels = prep.pixel_norm(enc.device);
+    let pixels = prep.pixel_norm(enc.device());
     while let Some(b) = batches.next_batch()? {
         images.push(enc.images(&b.images, &pixels)?);
         for set in b.captions {

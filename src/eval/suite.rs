@@ -14,9 +14,9 @@
 //!
 //! A task that fails (missing folder, bad labels) is reported as failed in its cell; the others
 //! still run.
+use super::batches::EvalImages;
 use super::metrics::RECALL_AT;
 use super::prompts::BUILTIN_PREFIX;
-use super::source::EvalImages;
 use super::zeroshot::ZeroShotTask;
 use super::{Encoder, EvalError, retrieval};
 use serde::{Deserialize, Serialize};

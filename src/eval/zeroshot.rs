@@ -1,9 +1,9 @@
 //! Zero-shot classification as in the CLIP paper: each class's prompt embeddings (one per
 //! template) are normalised, averaged and renormalised into a classifier row; images are
 //! scored by cosine similarity against every row.
+use super::batches::{EvalBatches, EvalImages, Want};
 use super::benchmark::{BenchmarkSet, SetKind, is_benchmark_dir};
 use super::metrics::{LabelGroup, ZeroShotMetrics, ZeroShotTally};
-use super::source::{EvalBatches, EvalImages, Want};
 use super::{Encoder, EvalError, prompts};
 use serde::Serialize;
 use std::path::Path;
@@ -203,7 +203,7 @@ impl ZeroShotTask {
         }
         let mut batches = self.batches(Want::Labels, enc, prep)?;
         let mut tally = ZeroShotTally::new(c, self.groups());
-        let pixels = prep.pixel_norm(enc.device);
+        let pixels = prep.pixel_norm(enc.device());
         while let Some(b) = batches.next_batch()? {
             if let Some((key, bad)) = b
                 .keys

@@ -1,11 +1,14 @@
 //! Pictures of runs: `cliptrain plot RUN... --out curves.png` draws the loss, learning rate,
 //! temperature and every evaluation metric against the step, from each run's `metrics.jsonl`,
 //! one panel per metric and one colour per run. PNG only, drawn pixel by pixel with an embedded
-//! font ([`canvas`]), so it works on a headless node with no fonts and no Python.
+//! font ([`canvas`]), so it works on a headless node with no fonts and no Python. `eval
+//! zeroshot --plot` draws its confusion matrix the same way ([`confusion_png`]).
 pub mod canvas;
 mod chart;
+mod confusion;
 pub mod curves;
 
+pub use confusion::confusion_png;
 pub use curves::{RunCurves, read_run};
 
 use std::path::{Path, PathBuf};

@@ -8,6 +8,9 @@ pub enum TrainError {
     /// A setting the run cannot start with, named with its fix.
     #[error("{0}")]
     Setup(String),
+    /// Several of the above at once (see [`super::RunPlan`]).
+    #[error(transparent)]
+    Refused(#[from] super::plan::Refusals),
     #[error("loading data.tokenizer = {path}: {source}")]
     Tokenizer {
         path: String,
@@ -66,7 +69,7 @@ pub enum TrainError {
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
     #[error(transparent)]
-    Source(#[from] crate::source::SourceError),
+    Source(#[from] crate::interop::SourceError),
     #[error(transparent)]
     Dist(#[from] crate::dist::DistError),
     #[error(transparent)]

@@ -1,19 +1,19 @@
 //! The training data of this rank: the tokenizer and the loader over its share of the stream,
 //! its batches copied to the run's device one batch ahead.
 use super::TrainError;
-use crate::checkpoint::TrainState;
+use super::plan::RunPlan;
+use super::resume::StreamStart;
 use crate::config::{Config, DataMode, TextPooling};
 use crate::data::buffers::HostMemory;
 use crate::data::device::DeviceBatches;
 use crate::data::loader::{Loader, LoaderOptions};
-use crate::data::mixture::{SampleStream, Source, Sources};
+use crate::data::mixture::{Component, SampleStream, TrainShards};
 use crate::data::sample::SampleKeys;
 use crate::data::spec::{Shard, parse_spec};
-use crate::data::stream::{Order, StreamOptions};
+use crate::data::stream::{Order, StreamOptions, StreamState};
 use crate::data::transform::{Augment, ImageTransform};
 use crate::dist::Dist;
 use crate::text::TextTokenizer;
-use std::sync::Arc;
 
 /// `data.tokenizer`, checked against the model's vocabulary.
 pub(super) fn load_tokenizer(cfg: &Config) -> Result<TextTokenizer, TrainError> {
@@ -50,17 +50,15 @@ pub(super) fn load_tokenizer(cfg: &Config) -> Result<TextTokenizer, TrainError> 
     Ok(tok)
 }
 
-/// This rank's batches (its share of the global batch) on the run's device, continuing from
-/// `state.data` when the run has already taken steps — or, when the checkpoint was written by
-/// another number of processes, from every old rank's position re-partitioned over this job.
+/// This rank's batches (its share of the global batch) on the run's device, its stream
+/// opened at `start` (see [`super::resume::StreamStart`]). Returns the loader and the position its stream starts at.
 pub(super) fn start_loader(
-    cfg: &Config,
-    tokenizer: Arc<TextTokenizer>,
-    state: &TrainState,
+    plan: &RunPlan,
+    start: &StreamStart,
     dist: &Dist,
-) -> Result<DeviceBatches, TrainError> {
+) -> Result<(DeviceBatches, StreamState), TrainError> {
+    let cfg = &plan.cfg;
     let d = &cfg.data;
-    let sources = sources_of(cfg)?;
     let order = match d.mode {
         DataMode::Epoch => Order::Epoch,
         DataMode::Resampled => Order::Resampled,
@@ -72,18 +70,10 @@ pub(super) fn start_loader(
         rank: dist.rank,
         world_size: dist.world_size,
     };
-    let stream = if state.step == 0 {
-        SampleStream::open(&sources, stream_opts, None)?
-    } else if state.world_size == dist.world_size {
-        SampleStream::open(&sources, stream_opts, Some(&state.data))?
-    } else {
-        let old = crate::dist::saved_stream_states(state)?;
-        let resumed = SampleStream::resized(&sources, &stream_opts, &old, state.step)?;
-        SampleStream::open(&sources, stream_opts, Some(&resumed))?
-    };
-    let stream = stream.limit_buffer_bytes(super::budget::shuffle_buffer_bytes(cfg));
+    let at = start.position(&plan.sources, &stream_opts)?;
+    let stream = SampleStream::open(&plan.sources, stream_opts, at.as_ref())?
+        .limit_buffer_bytes(plan.shuffle_buffer_bytes);
     let threads = crate::runtime::cpu_threads(cfg.run.threads, "run.threads");
-    let device = cfg.run.device.resolve();
     let opts = LoaderOptions {
         // Each rank loads its share of the global contrastive batch.
         batch_size: cfg.optim.batch_size / dist.world_size,
@@ -102,14 +92,17 @@ pub(super) fn start_loader(
             threads
         },
         prefetch: d.prefetch,
-        memory: HostMemory::for_device(device),
+        memory: HostMemory::for_device(plan.device),
     };
-    let loader = Loader::start(stream, tokenizer, opts)?;
-    Ok(DeviceBatches::new(loader, device))
+    let loader = Loader::start(stream, plan.tokenizer.clone(), opts)?;
+    Ok((
+        DeviceBatches::new(loader, plan.device),
+        at.unwrap_or_default(),
+    ))
 }
 
 /// `data.train`, or the `[[data.sources]]` mixture, as shard lists (checked per `data.strict`).
-fn sources_of(cfg: &Config) -> Result<Sources, TrainError> {
+pub(super) fn sources_of(cfg: &Config) -> Result<TrainShards, TrainError> {
     let d = &cfg.data;
     if !d.sources.is_empty() {
         let mut mixture = Vec::with_capacity(d.sources.len());
@@ -118,13 +111,13 @@ fn sources_of(cfg: &Config) -> Result<Sources, TrainError> {
             if d.strict {
                 missing_shards(&shards, &format!("data.sources[{i}].train"))?;
             }
-            mixture.push(Source {
+            mixture.push(Component {
                 name: s.name.clone(),
                 shards,
                 weight: s.weight,
             });
         }
-        return Ok(Sources::Mixture(mixture));
+        return Ok(TrainShards::Mixture(mixture));
     }
     if d.train.is_empty() {
         return Err(TrainError::Setup(
@@ -135,7 +128,7 @@ fn sources_of(cfg: &Config) -> Result<Sources, TrainError> {
     if d.strict {
         missing_shards(&shards, "data.train")?;
     }
-    Ok(Sources::Single(shards))
+    Ok(TrainShards::Single(shards))
 }
 
 /// `data.strict`: every shard file of `key` must exist (`pipe:` shards are not checked).

@@ -3,7 +3,7 @@
 //!
 //! [`train`] is the story; a [`Trainer`] holds the run and does one phase per method. On this
 //! path parameters change in four places: loading weights when the run is built (`build`,
-//! `resume`), [`crate::finetune::apply`] once at the start (freezing, a `logit_scale` reset),
+//! `resume`), [`finetune::apply`] once at the start (freezing, a `logit_scale` reset),
 //! and after each step the optimizer's update ([`AdamW::step`]) followed by the temperature
 //! clamp ([`crate::loss::ClipLoss::clamp_logit_scale`]).
 //!
@@ -12,33 +12,40 @@
 //!   counts them), with fp16's loss scaling;
 //! - [`meter`]: throughput (samples/s, time waiting for data, evaluation left out);
 //! - [`resume`]: which checkpoint to continue, which config changes it allows, restoring it;
-//! - `input`: the tokenizer and this rank's data loader;
-//! - `build`: where the model comes from (`model.init_from`, the towers, checkpoint weights);
+//! - [`plan`](RunPlan): the preflight — every start-up decision and refusal, before anything is
+//!   allocated (`cliptrain config check` runs exactly this);
+//! - `input`: the tokenizer's checks and this rank's data loader;
+//! - `build`: the towers, with `model.init_from`'s or a checkpoint's weights;
 //! - `clock`: `checkpoint.every_minutes`, rank 0's wall clock asking for a checkpoint.
 mod bad_steps;
 mod budget;
 mod build;
 mod clock;
 mod error;
+mod finetune;
 mod input;
 pub mod meter;
+mod plan;
 pub mod resume;
 pub mod step;
 mod stop;
 mod update;
 
 pub use error::TrainError;
+pub use plan::{Refusals, RunPlan};
 pub use resume::{KeyChange, MAY_CHANGE_ON_RESUME};
-pub use step::{LossSpan, Step, StepError};
+pub use step::{ForwardBackward, LossSpan, StepError};
 pub use stop::StopToken;
 
 use crate::checkpoint::{self, Checkpoint, TrainState};
 use crate::config::Config;
 use crate::data::SkipCounts;
 use crate::data::device::DeviceBatches;
+use crate::data::stream::StreamState;
 use crate::dist::{Agreement, Dist};
 use crate::eval::{Encoder, EvalResults, Evaluator};
 use crate::log::{Metrics, MetricsLog, SampleKeysLog};
+use crate::loss::ClipLoss;
 use crate::model::{self, ClipModel};
 use crate::optim::{AdamW, LrSchedule};
 use crate::text::TextTokenizer;
@@ -127,12 +134,17 @@ pub struct Trainer {
     tokenizer: Arc<TextTokenizer>,
     vs: nn::VarStore,
     model: ClipModel,
-    step_fn: Step,
+    /// One step's forward and backward (micro-batches, ranks, precision).
+    forward_backward: ForwardBackward,
+    /// The contrastive loss, whose `logit_scale` bounds the update clamps.
+    loss: ClipLoss,
     update: Updater,
     schedule: LrSchedule,
     evaluator: Option<Evaluator>,
     loader: DeviceBatches,
     state: TrainState,
+    /// Where this rank's data stream continues after the last step.
+    position: StreamState,
     log: MetricsLog,
     /// `log.sample_keys`: this rank's sample keys of every step.
     keys_log: Option<SampleKeysLog>,
@@ -151,38 +163,46 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// Everything the run needs, from `cfg`: joins the job, builds (or restores) the model and
-    /// optimizer, starts the data and opens the log.
+    /// Everything the run needs, from `cfg`: plans the run (every start-up refusal, before
+    /// anything is allocated), joins the job, builds (or restores) the model and optimizer,
+    /// starts the data and opens the log.
     pub fn build(cfg: &Config, opts: &TrainOptions) -> Result<Self, TrainError> {
-        let (cfg, init) = build::effective_config(cfg)?;
-        let (dist, cfg) = crate::dist::join_from_env(&cfg)?;
+        let plan = RunPlan::new(cfg, &opts.resume)?;
+        let dist = plan.join()?;
+        if dist.is_main() {
+            for line in plan.describe() {
+                tracing::info!("{line}");
+            }
+        }
+        let cfg = plan.cfg.clone();
         if cfg.run.threads > 0 {
             tch::set_num_threads(cfg.run.threads as i32);
         }
         tch::manual_seed(cfg.run.seed as i64);
-        let run_dir = cfg.run.output_dir.join(&cfg.run.name);
+        let run_dir = plan.run_dir();
         let lock = dist
             .is_main()
             .then(|| checkpoint::RunLock::acquire(&run_dir))
             .transpose()?;
-        let resume_from = resume::choose(&run_dir, &opts.resume)?;
-        if let Some(dir) = &resume_from {
-            resume::check_config(dir, &cfg)?;
-        }
-        let tokenizer = Arc::new(input::load_tokenizer(&cfg)?);
-        let init = init.as_ref().filter(|_| resume_from.is_none());
-        let (mut vs, model) = build::build_model(&cfg, tokenizer.eot_id() as i64, init)?;
+        std::fs::create_dir_all(&run_dir).map_err(|e| {
+            TrainError::Setup(format!(
+                "run.output_dir: creating {}: {e}",
+                run_dir.display()
+            ))
+        })?;
+        let init = plan.init.as_ref().filter(|_| plan.resume_from.is_none());
+        let (mut vs, model) = build::build_model(&cfg, &plan.spec, plan.device, init)?;
         apply_finetune(&cfg, &vs);
-        let evaluator = Evaluator::from_config(&cfg)?;
         let mut opt = optimizer(&cfg, &vs);
-        let state = match &resume_from {
+        let state = match &plan.resume_from {
             Some(dir) => resume::restore(dir, &dist, &mut vs, &mut opt)?,
-            None => fresh_state(&cfg, &dist),
+            None => fresh_state(&cfg),
         };
         let params: Vec<Tensor> = named_variables(&vs).into_iter().map(|(_, t)| t).collect();
         dist.broadcast_from_main(&params)?;
-        let update = Updater::new(&cfg, opt, &params, &state);
-        let loader = input::start_loader(&cfg, tokenizer.clone(), &state, &dist)?;
+        let update = Updater::new(&cfg, plan.device, opt, &params, &state);
+        let start = resume::StreamStart::of(&state);
+        let (loader, position) = input::start_loader(&plan, &start, &dist)?;
         let log = open_log(&cfg, &dist, &run_dir, state.step)?;
         let keys_log = cfg
             .log
@@ -193,12 +213,20 @@ impl Trainer {
                 path: run_dir.clone(),
                 source,
             })?;
-        if let Some(dir) = &resume_from {
+        if let Some(dir) = &plan.resume_from {
             let at = state.step;
             log.println(&format!("resumed from {} at step {at}", dir.display()));
         }
+        let RunPlan {
+            tokenizer,
+            evaluator,
+            device,
+            ..
+        } = plan;
         Ok(Self {
-            step_fn: Step::new(&cfg, params),
+            forward_backward: ForwardBackward::new(&cfg, device, params),
+            loss: ClipLoss::new(&cfg.loss),
+            position,
             schedule: LrSchedule::new(&cfg.optim),
             last_step: opts
                 .stop_at_step
@@ -239,19 +267,22 @@ impl Trainer {
         let (images, tokens) = (&batch.images, &batch.tokens);
         let scaler = self.update.scaler();
         let step = self.state.step + 1;
-        let loss =
-            self.step_fn
-                .forward_backward(&self.model, images, tokens, &self.dist, scaler, step)?;
-        let applied = self
-            .update
-            .apply(step, loss, lr, &self.model, &self.step_fn.loss)?;
+        let loss = self.forward_backward.run(
+            &self.model,
+            &self.loss,
+            (images, tokens),
+            &self.dist,
+            scaler,
+            step,
+        )?;
+        let applied = self.update.apply(step, loss, lr, &self.model, &self.loss)?;
         let samples = batch.images.size()[0] as u64 * self.dist.world_size as u64;
         self.state.step = step;
         self.state.samples_seen += samples;
         if let Some(keys) = &mut self.keys_log {
             keys.record(step, &batch.keys);
         }
-        self.state.data = batch.state;
+        self.position = batch.state;
         self.skipped = batch.skipped;
         self.meter.trained(samples);
         if step % self.cfg.log.every == 0 || step == self.last_step {
@@ -331,13 +362,13 @@ impl Trainer {
             return;
         }
         let started = Instant::now();
-        let encoder = Encoder {
-            model: &self.model,
-            tokenizer: self.tokenizer.clone(),
-            device: self.step_fn.device,
-            precision: self.cfg.run.precision,
-            batch_size: self.cfg.eval.batch_size,
-        };
+        let encoder = Encoder::new(
+            &self.model,
+            self.tokenizer.clone(),
+            self.forward_backward.device,
+            Some(self.cfg.run.precision),
+            self.cfg.eval.batch_size,
+        );
         match ev.run(&encoder) {
             Ok(r) => {
                 self.log.log("eval", step, &r.metrics());
@@ -362,7 +393,7 @@ impl Trainer {
         self.settle()?;
         // Every rank's data position goes into rank 0's checkpoint; the barrier keeps the
         // others from running ahead (or exiting) before it is complete.
-        self.dist.collect_stream_states(&mut self.state)?;
+        self.state.ranks = resume::gather_positions(&self.dist, &self.position)?;
         if self.dist.is_main() {
             let ckpt = Checkpoint {
                 model: &named_variables(&self.vs),
@@ -420,7 +451,7 @@ impl TrainSummary {
 /// Freezes what `[finetune]` locks (and resets `logit_scale` if asked), before the optimizer
 /// is built so frozen parameters get no state.
 fn apply_finetune(cfg: &Config, vs: &nn::VarStore) {
-    let ft = crate::finetune::apply(&cfg.finetune, &cfg.model, cfg.loss.kind, vs);
+    let ft = finetune::apply(&cfg.finetune, &cfg.model, cfg.loss.kind, vs);
     if ft.frozen_tensors > 0 {
         tracing::info!(
             "finetune: {} parameters frozen, {} trainable",
@@ -432,7 +463,7 @@ fn apply_finetune(cfg: &Config, vs: &nn::VarStore) {
 
 fn optimizer(cfg: &Config, vs: &nn::VarStore) -> AdamW {
     let mut opt = AdamW::new(named_variables(vs), &cfg.optim, model::no_weight_decay);
-    opt.set_lr_scales(|name| crate::finetune::lr_scale(&cfg.finetune, &cfg.model, name));
+    opt.set_lr_scales(|name| finetune::lr_scale(&cfg.finetune, &cfg.model, name));
     opt
 }
 
@@ -443,17 +474,16 @@ fn named_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     v
 }
 
-fn fresh_state(cfg: &Config, dist: &Dist) -> TrainState {
+/// A run's state before its first step (every rank's position is filled in at checkpoints).
+fn fresh_state(cfg: &Config) -> TrainState {
     TrainState {
         step: 0,
         samples_seen: 0,
-        data: Default::default(),
+        ranks: vec![],
         bad_steps_in_a_row: 0,
         bad_steps_total: 0,
         seed: cfg.run.seed,
         cliptrain_version: env!("CARGO_PKG_VERSION").into(),
-        world_size: dist.world_size,
-        rank_data: vec![],
         loss_scale: None,
     }
 }

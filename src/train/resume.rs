@@ -1,5 +1,8 @@
-//! Continuing a run: which checkpoint to start from, whether this config may continue it, and
-//! restoring its weights, optimizer state and data position.
+//! Continuing a run: which checkpoint to start from, whether this config may continue it,
+//! restoring its weights and optimizer state, and where each rank's data stream continues —
+//! its own saved position, or every saved position re-partitioned when the job has another
+//! number of ranks (elastic resume; the re-partitioning itself is `data::stream::resize`).
+//! Every rank's position is gathered here for the checkpoint.
 //!
 //! A checkpoint may be continued by a config that differs from its saved `config.toml` only in
 //! keys that change neither the math nor the data stream ([`MAY_CHANGE_ON_RESUME`]): the run
@@ -8,6 +11,9 @@
 use super::{Resume, TrainError, build};
 use crate::checkpoint::{self, TrainState};
 use crate::config::{Config, flat_keys};
+use crate::data::DataError;
+use crate::data::mixture::{SampleStream, TrainShards};
+use crate::data::stream::{StreamOptions, StreamState};
 use crate::dist::Dist;
 use crate::optim::AdamW;
 use std::fmt;
@@ -15,19 +21,8 @@ use std::path::{Path, PathBuf};
 use tch::nn;
 
 /// Config keys that may differ from the checkpoint's when resuming; an entry ending in `.`
-/// stands for its whole section. Everything else must match.
-/// - where the run lives and what it runs on: `run.name`, `run.output_dir`, `run.device`,
-///   `run.threads`, and the decode threads and queue (`data.workers`, `data.prefetch`);
-/// - `data.strict`: whether a missing shard file is an error, not which samples are read;
-/// - `data.tokenizer`: its *content* must match the checkpoint's `tokenizer.json` instead;
-/// - `model.init_from`, `model.init_strict`: only a fresh run reads the weights they name;
-///   likewise `run.loss_scale`, the fp16 scale a fresh run starts from (a resume continues from
-///   the checkpoint's);
-/// - `optim.steps` (extend or shorten the run; the LR schedule is recomputed over the new
-///   length, as OpenCLIP does), `optim.micro_batch_size` (feature caching gives the same
-///   gradients), `optim.max_bad_steps` (a tolerance, not the math), `optim.fused` (the same
-///   AdamW arithmetic and saved state in another kernel);
-/// - `[eval]`, `[checkpoint]`, `[log]`, and `dist.timeout_s`, `dist.bucket_mb`.
+/// stands for its whole section. Everything else must match. Why each may change is the table
+/// in configs/README.md, "Resuming a run" (a test holds the two equal).
 pub const MAY_CHANGE_ON_RESUME: &[&str] = &[
     "run.name",
     "run.output_dir",
@@ -184,37 +179,124 @@ fn may_change(key: &str) -> bool {
         })
 }
 
-/// Loads the checkpoint in `dir` into the model and optimizer; returns its state with this
-/// rank's data position when the job has as many processes as the run that saved it (with
-/// another number, the data loader re-partitions the saved positions of every rank:
-/// `data::stream::resize`).
+/// Loads the checkpoint in `dir` into the model and optimizer and returns its state (with
+/// every rank's data position: [`StreamStart`] picks this rank's).
 pub(super) fn restore(
     dir: &Path,
     dist: &Dist,
     vs: &mut nn::VarStore,
     opt: &mut AdamW,
 ) -> Result<TrainState, TrainError> {
-    let mut state = checkpoint::read_state(dir)?;
+    let state = checkpoint::read_state(dir)?;
     build::load_checkpoint_weights(vs, dir)?;
     let path = dir.join("optimizer.safetensors");
     opt.load_state(checkpoint::read_tensors(&path)?)
         .map_err(|source| TrainError::OptimizerState { path, source })?;
-    if state.world_size == dist.world_size {
-        state.data = dist.stream_state_of(&state)?;
-    } else if dist.is_main() {
+    if state.world_size() != dist.world_size && dist.is_main() {
         tracing::info!(
             "elastic resume: the checkpoint was written by {} process(es), this run has {}; \
              the data stream is re-partitioned over the new ranks",
-            state.world_size,
+            state.world_size(),
             dist.world_size
         );
     }
     Ok(state)
 }
 
+/// Where this rank's data stream starts: at the beginning, or where a checkpoint left it.
+pub(super) enum StreamStart {
+    /// A fresh run (or a checkpoint of step 0).
+    Fresh,
+    /// The positions of every rank of the run that saved the checkpoint, after `step` steps.
+    Saved { step: u64, ranks: Vec<StreamState> },
+}
+
+impl StreamStart {
+    pub(super) fn of(state: &TrainState) -> Self {
+        if state.step == 0 {
+            return Self::Fresh;
+        }
+        Self::Saved {
+            step: state.step,
+            ranks: state.ranks.clone(),
+        }
+    }
+
+    /// The position rank `opts.rank` of `opts.world_size` continues from: its own when the job
+    /// has as many ranks as the saved run; else every saved position re-partitioned over this
+    /// job (elastic resume, `data::stream::resize`).
+    pub(super) fn position(
+        &self,
+        sources: &TrainShards,
+        opts: &StreamOptions,
+    ) -> Result<Option<StreamState>, DataError> {
+        match self {
+            Self::Fresh => Ok(None),
+            Self::Saved { ranks, .. } if ranks.len() == opts.world_size => {
+                Ok(ranks.get(opts.rank).cloned())
+            }
+            Self::Saved { step, ranks } => {
+                SampleStream::resized(sources, opts, ranks, *step).map(Some)
+            }
+        }
+    }
+}
+
+/// Every rank's current data position, by rank, for rank 0's checkpoint (a collective: every
+/// rank calls it at the same step).
+pub(super) fn gather_positions(
+    dist: &Dist,
+    mine: &StreamState,
+) -> Result<Vec<StreamState>, TrainError> {
+    if dist.world_size == 1 {
+        return Ok(vec![mine.clone()]);
+    }
+    let bytes = serde_json::to_vec(mine).expect("a stream state serializes");
+    dist.all_gather_bytes(&bytes)?
+        .iter()
+        .enumerate()
+        .map(|(rank, b)| {
+            serde_json::from_slice(b).map_err(|e| {
+                TrainError::Setup(format!("rank {rank} sent an unreadable data position: {e}"))
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_keys_that_may_change_on_resume_are_the_ones_configs_readme_explains() {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/README.md"),
+        )
+        .unwrap();
+        let table = readme
+            .split("| may change on resume | why |")
+            .nth(1)
+            .expect("configs/README.md has the may-change-on-resume table");
+        let mut documented: Vec<String> = Vec::new();
+        for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+            let keys = row.split('|').nth(1).unwrap();
+            for key in keys.split('`').skip(1).step_by(2) {
+                // `[eval]` stands for the whole section, as "eval." does in the const.
+                let key = match key.strip_prefix('[').and_then(|k| k.strip_suffix(']')) {
+                    Some(section) => format!("{section}."),
+                    None => key.to_string(),
+                };
+                documented.push(key);
+            }
+        }
+        let mut code: Vec<String> = MAY_CHANGE_ON_RESUME.iter().map(|k| k.to_string()).collect();
+        documented.sort();
+        code.sort();
+        assert_eq!(
+            documented, code,
+            "configs/README.md's table and MAY_CHANGE_ON_RESUME"
+        );
+    }
 
     #[test]
     fn only_keys_that_change_the_math_or_the_data_are_compared() {

@@ -44,10 +44,10 @@ pub struct LossSpan {
     pub local_loss: bool,
 }
 
-/// One step's forward/backward as the config describes it: loss, precision, micro-batching,
-/// how the loss spans ranks, and the gradients to average.
-pub struct Step {
-    pub loss: ClipLoss,
+/// One step's forward and backward as the config describes it: precision, micro-batching,
+/// how the loss spans ranks, and the gradients to average. The loss itself is the caller's
+/// (the trainer's [`ClipLoss`], which the update also clamps).
+pub struct ForwardBackward {
     /// Pairs encoded at once; 0 = the whole local batch.
     pub micro_batch_size: usize,
     pub precision: Precision,
@@ -76,25 +76,20 @@ struct Local {
     kept: Option<(Tensor, Tensor)>,
 }
 
-impl Step {
-    /// The step `cfg` describes (the rank's effective config), averaging the gradients of
-    /// `params` over ranks (in the same order on every rank).
-    pub fn new(cfg: &Config, params: Vec<Tensor>) -> Self {
+impl ForwardBackward {
+    /// The forward/backward `cfg` describes (the rank's effective config) on `device`,
+    /// averaging the gradients of `params` over ranks (in the same order on every rank).
+    pub fn new(cfg: &Config, device: Device, params: Vec<Tensor>) -> Self {
         Self {
-            loss: ClipLoss::new(&cfg.loss),
             micro_batch_size: cfg.optim.micro_batch_size,
             precision: cfg.run.precision,
-            device: cfg.run.device.resolve(),
+            device,
             span: LossSpan {
                 gather_with_grad: cfg.dist.gather_with_grad,
                 local_loss: cfg.dist.local_loss,
             },
             grads: GradSync::new(params, cfg.dist.bucket_mb << 20),
-            pixels: PixelNorm::new(
-                cfg.data.image_mean,
-                cfg.data.image_std,
-                cfg.run.device.resolve(),
-            ),
+            pixels: PixelNorm::new(cfg.data.image_mean, cfg.data.image_std, device),
             seed: cfg.run.seed,
         }
     }
@@ -105,11 +100,11 @@ impl Step {
     /// the rank-averaged gradients in the parameters — multiplied by the loss scale when a
     /// `scaler` is given (fp16), for the caller to unscale. `step` (the optimizer step being
     /// taken, 1-based) keys the patch-dropout draw.
-    pub fn forward_backward(
+    pub fn run(
         &self,
         model: &ClipModel,
-        images: &Tensor,
-        tokens: &Tensor,
+        loss: &ClipLoss,
+        (images, tokens): (&Tensor, &Tensor),
         dist: &Dist,
         scaler: Option<&DynamicLossScaler>,
         step: u64,
@@ -143,9 +138,7 @@ impl Step {
         };
         let first = if self.span.local_loss { start } else { 0 };
         let scale = model.logit_scale();
-        let loss = self
-            .loss
-            .forward_local(&all_i, &all_t, first, n, scale, model.logit_bias());
+        let loss = loss.forward_local(&all_i, &all_t, first, n, scale, model.logit_bias());
         // Scaling the loss scales every gradient below it, the feature gradients the encoders
         // get in step 4 included.
         match scaler {

@@ -38,8 +38,13 @@ pub(super) struct Applied {
 impl Updater {
     /// The update for a run at `state` (fresh or restored), with `opt` already restored and
     /// `params` the model's variables.
-    pub fn new(cfg: &Config, opt: AdamW, params: &[Tensor], state: &TrainState) -> Self {
-        let device = cfg.run.device.resolve();
+    pub fn new(
+        cfg: &Config,
+        device: Device,
+        opt: AdamW,
+        params: &[Tensor],
+        state: &TrainState,
+    ) -> Self {
         let fp16 = cfg.run.precision == Precision::Fp16;
         let scaler = fp16.then(|| {
             let mut s = DynamicLossScaler::new(

@@ -8,7 +8,7 @@
 //! (`attn.in_proj_*`); timm's position embedding carries a batch axis (`[1, N, w]`); and
 //! OpenCLIP's `logit_scale`/`logit_bias` are 0-dim where HF's are `[1]`.
 use super::openclip::{self, bad, int, layer_norm_eps, num, openclip_mlp_ratio};
-use super::{SourceError, header};
+use super::{SourceError, header, qkv};
 use crate::model::{
     Activation, LogitHead, ModelKind, ModelSpec, TextConfig, TextPooling, VisionConfig, mlp_width,
 };
@@ -454,11 +454,6 @@ fn rename(name: &str, shape: &[i64]) -> Option<Layout> {
     })
 }
 
-/// The three names a fused q/k/v splits into.
-fn qkv_names(base: &str, kind: &str) -> [String; 3] {
-    ["q_proj", "k_proj", "v_proj"].map(|p| format!("{base}self_attn.{p}.{kind}"))
-}
-
 /// OpenCLIP SigLIP tensors to ours. Names with no counterpart (and shapes that do not split)
 /// are kept under their own name, so a load reports them as unexpected.
 pub fn to_hf(tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
@@ -473,10 +468,10 @@ pub fn to_hf(tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
             Some(Layout::Same(ours)) => out.push((ours, t)),
             Some(Layout::DropBatch(ours)) => out.push((ours, t.squeeze_dim(0))),
             Some(Layout::Scalar(ours)) => out.push((ours, t.reshape([1]))),
-            Some(Layout::SplitQkv { base, kind }) => {
-                let parts = t.chunk(3, 0).into_iter().map(|p| p.contiguous());
-                out.extend(qkv_names(&base, &kind).into_iter().zip(parts));
-            }
+            Some(Layout::SplitQkv { base, kind }) => match qkv::split(&base, &kind, &t) {
+                Some(parts) => out.extend(parts),
+                None => out.push((name, t)),
+            },
             None => out.push((name, t)),
         }
     }
@@ -520,10 +515,8 @@ pub fn hf_shapes(shapes: BTreeMap<String, Vec<u64>>) -> BTreeMap<String, Vec<u64
                 out.insert(ours, vec![1]);
             }
             Some(Layout::SplitQkv { base, kind }) => {
-                let mut part = shape.clone();
-                part[0] /= 3;
-                for n in qkv_names(&base, &kind) {
-                    out.insert(n, part.clone());
+                for n in qkv::names(&base, &kind) {
+                    out.insert(n, qkv::split_shape(shape));
                 }
             }
             None => {}
@@ -588,10 +581,8 @@ fn block_from_hf(
         };
         let base = format!("{oc_prefix}{layer}.");
         if let Some(kind) = leaf.strip_prefix("self_attn.q_proj.") {
-            let part =
-                |p: &str| by_name[format!("{our_prefix}{layer}.self_attn.{p}.{kind}").as_str()];
-            let qkv = Tensor::cat(&[part("q_proj"), part("k_proj"), part("v_proj")], 0);
-            return vec![(format!("{base}{fused}{kind}"), qkv)];
+            let stacked = qkv::fuse(by_name, &format!("{our_prefix}{layer}."), kind);
+            return vec![(format!("{base}{fused}{kind}"), stacked)];
         }
         let text = oc_prefix == TOWERS[1].0;
         for (timm, oc_text, ours) in BLOCK {

@@ -1,8 +1,8 @@
 //! `--plot OUT.png`: the confusion matrix as a heat map, rows = true class, columns =
 //! predicted, each row normalised by its class's sample count. Labels are drawn with an
-//! embedded 8×8 bitmap font ([`crate::plot::canvas`]), so no system font or plotting backend is needed.
-use super::EvalError;
-use crate::plot::canvas::Canvas;
+//! embedded 8×8 bitmap font ([`super::canvas`]), so no system font or plotting backend is needed.
+use super::PlotError;
+use super::canvas::Canvas;
 use image::Rgb;
 use std::path::Path;
 
@@ -14,7 +14,7 @@ pub fn confusion_png(
     names: &[String],
     title: &str,
     path: &Path,
-) -> Result<(), EvalError> {
+) -> Result<(), PlotError> {
     let c = confusion.len().max(1) as u32;
     let cell = (720 / c).clamp(2, 28);
     let labelled = cell >= 8;
@@ -65,9 +65,10 @@ pub fn confusion_png(
             c.text(left + along, top - 6, &name, true);
         }
     }
-    c.img
-        .save(path)
-        .map_err(|e| EvalError::Input(format!("writing {}: {e}", path.display())))
+    c.img.save(path).map_err(|source| PlotError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// White (0) to dark blue (1).

@@ -5,7 +5,7 @@
 //! The state dicts differ in three ways beyond names: OpenCLIP fuses the attention input
 //! projections (`attn.in_proj_weight` = q, k, v stacked), stores both projections transposed
 //! (`visual.proj`, `text_projection` are `[width, embed]`), and names the blocks `resblocks`.
-use super::{LoadedModel, SourceError, timm_siglip, write_json};
+use super::{LoadedModel, SourceError, qkv, timm_siglip, write_json};
 use crate::model::{
     Activation, LogitHead, ModelKind, ModelSpec, TextConfig, TextPooling, VisionConfig, mlp_width,
 };
@@ -100,16 +100,8 @@ pub fn to_hf(tensors: Vec<(String, Tensor)>) -> Vec<(String, Tensor)> {
     let mut out = Vec::with_capacity(tensors.len() + 16);
     for (name, t) in tensors {
         // [3w, ...] → q, k, v; a shape that does not split stays fused and unexpected.
-        if let Some((base, kind)) = in_proj(&name)
-            && t.size()[0] % 3 == 0
-        {
-            for (part, proj) in t
-                .chunk(3, 0)
-                .into_iter()
-                .zip(["q_proj", "k_proj", "v_proj"])
-            {
-                out.push((format!("{base}self_attn.{proj}.{kind}"), part.contiguous()));
-            }
+        if let Some(parts) = in_proj(&name).and_then(|(base, kind)| qkv::split(&base, kind, &t)) {
+            out.extend(parts);
             continue;
         }
         match hf_name(&name) {
@@ -189,9 +181,7 @@ pub fn from_hf(tensors: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
             };
             let base = format!("{oc_prefix}{layer}.");
             if let Some(kind) = leaf.strip_prefix("self_attn.q_proj.") {
-                let part =
-                    |p: &str| by_name[format!("{our_prefix}{layer}.self_attn.{p}.{kind}").as_str()];
-                let fused = Tensor::cat(&[part("q_proj"), part("k_proj"), part("v_proj")], 0);
+                let fused = qkv::fuse(&by_name, &format!("{our_prefix}{layer}."), kind);
                 out.push((format!("{base}attn.in_proj_{kind}"), fused));
             }
             for (oc, ours) in BLOCK {

@@ -1,6 +1,8 @@
 //! A [`ModelSource`] built into a [`ClipModel`] on a device and strictly loaded: what `eval`,
 //! `embed`, `search` and `export` work with.
 use super::{ModelSource, SourceError};
+use crate::config::Precision;
+use crate::eval::{Encoder, EvalImages};
 use crate::model::{ClipModel, LoadMode};
 use crate::text::TextTokenizer;
 use std::path::Path;
@@ -29,6 +31,29 @@ impl LoadedModel {
             .tokenizer
             .clone()
             .ok_or_else(|| SourceError::NoTokenizer(self.source.dir.clone()))
+    }
+
+    /// An [`Encoder`] of this model, `batch_size` texts at a time, in `precision` (bf16 on
+    /// CUDA and fp32 on the CPU when `None`: [`Precision::inference_default`]); an error naming
+    /// the folder when it has no tokenizer.
+    pub fn encoder(
+        &self,
+        precision: Option<Precision>,
+        batch_size: usize,
+    ) -> Result<Encoder<'_>, SourceError> {
+        Ok(Encoder::new(
+            &self.model,
+            self.tokenizer()?,
+            self.vs.device(),
+            precision,
+            batch_size,
+        ))
+    }
+
+    /// How this model wants its evaluation images (its size, normalisation and resize), loaded
+    /// `batch_size` at a time by `workers` decode threads.
+    pub fn eval_images(&self, batch_size: usize, workers: usize) -> EvalImages {
+        crate::eval::eval_images(&self.source.config(), batch_size, workers)
     }
 
     /// Every parameter by name, sorted, as the loaded model holds it.

@@ -94,7 +94,7 @@ fn text_pooling_is_read_from_both_formats_and_hf_cannot_state_last() {
             &json!({"text_config": {"vocab_size": 10, "eos_token_id": eos}}),
         )
         .unwrap();
-        let m = crate::source::hf::read_config(&path).unwrap();
+        let m = crate::interop::hf::read_config(&path).unwrap();
         (m.text.pooling, m.eot_id)
     };
     assert_eq!(hf(json!(2)), (TextPooling::Argmax, 9), "HF's legacy argmax");
@@ -102,14 +102,14 @@ fn text_pooling_is_read_from_both_formats_and_hf_cannot_state_last() {
 
     let mut spec = ModelConfig::default().spec(7, LossKind::InfoNce);
     spec.text.pooling = TextPooling::Argmax;
-    let cfg = crate::source::hf::config_json(&spec, None, 0).unwrap();
+    let cfg = crate::interop::hf::config_json(&spec, None, 0).unwrap();
     assert_eq!(cfg["text_config"]["eos_token_id"], 2);
     assert!(cfg["text_config"]["bos_token_id"].is_null());
     spec.text.pooling = TextPooling::Last;
-    let err = crate::source::hf::config_json(&spec, None, 0).unwrap_err();
+    let err = crate::interop::hf::config_json(&spec, None, 0).unwrap_err();
     assert!(err.to_string().contains("pooling = \"last\""), "{err}");
     spec.text.pooling = TextPooling::Eot;
     spec.eot_id = 2;
-    let err = crate::source::hf::config_json(&spec, None, 0).unwrap_err();
+    let err = crate::interop::hf::config_json(&spec, None, 0).unwrap_err();
     assert!(err.to_string().contains("argmax"), "{err}");
 }

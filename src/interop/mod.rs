@@ -12,6 +12,7 @@ pub mod hf;
 mod init;
 mod loaded;
 pub mod openclip;
+mod qkv;
 mod resize;
 pub mod timm_siglip;
 
