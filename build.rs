@@ -76,7 +76,7 @@ fn add_nccl(build: &mut cc::Build, torch_root: &Path) {
     }
     let extra = std::env::var("CUDA_EXTRA_INCLUDE").expect(
         "CLIPTRAIN_NCCL=1 needs CUDA_EXTRA_INCLUDE: the include folder of the nvidia-cuda-crt and \
-         nvidia-cuda-cccl wheels (crt/host_config.h, nv/target); see README",
+         nvidia-cuda-cccl wheels (crt/host_config.h, nv/target); see docs/distributed.md, \"NCCL\"",
     );
     build
         .include(cuda)

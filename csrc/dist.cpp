@@ -82,7 +82,7 @@ int cliptrain_dist_new(const char* master_addr, uint16_t master_port, int rank, 
 #else
       throw std::runtime_error(
           "this cliptrain was built without NCCL (CUDA tensors need it); rebuild with "
-          "CLIPTRAIN_NCCL=1, see README \"Multi-GPU and multi-node\"");
+          "CLIPTRAIN_NCCL=1, see docs/distributed.md, \"NCCL\"");
 #endif
     }
     *out = new CliptrainDist{store, pg, timeout};

@@ -118,7 +118,7 @@ pub struct SuiteArgs {
     pub checkpoint: Vec<PathBuf>,
     #[command(flatten)]
     pub run: Runtime,
-    /// Also write the table as JSON here (layout in the README).
+    /// Also write the table as JSON here (layout in docs/evaluation.md, "Suites").
     #[arg(long, value_name = "OUT.json")]
     pub json: Option<PathBuf>,
     /// Also write the table as CSV here: one row per task, metric and checkpoint.

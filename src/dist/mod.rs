@@ -88,7 +88,7 @@ impl Dist {
         if !backend.compiled_in() {
             return Err(DistError::Setup(format!(
                 "tensors on {device:?} need the NCCL process group, and this cliptrain was built \
-                 without it; rebuild with CLIPTRAIN_NCCL=1 (README, \"Multi-GPU and multi-node\") \
+                 without it; rebuild with CLIPTRAIN_NCCL=1 (docs/distributed.md, \"NCCL\") \
                  or train on the CPU with run.device = \"cpu\""
             )));
         }

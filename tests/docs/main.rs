@@ -383,6 +383,9 @@ fn command_reference() -> String {
 }
 
 fn render(cmd: &clap::Command, parent: &str, index: &mut String, body: &mut String) {
+    if cmd.get_name() == "help" {
+        return;
+    }
     let name = format!("{parent} {}", cmd.get_name());
     let about = cmd.get_about().map(|a| a.to_string()).unwrap_or_default();
     let long = cmd
