@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything CI runs, on a fresh machine or a warm one: bootstrap the torch venv (once, with the
-# pinned reference packages the tests compare against), check formatting and lints, then build and
-# run the whole test suite in release mode.
+# pinned reference packages the tests compare against), check formatting, lints and the rustdoc,
+# then build and run the whole test suite (one integration-test binary, the examples, the unit
+# and doc tests) in release mode.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,6 +23,8 @@ fi
 "$TOOLS/bin/cargo-machete" --skip-target-dir
 # --release shares build-script outputs (the torch-sys and shim C++ builds) with the test build.
 cargo clippy --release --all-targets --locked -- -D warnings
+# The library's docs: intra-doc links checked, warnings (missing_docs on the surface) fail.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --release --locked --quiet
 echo "== lints clean after $(( $(date +%s) - start ))s"
 
 cargo test --release --locked

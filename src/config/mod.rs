@@ -2,7 +2,7 @@
 //!
 //! `configs/reference.toml` documents each field and is checked against `Config::default()` by a
 //! test, so the documentation cannot drift from the code. Loading (files, `extends`, `--set`)
-//! lives in [`load`], the rules a loaded config must satisfy in [`validate`].
+//! lives in [`load()`], the rules a loaded config must satisfy in [`validate()`].
 mod choices;
 mod load;
 mod validate;
@@ -208,7 +208,7 @@ pub struct ModelConfig {
     pub grad_checkpointing: bool,
     pub vision: VisionConfig,
     pub text: TextConfig,
-    /// Which grid and context keys the config wrote (set by [`load`]; not a TOML key).
+    /// Which grid and context keys the config wrote (set by [`load()`]; not a TOML key).
     #[serde(skip)]
     pub written: WrittenDims,
 }

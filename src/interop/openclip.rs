@@ -339,7 +339,7 @@ pub(super) fn layer_norm_eps(s: &Value) -> Option<f64> {
 }
 
 /// The model (and preprocessing mean/std, when stated) of an `open_clip_config.json`. Text
-/// pools per `text_cfg.pool_type` (OpenCLIP's default `argmax`; see [`pool_type`]), `eos` at
+/// pools per `text_cfg.pool_type` (OpenCLIP's default `argmax`; see `pool_type`), `eos` at
 /// `text_cfg.eos_id`, else at the last id of the vocabulary; an `init_logit_bias` makes it a
 /// SigLIP model.
 pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), SourceError> {

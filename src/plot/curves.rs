@@ -8,7 +8,7 @@ use std::path::Path;
 /// steps must not be held in memory whole, so longer curves keep every 2nd, 4th, ... point.
 const MAX_POINTS: usize = 8192;
 
-/// One metric of one run over the steps, thinned evenly past [`MAX_POINTS`].
+/// One metric of one run over the steps, thinned evenly past `MAX_POINTS`.
 #[derive(Debug, Clone, Default)]
 pub struct Curve {
     /// (step, value); a value logged as null (a skipped step's `grad_norm`) is NaN and breaks

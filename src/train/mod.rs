@@ -3,7 +3,7 @@
 //!
 //! [`train`] is the story; a [`Trainer`] holds the run and does one phase per method. On this
 //! path parameters change in four places: loading weights when the run is built (`build`,
-//! `resume`), [`finetune::apply`] once at the start (freezing, a `logit_scale` reset),
+//! `resume`), `finetune::apply` once at the start (freezing, a `logit_scale` reset),
 //! and after each step the optimizer's update ([`AdamW::step`]) followed by the temperature
 //! clamp ([`crate::loss::ClipLoss::clamp_logit_scale`]).
 //!
