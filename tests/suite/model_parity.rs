@@ -5,7 +5,7 @@
 //! checkpoint we save must load into HF with `load_state_dict(strict=True)` and give our outputs.
 //! Missing Python packages fail the test (they come with `scripts/bootstrap.sh --ref`), never
 //! skip it.
-mod common;
+use crate::common;
 use cliptrain::model::{
     Activation, ClipModel, LoadMode, LogitHead, ModelKind, ModelSpec, TextConfig, VisionConfig,
     load_named,

@@ -1,6 +1,6 @@
 //! The linear probe against an independent reference: scikit-learn's `LogisticRegression` (in
 //! the reference venv) fitted on the very same features with the same penalty.
-mod common;
+use crate::common;
 use cliptrain::eval::probe::{Features, LogisticRegression, ProbeOptions, linear_probe};
 use std::process::Command;
 use tch::{Device, Kind, Tensor};

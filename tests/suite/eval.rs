@@ -2,10 +2,10 @@
 //! on labels it never trained on, while a random model and shuffled labels score near chance;
 //! evaluating during training leaves training bit-for-bit unchanged; bad inputs get errors
 //! that name the file or sample.
-mod common;
+use crate::common;
 use cliptrain::data::tarstream::{SampleReader, TarEvent};
 use cliptrain::data::writer::ShardWriter;
-use common::{cliptrain, ok, repo, small_synth};
+use crate::common::{cliptrain, ok, repo, small_synth};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

@@ -1,8 +1,8 @@
 //! CLIP_benchmark folders, built-in prompts, multilabel mAP and suites, end to end on a tiny
 //! CLIP_benchmark-layout tree made from the synthetic eval split (tests/common/benchmark.rs).
-mod common;
-use common::tiny_run::tiny_toml;
-use common::{cliptrain, ok, small_synth};
+use crate::common;
+use crate::common::tiny_run::tiny_toml;
+use crate::common::{cliptrain, ok, small_synth};
 use serde_json::Value;
 use std::path::Path;
 

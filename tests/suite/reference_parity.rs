@@ -2,8 +2,8 @@
 //! `torch.optim.AdamW` (single-tensor and fused), run by `scripts/loss_reference.py` /
 //! `scripts/adamw_reference.py` with the torch venv's python. A missing venv or reference
 //! package fails the test with the fix (`scripts/bootstrap.sh --ref`); it never skips.
-mod common;
-use common::repo;
+use crate::common;
+use crate::common::repo;
 use std::process::Command;
 
 use cliptrain::config::{LossConfig, LossKind, OptimConfig};

@@ -1,9 +1,9 @@
 //! `hf:ORG/NAME[@REVISION]` against a local stand-in for the Hub (tests/common/hub_server.rs):
 //! download into a fresh cache, cache hits, offline use, revisions, OpenCLIP's spelling,
 //! errors for what is missing, an interrupted transfer, and `model.init_from = "hf:..."`.
-mod common;
-use common::hub_server::{HubServer, Revision, etag};
-use common::{cliptrain, ok, repo};
+use crate::common;
+use crate::common::hub_server::{HubServer, Revision, etag};
+use crate::common::{cliptrain, ok, repo};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -17,7 +17,7 @@ fn fixtures() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let d = tempfile::tempdir().unwrap();
-        let ckpt = repo().join("tests/fixtures/before-issue-13/step-0000003");
+        let ckpt = repo().join("tests/fixtures/checkpoint-per-tensor-adamw/step-0000003");
         for kind in ["hf", "openclip"] {
             let out = d.path().join(kind);
             ok(cliptrain(

@@ -5,11 +5,11 @@
 //! `scripts/siglip_parity.py` (run with the torch venv's python) makes a tiny random
 //! `SiglipModel` folder and its outputs, and checks an exported folder with
 //! `SiglipModel.from_pretrained`. Missing Python packages fail the test, never skip it.
-mod common;
+use crate::common;
 use cliptrain::model::{ClipModel, LogitHead, ModelKind};
 use cliptrain::source::{LoadedModel, SourceKind};
-use common::tiny_train::{losses, weights};
-use common::{cliptrain, ok, small_synth};
+use crate::common::tiny_train::{losses, weights};
+use crate::common::{cliptrain, ok, small_synth};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;

@@ -82,7 +82,7 @@ fn missing_files_are_named() {
     assert!(String::from_utf8_lossy(&encode.stderr).contains("/nonexistent/t.json"));
 }
 
-mod common;
+use crate::common;
 use serde_json::{Value, json};
 use std::path::Path;
 

@@ -2,15 +2,15 @@
 //! open_clip, both imported back bitwise; an OpenCLIP state dict made by open_clip imported with
 //! its outputs reproduced; `model.init_from` mismatch reports. The reference side is
 //! `scripts/interop_parity.py`, run with the torch venv's python.
-mod common;
+use crate::common;
 use cliptrain::config::{Activation, LossKind, ModelConfig};
 use cliptrain::model::{ClipModel, LoadMode, ModelError, ModelKind, mlp_width};
 use cliptrain::source::{
     LoadedModel, ModelSource, SourceError, SourceKind, hf, openclip, timm_siglip,
 };
 use cliptrain::text::TextClean;
-use common::tiny_run::{trained_checkpoint, trained_run};
-use common::{cliptrain, ok};
+use crate::common::tiny_run::{trained_checkpoint, trained_run};
+use crate::common::{cliptrain, ok};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,12 +1,12 @@
 //! Hostile input made by each test: model folders with impossible sizes, devices and sizes the
 //! host does not have, broken and missing shards. Every one must end in a one-line error (or a
 //! warning) naming the file or key — never a panic, an abort or unbounded growth.
-mod common;
+use crate::common;
 use cliptrain::data::spec::Shard;
 use cliptrain::data::stream::{Order, ShardStream, StreamOptions};
 use cliptrain::source::ModelSource;
-use common::tiny_run::tiny_toml;
-use common::{cliptrain, ok, small_synth};
+use crate::common::tiny_run::tiny_toml;
+use crate::common::{cliptrain, ok, small_synth};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Output;

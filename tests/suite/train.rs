@@ -1,13 +1,13 @@
 //! Training end to end on a tiny model and the synthetic data: exact resume, feature-caching
 //! gradients, interruption, checkpoint contents.
-mod common;
+use crate::common;
 use cliptrain::config::{self, DeviceSpec, LossKind};
 use cliptrain::data::pixels::PixelNorm;
 use cliptrain::dist::Dist;
 use cliptrain::model::ClipModel;
 use cliptrain::train::{self, Resume, Step, StopToken, TrainOptions};
-use common::tiny_train::{losses, setup, tiny_config, weights};
-use common::{cliptrain, ok};
+use crate::common::tiny_train::{losses, setup, tiny_config, weights};
+use crate::common::{cliptrain, ok};
 use std::process::Command;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -659,7 +659,7 @@ fn a_checkpoint_written_before_the_gpu_grade_step_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
-    let fixture = common::repo().join("tests/fixtures/before-issue-13/step-0000003");
+    let fixture = common::repo().join("tests/fixtures/checkpoint-per-tensor-adamw/step-0000003");
     let old = d.join("runs/t/step-0000003");
     std::fs::create_dir_all(&old).unwrap();
     for f in std::fs::read_dir(&fixture).unwrap() {

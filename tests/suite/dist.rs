@@ -1,8 +1,8 @@
 //! Multi-process training on CPU (Gloo over 127.0.0.1): a 2-rank job equals one process on the
 //! whole batch, resumes exactly with its own world size and elastically with another, and fails
 //! cleanly when a rank dies or hangs.
-mod common;
-use common::{cliptrain, ok, small_synth};
+use crate::common;
+use crate::common::{cliptrain, ok, small_synth};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
