@@ -1,8 +1,7 @@
 //! Fine-tuning from a checkpoint with `model.init_from` and `[finetune]`: locked parameters stay
 //! bitwise unchanged and get no optimizer state, the tokenizer comes from the source, and a
 //! fine-tuning run with LR multipliers resumes exactly.
-use crate::common;
-use crate::common::tiny_run::trained_run;
+use crate::common::tiny::trained_run;
 use crate::common::{cliptrain, ok};
 use std::collections::HashMap;
 use std::path::Path;

@@ -101,6 +101,7 @@ fn hf_to_ours(activation: Activation) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     hf_parity(&["make", d, "--act", act_name(activation)]);
+    let _rng = common::rng_lock();
     let mut vs = VarStore::new(Device::Cpu);
     let m = ClipModel::new(&vs.root(), &tiny_cfg(activation)).unwrap();
     let weights = dir.path().join("model.safetensors");
@@ -149,6 +150,7 @@ fn token_batch() -> Tensor {
 #[test]
 fn our_checkpoint_loads_strictly_into_hf() {
     for activation in [Activation::QuickGelu, Activation::Gelu] {
+        let _rng = common::rng_lock();
         tch::manual_seed(7);
         let dir = tempfile::tempdir().unwrap();
         let vs = VarStore::new(Device::Cpu);

@@ -4,8 +4,8 @@
 //! ids come from `scripts/tokenizer_parity.py`, both run with the torch venv's python. Missing
 //! Python packages fail the test (they are part of `scripts/bootstrap.sh --ref`), never skip it.
 use crate::common;
-use cliptrain::text::TextTokenizer;
 use crate::common::repo;
+use cliptrain::text::TextTokenizer;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
