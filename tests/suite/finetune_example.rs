@@ -2,8 +2,7 @@
 //! captions.csv in a domain the base model never saw → `data build` → zero-shot before →
 //! fine-tune with configs/finetune-example.toml → zero-shot after → `export hf`. Fine-tuning
 //! must raise zero-shot accuracy on the new domain well above where it started.
-mod common;
-use common::{cliptrain, ok, repo};
+use crate::common::{cliptrain, ok, repo};
 use serde_json::Value;
 use std::path::Path;
 

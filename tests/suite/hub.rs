@@ -1,88 +1,11 @@
-//! `hf:ORG/NAME[@REVISION]` against a local stand-in for the Hub (tests/common/hub_server.rs):
+//! `hf:ORG/NAME[@REVISION]` against a local stand-in for the Hub (tests/suite/common/hub_server.rs):
 //! download into a fresh cache, cache hits, offline use, revisions, OpenCLIP's spelling,
 //! errors for what is missing, an interrupted transfer, and `model.init_from = "hf:..."`.
-mod common;
-use common::hub_server::{HubServer, Revision, etag};
-use common::{cliptrain, ok, repo};
+use crate::common;
+use crate::common::hub_server::{Hub, MAIN, Revision, V1, etag, fixtures, tiny_hub};
+use crate::common::{cliptrain, ok};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
-
-const MAIN: &str = "1111111111111111111111111111111111111111";
-const V1: &str = "2222222222222222222222222222222222222222";
-
-/// The tiny checkpoint in tests/fixtures exported once as a Hugging Face folder (`hf/`) and
-/// an OpenCLIP folder (`oc/`), shared by every test of this file.
-fn fixtures() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
-        let ckpt = repo().join("tests/fixtures/before-issue-13/step-0000003");
-        for kind in ["hf", "openclip"] {
-            let out = d.path().join(kind);
-            ok(cliptrain(
-                &[
-                    "export",
-                    kind,
-                    "--checkpoint",
-                    ckpt.to_str().unwrap(),
-                    "--out",
-                    out.to_str().unwrap(),
-                ],
-                d.path(),
-            ));
-        }
-        d
-    })
-    .path()
-}
-
-/// `org/tiny`: `main` is the HF folder, the tag `v1` the OpenCLIP one.
-fn tiny_server() -> HubServer {
-    HubServer::start(vec![(
-        "org/tiny",
-        vec![
-            Revision {
-                names: vec!["main".into()],
-                commit: MAIN.into(),
-                dir: fixtures().join("hf"),
-            },
-            Revision {
-                names: vec!["v1".into()],
-                commit: V1.into(),
-                dir: fixtures().join("openclip"),
-            },
-        ],
-    )])
-}
-
-/// `cliptrain ARGS` in `cwd` with the Hub variables `env` and no others from this process (a
-/// proxy setting would send 127.0.0.1 elsewhere).
-fn run(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cliptrain"));
-    cmd.args(args).current_dir(cwd);
-    for var in [
-        "HF_HOME",
-        "HF_HUB_CACHE",
-        "HUGGINGFACE_HUB_CACHE",
-        "HF_ENDPOINT",
-        "HF_TOKEN",
-        "HUGGING_FACE_HUB_TOKEN",
-        "HF_TOKEN_PATH",
-        "HF_HUB_OFFLINE",
-        "TRANSFORMERS_OFFLINE",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.envs(env.iter().copied());
-    cmd.output().expect("run cliptrain")
-}
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
@@ -100,15 +23,16 @@ fn snapshot(cache: &Path, commit: &str) -> PathBuf {
 
 #[test]
 fn a_model_is_downloaded_once_then_read_from_the_cache_online_and_offline() {
-    let server = tiny_server();
-    let d = tempfile::tempdir().unwrap();
-    let home = d.path().join("home");
+    let hub = tiny_hub();
+    let server = &hub.server;
+    // The cache under HF_HOME (`HF_HOME/hub`), and a token.
+    let home = hub.path().join("home");
     let env = [
         ("HF_HOME", home.to_str().unwrap()),
         ("HF_ENDPOINT", server.endpoint.as_str()),
         ("HF_TOKEN", "hf_test_token"),
     ];
-    let out = ok(run(&["download", "hf:org/tiny"], d.path(), &env));
+    let out = ok(hub.run_env(&["download", "hf:org/tiny"], &env));
     let cache = home.join("hub");
     let snap = snapshot(&cache, MAIN);
     assert_eq!(out.trim(), snap.to_str().unwrap());
@@ -175,7 +99,7 @@ fn a_model_is_downloaded_once_then_read_from_the_cache_online_and_offline() {
     );
 
     // A second use (loading the model through --checkpoint) only lists the revision.
-    ok(run(
+    ok(hub.run_env(
         &[
             "export",
             "openclip",
@@ -184,7 +108,6 @@ fn a_model_is_downloaded_once_then_read_from_the_cache_online_and_offline() {
             "--out",
             "oc",
         ],
-        d.path(),
         &env,
     ));
     let second: Vec<_> = server.requests()[first.len()..].to_vec();
@@ -197,17 +120,17 @@ fn a_model_is_downloaded_once_then_read_from_the_cache_online_and_offline() {
 
     // Offline: the cache alone, not a single request; the same folder.
     let offline = [env[0], env[1], ("HF_HUB_OFFLINE", "1")];
-    let out = ok(run(&["download", "hf:org/tiny"], d.path(), &offline));
+    let out = ok(hub.run_env(&["download", "hf:org/tiny"], &offline));
     assert_eq!(out.trim(), snap.to_str().unwrap());
     assert_eq!(server.requests().len(), first.len() + 1);
 
     // Offline with an empty cache: one error naming the id, the cache and the setting.
-    let empty = d.path().join("empty");
+    let empty = hub.path().join("empty");
     let offline = [
         ("HF_HUB_CACHE", empty.to_str().unwrap()),
         ("HF_HUB_OFFLINE", "1"),
     ];
-    let e = err(run(&["download", "hf:org/tiny"], d.path(), &offline));
+    let e = err(hub.run_env(&["download", "hf:org/tiny"], &offline));
     assert!(
         e.contains("hf:org/tiny")
             && e.contains(empty.to_str().unwrap())
@@ -216,7 +139,7 @@ fn a_model_is_downloaded_once_then_read_from_the_cache_online_and_offline() {
     );
     // The server down, a cached revision is still used (with a warning).
     let down = [env[0], ("HF_ENDPOINT", "http://127.0.0.1:9")];
-    let out = run(&["download", "hf:org/tiny"], d.path(), &down);
+    let out = hub.run_env(&["download", "hf:org/tiny"], &down);
     assert_eq!(ok_ref(&out).trim(), snap.to_str().unwrap());
     assert!(
         stderr(&out).contains("using the cached snapshot"),
@@ -232,19 +155,14 @@ fn ok_ref(out: &Output) -> String {
 
 #[test]
 fn a_revision_picks_its_own_snapshot_and_openclip_folders_load() {
-    let server = tiny_server();
-    let d = tempfile::tempdir().unwrap();
-    let cache = d.path().join("cache");
-    let env = [
-        ("HF_HUB_CACHE", cache.to_str().unwrap()),
-        ("HF_ENDPOINT", server.endpoint.as_str()),
-    ];
+    let hub = tiny_hub();
+    let (server, cache) = (&hub.server, &hub.cache);
     // The tag v1 holds only OpenCLIP files: `hf:` takes them when there is no HF folder.
-    let out = ok(run(&["download", "hf:org/tiny@v1"], d.path(), &env));
-    let snap = snapshot(&cache, V1);
+    let out = ok(hub.run(&["download", "hf:org/tiny@v1"]));
+    let snap = snapshot(cache, V1);
     assert_eq!(out.trim(), snap.to_str().unwrap());
     assert!(snap.join("open_clip_config.json").is_file());
-    assert!(!snapshot(&cache, MAIN).exists());
+    assert!(!snapshot(cache, MAIN).exists());
     let refs = cache.join("models--org--tiny/refs");
     assert_eq!(std::fs::read_to_string(refs.join("v1")).unwrap(), V1);
 
@@ -254,14 +172,11 @@ fn a_revision_picks_its_own_snapshot_and_openclip_folders_load() {
         ("hf-hub:org/tiny@v1", "from-oc"),
         ("hf:org/tiny", "from-hf"),
     ] {
-        ok(run(
-            &["export", "hf", "--checkpoint", id, "--out", out],
-            d.path(),
-            &env,
-        ));
+        ok(hub.run(&["export", "hf", "--checkpoint", id, "--out", out]));
     }
-    let a = tch::Tensor::read_safetensors(d.path().join("from-oc/model.safetensors")).unwrap();
-    let mut b = tch::Tensor::read_safetensors(d.path().join("from-hf/model.safetensors")).unwrap();
+    let a = tch::Tensor::read_safetensors(hub.path().join("from-oc/model.safetensors")).unwrap();
+    let mut b =
+        tch::Tensor::read_safetensors(hub.path().join("from-hf/model.safetensors")).unwrap();
     assert_eq!(a.len(), b.len());
     for (name, t) in &a {
         let i = b.iter().position(|(n, _)| n == name).expect(name);
@@ -272,12 +187,12 @@ fn a_revision_picks_its_own_snapshot_and_openclip_folders_load() {
     // A commit hash names its snapshot: no ref is written, and once cached no request is made.
     let pinned = format!("hf:org/tiny@{MAIN}");
     let before = server.requests().len();
-    let out = ok(run(&["download", &pinned], d.path(), &env));
-    assert_eq!(out.trim(), snapshot(&cache, MAIN).to_str().unwrap());
+    let out = ok(hub.run(&["download", &pinned]));
+    assert_eq!(out.trim(), snapshot(cache, MAIN).to_str().unwrap());
     assert!(!refs.join(MAIN).exists());
     assert_eq!(server.requests().len(), before);
 
-    let e = err(run(&["download", "hf:org/tiny@v9"], d.path(), &env));
+    let e = err(hub.run(&["download", "hf:org/tiny@v9"]));
     assert!(
         e.contains("hf:org/tiny@v9")
             && e.contains("no revision \"v9\"")
@@ -297,42 +212,41 @@ fn what_is_missing_or_malformed_is_named() {
     )
     .unwrap();
     std::fs::write(pickle.join("pytorch_model.bin"), b"not read").unwrap();
-    let server = HubServer::start(vec![
-        (
-            "org/tiny",
-            vec![Revision {
-                names: vec!["main".into()],
-                commit: MAIN.into(),
-                dir: fixtures().join("hf"),
-            }],
-        ),
-        (
-            "org/pickle",
-            vec![
-                Revision {
+    let hub = Hub::start_in(
+        d,
+        vec![
+            (
+                "org/tiny",
+                vec![Revision {
                     names: vec!["main".into()],
-                    commit: V1.into(),
-                    dir: pickle,
-                },
-                Revision {
-                    names: vec!["refs/pr/7".into()],
                     commit: MAIN.into(),
                     dir: fixtures().join("hf"),
-                },
-            ],
-        ),
-    ]);
-    let cache = d.path().join("cache");
-    let env = [
-        ("HF_HUB_CACHE", cache.to_str().unwrap()),
-        ("HF_ENDPOINT", server.endpoint.as_str()),
-    ];
-    let e = err(run(&["download", "hf:org/absent"], d.path(), &env));
+                }],
+            ),
+            (
+                "org/pickle",
+                vec![
+                    Revision {
+                        names: vec!["main".into()],
+                        commit: V1.into(),
+                        dir: pickle,
+                    },
+                    Revision {
+                        names: vec!["refs/pr/7".into()],
+                        commit: MAIN.into(),
+                        dir: fixtures().join("hf"),
+                    },
+                ],
+            ),
+        ],
+    );
+    let (server, cache, env) = (&hub.server, &hub.cache, hub.env());
+    let e = err(hub.run(&["download", "hf:org/absent"]));
     assert!(
         e.contains("no model repository org/absent") && e.contains(&server.endpoint),
         "{e}"
     );
-    let e = err(run(&["download", "hf:org/pickle"], d.path(), &env));
+    let e = err(hub.run(&["download", "hf:org/pickle"]));
     assert!(
         e.contains("pytorch_model.bin") && e.contains("safetensors only") && e.contains("convert"),
         "{e}"
@@ -346,29 +260,21 @@ fn what_is_missing_or_malformed_is_named() {
              "isPullRequest": true, "author": {"name": "SFconvertbot"}},
         ]}),
     );
-    let e = err(run(&["download", "hf:org/pickle"], d.path(), &env));
+    let e = err(hub.run(&["download", "hf:org/pickle"]));
     assert!(e.contains("use hf:org/pickle@refs/pr/7"), "{e}");
-    ok(run(
-        &[
-            "export",
-            "hf",
-            "--checkpoint",
-            "hf:org/pickle@refs/pr/7",
-            "--out",
-            "pr7",
-        ],
-        d.path(),
-        &env,
-    ));
+    ok(hub.run(&[
+        "export",
+        "hf",
+        "--checkpoint",
+        "hf:org/pickle@refs/pr/7",
+        "--out",
+        "pr7",
+    ]));
     let refs = cache.join("models--org--pickle/refs/refs/pr/7");
     assert_eq!(std::fs::read_to_string(refs).unwrap(), MAIN);
     // Listed but not served: the id, the file and the server are named.
     server.hide("model.safetensors");
-    let e = err(run(
-        &["export", "hf", "--checkpoint", "hf:org/tiny", "--out", "z"],
-        d.path(),
-        &env,
-    ));
+    let e = err(hub.run(&["export", "hf", "--checkpoint", "hf:org/tiny", "--out", "z"]));
     assert!(
         e.contains("hf:org/tiny")
             && e.contains("model.safetensors")
@@ -378,20 +284,20 @@ fn what_is_missing_or_malformed_is_named() {
     );
     // No server at all.
     let down = [env[0], ("HF_ENDPOINT", "http://127.0.0.1:9")];
-    let e = err(run(&["download", "hf:org/tiny"], d.path(), &down));
+    let e = err(hub.run_env(&["download", "hf:org/tiny"], &down));
     assert!(
         e.contains("could not reach http://127.0.0.1:9") && e.contains("HF_HUB_OFFLINE=1"),
         "{e}"
     );
     // Malformed ids: one line each, from the command and from `config check`.
-    let e = err(run(&["download", "hf:clip"], d.path(), &env));
+    let e = err(hub.run(&["download", "hf:clip"]));
     assert!(e.contains("\"clip\" is not ORG/NAME"), "{e}");
     std::fs::write(
-        d.path().join("c.toml"),
+        hub.path().join("c.toml"),
         "[model]\ninit_from = \"hf:org/x y\"\n",
     )
     .unwrap();
-    let e = err(run(&["config", "check", "c.toml"], d.path(), &env));
+    let e = err(hub.run(&["config", "check", "c.toml"]));
     assert!(
         e.contains("model.init_from = \"hf:org/x y\" must be a Hub id hf:ORG/NAME"),
         "{e}"
@@ -400,19 +306,14 @@ fn what_is_missing_or_malformed_is_named() {
 
 #[test]
 fn an_interrupted_or_damaged_download_is_completed_and_checked() {
-    let server = tiny_server();
-    let d = tempfile::tempdir().unwrap();
-    let cache = d.path().join("cache");
-    let env = [
-        ("HF_HUB_CACHE", cache.to_str().unwrap()),
-        ("HF_ENDPOINT", server.endpoint.as_str()),
-    ];
+    let hub = tiny_hub();
+    let (server, cache, env) = (&hub.server, &hub.cache, hub.env());
     let weights = std::fs::read(fixtures().join("hf/model.safetensors")).unwrap();
     let tag = etag(&weights);
     let half = weights.len() / 2;
     // The connection drops halfway: the transfer continues from the bytes it has.
     server.cut_next("model.safetensors", half);
-    let out = ok(run(&["download", "hf:org/tiny"], d.path(), &env));
+    let out = ok(hub.run(&["download", "hf:org/tiny"]));
     let file = PathBuf::from(out.trim()).join("model.safetensors");
     assert_eq!(std::fs::read(&file).unwrap(), weights);
     let bodies = server.body_requests("model.safetensors", &tag);
@@ -424,15 +325,14 @@ fn an_interrupted_or_damaged_download_is_completed_and_checked() {
     // A blob damaged in the cache (cut short) is found by its size and fetched again.
     let blob = cache.join("models--org--tiny/blobs").join(&tag);
     std::fs::write(&blob, &weights[..100]).unwrap();
-    ok(run(&["download", "hf:org/tiny"], d.path(), &env));
+    ok(hub.run(&["download", "hf:org/tiny"]));
     assert_eq!(std::fs::read(&file).unwrap(), weights);
     assert_eq!(server.body_requests("model.safetensors", &tag).len(), 3);
     // A server whose file does not match its listing: refused after a second try, nothing kept.
     server.misstate_size("tokenizer.json");
-    let fresh = d.path().join("fresh");
-    let e = err(run(
+    let fresh = hub.path().join("fresh");
+    let e = err(hub.run_env(
         &["download", "hf:org/tiny"],
-        d.path(),
         &[("HF_HUB_CACHE", fresh.to_str().unwrap()), env[1]],
     ));
     assert!(
@@ -444,13 +344,8 @@ fn an_interrupted_or_damaged_download_is_completed_and_checked() {
 
 #[test]
 fn a_hub_model_is_evaluated_and_starts_a_run() {
-    let server = tiny_server();
-    let d = tempfile::tempdir().unwrap();
-    let cache = d.path().join("cache");
-    let env = [
-        ("HF_HUB_CACHE", cache.to_str().unwrap()),
-        ("HF_ENDPOINT", server.endpoint.as_str()),
-    ];
+    let hub = tiny_hub();
+    let cache = &hub.cache;
     ok(cliptrain(
         &[
             "data",
@@ -464,10 +359,10 @@ fn a_hub_model_is_evaluated_and_starts_a_run() {
             "--image-size",
             "32",
         ],
-        d.path(),
+        hub.path(),
     ));
     std::fs::write(
-        d.path().join("ft.toml"),
+        hub.path().join("ft.toml"),
         r#"
 [run]
 name = "ft"
@@ -492,32 +387,28 @@ progress = "plain"
 "#,
     )
     .unwrap();
-    let eval = ok(run(
-        &[
-            "eval",
-            "zeroshot",
-            "--checkpoint",
-            "hf:org/tiny",
-            "--data",
-            "syn/eval-000000.tar",
-            "--classnames",
-            "syn/classnames.txt",
-        ],
-        d.path(),
-        &env,
-    ));
+    let eval = ok(hub.run(&[
+        "eval",
+        "zeroshot",
+        "--checkpoint",
+        "hf:org/tiny",
+        "--data",
+        "syn/eval-000000.tar",
+        "--classnames",
+        "syn/classnames.txt",
+    ]));
     assert!(eval.contains("| all |"), "{eval}");
-    let out = run(&["train", "--config", "ft.toml"], d.path(), &env);
+    let out = hub.run(&["train", "--config", "ft.toml"]);
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("model.init_from = hf:org/tiny"), "{log}");
     // The run's model is the Hub model's: its saved config has the source's dimensions and
     // tokenizer (from the snapshot).
-    let saved = std::fs::read_to_string(d.path().join("runs/ft/latest/config.toml")).unwrap();
+    let saved = std::fs::read_to_string(hub.path().join("runs/ft/latest/config.toml")).unwrap();
     assert!(saved.contains("vocab_size = 600"), "{saved}");
     assert!(
         saved.contains(
-            snapshot(&cache, MAIN)
+            snapshot(cache, MAIN)
                 .join("tokenizer.json")
                 .to_str()
                 .unwrap()
@@ -530,9 +421,8 @@ progress = "plain"
 fn a_cache_python_filled_is_read_offline() {
     // Python's huggingface_hub downloads from the stand-in as from the Hub (which also checks
     // the stand-in), and cliptrain reads that cache with HF_HUB_OFFLINE=1.
-    let server = tiny_server();
-    let d = tempfile::tempdir().unwrap();
-    let cache = d.path().join("cache");
+    let hub = tiny_hub();
+    let (server, cache) = (&hub.server, &hub.cache);
     let py = Command::new(common::venv_python())
         .args([
             "-c",
@@ -545,7 +435,7 @@ fn a_cache_python_filled_is_read_offline() {
         .env_remove("HF_HUB_OFFLINE")
         .output()
         .unwrap();
-    let snap = snapshot(&cache, MAIN);
+    let snap = snapshot(cache, MAIN);
     assert_eq!(
         String::from_utf8_lossy(&py.stdout).trim(),
         snap.to_str().unwrap(),
@@ -553,14 +443,10 @@ fn a_cache_python_filled_is_read_offline() {
         String::from_utf8_lossy(&py.stderr)
     );
     let before = server.requests().len();
-    let env = [
-        ("HF_HUB_CACHE", cache.to_str().unwrap()),
-        ("HF_ENDPOINT", server.endpoint.as_str()),
-        ("HF_HUB_OFFLINE", "1"),
-    ];
-    let out = ok(run(&["download", "hf:org/tiny"], d.path(), &env));
+    let env = [hub.env()[0], hub.env()[1], ("HF_HUB_OFFLINE", "1")];
+    let out = ok(hub.run_env(&["download", "hf:org/tiny"], &env));
     assert_eq!(out.trim(), snap.to_str().unwrap());
-    ok(run(
+    ok(hub.run_env(
         &[
             "export",
             "openclip",
@@ -569,13 +455,12 @@ fn a_cache_python_filled_is_read_offline() {
             "--out",
             "oc",
         ],
-        d.path(),
         &env,
     ));
     assert_eq!(server.requests().len(), before, "offline asks nothing");
     // A cached snapshot without the weights is named, with what it has.
     std::fs::remove_file(snap.join("model.safetensors")).unwrap();
-    let e = err(run(&["download", "hf:org/tiny"], d.path(), &env));
+    let e = err(hub.run_env(&["download", "hf:org/tiny"], &env));
     assert!(
         e.contains("has no model cliptrain reads") && e.contains("config.json, "),
         "{e}"
@@ -587,9 +472,8 @@ fn a_download_another_process_holds_is_waited_for_not_repeated() {
     // Each rank of a job opens the same model.init_from: while one downloads a blob (here this
     // test, holding the blob's lock), the others wait and then use its file.
     use std::os::fd::AsRawFd;
-    let server = tiny_server();
-    let d = tempfile::tempdir().unwrap();
-    let cache = d.path().join("cache");
+    let hub = tiny_hub();
+    let (server, cache) = (&hub.server, &hub.cache);
     let weights = std::fs::read(fixtures().join("hf/model.safetensors")).unwrap();
     let tag = etag(&weights);
     let blobs = cache.join("models--org--tiny/blobs");
@@ -597,13 +481,8 @@ fn a_download_another_process_holds_is_waited_for_not_repeated() {
     let lock = std::fs::File::create(blobs.join(format!("{tag}.lock"))).unwrap();
     // SAFETY: flock on a file descriptor this test owns.
     assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cliptrain"));
-    cmd.args(["download", "hf:org/tiny"])
-        .current_dir(d.path())
-        .env("HF_HUB_CACHE", &cache)
-        .env("HF_ENDPOINT", &server.endpoint)
-        .env_remove("HF_HUB_OFFLINE")
-        .stdout(std::process::Stdio::piped())
+    let mut cmd = hub.command(&["download", "hf:org/tiny"]);
+    cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     // No timing assumptions: the lock stays held until cliptrain has exited. Once cliptrain
@@ -637,7 +516,7 @@ fn a_download_another_process_holds_is_waited_for_not_repeated() {
         "cliptrain never said it waits for the lock:\n{log}"
     );
     assert!(status.success(), "{log}");
-    let snap = snapshot(&cache, MAIN);
+    let snap = snapshot(cache, MAIN);
     assert_eq!(
         std::fs::read(snap.join("model.safetensors")).unwrap(),
         weights

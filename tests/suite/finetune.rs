@@ -1,9 +1,8 @@
 //! Fine-tuning from a checkpoint with `model.init_from` and `[finetune]`: locked parameters stay
 //! bitwise unchanged and get no optimizer state, the tokenizer comes from the source, and a
 //! fine-tuning run with LR multipliers resumes exactly.
-mod common;
-use common::tiny_run::trained_run;
-use common::{cliptrain, ok};
+use crate::common::tiny::trained_run;
+use crate::common::{cliptrain, ok};
 use std::collections::HashMap;
 use std::path::Path;
 use tch::Tensor;

@@ -1,6 +1,6 @@
 //! `cliptrain data synth | build | inspect` through the binary: what one writes, the others read.
-mod common;
-use common::{cliptrain, ok};
+use crate::common;
+use crate::common::{cliptrain, ok};
 use std::path::Path;
 
 fn inspect_json(spec: &str, cwd: &Path) -> serde_json::Value {

@@ -1,12 +1,11 @@
 //! Hostile input made by each test: model folders with impossible sizes, devices and sizes the
 //! host does not have, broken and missing shards. Every one must end in a one-line error (or a
 //! warning) naming the file or key — never a panic, an abort or unbounded growth.
-mod common;
+use crate::common::tiny::two_step;
+use crate::common::{cliptrain, ok, small_synth};
 use cliptrain::data::spec::Shard;
 use cliptrain::data::stream::{Order, ShardStream, StreamOptions};
 use cliptrain::source::ModelSource;
-use common::tiny_run::tiny_toml;
-use common::{cliptrain, ok, small_synth};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Output;
@@ -23,7 +22,7 @@ fn refused(out: Output, code: i32) -> String {
 /// far too many threads asked for). Returns that run's stderr.
 fn step_zero_run(d: &Path) -> String {
     small_synth(d, 64, 8, 32);
-    std::fs::write(d.join("tiny.toml"), tiny_toml("quick_gelu")).unwrap();
+    two_step("quick_gelu").write(d.join("tiny.toml"));
     let out = cliptrain(
         &["train", "--config", "tiny.toml", "--stop-at-step", "0"]
             .into_iter()
@@ -185,7 +184,7 @@ fn devices_the_host_does_not_have_are_one_line_errors() {
 fn sizes_that_cannot_fit_are_refused_naming_the_keys() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    std::fs::write(d.join("tiny.toml"), tiny_toml("gelu")).unwrap();
+    two_step("gelu").write(d.join("tiny.toml"));
     for key in ["optim.batch_size", "data.prefetch", "data.shuffle_buffer"] {
         let set = format!("{key}=1000000000000");
         let out = cliptrain(&["train", "--config", "tiny.toml", "--set", &set], d);
@@ -244,7 +243,7 @@ fn bad_shards_warn_once_and_strict_makes_a_missing_one_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     small_synth(d, 64, 8, 32);
-    std::fs::write(d.join("tiny.toml"), tiny_toml("gelu")).unwrap();
+    two_step("gelu").write(d.join("tiny.toml"));
     // The second member's header checksum broken: the rest of that shard is lost, every pass.
     let mut tar = std::fs::read(d.join("syn/train-000001.tar")).unwrap();
     let size = u64::from_str_radix(std::str::from_utf8(&tar[124..135]).unwrap(), 8).unwrap();

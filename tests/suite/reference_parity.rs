@@ -2,8 +2,8 @@
 //! `torch.optim.AdamW` (single-tensor and fused), run by `scripts/loss_reference.py` /
 //! `scripts/adamw_reference.py` with the torch venv's python. A missing venv or reference
 //! package fails the test with the fix (`scripts/bootstrap.sh --ref`); it never skips.
-mod common;
-use common::repo;
+use crate::common;
+use crate::common::repo;
 use std::process::Command;
 
 use cliptrain::config::{LossConfig, LossKind, OptimConfig};
@@ -40,6 +40,7 @@ fn read(path: &std::path::Path) -> std::collections::HashMap<String, Tensor> {
 #[test]
 fn losses_match_open_clip() {
     let dir = tempfile::tempdir().unwrap();
+    let _rng = common::rng_lock();
     tch::manual_seed(3);
     let opts = (Kind::Double, Device::Cpu);
     let (image, text) = (Tensor::randn([8, 16], opts), Tensor::randn([8, 16], opts));
@@ -117,6 +118,7 @@ fn adamw_against_torch(fused: bool, steps: u64, lr_scales: &[(&str, f64)]) {
     let schedule = LrSchedule::new(&cfg);
     let lrs: Vec<f64> = (0..steps).map(|s| schedule.lr_at(s)).collect();
     let lrs_t = Tensor::from_slice(&lrs);
+    let _rng = common::rng_lock();
     tch::manual_seed(11);
     let vs = nn::VarStore::new(Device::Cpu);
     let r = vs.root();

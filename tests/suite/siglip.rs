@@ -5,11 +5,11 @@
 //! `scripts/siglip_parity.py` (run with the torch venv's python) makes a tiny random
 //! `SiglipModel` folder and its outputs, and checks an exported folder with
 //! `SiglipModel.from_pretrained`. Missing Python packages fail the test, never skip it.
-mod common;
+use crate::common;
+use crate::common::tiny::{losses, tiny, weights};
+use crate::common::{cliptrain, ok, small_synth};
 use cliptrain::model::{ClipModel, LogitHead, ModelKind};
 use cliptrain::source::{LoadedModel, SourceKind};
-use common::tiny_train::{losses, weights};
-use common::{cliptrain, ok, small_synth};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
@@ -61,6 +61,7 @@ fn our_outputs(m: &ClipModel, px: &Tensor, ids: &Tensor) -> Vec<(String, Tensor)
 fn an_hf_siglip_folder_reproduces_transformers_outputs() {
     let dir = tempfile::tempdir().unwrap();
     siglip_parity(&["make", dir.path().to_str().unwrap()]);
+    let _rng = common::rng_lock();
     let loaded = LoadedModel::open(&dir.path().join("hf"), Device::Cpu).unwrap();
     let spec = &loaded.source.spec;
     assert_eq!(loaded.source.kind, SourceKind::HuggingFace);
@@ -84,41 +85,23 @@ fn an_hf_siglip_folder_reproduces_transformers_outputs() {
     assert_eq!(loaded.model.logit_bias().unwrap().double_value(&[0]), -3.5);
 }
 
-/// The run config of the SigLIP training tests (`syn/` data and tokenizer, the sigmoid loss,
-/// a checkpoint every 2 steps); `model` is its `[model]` section.
+/// The run config of the SigLIP training tests: the tiny config on 2 shards with SigLIP's
+/// image mean/std, the sigmoid loss and `steps` steps; `model` (TOML) replaces its `[model]`.
 fn siglip_toml(model: &str, steps: u64) -> String {
-    format!(
-        r#"
-[run]
-name = "s"
-output_dir = "runs"
-device = "cpu"
-threads = 1
-seed = 5
-[data]
-train = "syn/train-{{000000..000001}}.tar"
-tokenizer = "syn/tok.json"
-shuffle_buffer = 16
-workers = 1
-image_mean = [0.5, 0.5, 0.5]
-image_std = [0.5, 0.5, 0.5]
-{model}
-[loss]
-kind = "siglip"
-[optim]
-steps = {steps}
-batch_size = 8
-warmup_steps = 1
-lr = 1e-3
-[checkpoint]
-every = 2
-keep = 0
-[log]
-every = 1
-tensorboard = false
-progress = "plain"
-"#
-    )
+    tiny()
+        .sets(&[
+            r#"run.name="s""#,
+            "run.seed=5",
+            r#"data.train="syn/train-{000000..000001}.tar""#,
+            "data.image_mean=[0.5, 0.5, 0.5]",
+            "data.image_std=[0.5, 0.5, 0.5]",
+            r#"loss.kind="siglip""#,
+            &format!("optim.steps={steps}"),
+            "optim.warmup_steps=1",
+        ])
+        .unset("model")
+        .merge(model)
+        .text()
 }
 
 /// From scratch, with patch dropout (no class token to keep) and activation checkpointing on;
@@ -168,6 +151,7 @@ heads = 2
         hf_config.contains("\"model_type\": \"siglip\""),
         "{hf_config}"
     );
+    let _rng = common::rng_lock();
     let loaded = LoadedModel::open(&ckpt, Device::Cpu).unwrap();
     tch::manual_seed(3);
     let px = Tensor::randn([3, 3, 32, 32], (Kind::Float, Device::Cpu));

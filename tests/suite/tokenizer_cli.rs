@@ -82,7 +82,7 @@ fn missing_files_are_named() {
     assert!(String::from_utf8_lossy(&encode.stderr).contains("/nonexistent/t.json"));
 }
 
-mod common;
+use crate::common;
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -160,16 +160,13 @@ fn write_word_level(dir: &Path) {
     std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
 }
 
-/// `tiny.toml` with `data.tokenizer = tokenizer` and `extra` appended to `[data]` and
-/// `[model.text]`; trains it (2 steps) and runs `eval retrieval` on the result.
-fn train_and_eval(d: &Path, tokenizer: &str, data_keys: &str, text_keys: &str) -> Value {
-    let toml = common::tiny_run::tiny_toml("quick_gelu")
-        .replace(
-            "tokenizer = \"syn/tok.json\"",
-            &format!("tokenizer = \"{tokenizer}\"\n{data_keys}"),
-        )
-        .replace("[model.text]\n", &format!("[model.text]\n{text_keys}\n"));
-    std::fs::write(d.join("tiny.toml"), toml).unwrap();
+/// `tiny.toml` ([`common::tiny::two_step`]) with `data.tokenizer = tokenizer` and `changes`
+/// (`section.key=value`); trains it (2 steps) and runs `eval retrieval` on the result.
+fn train_and_eval(d: &Path, tokenizer: &str, changes: &[&str]) -> Value {
+    common::tiny::two_step("quick_gelu")
+        .set(&format!("data.tokenizer={tokenizer:?}"))
+        .sets(changes)
+        .write(d.join("tiny.toml"));
     common::ok(common::cliptrain(
         &["-q", "train", "--config", "tiny.toml"],
         d,
@@ -239,7 +236,7 @@ fn sentencepiece_tokenizer_without_start_token_trains_evaluates_and_exports() {
     let d = tmp.path();
     synth(d);
     write_unigram(&d.join("uni"));
-    let r = train_and_eval(d, "uni/tokenizer.json", "", "pooling = \"last\"");
+    let r = train_and_eval(d, "uni/tokenizer.json", &[r#"model.text.pooling="last""#]);
     assert_eq!(r["images"].as_u64(), Some(8), "{r}");
 
     // Argmax pooling would pool words: `</s>` is id 1, not the largest.
@@ -371,11 +368,12 @@ fn word_level_tokenizer_with_specials_from_config_trains_and_evaluates() {
         );
     }
     // `config check` loads the tokenizer as training would: a key naming no token is explained.
-    let bad = common::tiny_run::tiny_toml("quick_gelu").replace(
-        "tokenizer = \"syn/tok.json\"",
-        "tokenizer = \"wl/tokenizer.json\"\neot_token = \"</s>\"",
-    );
-    std::fs::write(d.join("bad.toml"), bad).unwrap();
+    common::tiny::two_step("quick_gelu")
+        .sets(&[
+            r#"data.tokenizer="wl/tokenizer.json""#,
+            r#"data.eot_token="</s>""#,
+        ])
+        .write(d.join("bad.toml"));
     let out = common::cliptrain(&["config", "check", "bad.toml"], d);
     let err = String::from_utf8_lossy(&out.stderr);
     for want in ["data.eot_token = \"</s>\" is not a token", "`<eot>` (19)"] {
@@ -384,17 +382,24 @@ fn word_level_tokenizer_with_specials_from_config_trains_and_evaluates() {
             "{want:?} not in: {err}"
         );
     }
-    let keys = "sot_token = \"<sot>\"\neot_token = \"<eot>\"\npad_token = \"<pad>\"";
-    let r = train_and_eval(d, "wl/tokenizer.json", keys, "pooling = \"argmax\"");
+    let keys = [
+        r#"data.sot_token="<sot>""#,
+        r#"data.eot_token="<eot>""#,
+        r#"data.pad_token="<pad>""#,
+        r#"model.text.pooling="argmax""#,
+    ];
+    let r = train_and_eval(d, "wl/tokenizer.json", &keys);
     assert_eq!(r["images"].as_u64(), Some(8), "{r}");
     let rows = encode(d, &["--config", "tiny.toml", "A red ring"]);
     assert_eq!(rows[0][..6], [18, 2, 5, 11, 19, 1], "{rows:?}");
     // Starting from the checkpoint brings its tokenizer with the keys that chose its specials.
-    let ft = common::tiny_run::tiny_toml("quick_gelu")
-        .replace("tokenizer = \"syn/tok.json\"", "tokenizer = \"\"")
-        .replace("[model]\n", "[model]\ninit_from = \"runs/t\"\n")
-        .replace("name = \"t\"", "name = \"ft\"");
-    std::fs::write(d.join("ft.toml"), ft).unwrap();
+    common::tiny::two_step("quick_gelu")
+        .sets(&[
+            r#"data.tokenizer="""#,
+            r#"model.init_from="runs/t""#,
+            r#"run.name="ft""#,
+        ])
+        .write(d.join("ft.toml"));
     common::ok(common::cliptrain(
         &["-q", "train", "--config", "ft.toml"],
         d,

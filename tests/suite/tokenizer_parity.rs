@@ -3,9 +3,9 @@
 //! CLIP's tokenizer.json is derived offline by `scripts/make_clip_tokenizer.py` and the reference
 //! ids come from `scripts/tokenizer_parity.py`, both run with the torch venv's python. Missing
 //! Python packages fail the test (they are part of `scripts/bootstrap.sh --ref`), never skip it.
-mod common;
+use crate::common;
+use crate::common::repo;
 use cliptrain::text::TextTokenizer;
-use common::repo;
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;

@@ -1,6 +1,6 @@
 //! The linear probe against an independent reference: scikit-learn's `LogisticRegression` (in
 //! the reference venv) fitted on the very same features with the same penalty.
-mod common;
+use crate::common;
 use cliptrain::eval::probe::{Features, LogisticRegression, ProbeOptions, linear_probe};
 use std::process::Command;
 use tch::{Device, Kind, Tensor};
@@ -8,6 +8,7 @@ use tch::{Device, Kind, Tensor};
 /// Overlapping Gaussian blobs, so the probe is neither perfect nor at chance and the penalty
 /// matters.
 fn blobs(n: usize, classes: usize, dim: i64, seed: i64) -> Features {
+    let _rng = common::rng_lock();
     tch::manual_seed(seed);
     let centres = Tensor::randn([classes as i64, dim], (Kind::Float, Device::Cpu)) * 0.4;
     let y: Vec<i64> = (0..n).map(|i| (i % classes) as i64).collect();
@@ -20,6 +21,7 @@ fn blobs(n: usize, classes: usize, dim: i64, seed: i64) -> Features {
 fn the_probe_matches_sklearn_logistic_regression_on_the_same_features() {
     let dir = tempfile::tempdir().unwrap();
     let (classes, dim) = (5, 16);
+    let _rng = common::rng_lock();
     let train = blobs(400, classes, dim, 1);
     let mut test = blobs(300, classes, dim, 1);
     // Same centres (same seed), fresh noise.
@@ -126,7 +128,7 @@ fn linear_probe_and_knn_run_on_clip_benchmark_splits_and_reuse_cached_features()
     // 2-step model.
     common::small_synth(d, 64, 48, 48);
     common::benchmark::build(d);
-    std::fs::write(d.join("tiny.toml"), common::tiny_run::tiny_toml("gelu")).unwrap();
+    common::tiny::two_step("gelu").write(d.join("tiny.toml"));
     common::ok(common::cliptrain(&["train", "--config", "tiny.toml"], d));
     let eval = |args: &[&str]| {
         let mut a = vec!["eval"];

@@ -1,8 +1,8 @@
 //! Multi-process training on CPU (Gloo over 127.0.0.1): a 2-rank job equals one process on the
 //! whole batch, resumes exactly with its own world size and elastically with another, and fails
 //! cleanly when a rank dies or hangs.
-mod common;
-use common::{cliptrain, ok, small_synth};
+use crate::common::tiny::tiny;
+use crate::common::{cliptrain, ok, small_synth};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -32,53 +32,17 @@ fn free_port() -> u16 {
 ///   larger eps keeps that noise below 1e-9 while the real gradients still train.
 fn setup(d: &Path) {
     small_synth(d, 80, 8, 4);
-    std::fs::write(
-        d.join("tiny.toml"),
-        r#"
-[run]
-name = "t"
-output_dir = "runs"
-device = "cpu"
-threads = 1
-seed = 3
-[data]
-train = "syn/train-{000000..000019}.tar"
-tokenizer = "syn/tok.json"
-shuffle_buffer = 0
-workers = 1
-crop_scale = [1.0, 1.0]
-[model]
-embed_dim = 16
-[model.vision]
-image_size = 32
-patch_size = 8
-width = 32
-layers = 1
-heads = 2
-[model.text]
-vocab_size = 600
-context_length = 16
-width = 32
-layers = 1
-heads = 2
-[optim]
-steps = 10
-batch_size = 8
-warmup_steps = 2
-lr = 1e-3
-eps = 1e-3
-[checkpoint]
-every = 5
-keep = 0
-[log]
-every = 1
-tensorboard = false
-progress = "plain"
-[dist]
-timeout_s = 10
-"#,
-    )
-    .unwrap();
+    tiny()
+        .sets(&[
+            r#"data.train="syn/train-{000000..000019}.tar""#,
+            "data.shuffle_buffer=0",
+            "data.crop_scale=[1.0, 1.0]",
+            "optim.steps=10",
+            "optim.eps=1e-3",
+            "checkpoint.every=5",
+            "dist.timeout_s=10",
+        ])
+        .write(d.join("tiny.toml"));
 }
 
 fn losses(run: &Path) -> Vec<f64> {

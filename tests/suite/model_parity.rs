@@ -5,7 +5,7 @@
 //! checkpoint we save must load into HF with `load_state_dict(strict=True)` and give our outputs.
 //! Missing Python packages fail the test (they come with `scripts/bootstrap.sh --ref`), never
 //! skip it.
-mod common;
+use crate::common;
 use cliptrain::model::{
     Activation, ClipModel, LoadMode, LogitHead, ModelKind, ModelSpec, TextConfig, VisionConfig,
     load_named,
@@ -101,6 +101,7 @@ fn hf_to_ours(activation: Activation) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     hf_parity(&["make", d, "--act", act_name(activation)]);
+    let _rng = common::rng_lock();
     let mut vs = VarStore::new(Device::Cpu);
     let m = ClipModel::new(&vs.root(), &tiny_cfg(activation)).unwrap();
     let weights = dir.path().join("model.safetensors");
@@ -149,6 +150,7 @@ fn token_batch() -> Tensor {
 #[test]
 fn our_checkpoint_loads_strictly_into_hf() {
     for activation in [Activation::QuickGelu, Activation::Gelu] {
+        let _rng = common::rng_lock();
         tch::manual_seed(7);
         let dir = tempfile::tempdir().unwrap();
         let vs = VarStore::new(Device::Cpu);

@@ -1,8 +1,8 @@
 //! CLIP_benchmark folders, built-in prompts, multilabel mAP and suites, end to end on a tiny
 //! CLIP_benchmark-layout tree made from the synthetic eval split (tests/common/benchmark.rs).
-mod common;
-use common::tiny_run::tiny_toml;
-use common::{cliptrain, ok, small_synth};
+use crate::common;
+use crate::common::tiny::two_step;
+use crate::common::{cliptrain, ok, small_synth};
 use serde_json::Value;
 use std::path::Path;
 
@@ -52,8 +52,9 @@ fn clip_benchmark_folders_score_like_their_shards_and_suites_tabulate_them() {
     small_synth(d, 64, 48, 48);
     common::benchmark::build(d);
     std::fs::write(d.join("bench/suite.toml"), SUITE).unwrap();
-    let cfg = tiny_toml("gelu") + "[eval]\nsuite = \"bench/suite.toml\"\nbatch_size = 16\n";
-    std::fs::write(d.join("tiny.toml"), cfg).unwrap();
+    two_step("gelu")
+        .sets(&[r#"eval.suite="bench/suite.toml""#, "eval.batch_size=16"])
+        .write(d.join("tiny.toml"));
     let out = ok(cliptrain(&["-q", "train", "--config", "tiny.toml"], d));
     assert!(
         out.contains("| cls | zeroshot | 48 | top1 | 2.1% |"),

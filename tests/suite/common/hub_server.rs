@@ -421,3 +421,149 @@ impl Reply {
         stream.flush().ok();
     }
 }
+
+/// The commit of `org/tiny`'s `main` (the Hugging Face folder of [`fixtures`]).
+pub const MAIN: &str = "1111111111111111111111111111111111111111";
+/// The commit of `org/tiny`'s tag `v1` (the OpenCLIP folder of [`fixtures`]).
+pub const V1: &str = "2222222222222222222222222222222222222222";
+
+/// The tiny checkpoint in tests/fixtures exported once as a Hugging Face folder (`hf/`) and
+/// an OpenCLIP folder (`openclip/`), shared by every Hub test.
+pub fn fixtures() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        let ckpt = super::repo().join("tests/fixtures/checkpoint-per-tensor-adamw/step-0000003");
+        for kind in ["hf", "openclip"] {
+            let out = d.path().join(kind);
+            super::ok(super::cliptrain(
+                &[
+                    "export",
+                    kind,
+                    "--checkpoint",
+                    ckpt.to_str().unwrap(),
+                    "--out",
+                    out.to_str().unwrap(),
+                ],
+                d.path(),
+            ));
+        }
+        d
+    })
+    .path()
+}
+
+/// `org/tiny` as the Hub tests serve it: `main` ([`MAIN`]) is the HF folder of [`fixtures`], the
+/// tag `v1` ([`V1`]) its OpenCLIP folder.
+pub fn tiny_repo() -> (&'static str, Vec<Revision>) {
+    (
+        "org/tiny",
+        vec![
+            Revision {
+                names: vec!["main".into()],
+                commit: MAIN.into(),
+                dir: fixtures().join("hf"),
+            },
+            Revision {
+                names: vec!["v1".into()],
+                commit: V1.into(),
+                dir: fixtures().join("openclip"),
+            },
+        ],
+    )
+}
+
+/// The Hub variables a child process could inherit from this one; [`hub_command`] removes them
+/// (a proxy setting would send 127.0.0.1 elsewhere).
+const HUB_VARS: [&str; 15] = [
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_ENDPOINT",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_TOKEN_PATH",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+];
+
+/// `cliptrain ARGS` in `cwd` with the Hub variables `env` and no others from this process.
+pub fn hub_command(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cliptrain"));
+    cmd.args(args).current_dir(cwd);
+    for var in HUB_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    cmd
+}
+
+/// [`hub_command`], run to completion.
+pub fn run_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    hub_command(args, cwd, env).output().expect("run cliptrain")
+}
+
+/// A running stand-in Hub and a fresh folder to use it from, with `cache` (`DIR/cache`, not
+/// made yet) as the Hub cache of [`Hub::env`].
+pub struct Hub {
+    pub server: HubServer,
+    pub dir: tempfile::TempDir,
+    pub cache: PathBuf,
+}
+
+/// The usual Hub of the tests: [`tiny_repo`] only.
+pub fn tiny_hub() -> Hub {
+    Hub::start(vec![tiny_repo()])
+}
+
+impl Hub {
+    /// A server for `repos` and a fresh folder.
+    pub fn start(repos: Vec<(&str, Vec<Revision>)>) -> Self {
+        Self::start_in(tempfile::tempdir().unwrap(), repos)
+    }
+
+    /// A server for `repos`, used from `dir` (made before, when `repos` are folders in it).
+    pub fn start_in(dir: tempfile::TempDir, repos: Vec<(&str, Vec<Revision>)>) -> Self {
+        let cache = dir.path().join("cache");
+        Self {
+            server: HubServer::start(repos),
+            dir,
+            cache,
+        }
+    }
+
+    /// The folder commands run in.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// What a child `cliptrain` needs to use this Hub: `HF_HUB_CACHE` ([`Hub::cache`]) and
+    /// `HF_ENDPOINT`.
+    pub fn env(&self) -> [(&'static str, &str); 2] {
+        [
+            ("HF_HUB_CACHE", self.cache.to_str().unwrap()),
+            ("HF_ENDPOINT", self.server.endpoint.as_str()),
+        ]
+    }
+
+    /// `cliptrain ARGS` in [`Hub::path`] with [`Hub::env`] (and no other Hub variables).
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        hub_command(args, self.path(), &self.env())
+    }
+
+    /// [`Hub::command`], run to completion.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        self.command(args).output().expect("run cliptrain")
+    }
+
+    /// `cliptrain ARGS` in [`Hub::path`] with `env` instead of [`Hub::env`].
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+        run_with_env(args, self.path(), env)
+    }
+}

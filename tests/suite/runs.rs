@@ -1,7 +1,6 @@
 //! What a run does when things go wrong around it: damaged checkpoints, a checkpoint write that
 //! fails, temporaries a killed process left, and `kill -9` at random moments.
-mod common;
-use common::tiny_train::{losses, setup, weights};
+use crate::common::tiny::{losses, setup, weights};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

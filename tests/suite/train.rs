@@ -1,13 +1,13 @@
 //! Training end to end on a tiny model and the synthetic data: exact resume, feature-caching
 //! gradients, interruption, checkpoint contents.
-mod common;
+use crate::common;
+use crate::common::tiny::{losses, setup, setup_with, tiny, tiny_config, weights};
+use crate::common::{cliptrain, ok};
 use cliptrain::config::{self, DeviceSpec, LossKind};
 use cliptrain::data::pixels::PixelNorm;
 use cliptrain::dist::Dist;
 use cliptrain::model::ClipModel;
 use cliptrain::train::{self, Resume, Step, StopToken, TrainOptions};
-use common::tiny_train::{losses, setup, tiny_config, weights};
-use common::{cliptrain, ok};
 use std::process::Command;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -15,12 +15,10 @@ use tch::{Device, Kind, Tensor, nn};
 fn resume_after_a_stop_reproduces_the_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    setup(d);
     // With patch dropout on, so that its draw is shown to resume exactly too.
-    let tiny = std::fs::read_to_string(d.join("tiny.toml")).unwrap();
-    let tiny = tiny.replace("[model.vision]\n", "[model.vision]\npatch_dropout = 0.5\n");
-    assert!(tiny.contains("patch_dropout = 0.5"));
-    std::fs::write(d.join("tiny.toml"), tiny).unwrap();
+    setup_with(d, &tiny().set("model.vision.patch_dropout=0.5"));
+    let written = std::fs::read_to_string(d.join("tiny.toml")).unwrap();
+    assert!(written.contains("patch_dropout = 0.5"), "{written}");
     ok(cliptrain(
         &["train", "--config", "tiny.toml", "--set", "run.name=full"],
         d,
@@ -165,6 +163,7 @@ fn small_batch() -> (Tensor, Tensor) {
 
 #[test]
 fn feature_caching_gives_the_full_batch_gradient() {
+    let _rng = common::rng_lock();
     tch::manual_seed(0);
     let mut cfg = small_step_config();
     // With patch dropout, a micro-batch must keep the patches its images keep in the whole
@@ -474,6 +473,7 @@ fn a_stop_during_start_up_ends_the_run_before_its_first_step_and_a_resume_contin
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
+    let _rng = common::rng_lock();
     let stop = StopToken::new();
     stop.stop();
     let opts = TrainOptions {
@@ -500,6 +500,7 @@ fn a_moved_and_renamed_run_resumes_and_a_changed_model_is_refused_by_key() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
+    let _rng = common::rng_lock();
     let short = ["optim.steps=2", "optim.warmup_steps=1"];
     train::train(&tiny_config(d, &short), &TrainOptions::default()).unwrap();
     // The run folder moves to another output_dir under another name.
@@ -633,6 +634,7 @@ fn every_minutes_checkpoints_by_the_clock_between_step_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
+    let _rng = common::rng_lock();
     // 0.06 ms: every step takes longer, so each asks for one; `every = 0` alone writes only
     // the last step's.
     let cfg = tiny_config(
@@ -659,7 +661,7 @@ fn a_checkpoint_written_before_the_gpu_grade_step_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
-    let fixture = common::repo().join("tests/fixtures/before-issue-13/step-0000003");
+    let fixture = common::repo().join("tests/fixtures/checkpoint-per-tensor-adamw/step-0000003");
     let old = d.join("runs/t/step-0000003");
     std::fs::create_dir_all(&old).unwrap();
     for f in std::fs::read_dir(&fixture).unwrap() {
@@ -693,6 +695,7 @@ fn a_checkpoint_written_before_the_gpu_grade_step_resumes() {
 /// rounded to f32): the same features and the same loss, within 1e-5.
 #[test]
 fn u8_batches_normalised_in_the_step_match_float_batches() {
+    let _rng = common::rng_lock();
     tch::manual_seed(1);
     let cfg = small_step_config();
     let vs = nn::VarStore::new(Device::Cpu);

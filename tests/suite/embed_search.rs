@@ -1,10 +1,9 @@
 //! `cliptrain embed` and `cliptrain search` on a tiny trained checkpoint.
-mod common;
+use crate::common::tiny::trained_run;
+use crate::common::{cliptrain, ok};
 use cliptrain::data::tarstream::{SampleReader, TarEvent};
 use cliptrain::data::writer::ShardWriter;
 use cliptrain::embed::Index;
-use common::tiny_run::trained_run;
-use common::{cliptrain, ok};
 
 #[test]
 fn embed_images_and_texts_then_search_them() {

@@ -2,10 +2,10 @@
 //! on labels it never trained on, while a random model and shuffled labels score near chance;
 //! evaluating during training leaves training bit-for-bit unchanged; bad inputs get errors
 //! that name the file or sample.
-mod common;
+use crate::common;
+use crate::common::{cliptrain, ok, repo, small_synth};
 use cliptrain::data::tarstream::{SampleReader, TarEvent};
 use cliptrain::data::writer::ShardWriter;
-use common::{cliptrain, ok, repo, small_synth};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -252,54 +252,14 @@ fn trained_checkpoint_beats_chance_where_random_weights_and_shuffled_labels_do_n
     assert_eq!(trained["per_class"]["red square"]["samples"], 20);
 }
 
-/// A very small run configuration (as tests/train.rs) with optional `[eval]` lines.
+/// The tiny config (only the last checkpoint) as the run `name` in `NAME.toml`, with `eval`
+/// (TOML: an `[eval]` section) merged in.
 fn tiny(d: &Path, name: &str, eval: &str) -> PathBuf {
     let path = d.join(format!("{name}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[run]
-name = "{name}"
-output_dir = "runs"
-device = "cpu"
-threads = 1
-seed = 3
-[data]
-train = "syn/train-{{000000..000002}}.tar"
-tokenizer = "syn/tok.json"
-shuffle_buffer = 16
-workers = 1
-[model]
-embed_dim = 16
-[model.vision]
-image_size = 32
-patch_size = 8
-width = 32
-layers = 1
-heads = 2
-[model.text]
-vocab_size = 600
-context_length = 16
-width = 32
-layers = 1
-heads = 2
-[optim]
-steps = 6
-batch_size = 8
-warmup_steps = 2
-lr = 1e-3
-[checkpoint]
-every = 0
-[log]
-every = 1
-tensorboard = false
-progress = "plain"
-{eval}
-"#
-        ),
-    )
-    .unwrap();
+    common::tiny::tiny()
+        .sets(&[&format!("run.name={name:?}"), "checkpoint.every=0"])
+        .merge(eval)
+        .write(&path);
     path
 }
 

@@ -1,13 +1,12 @@
 //! Helpers shared by the integration tests.
-// Each test binary compiles this module and uses only some of it.
-#![allow(dead_code)]
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub mod benchmark;
 pub mod hub_server;
-pub mod tiny_run;
-pub mod tiny_train;
+pub mod tiny;
 
 /// The repository root (configs/, scripts/).
 pub fn repo() -> PathBuf {
@@ -87,4 +86,38 @@ pub fn venv_python() -> PathBuf {
         python.display()
     );
     python
+}
+
+static RNG: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    /// Whether this thread holds [`RNG`] (so that a helper taking it inside a test that already
+    /// does is not a deadlock).
+    static HOLDS_RNG: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Exclusive use of libtorch's global RNG while it lives (see [`rng_lock`]).
+pub struct RngGuard(Option<MutexGuard<'static, ()>>);
+
+impl Drop for RngGuard {
+    fn drop(&mut self) {
+        if self.0.take().is_some() {
+            HOLDS_RNG.with(|h| h.set(false));
+        }
+    }
+}
+
+/// The tests are threads of one process and share libtorch's one global RNG: a test that seeds
+/// it (`tch::manual_seed`, or `train::train`, which seeds it with `run.seed`) and then draws
+/// from it, or that draws from it at all (`randn`, `randint`, a model's random init when it is
+/// built or loaded, patch dropout), holds this for as long as it does, so that no other test's
+/// draw falls between its seed and its draws. Re-entrant within a thread (an inner guard is a
+/// no-op); a test that failed holding it does not poison it for the others.
+pub fn rng_lock() -> RngGuard {
+    if HOLDS_RNG.with(Cell::get) {
+        return RngGuard(None);
+    }
+    let guard = RNG.lock().unwrap_or_else(PoisonError::into_inner);
+    HOLDS_RNG.with(|h| h.set(true));
+    RngGuard(Some(guard))
 }

@@ -2,15 +2,15 @@
 //! open_clip, both imported back bitwise; an OpenCLIP state dict made by open_clip imported with
 //! its outputs reproduced; `model.init_from` mismatch reports. The reference side is
 //! `scripts/interop_parity.py`, run with the torch venv's python.
-mod common;
+use crate::common;
+use crate::common::tiny::{trained_checkpoint, trained_run};
+use crate::common::{cliptrain, ok};
 use cliptrain::config::{Activation, LossKind, ModelConfig};
 use cliptrain::model::{ClipModel, LoadMode, ModelError, ModelKind, mlp_width};
 use cliptrain::source::{
     LoadedModel, ModelSource, SourceError, SourceKind, hf, openclip, timm_siglip,
 };
 use cliptrain::text::TextClean;
-use common::tiny_run::{trained_checkpoint, trained_run};
-use common::{cliptrain, ok};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,6 +46,7 @@ const CAPTIONS: [&str; 4] = [
 /// what the reference must find (ids, size, mean, std, EOT).
 fn write_comparison(ckpt: &Path, cmp: &Path) {
     std::fs::create_dir_all(cmp).unwrap();
+    let _rng = common::rng_lock();
     let loaded = LoadedModel::open(ckpt, Device::Cpu).unwrap();
     let (model, tok) = (&loaded.model, loaded.tokenizer().unwrap());
     let saved = loaded.source.config();
@@ -74,6 +75,7 @@ fn write_comparison(ckpt: &Path, cmp: &Path) {
 /// Opens `dir` with the one model reader and checks every tensor equals the checkpoint's bit
 /// for bit, and that the model, tokenizer and normalisation came along.
 fn imports_back_bitwise(dir: &Path, ckpt: &Path, kind: SourceKind) {
+    let _rng = common::rng_lock();
     let source = ModelSource::open(dir).unwrap();
     assert_eq!(source.kind, kind);
     let saved = ModelSource::open(ckpt).unwrap();
@@ -200,6 +202,7 @@ fn open_clip_state_dict_reproduces_open_clip_outputs() {
             source.image_mean_std,
             Some(([0.5, 0.4, 0.3], [0.2, 0.25, 0.3]))
         );
+        let _rng = common::rng_lock();
         let loaded = source.clone().load(Device::Cpu).unwrap();
         let vs = &loaded.vs;
         assert_reproduces_open_clip(&loaded, d, act);
@@ -271,6 +274,7 @@ fn open_clip_siglip_state_dict_reproduces_open_clip_outputs() {
     std::fs::write(&bad, text.replace("\"canonicalize\"", "\"shout\"")).unwrap();
     let e = openclip::read_text_clean(&bad).unwrap_err().to_string();
     assert!(e.contains("tokenizer_kwargs.clean = \"shout\""), "{e}");
+    let _rng = common::rng_lock();
     let loaded = source.clone().load(Device::Cpu).unwrap();
     let m = &loaded.model;
     assert_reproduces_open_clip(&loaded, d, "SigLIP");
@@ -415,6 +419,7 @@ fn small(text_width: usize) -> ModelConfig {
 
 /// In `d`: an HF folder (config.json + model.safetensors) of `small(text_width)`.
 fn write_hf_folder(d: &Path, text_width: usize) {
+    let _rng = common::rng_lock();
     let spec = small(text_width).spec(49, LossKind::InfoNce);
     let vs = VarStore::new(Device::Cpu);
     let _m = ClipModel::new(&vs.root(), &spec).unwrap();
@@ -431,6 +436,7 @@ fn write_hf_folder(d: &Path, text_width: usize) {
 fn init_from_lists_every_mismatch_and_non_strict_loads_what_fits() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let _rng = common::rng_lock();
     // An HF folder whose weights have text width 32 ...
     write_hf_folder(d, 32);
     let source = ModelSource::open(d).unwrap();
@@ -657,6 +663,7 @@ fn export_refuses_to_replace_files_unless_forced() {
 fn init_from_at_another_resolution_resamples_the_position_embeddings() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let _rng = common::rng_lock();
     let hf = d.join("hf");
     write_hf_folder(&hf, 32);
     let expected = d.join("expected.safetensors");

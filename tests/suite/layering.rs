@@ -1,6 +1,6 @@
 //! The layering rule of docs/architecture.md, checked on the source text: the library floors
 //! (`model`, `loss`, `text`, `data`) never reach up into the modules that run jobs.
-mod common;
+use crate::common;
 use std::path::Path;
 
 const FLOORS: &[&str] = &["src/model", "src/loss.rs", "src/text", "src/data"];

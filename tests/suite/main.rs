@@ -1,0 +1,34 @@
+//! The integration tests, as one test binary (one link against libtorch instead of one per
+//! file). Each module is one former `tests/*.rs` file; `common` holds what they share.
+//!
+//! The tests of all modules run as threads of this one process: process-wide state is shared.
+//! libtorch's global RNG is the one that matters — a test that seeds it (directly, or through
+//! `train::train` / `linear_probe`) or draws from it (`randn`, a model's init, dropout) holds
+//! `common::rng_lock()` for as long as it does. Tests that run the `cliptrain` binary are
+//! separate processes and share nothing.
+mod common;
+
+mod cli;
+mod config;
+mod data_stream;
+mod data_synth;
+mod data_tools;
+mod dist;
+mod embed_search;
+mod eval;
+mod eval_benchmark;
+mod finetune;
+mod finetune_example;
+mod gpu_check;
+mod hardening;
+mod hub;
+mod interop;
+mod layering;
+mod model_parity;
+mod probe;
+mod reference_parity;
+mod runs;
+mod siglip;
+mod tokenizer_cli;
+mod tokenizer_parity;
+mod train;
