@@ -513,4 +513,22 @@ mod tests {
             (3, 2)
         );
     }
+
+    /// Pinned batch memory needs the CUDA backend: without a GPU the allocation fails with an error
+    /// (no abort), and with one the tensor is pinned.
+    #[test]
+    fn pinned_batch_tensors_are_page_locked_or_an_error() {
+        match super::empty_pinned(&[2, 3, 4, 4], tch::Kind::Uint8) {
+            Ok(t) => {
+                assert!(tch::Cuda::is_available());
+                assert_eq!((t.size(), t.kind()), (vec![2, 3, 4, 4], tch::Kind::Uint8));
+                assert!(t.is_pinned(tch::Device::Cuda(0)));
+            }
+            Err(e) => {
+                assert!(!tch::Cuda::is_available(), "{e}");
+                assert!(!e.is_empty());
+            }
+        }
+        assert!(super::empty_pinned(&[2], tch::Kind::Float).is_err());
+    }
 }

@@ -3,7 +3,7 @@
 use cliptrain::data::buffers::HostMemory;
 use cliptrain::data::device::DeviceBatches;
 use cliptrain::data::loader::{Batch, Loader, LoaderOptions, Tokenize};
-use cliptrain::data::mixture::{SampleStream, Source, Sources};
+use cliptrain::data::mixture::{Component, SampleStream, TrainShards};
 use cliptrain::data::sample::SampleKeys;
 use cliptrain::data::spec::{Shard, parse_spec};
 use cliptrain::data::stream::{Order, ShardStream, StreamOptions, StreamSample, StreamState};
@@ -643,24 +643,6 @@ fn device_batches_keep_each_batch_paired_with_its_stream_state() {
     assert!(once.next_batch().unwrap().is_none());
 }
 
-/// Pinned batch memory needs the CUDA backend: without a GPU the allocation fails with an error
-/// (no abort), and with one the tensor is pinned.
-#[test]
-fn pinned_batch_tensors_are_page_locked_or_an_error() {
-    match cliptrain::shim::empty_pinned(&[2, 3, 4, 4], tch::Kind::Uint8) {
-        Ok(t) => {
-            assert!(tch::Cuda::is_available());
-            assert_eq!((t.size(), t.kind()), (vec![2, 3, 4, 4], tch::Kind::Uint8));
-            assert!(t.is_pinned(tch::Device::Cuda(0)));
-        }
-        Err(e) => {
-            assert!(!tch::Cuda::is_available(), "{e}");
-            assert!(!e.is_empty());
-        }
-    }
-    assert!(cliptrain::shim::empty_pinned(&[2], tch::Kind::Float).is_err());
-}
-
 /// `n` shards of `per` good samples in `dir/<prefix>/`, keys "{prefix}{shard}-{i}".
 fn prefixed_shards(dir: &Path, prefix: &str, n: usize, per: usize) -> Vec<Shard> {
     let dir = dir.join(prefix);
@@ -680,13 +662,13 @@ fn prefixed_shards(dir: &Path, prefix: &str, n: usize, per: usize) -> Vec<Shard>
 #[test]
 fn a_three_to_one_mixture_draws_three_quarters_from_the_first_source_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let sources = Sources::Mixture(vec![
-        Source {
+    let sources = TrainShards::Mixture(vec![
+        Component {
             name: "a".into(),
             shards: prefixed_shards(dir.path(), "a", 4, 6),
             weight: 3.0,
         },
-        Source {
+        Component {
             name: "b".into(),
             shards: prefixed_shards(dir.path(), "b", 3, 5),
             weight: 1.0,
@@ -732,13 +714,13 @@ fn a_three_to_one_mixture_draws_three_quarters_from_the_first_source_and_resumes
         );
     }
     // ... but not as a single stream, nor with other weights.
-    let single = Sources::Single(prefixed_shards(dir.path(), "c", 2, 3));
+    let single = TrainShards::Single(prefixed_shards(dir.path(), "c", 2, 3));
     assert!(SampleStream::open(&single, o.clone(), Some(&state)).is_err());
-    let Sources::Mixture(mut reweighted) = sources.clone() else {
+    let TrainShards::Mixture(mut reweighted) = sources.clone() else {
         unreachable!()
     };
     reweighted[1].weight = 2.0;
-    let err = SampleStream::open(&Sources::Mixture(reweighted), o.clone(), Some(&state))
+    let err = SampleStream::open(&TrainShards::Mixture(reweighted), o.clone(), Some(&state))
         .err()
         .unwrap();
     assert!(matches!(err, DataError::Resume(_)), "{err}");
@@ -764,7 +746,7 @@ fn resized(
                 ..o.clone()
             };
             let state =
-                SampleStream::resized(&Sources::Single(shards.to_vec()), &o, old, 9).unwrap();
+                SampleStream::resized(&TrainShards::Single(shards.to_vec()), &o, old, 9).unwrap();
             let state: StreamState =
                 serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
             ShardStream::restore(shards.to_vec(), o, &state).unwrap()
@@ -883,20 +865,20 @@ fn an_elastic_resume_in_resampled_mode_re_derives_each_rank_deterministically() 
     assert_ne!(a[0], a[1], "ranks draw differently");
     // A changed seed is still refused.
     let other = opts(Order::Resampled, 4, 6);
-    let single = Sources::Single(shards.clone());
+    let single = TrainShards::Single(shards.clone());
     let err = SampleStream::resized(&single, &other, &old, 9)
         .err()
         .unwrap();
     assert!(matches!(err, DataError::Resume(_)), "{err}");
 
     // A mixture too: every source re-derived, and the new state resumes exactly.
-    let mixture = Sources::Mixture(vec![
-        Source {
+    let mixture = TrainShards::Mixture(vec![
+        Component {
             name: "a".into(),
             shards: prefixed_shards(dir.path(), "a", 3, 4),
             weight: 2.0,
         },
-        Source {
+        Component {
             name: "b".into(),
             shards: prefixed_shards(dir.path(), "b", 2, 4),
             weight: 1.0,

@@ -23,13 +23,21 @@ fn the_examples_train_from_code_and_evaluate_the_checkpoint_zero_shot() {
     let d = dir.path();
     small_synth(d, 64, 16, 32);
     let trained = ok(Command::new(example("train_from_code"))
-        .args(["syn/train-{000000..000001}.tar", "syn/tok.json", "runs", "3"])
+        .args([
+            "syn/train-{000000..000001}.tar",
+            "syn/tok.json",
+            "runs",
+            "3",
+        ])
         .current_dir(d)
         .output()
         .unwrap());
     assert!(trained.contains("plan: device: Cpu"), "{trained}");
     assert!(trained.contains("trained steps 0..3"), "{trained}");
-    assert!(d.join("runs/from-code/step-0000003/model.safetensors").is_file());
+    assert!(
+        d.join("runs/from-code/step-0000003/model.safetensors")
+            .is_file()
+    );
 
     let evaluated = ok(Command::new(example("zeroshot_from_code"))
         .args([
@@ -41,7 +49,13 @@ fn the_examples_train_from_code_and_evaluate_the_checkpoint_zero_shot() {
         .current_dir(d)
         .output()
         .unwrap());
-    assert!(evaluated.contains("2 text embeddings of dim 64"), "{evaluated}");
-    assert!(evaluated.contains("zero-shot on syn/eval-000000.tar: top-1"), "{evaluated}");
+    assert!(
+        evaluated.contains("2 text embeddings of dim 64"),
+        "{evaluated}"
+    );
+    assert!(
+        evaluated.contains("zero-shot on syn/eval-000000.tar: top-1"),
+        "{evaluated}"
+    );
     assert!(evaluated.contains("over 48 classes"), "{evaluated}");
 }

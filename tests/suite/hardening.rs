@@ -5,7 +5,7 @@ use crate::common::tiny::two_step;
 use crate::common::{cliptrain, ok, small_synth};
 use cliptrain::data::spec::Shard;
 use cliptrain::data::stream::{Order, ShardStream, StreamOptions};
-use cliptrain::source::ModelSource;
+use cliptrain::interop::ModelSource;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Output;

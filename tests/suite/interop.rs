@@ -6,10 +6,10 @@ use crate::common;
 use crate::common::tiny::{trained_checkpoint, trained_run};
 use crate::common::{cliptrain, ok};
 use cliptrain::config::{Activation, LossKind, ModelConfig};
-use cliptrain::model::{ClipModel, LoadMode, ModelError, ModelKind, mlp_width};
-use cliptrain::source::{
+use cliptrain::interop::{
     LoadedModel, ModelSource, SourceError, SourceKind, hf, openclip, timm_siglip,
 };
+use cliptrain::model::{ClipModel, LoadMode, ModelError, ModelKind, mlp_width};
 use cliptrain::text::TextClean;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -367,7 +367,7 @@ fn open_clip_bundled_architectures_load_or_are_refused_by_name() {
         })
         .or_else(|| name.contains("CLIPA").then_some("no_ln_pre"))
         .or_else(|| (name == "ViT-M-16-alt").then_some("LayerScale"));
-        let read = cliptrain::source::openclip::read_config(path);
+        let read = cliptrain::interop::openclip::read_config(path);
         match (expect_refusal, read) {
             (Some(why), Err(e)) => {
                 let msg = e.to_string();
@@ -445,7 +445,7 @@ fn init_from_lists_every_mismatch_and_non_strict_loads_what_fits() {
     let mut target = VarStore::new(Device::Cpu);
     let _t = ClipModel::new(&target.root(), &small(48).spec(49, LossKind::InfoNce)).unwrap();
     let before = target.variables()["vision_model.pre_layrnorm.weight"].copy();
-    let err = cliptrain::source::init_weights(&source, &mut target, true).unwrap_err();
+    let err = cliptrain::interop::init_weights(&source, &mut target, true).unwrap_err();
     let msg = err.to_string();
     assert!(
         matches!(&err, SourceError::InitMismatch(ModelError::Mismatch { path, .. })
@@ -689,14 +689,14 @@ fn init_from_at_another_resolution_resamples_the_position_embeddings() {
             // A written patch size equal to the source's is fine (and keeps 16 px valid).
             "[model.vision]\nimage_size = {size}\npatch_size = 8\n[model.text]\ncontext_length = 6\n"
         ));
-        let (eff, source) = cliptrain::source::prepare(&cfg).unwrap();
+        let (eff, source) = cliptrain::interop::prepare(&cfg).unwrap();
         let source = source.unwrap();
         let m = &eff.model;
         assert_eq!((m.vision.image_size, m.vision.patch_size), (size, 8));
         assert_eq!((m.text.context_length, m.vision.width), (6, 32));
         let mut vs = VarStore::new(Device::Cpu);
         let model = ClipModel::new(&vs.root(), &m.spec(49, LossKind::InfoNce)).unwrap();
-        cliptrain::source::init_weights(&source, &mut vs, true).unwrap();
+        cliptrain::interop::init_weights(&source, &mut vs, true).unwrap();
         let vars = vs.variables();
         for (name, want) in [
             (vision_pos, &expected[&format!("vision_{grid}")]),
@@ -716,7 +716,7 @@ fn init_from_at_another_resolution_resamples_the_position_embeddings() {
         assert_eq!(features.size(), [2, 16]);
     }
     // Not written: the source's 32 px and context 8, as for every other dimension.
-    let (eff, _) = cliptrain::source::prepare(&config("")).unwrap();
+    let (eff, _) = cliptrain::interop::prepare(&config("")).unwrap();
     assert_eq!(
         (eff.model.vision.image_size, eff.model.text.context_length),
         (32, 8)
@@ -731,7 +731,7 @@ fn init_from_at_another_resolution_resamples_the_position_embeddings() {
             ["model.vision.patch_size = 16", "patch size is 8"],
         ),
     ] {
-        let err = cliptrain::source::prepare(&config(model))
+        let err = cliptrain::interop::prepare(&config(model))
             .unwrap_err()
             .to_string();
         for n in needles {

@@ -1,5 +1,6 @@
 //! The integration tests, as one test binary (one link against libtorch instead of one per
-//! file). Each module is one former `tests/*.rs` file; `common` holds what they share.
+//! file). Each module is one topic (most were a `tests/*.rs` file each); `common` holds what they
+//! share: the one tiny config (`common::tiny`), the stand-in Hub, a CLIP_benchmark tree.
 //!
 //! The tests of all modules run as threads of this one process: process-wide state is shared.
 //! libtorch's global RNG is the one that matters — a test that seeds it (directly, or through
@@ -14,9 +15,11 @@ mod data_stream;
 mod data_synth;
 mod data_tools;
 mod dist;
+mod docs;
 mod embed_search;
 mod eval;
 mod eval_benchmark;
+mod examples;
 mod finetune;
 mod finetune_example;
 mod gpu_check;
@@ -25,6 +28,7 @@ mod hub;
 mod interop;
 mod layering;
 mod model_parity;
+mod preflight;
 mod probe;
 mod reference_parity;
 mod runs;

@@ -71,7 +71,10 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "argmax",
-        sets: &[r#"data.tokenizer="eot-first.json""#, r#"model.text.pooling="argmax""#],
+        sets: &[
+            r#"data.tokenizer="eot-first.json""#,
+            r#"model.text.pooling="argmax""#,
+        ],
         args: &[],
         env: &[],
         says: &["pools at a row's largest id", "use pooling = \"eot\""],
@@ -92,7 +95,10 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "classnames",
-        sets: &[r#"eval.zeroshot="syn/eval-000000.tar""#, r#"eval.classnames="none.txt""#],
+        sets: &[
+            r#"eval.zeroshot="syn/eval-000000.tar""#,
+            r#"eval.classnames="none.txt""#,
+        ],
         args: &[],
         env: &[],
         says: &[r#"eval.classnames = "none.txt": no such file"#],
@@ -137,7 +143,11 @@ const CASES: &[Case] = &[
         sets: &[r#"run.name="done""#, "optim.lr=0.5"],
         args: &["--resume", "auto"],
         env: &[],
-        says: &["was trained with a different config", "optim.lr: ", "0.5 now"],
+        says: &[
+            "was trained with a different config",
+            "optim.lr: ",
+            "0.5 now",
+        ],
     },
     Case {
         name: "resumefrom",
@@ -155,7 +165,11 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "several",
-        sets: &["model.text.vocab_size=100", r#"data.train="""#, r#"run.device="cuda:7""#],
+        sets: &[
+            "model.text.vocab_size=100",
+            r#"data.train="""#,
+            r#"run.device="cuda:7""#,
+        ],
         args: &[],
         env: &[],
         says: &[
@@ -197,7 +211,10 @@ fn config_check_refuses_every_start_up_refusal_of_train_in_the_same_words() {
     eot_first_tokenizer(&d.join("eot-first.json"));
     // A run with a checkpoint (step 0) for the resume cases, and one whose lock is held.
     tiny().set(r#"run.name="done""#).write(d.join("done.toml"));
-    ok(cliptrain(&["train", "--config", "done.toml", "--stop-at-step", "0"], d));
+    ok(cliptrain(
+        &["train", "--config", "done.toml", "--stop-at-step", "0"],
+        d,
+    ));
     std::fs::create_dir_all(d.join("runs/held")).unwrap();
     let lock = std::fs::File::create(d.join("runs/held/.lock")).unwrap();
     std::fs::write(d.join("runs/held/.lock"), "4242\n").unwrap();
@@ -211,8 +228,14 @@ fn config_check_refuses_every_start_up_refusal_of_train_in_the_same_words() {
             .set(&format!("run.name={:?}", case.name))
             .sets(case.sets)
             .write(d.join(&file));
-        let check: Vec<&str> = ["config", "check", file.as_str()].into_iter().chain(case.args.iter().copied()).collect();
-        let train: Vec<&str> = ["train", "--config", file.as_str()].into_iter().chain(case.args.iter().copied()).collect();
+        let check: Vec<&str> = ["config", "check", file.as_str()]
+            .into_iter()
+            .chain(case.args.iter().copied())
+            .collect();
+        let train: Vec<&str> = ["train", "--config", file.as_str()]
+            .into_iter()
+            .chain(case.args.iter().copied())
+            .collect();
         for (command, args) in [("config check", check), ("train", train)] {
             let out = run(d, &args, case.env);
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -226,13 +249,20 @@ fn config_check_refuses_every_start_up_refusal_of_train_in_the_same_words() {
                 ));
             }
             if command == "config check" && !out.stdout.is_empty() {
-                failures.push(format!("{}: config check printed a config for a refused run", case.name));
+                failures.push(format!(
+                    "{}: config check printed a config for a refused run",
+                    case.name
+                ));
             }
         }
         // Refused before anything was written: no checkpoint, no log.
         let run_dir = d.join("runs").join(case.name);
         if run_dir.join("metrics.jsonl").exists() || run_dir.join("latest").exists() {
-            failures.push(format!("{}: train wrote into {} before refusing", case.name, run_dir.display()));
+            failures.push(format!(
+                "{}: train wrote into {} before refusing",
+                case.name,
+                run_dir.display()
+            ));
         }
     }
     drop(lock);
@@ -247,10 +277,21 @@ fn config_check_describes_the_plan_train_would_follow() {
     let out = run(d, &["config", "check", "tiny.toml"], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    for line in ["device: Cpu", "tokenizer: syn/tok.json (600 ids", "M parameters", "starts a fresh run in runs/t"] {
+    for line in [
+        "device: Cpu",
+        "tokenizer: syn/tok.json (600 ids",
+        "M parameters",
+        "starts a fresh run in runs/t",
+    ] {
         assert!(stderr.contains(line), "{line:?} missing from:\n{stderr}");
     }
     let effective: toml::Table = String::from_utf8(out.stdout).unwrap().parse().unwrap();
-    assert_eq!(effective["model"]["text"]["vocab_size"].as_integer(), Some(600));
-    assert!(!d.join("runs/t").exists(), "config check creates no run folder");
+    assert_eq!(
+        effective["model"]["text"]["vocab_size"].as_integer(),
+        Some(600)
+    );
+    assert!(
+        !d.join("runs/t").exists(),
+        "config check creates no run folder"
+    );
 }

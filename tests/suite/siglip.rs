@@ -8,8 +8,8 @@
 use crate::common;
 use crate::common::tiny::{losses, tiny, weights};
 use crate::common::{cliptrain, ok, small_synth};
+use cliptrain::interop::{LoadedModel, SourceKind};
 use cliptrain::model::{ClipModel, LogitHead, ModelKind};
-use cliptrain::source::{LoadedModel, SourceKind};
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;

@@ -6,8 +6,9 @@ use crate::common::{cliptrain, ok};
 use cliptrain::config::{self, DeviceSpec, LossKind};
 use cliptrain::data::pixels::PixelNorm;
 use cliptrain::dist::Dist;
+use cliptrain::loss::ClipLoss;
 use cliptrain::model::ClipModel;
-use cliptrain::train::{self, Resume, Step, StopToken, TrainOptions};
+use cliptrain::train::{self, ForwardBackward, Resume, StopToken, TrainOptions};
 use std::process::Command;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -187,10 +188,18 @@ fn feature_caching_gives_the_full_batch_gradient() {
             }
             let mut cfg = cfg.clone();
             cfg.optim.micro_batch_size = micro;
-            let step = Step::new(&cfg, vec![]);
+            let step = ForwardBackward::new(&cfg, Device::Cpu, vec![]);
+            let clip_loss = ClipLoss::new(&cfg.loss);
             // A job of one process: the same step as every rank of a larger one.
             let loss = step
-                .forward_backward(&model, &images, &tokens, &Dist::single(), None, 1)
+                .run(
+                    &model,
+                    &clip_loss,
+                    (&images, &tokens),
+                    &Dist::single(),
+                    None,
+                    1,
+                )
                 .unwrap()
                 .double_value(&[]);
             let mut named: Vec<(String, Tensor)> = vs
@@ -705,9 +714,17 @@ fn u8_batches_normalised_in_the_step_match_float_batches() {
     let (mean, std) = (channel(cfg.data.image_mean), channel(cfg.data.image_std));
     let table = ((images.to_kind(Kind::Double) / 255.0 - mean) / std).to_kind(Kind::Float);
 
-    let step = Step::new(&cfg, vec![]);
+    let step = ForwardBackward::new(&cfg, Device::Cpu, vec![]);
+    let clip_loss = ClipLoss::new(&cfg.loss);
     let loss = step
-        .forward_backward(&model, &images, &tokens, &Dist::single(), None, 1)
+        .run(
+            &model,
+            &clip_loss,
+            (&images, &tokens),
+            &Dist::single(),
+            None,
+            1,
+        )
         .unwrap()
         .double_value(&[]);
     let (features, reference) = tch::no_grad(|| {
@@ -715,7 +732,7 @@ fn u8_batches_normalised_in_the_step_match_float_batches() {
         let ours = model.encode_image(&pixels.apply(&images));
         let text = model.encode_text(&tokens);
         let theirs = model.encode_image(&table);
-        let loss = step.loss.forward_local(
+        let loss = clip_loss.forward_local(
             &theirs,
             &text,
             0,
