@@ -1,6 +1,7 @@
-//! `hf:ORG/NAME[@REVISION]` against a local stand-in for the Hub (tests/suite/common/hub_server.rs):
-//! download into a fresh cache, cache hits, offline use, revisions, OpenCLIP's spelling,
-//! errors for what is missing, an interrupted transfer, and `model.init_from = "hf:..."`.
+//! `hf:ORG/NAME[@REVISION]` against a local stand-in for the Hub (`common/hub_server.rs`,
+//! started by `tiny_hub`): download into a fresh cache, cache hits, offline use, revisions,
+//! OpenCLIP's spelling, errors for what is missing, an interrupted transfer, and
+//! `model.init_from = "hf:..."`.
 use crate::common;
 use crate::common::hub_server::{Hub, MAIN, Revision, V1, etag, fixtures, tiny_hub};
 use crate::common::{cliptrain, ok};
