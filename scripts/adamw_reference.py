@@ -1,4 +1,4 @@
-"""torch.optim.AdamW reference run, for tests/reference_parity.rs.
+"""torch.optim.AdamW reference run, for tests/suite/reference_parity.rs.
 
 usage: adamw_reference.py IN.safetensors OUT.safetensors BETA1 BETA2 EPS WD [KERNEL]
 IN holds the 2-layer MLP's initial `fc1.weight`, `fc1.bias`, `fc2.weight`, `fc2.bias` (float32),

@@ -1,4 +1,4 @@
-"""Reference side of tests/model_parity.rs: a tiny Hugging Face CLIPModel as ground truth.
+"""Reference side of tests/suite/model_parity.rs: a tiny Hugging Face CLIPModel as ground truth.
 
   hf_parity.py make  OUTDIR --act quick_gelu|gelu
       Builds a small random CLIPModel (LayerNorm gains/biases and linear biases randomised too,

@@ -1,4 +1,4 @@
-"""Reference side of tests/interop.rs: the folders cliptrain exports, loaded by the real libraries.
+"""Reference side of tests/suite/interop.rs: the folders cliptrain exports, loaded by the real libraries.
 
   interop_parity.py hf-check EXPORT CMP
       transformers.CLIPModel.from_pretrained(EXPORT) and CLIPProcessor.from_pretrained(EXPORT),

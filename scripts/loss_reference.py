@@ -1,4 +1,4 @@
-"""Reference contrastive losses from open_clip, for tests/reference_parity.rs.
+"""Reference contrastive losses from open_clip, for tests/suite/reference_parity.rs.
 
 usage: loss_reference.py IN.safetensors OUT.safetensors
 IN holds raw `image` and `text` features [N, D], `logit_scale` (log temperature) and `logit_bias`

@@ -1,4 +1,4 @@
-"""Reference side of tests/siglip.rs: cliptrain's `model.kind = "siglip"` against
+"""Reference side of tests/suite/siglip.rs: cliptrain's `model.kind = "siglip"` against
 transformers.SiglipModel, both directions, fp32 on CPU.
 
   siglip_parity.py make DIR

@@ -1,4 +1,4 @@
-"""Independent reference for `cliptrain eval zeroshot` (used by tests/eval.rs).
+"""Independent reference for `cliptrain eval zeroshot` (used by tests/suite/eval.rs).
 
   zeroshot_reference.py CKPT_DIR --data SHARD.tar --classnames F --templates F
                         [--classes-subset F] --json OUT

@@ -19,12 +19,12 @@
 //! afterwards fails [`verify`].
 mod manifest;
 mod run_lock;
+mod state;
 
 pub use manifest::verify;
 pub use run_lock::RunLock;
+pub use state::TrainState;
 
-use crate::data::stream::StreamState;
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::Tensor;
 
@@ -71,98 +71,6 @@ pub enum CheckpointError {
         needed: u64,
         free: u64,
     },
-}
-
-/// Everything besides tensors needed to continue a run exactly.
-///
-/// `state.json` has held this in two older layouts, both still read: one stream position
-/// `data` (one process), and `data` (rank 0's) beside `rank_data` (every rank's) for a job of
-/// several processes. Today it is one position per rank, `ranks`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(try_from = "StateFile")]
-pub struct TrainState {
-    /// Optimizer steps completed.
-    pub step: u64,
-    /// Samples consumed by those steps.
-    pub samples_seen: u64,
-    /// Where each rank's data stream continues, by rank: one entry per process of the run
-    /// that saved it (its world size).
-    pub ranks: Vec<StreamState>,
-    /// Consecutive non-finite losses at the time of saving.
-    pub bad_steps_in_a_row: u32,
-    /// Non-finite losses skipped over the whole run.
-    pub bad_steps_total: u64,
-    /// `run.seed` of the run.
-    pub seed: u64,
-    /// The cliptrain version that wrote the state.
-    pub cliptrain_version: String,
-    /// The fp16 loss scaler's state (fp16 runs only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss_scale: Option<crate::precision::LossScaleState>,
-}
-
-impl TrainState {
-    /// The processes the run that saved this state had (its data is split over them).
-    pub fn world_size(&self) -> usize {
-        self.ranks.len().max(1)
-    }
-}
-
-/// `state.json` as any version wrote it (see [`TrainState`]).
-#[derive(Deserialize)]
-struct StateFile {
-    step: u64,
-    samples_seen: u64,
-    #[serde(default)]
-    ranks: Vec<StreamState>,
-    /// Before `ranks`: the one process's position, or rank 0's.
-    #[serde(default)]
-    data: Option<StreamState>,
-    /// Before `ranks`: every rank's position in a job of several processes.
-    #[serde(default)]
-    rank_data: Vec<StreamState>,
-    /// Before `ranks`: how many processes `rank_data` is for.
-    #[serde(default)]
-    world_size: Option<usize>,
-    bad_steps_in_a_row: u32,
-    bad_steps_total: u64,
-    seed: u64,
-    cliptrain_version: String,
-    #[serde(default)]
-    loss_scale: Option<crate::precision::LossScaleState>,
-}
-
-impl TryFrom<StateFile> for TrainState {
-    type Error = String;
-
-    fn try_from(f: StateFile) -> Result<Self, String> {
-        let ranks = if !f.ranks.is_empty() {
-            f.ranks
-        } else if !f.rank_data.is_empty() {
-            f.rank_data
-        } else {
-            f.data.into_iter().collect()
-        };
-        if ranks.is_empty() {
-            return Err("it holds no data-stream position (`ranks`)".into());
-        }
-        if let Some(n) = f.world_size.filter(|&n| n != ranks.len()) {
-            return Err(format!(
-                "it has {} data position(s) for a run of {n} processes",
-                ranks.len()
-            ));
-        }
-        Ok(Self {
-            step: f.step,
-            samples_seen: f.samples_seen,
-            ranks,
-            bad_steps_in_a_row: f.bad_steps_in_a_row,
-            bad_steps_total: f.bad_steps_total,
-            seed: f.seed,
-            cliptrain_version: f.cliptrain_version,
-            loss_scale: f.loss_scale,
-        })
-    }
 }
 
 /// What one checkpoint holds, in memory.
@@ -584,66 +492,5 @@ mod tests {
         save_tiny(dir.path(), 3, 1.0, None, 0).unwrap();
         let link = std::fs::read_link(dir.path().join("latest")).unwrap();
         assert_eq!(link, Path::new("step-0000003"));
-    }
-
-    #[test]
-    fn state_json_of_every_layout_reads_as_one_position_per_rank() {
-        let pos = |cursor: u64| {
-            format!(
-                r#"{{"fingerprint":"x","epoch":0,"cursor":{cursor},"offset":0,"emitted":0,"buffer":[],"skipped":{{}},"empty_run":0}}"#
-            )
-        };
-        let counters =
-            r#""bad_steps_in_a_row":0,"bad_steps_total":0,"seed":1,"cliptrain_version":"t""#;
-        let read = |body: String| -> Result<TrainState, String> {
-            serde_json::from_str(&format!(
-                r#"{{"step":3,"samples_seen":12,{counters},{body}}}"#
-            ))
-            .map_err(|e| e.to_string())
-        };
-        let cursors = |s: &TrainState| -> Vec<String> {
-            s.ranks
-                .iter()
-                .map(|r| serde_json::to_value(r).unwrap()["cursor"].to_string())
-                .collect()
-        };
-        // One process, before `ranks`.
-        let one = read(format!(r#""data":{}"#, pos(5))).unwrap();
-        assert_eq!(
-            (one.world_size(), cursors(&one)),
-            (1, vec!["5".to_string()])
-        );
-        // Two ranks, before `ranks`: `data` repeated rank 0's position.
-        let two = read(format!(
-            r#""data":{},"world_size":2,"rank_data":[{},{}]"#,
-            pos(1),
-            pos(1),
-            pos(2)
-        ))
-        .unwrap();
-        assert_eq!(cursors(&two), ["1", "2"]);
-        // Today's layout round-trips and writes neither old key.
-        let text = serde_json::to_string(&two).unwrap();
-        assert!(
-            !text.contains("rank_data") && !text.contains(r#""data""#),
-            "{text}"
-        );
-        assert_eq!(serde_json::from_str::<TrainState>(&text).unwrap(), two);
-        // A count that disagrees with the positions is refused, naming both.
-        let bad = read(format!(
-            r#""data":{},"world_size":3,"rank_data":[{},{}]"#,
-            pos(1),
-            pos(1),
-            pos(2)
-        ));
-        assert!(
-            bad.unwrap_err()
-                .contains("2 data position(s) for a run of 3")
-        );
-        assert!(
-            read(String::from(r#""ranks":[]"#))
-                .unwrap_err()
-                .contains("no data-stream position")
-        );
     }
 }

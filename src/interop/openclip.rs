@@ -495,6 +495,18 @@ fn pool_type(path: &Path, t: &Value) -> Result<TextPooling, SourceError> {
     }
 }
 
+/// The dimensions of an OpenCLIP `text_cfg` (both exporters add their tower's other keys).
+pub(super) fn text_tower_cfg(t: &TextConfig) -> Value {
+    json!({
+        "context_length": t.context_length,
+        "vocab_size": t.vocab_size,
+        "width": t.width,
+        "heads": t.heads,
+        "layers": t.layers,
+        "mlp_ratio": export_mlp_ratio(t.width, t.mlp_ratio),
+    })
+}
+
 /// The `open_clip_config.json` of a model. CLIP: text pooling is `eos` at our end-of-text id
 /// (first EOT, as cliptrain pools); `hf_tokenizer_name` makes
 /// `open_clip.get_tokenizer('local-dir:…')` read the folder's `tokenizer.json` when one is
@@ -560,20 +572,13 @@ fn clip_model_cfg(loaded: &LoadedModel) -> Result<Value, String> {
         "head_width": v.width / v.heads.max(1),
         "mlp_ratio": export_mlp_ratio(v.width, v.mlp_ratio),
     });
-    let mut text = json!({
-        "context_length": t.context_length,
-        "vocab_size": t.vocab_size,
-        "width": t.width,
-        "heads": t.heads,
-        "layers": t.layers,
-        "mlp_ratio": export_mlp_ratio(t.width, t.mlp_ratio),
-        "pool_type": match t.pooling {
-            TextPooling::Eot => "eos",
-            TextPooling::Last => "last",
-            TextPooling::Argmax => "argmax",
-        },
-        "eos_id": m.eot_id,
+    let mut text = text_tower_cfg(t);
+    text["pool_type"] = json!(match t.pooling {
+        TextPooling::Eot => "eos",
+        TextPooling::Last => "last",
+        TextPooling::Argmax => "argmax",
     });
+    text["eos_id"] = json!(m.eot_id);
     if m.layer_norm_eps != 1e-5 {
         vision["norm_kwargs"] = json!({"eps": m.layer_norm_eps});
         text["norm_kwargs"] = json!({"eps": m.layer_norm_eps});

@@ -272,18 +272,11 @@ pub(crate) fn model_cfg(spec: &ModelSpec, logit_bias: f64) -> Result<Value, Stri
         ));
     }
     let t_act = t.activation.unwrap_or(spec.activation);
-    let mut text = json!({
-        "context_length": t.context_length,
-        "vocab_size": t.vocab_size,
-        "width": t.width,
-        "heads": t.heads,
-        "layers": t.layers,
-        "mlp_ratio": openclip::export_mlp_ratio(t.width, t.mlp_ratio),
-        "no_causal_mask": true,
-        "proj_bias": true,
-        "pool_type": "last",
-        "norm_kwargs": {"eps": spec.layer_norm_eps},
-    });
+    let mut text = openclip::text_tower_cfg(t);
+    text["no_causal_mask"] = json!(true);
+    text["proj_bias"] = json!(true);
+    text["pool_type"] = json!("last");
+    text["norm_kwargs"] = json!({"eps": spec.layer_norm_eps});
     match t_act {
         Activation::Gelu => {}
         Activation::GeluTanh => text["act_kwargs"] = json!({"approximate": "tanh"}),

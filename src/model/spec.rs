@@ -281,7 +281,7 @@ impl ModelSpec {
         if self.kind == ModelKind::Siglip {
             // The attention-pooling head (probe, attention, LayerNorm, MLP) instead of a
             // projection, no class-token position and no pre-LayerNorm; the text head's bias.
-            // (Checked against transformers' SiglipModel: 184,578 for tests/siglip.rs's model.)
+            // (Checked against transformers' SiglipModel: 184,578 for tests/suite/siglip.rs's model.)
             let m = (vw * v.mlp_ratio).round();
             let head = vw + 4.0 * (vw * vw + vw) + 2.0 * vw + 2.0 * vw * m + m + vw;
             vision += head - vw * e - 3.0 * vw;

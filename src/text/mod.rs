@@ -4,7 +4,7 @@
 //!
 //! Everything goes through Hugging Face `tokenizer.json` files, so a tokenizer trained here is
 //! readable by `transformers`, and OpenAI CLIP's own (from `scripts/make_clip_tokenizer.py`)
-//! gives the same ids as `open_clip.tokenize` (checked by `tests/tokenizer_parity.rs`).
+//! gives the same ids as `open_clip.tokenize` (checked by `tests/suite/tokenizer_parity.rs`).
 
 mod bpe;
 mod clean;

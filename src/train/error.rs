@@ -16,8 +16,9 @@ pub enum TrainError {
         path: String,
         source: crate::text::TextError,
     },
+    /// (Its message holds the eval error's; no `#[source]`, or it would print twice.)
     #[error("preparing the [eval] sets: {0}")]
-    Eval(#[from] crate::eval::EvalError),
+    Eval(crate::eval::EvalError),
     #[error("opening the metrics log in {}: {source}", path.display())]
     Log {
         path: PathBuf,
@@ -76,4 +77,10 @@ pub enum TrainError {
     Data(#[from] crate::data::DataError),
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
+}
+
+impl From<crate::eval::EvalError> for TrainError {
+    fn from(e: crate::eval::EvalError) -> Self {
+        Self::Eval(e)
+    }
 }

@@ -180,16 +180,7 @@ impl Trainer {
         }
         tch::manual_seed(cfg.run.seed as i64);
         let run_dir = plan.run_dir();
-        let lock = dist
-            .is_main()
-            .then(|| checkpoint::RunLock::acquire(&run_dir))
-            .transpose()?;
-        std::fs::create_dir_all(&run_dir).map_err(|e| {
-            TrainError::Setup(format!(
-                "run.output_dir: creating {}: {e}",
-                run_dir.display()
-            ))
-        })?;
+        let lock = take_run_dir(&run_dir, &dist)?;
         let init = plan.init.as_ref().filter(|_| plan.resume_from.is_none());
         let (mut vs, model) = build::build_model(&cfg, &plan.spec, plan.device, init)?;
         apply_finetune(&cfg, &vs);
@@ -203,16 +194,7 @@ impl Trainer {
         let update = Updater::new(&cfg, plan.device, opt, &params, &state);
         let start = resume::StreamStart::of(&state);
         let (loader, position) = input::start_loader(&plan, &start, &dist)?;
-        let log = open_log(&cfg, &dist, &run_dir, state.step)?;
-        let keys_log = cfg
-            .log
-            .sample_keys
-            .then(|| SampleKeysLog::open(&run_dir, dist.rank, state.step))
-            .transpose()
-            .map_err(|source| TrainError::Log {
-                path: run_dir.clone(),
-                source,
-            })?;
+        let (log, keys_log) = open_logs(&cfg, &dist, &run_dir, state.step)?;
         if let Some(dir) = &plan.resume_from {
             let at = state.step;
             log.println(&format!("resumed from {} at step {at}", dir.display()));
@@ -486,6 +468,42 @@ fn fresh_state(cfg: &Config) -> TrainState {
         cliptrain_version: env!("CARGO_PKG_VERSION").into(),
         loss_scale: None,
     }
+}
+
+/// Creates the run folder, locked by rank 0 for as long as the run lives (see
+/// [`checkpoint::RunLock`]); the other ranks write only their sample-key logs there.
+fn take_run_dir(run_dir: &Path, dist: &Dist) -> Result<Option<checkpoint::RunLock>, TrainError> {
+    let lock = dist
+        .is_main()
+        .then(|| checkpoint::RunLock::acquire(run_dir))
+        .transpose()?;
+    std::fs::create_dir_all(run_dir).map_err(|e| {
+        TrainError::Setup(format!(
+            "run.output_dir: creating {}: {e}",
+            run_dir.display()
+        ))
+    })?;
+    Ok(lock)
+}
+
+/// The metrics log (see [`open_log`]) and, with `log.sample_keys`, this rank's sample keys.
+fn open_logs(
+    cfg: &Config,
+    dist: &Dist,
+    run_dir: &Path,
+    first_step: u64,
+) -> Result<(MetricsLog, Option<SampleKeysLog>), TrainError> {
+    let log = open_log(cfg, dist, run_dir, first_step)?;
+    let keys_log = cfg
+        .log
+        .sample_keys
+        .then(|| SampleKeysLog::open(run_dir, dist.rank, first_step))
+        .transpose()
+        .map_err(|source| TrainError::Log {
+            path: run_dir.to_path_buf(),
+            source,
+        })?;
+    Ok((log, keys_log))
 }
 
 /// Rank 0 writes `metrics.jsonl` (and TensorBoard, a progress bar); the other ranks log nothing.

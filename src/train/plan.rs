@@ -201,17 +201,21 @@ impl RunPlan {
     }
 }
 
-/// The files `cfg` names that are not there, as (key, line). Shard specs are not among them:
+/// The files `cfg` names and a run reads that are not there, as (key, line). Shard specs are not among them:
 /// they may be `pipe:` commands or patterns, and `data.strict` decides about missing shards.
 fn missing_files(cfg: &Config) -> Vec<(&'static str, String)> {
+    // The class names, templates and subset are read only for `eval.zeroshot`.
+    let zeroshot = !cfg.eval.zeroshot.is_empty();
     [
-        ("data.tokenizer", &cfg.data.tokenizer),
-        ("eval.classnames", &cfg.eval.classnames),
-        ("eval.templates", &cfg.eval.templates),
-        ("eval.classes_subset", &cfg.eval.classes_subset),
-        ("eval.suite", &cfg.eval.suite),
+        ("data.tokenizer", &cfg.data.tokenizer, true),
+        ("eval.classnames", &cfg.eval.classnames, zeroshot),
+        ("eval.templates", &cfg.eval.templates, zeroshot),
+        ("eval.classes_subset", &cfg.eval.classes_subset, zeroshot),
+        ("eval.suite", &cfg.eval.suite, true),
     ]
     .into_iter()
+    .filter(|(_, _, read)| *read)
+    .map(|(key, path, _)| (key, path))
     .filter(|(_, path)| {
         !path.is_empty()
             && !path.starts_with(crate::eval::prompts::BUILTIN_PREFIX)

@@ -20,7 +20,7 @@
 //!
 //! OpenCLIP's default (DDP averaging, no factor) leaves the encoder gradients at 1/W of the
 //! global-batch gradient while `logit_scale` gets the full one; the W here makes a W-rank run
-//! equal to one process on the whole batch (tested in `tests/dist.rs`).
+//! equal to one process on the whole batch (tested in `tests/suite/dist.rs`).
 //!
 //! ## Feature caching
 //! With `micro_batch_size < B` every micro-batch is embedded without autograd, the loss and its

@@ -105,9 +105,9 @@ fn config_check_prints_the_effective_config() {
     let dir = tempfile::tempdir().unwrap();
     let synth = dir.path().join("data/synth");
     std::fs::create_dir_all(&synth).unwrap();
-    for f in ["classnames.txt", "templates.txt"] {
-        std::fs::write(synth.join(f), "").unwrap();
-    }
+    // Read as training would read them, so they must be real lists.
+    std::fs::write(synth.join("classnames.txt"), "red circle\nblue square\n").unwrap();
+    std::fs::write(synth.join("templates.txt"), "a photo of a {}.\n").unwrap();
     // `config check` loads the tokenizer: a minimal one with CLIP's specials.
     let tokenizer = serde_json::json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
@@ -137,7 +137,7 @@ fn config_check_prints_the_effective_config() {
         err.contains("eval.classes_subset = \"data/synth/classes_seen.txt\": no such file"),
         "{err}"
     );
-    std::fs::write(synth.join("classes_seen.txt"), "").unwrap();
+    std::fs::write(synth.join("classes_seen.txt"), "red circle\n").unwrap();
     let out = check(dir.path());
     assert!(out.status.success(), "{}", text(&out.stderr));
     let effective: toml::Table = text(&out.stdout).parse().expect("stdout is TOML");

@@ -152,13 +152,13 @@ fn two_ranks_train_exactly_like_one_process_on_the_whole_batch() {
     let (_, dw) = max_diffs(&runs.join("one"), &runs.join("approx"));
     assert!(dw > 1e-4, "local_loss alone should differ, by {dw}");
 
-    // Only rank 0 writes; the checkpoint holds both ranks' data positions.
+    // Only rank 0 writes; the checkpoint holds both ranks' data positions, one per rank.
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(runs.join("two/latest/state.json")).unwrap())
             .unwrap();
-    assert_eq!(state["world_size"], 2);
-    assert_eq!(state["rank_data"].as_array().unwrap().len(), 2);
-    assert_ne!(state["rank_data"][0], state["rank_data"][1]);
+    assert_eq!(state["ranks"].as_array().unwrap().len(), 2);
+    assert_ne!(state["ranks"][0], state["ranks"][1]);
+    assert!(state.get("data").is_none() && state.get("rank_data").is_none());
 
     // A stopped 2-rank run resumes (with 2 ranks) to the uninterrupted run's weights
     // (checkpointing by the clock after nearly every step on the way: both ranks must agree on

@@ -471,7 +471,8 @@ fn bad_evaluation_inputs_name_the_file_or_sample() {
         ],
         &["syn", "not a cliptrain checkpoint"],
     );
-    // A typo in the run's [eval] section stops training before the first step.
+    // A typo in the run's [eval] section stops training before the first step (the preflight
+    // names the key and the file).
     let bad = tiny(
         d,
         "b",
@@ -480,7 +481,7 @@ fn bad_evaluation_inputs_name_the_file_or_sample() {
     fails_with(
         d,
         &["train", "--config", bad.to_str().unwrap()],
-        &["[eval]", "nope.txt"],
+        &["eval.classnames", "nope.txt"],
     );
     assert!(!d.join("runs/b").join("latest").exists());
 }
