@@ -29,14 +29,16 @@ if [[ ! -f $DATA/tokenizer.json ]]; then
 fi
 echo
 echo "== configs/demo.toml"
+# A previous demo run is replaced: gone before the check, which (as train) refuses a run folder
+# that already has checkpoints.
+rm -rf checkpoints/demo
 "$BIN" -q config check configs/demo.toml >/dev/null && echo "valid, with the files it names (cliptrain config check configs/demo.toml prints it in full)"
 echo
 echo "== the training shards"
 "$BIN" data inspect "$DATA/train-{000000..000007}.tar" | head -6
 
 echo
-echo "== training (configs/demo.toml; a previous demo run in checkpoints/demo is replaced)"
-rm -rf checkpoints/demo
+echo "== training (configs/demo.toml; a previous demo run in checkpoints/demo was replaced)"
 "$BIN" train --config configs/demo.toml
 
 echo

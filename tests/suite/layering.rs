@@ -8,7 +8,7 @@ const UPPER: &[&str] = &[
     "train",
     "cli",
     "eval",
-    "source",
+    "interop",
     "embed",
     "dist",
     "checkpoint",
@@ -49,4 +49,24 @@ fn model_loss_text_and_data_never_import_the_layers_above_them() {
         "layering broken:\n{}",
         offences.join("\n")
     );
+}
+
+#[test]
+fn dist_knows_nothing_of_training_state() {
+    // Ranks, collectives and the launcher only: which stream position a rank continues, and what
+    // a checkpoint holds, are `train`'s and `checkpoint`'s (docs/architecture.md).
+    let mut files = Vec::new();
+    rust_files(&common::repo().join("src/dist"), &mut files);
+    assert!(files.len() >= 5, "found only {files:?}");
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for banned in [
+            "crate::checkpoint",
+            "crate::data",
+            "crate::train",
+            "crate::config::Config",
+        ] {
+            assert!(!text.contains(banned), "{} uses {banned}", file.display());
+        }
+    }
 }

@@ -150,6 +150,23 @@ const CASES: &[Case] = &[
         ],
     },
     Case {
+        name: "tokchanged",
+        sets: &[r#"run.name="done""#, r#"data.tokenizer="eot-first.json""#],
+        args: &["--resume", "auto"],
+        env: &[],
+        says: &["data.tokenizer = eot-first.json is not the tokenizer"],
+    },
+    Case {
+        name: "emptyclasses",
+        sets: &[
+            r#"eval.zeroshot="syn/eval-000000.tar""#,
+            r#"eval.classnames="empty.txt""#,
+        ],
+        args: &[],
+        env: &[],
+        says: &["empty.txt is empty: it needs one class name per line"],
+    },
+    Case {
         name: "resumefrom",
         sets: &[],
         args: &["--resume", "no-such-run"],
@@ -208,6 +225,7 @@ fn config_check_refuses_every_start_up_refusal_of_train_in_the_same_words() {
     let d = dir.path();
     setup(d);
     std::fs::write(d.join("afile"), "").unwrap();
+    std::fs::write(d.join("empty.txt"), "").unwrap();
     eot_first_tokenizer(&d.join("eot-first.json"));
     // A run with a checkpoint (step 0) for the resume cases, and one whose lock is held.
     tiny().set(r#"run.name="done""#).write(d.join("done.toml"));
