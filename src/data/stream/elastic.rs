@@ -111,58 +111,72 @@ pub fn resize(
             state.salt = step.max(1);
             Ok(state)
         }
-        Order::Epoch => {
-            // One old stream at a time: each holds its shuffle buffer's samples in memory.
-            let mut owed = Vec::with_capacity(old.len());
-            for (rank, s) in old.iter().enumerate() {
-                let stream = ShardStream::restore(shards.to_vec(), old_opts(rank), s).map_err(
-                    |e| match e {
-                        DataError::Resume(_) => changed(),
-                        e => e,
-                    },
-                )?;
-                owed.push(stream.owed());
-            }
-            let until = owed.iter().map(|o| o.unstarted).max().unwrap_or(0);
-            let mut pool: Vec<CarryUnit> = owed.iter().flat_map(|o| o.buffered.clone()).collect();
-            pool.extend(owed.iter().flat_map(|o| o.partial.clone()));
-            let mut whole = vec![];
-            for (rank, o) in owed.iter().enumerate() {
-                let then = ShardStream::new(shards.to_vec(), old_opts(rank))?;
-                let per_epoch = then.rank_shards() as u64;
-                let (mut epoch, mut cursor) = o.from;
-                while epoch < until {
-                    while cursor < per_epoch {
-                        let shard = then.shard_index(epoch, cursor);
-                        whole.push((epoch, cursor, rank, shard));
-                        cursor += 1;
-                    }
-                    epoch += 1;
-                    cursor = 0;
-                }
-            }
-            // The global order the old ranks read them in: by epoch, then read, then rank.
-            whole.sort();
-            pool.extend(whole.into_iter().map(|(epoch, _, _, shard)| CarryUnit {
-                epoch,
-                shard,
-                from: 0,
-                to: None,
-            }));
-            let w = opts.world_size;
-            state.carry = pool
-                .into_iter()
-                .enumerate()
-                .filter(|(j, _)| j % w == opts.rank)
-                .map(|(_, u)| u)
-                .collect();
-            state.epoch = until;
-            Ok(state)
-        }
+        Order::Epoch => deal_epoch(shards, opts, old, state),
         Order::Once => Err(DataError::Resume(
             "a single ordered pass is not resumed with another world size".into(),
         )),
     }
+}
+
+/// [`resize`] of an epoch-ordered stream: what the old ranks still owed of their epochs (their
+/// buffered and partly read samples, then their unread shards, in the order they would have
+/// read them) dealt round-robin to the new ranks as carried-over units.
+fn deal_epoch(
+    shards: &[Shard],
+    opts: &StreamOptions,
+    old: &[StreamState],
+    mut state: StreamState,
+) -> Result<StreamState, DataError> {
+    let old_opts = |rank| StreamOptions {
+        rank,
+        world_size: old.len(),
+        ..opts.clone()
+    };
+    // One old stream at a time: each holds its shuffle buffer's samples in memory.
+    let mut owed = Vec::with_capacity(old.len());
+    for (rank, s) in old.iter().enumerate() {
+        let stream =
+            ShardStream::restore(shards.to_vec(), old_opts(rank), s).map_err(|e| match e {
+                DataError::Resume(_) => changed(),
+                e => e,
+            })?;
+        owed.push(stream.owed());
+    }
+    let until = owed.iter().map(|o| o.unstarted).max().unwrap_or(0);
+    let mut pool: Vec<CarryUnit> = owed.iter().flat_map(|o| o.buffered.clone()).collect();
+    pool.extend(owed.iter().flat_map(|o| o.partial.clone()));
+    let mut whole = vec![];
+    for (rank, o) in owed.iter().enumerate() {
+        let then = ShardStream::new(shards.to_vec(), old_opts(rank))?;
+        let per_epoch = then.rank_shards() as u64;
+        let (mut epoch, mut cursor) = o.from;
+        while epoch < until {
+            while cursor < per_epoch {
+                let shard = then.shard_index(epoch, cursor);
+                whole.push((epoch, cursor, rank, shard));
+                cursor += 1;
+            }
+            epoch += 1;
+            cursor = 0;
+        }
+    }
+    // The global order the old ranks read them in: by epoch, then read, then rank.
+    whole.sort();
+    pool.extend(whole.into_iter().map(|(epoch, _, _, shard)| CarryUnit {
+        epoch,
+        shard,
+        from: 0,
+        to: None,
+    }));
+    let w = opts.world_size;
+    state.carry = pool
+        .into_iter()
+        .enumerate()
+        .filter(|(j, _)| j % w == opts.rank)
+        .map(|(_, u)| u)
+        .collect();
+    state.epoch = until;
+    Ok(state)
 }
 
 fn changed() -> DataError {
