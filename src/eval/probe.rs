@@ -171,7 +171,11 @@ pub fn knn(
         let (sim, idx) = q.matmul(&tx.tr()).topk(k as i64, 1, true, true);
         let votes = Tensor::zeros([q.size()[0], classes as i64], (Kind::Float, q.device()));
         let neighbour_class = train_y.index_select(0, &idx.flatten(0, 1)).view_as(&idx);
-        scores.push(votes.scatter_add(1, &neighbour_class, &(sim / temperature).exp()));
+        // exp((sim - max) / T): the same vote up to a per-row factor, so the ranking is
+        // exp(sim / T)'s, but a small T cannot overflow to inf and leave ties to decide.
+        let nearest = sim.narrow(1, 0, 1);
+        let weights = ((&sim - nearest) / temperature).exp();
+        scores.push(votes.scatter_add(1, &neighbour_class, &weights));
     }
     let scores = Tensor::cat(&scores, 0);
     Ok(KnnReport {
@@ -432,5 +436,24 @@ mod tests {
         let f = blobs(10, 2, 2, 1.0, 5);
         let err = linear_probe(&f, &f, 1, &ProbeOptions::default()).unwrap_err();
         assert_eq!(err.to_string(), "label 1 is outside the 1 classes");
+    }
+
+    #[test]
+    fn a_small_temperature_lets_the_nearest_neighbour_decide_without_overflow() {
+        // The query's nearest training feature is class 1 (cosine 1); three class-0 features are
+        // a little farther (cosine 0.98). At T = 1 the three outvote it; at T = 0.005,
+        // exp(sim / T) would overflow f32 for all four and leave a tie.
+        let x = Tensor::from_slice(&[1.0f32, 0.0, 1.0, 0.2, 1.0, 0.2, 1.0, 0.2]).view([4, 2]);
+        let train = Features {
+            x,
+            y: vec![1, 0, 0, 0],
+        };
+        let test = Features {
+            x: Tensor::from_slice(&[1.0f32, 0.0]).view([1, 2]),
+            y: vec![1],
+        };
+        assert_eq!(knn(&train, &test, 2, 4, 1.0).unwrap().top1, 0.0);
+        assert_eq!(knn(&train, &test, 2, 4, 0.005).unwrap().top1, 1.0);
+        assert_eq!(knn(&train, &test, 2, 4, 1e-6).unwrap().top1, 1.0);
     }
 }
