@@ -164,7 +164,7 @@ fn out_of_space(
         run_dir: run_dir.to_path_buf(),
         name: name.to_string(),
         needed: size_of(ckpt),
-        free: free_bytes(run_dir).unwrap_or(0),
+        free: crate::runtime::disk_free(run_dir).unwrap_or(0),
     }
 }
 
@@ -181,21 +181,6 @@ fn size_of(ckpt: &Checkpoint) -> u64 {
         .and_then(|p| std::fs::metadata(p).ok())
         .map_or(0, |m| m.len());
     tensors(ckpt.model) + tensors(ckpt.optimizer) + ckpt.config_toml.len() as u64 + tokenizer + 4096
-}
-
-/// Bytes an unprivileged process may still write on the file system of `path`.
-fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: a valid C string and a buffer of the right type; read only on success.
-    let st = unsafe {
-        if libc::statvfs(c.as_ptr(), st.as_mut_ptr()) != 0 {
-            return None;
-        }
-        st.assume_init()
-    };
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// Writes named tensors as a safetensors file, synced to disk: checkpoints and exports alike.

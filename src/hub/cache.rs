@@ -3,7 +3,64 @@
 //! `snapshots/<commit>/<file>` links to its blob, and `refs/<branch or tag>` holds the commit a
 //! revision pointed at when it was last fetched. Also: which files the model-folder loader
 //! needs, so a download fetches only those.
+//!
+//! Every name that becomes a path here and comes from outside (a commit or etag a server sent,
+//! a ref file's content) passes one of the `check_*` rules first: a hostile or broken server
+//! (or a damaged cache) must not choose where files are written or read.
 use std::path::{Path, PathBuf};
+
+/// The longest etag taken as a blob name (the Hub's are 40 or 64 hex digits).
+const MAX_ETAG_LEN: usize = 128;
+/// How much of a refused value a message shows.
+const SHOWN: usize = 100;
+
+/// A commit as the cache names snapshots: 40 lowercase hex digits.
+pub(crate) fn check_commit(value: &str) -> Result<(), String> {
+    if super::id::is_commit(value) {
+        Ok(())
+    } else {
+        Err("a commit hash is 40 lowercase hex digits".into())
+    }
+}
+
+/// An etag as the cache names blobs: 1 to 128 letters, digits, `-` or `_` (no `/`, `.`, NUL).
+pub(crate) fn check_etag(value: &str) -> Result<(), String> {
+    let token = !value.is_empty()
+        && value.len() <= MAX_ETAG_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if token {
+        Ok(())
+    } else {
+        Err(format!(
+            "an etag is 1 to {MAX_ETAG_LEN} letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+/// A file's path inside a repository: relative, `/`-separated, no empty, `.` or `..` part, no
+/// NUL or backslash, at most 1,024 bytes.
+pub(crate) fn check_repo_path(value: &str) -> Result<(), String> {
+    let parts_ok = value
+        .split('/')
+        .all(|p| !p.is_empty() && p != "." && p != "..");
+    if value.len() <= 1024 && parts_ok && !value.contains(['\0', '\\']) {
+        Ok(())
+    } else {
+        Err("a file in a repository is a relative path without '..', '.' or empty parts".into())
+    }
+}
+
+/// `value` as a message shows it: quoted, escaped, cut to 100 characters.
+pub(crate) fn shown(value: &str) -> String {
+    if value.chars().count() <= SHOWN {
+        format!("{value:?}")
+    } else {
+        let cut: String = value.chars().take(SHOWN).collect();
+        format!("{cut:?}... ({} bytes)", value.len())
+    }
+}
 
 /// A Hugging Face CLIP (or SigLIP) folder: its config and weights, which must be there.
 const HF_REQUIRED: [&str; 2] = ["config.json", "model.safetensors"];
@@ -66,6 +123,21 @@ pub(crate) fn loadable(dir: &Path) -> bool {
         .any(|req| req.iter().all(|f| dir.join(f).is_file()))
 }
 
+/// File names for a message: the first 20, and how many more (a listing may have 10^5).
+pub(crate) fn listed(names: &[&str]) -> String {
+    const SHOWN_NAMES: usize = 20;
+    let mut text = names
+        .iter()
+        .take(SHOWN_NAMES)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN_NAMES {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN_NAMES));
+    }
+    text
+}
+
 /// The file names in `dir`, sorted (for messages).
 pub(crate) fn file_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -96,10 +168,10 @@ pub(crate) struct RepoCache {
 }
 
 impl RepoCache {
+    /// `repo` is a checked [`super::HubId`] repository (`ORG/NAME`, no `..`).
     pub fn new(cache_dir: &Path, repo: &str) -> Self {
-        let folder = hf_hub::Repo::model(repo.to_string()).folder_name();
         Self {
-            dir: cache_dir.join(folder),
+            dir: cache_dir.join(format!("models--{}", repo.replace('/', "--"))),
         }
     }
 
@@ -116,14 +188,29 @@ impl RepoCache {
     }
 
     /// The snapshot folder `revision` names in the cache: a commit hash's own, or the commit
-    /// its ref recorded. `None` when neither is there.
-    pub fn lookup(&self, revision: &str) -> Option<PathBuf> {
+    /// its ref recorded. `None` when neither is there; an error when the ref file holds
+    /// something other than a commit (it would name a folder outside the snapshots).
+    pub fn lookup(&self, revision: &str) -> Result<Option<PathBuf>, super::HubError> {
         if super::id::is_commit(revision) && self.snapshot(revision).is_dir() {
-            return Some(self.snapshot(revision));
+            return Ok(Some(self.snapshot(revision)));
         }
-        let commit = std::fs::read_to_string(self.ref_path(revision)).ok()?;
-        let snapshot = self.snapshot(commit.trim());
-        snapshot.is_dir().then_some(snapshot)
+        let path = self.ref_path(revision);
+        // A ref is one line of 41 bytes at most; more is not read.
+        let Ok(file) = std::fs::File::open(&path) else {
+            return Ok(None);
+        };
+        let mut text = String::new();
+        use std::io::Read;
+        if file.take(256).read_to_string(&mut text).is_err() {
+            text = "(not UTF-8 text)".into();
+        }
+        let commit = text.trim();
+        check_commit(commit).map_err(|rule| super::HubError::BadCacheFile {
+            path: path.clone(),
+            reason: format!("it holds {} where {rule}", shown(commit)),
+        })?;
+        let snapshot = self.snapshot(commit);
+        Ok(snapshot.is_dir().then_some(snapshot))
     }
 
     /// Records that `revision` (a branch or tag) now points at `commit`, as
@@ -192,17 +279,64 @@ mod tests {
         let cache = RepoCache::new(d.path(), "org/name");
         assert!(cache.dir.ends_with("models--org--name"));
         let commit = "0123456789abcdef0123456789abcdef01234567";
-        assert_eq!(cache.lookup("main"), None);
+        let found = |rev: &str| cache.lookup(rev).unwrap();
+        assert_eq!(found("main"), None);
         std::fs::create_dir_all(cache.snapshot(commit)).unwrap();
-        assert_eq!(cache.lookup(commit), Some(cache.snapshot(commit)));
-        assert_eq!(cache.lookup("main"), None);
+        assert_eq!(found(commit), Some(cache.snapshot(commit)));
+        assert_eq!(found("main"), None);
         cache.write_ref("main", commit).unwrap();
         cache.write_ref("refs/pr/1", commit).unwrap();
-        assert_eq!(cache.lookup("main"), Some(cache.snapshot(commit)));
-        assert_eq!(cache.lookup("refs/pr/1"), Some(cache.snapshot(commit)));
+        assert_eq!(found("main"), Some(cache.snapshot(commit)));
+        assert_eq!(found("refs/pr/1"), Some(cache.snapshot(commit)));
         assert_eq!(
             std::fs::read_to_string(cache.dir.join("refs/main")).unwrap(),
             commit
         );
+    }
+
+    #[test]
+    fn a_ref_that_is_not_a_commit_is_refused_naming_its_file() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = RepoCache::new(d.path(), "org/name");
+        std::fs::create_dir_all(cache.dir.join("snapshots")).unwrap();
+        for content in [
+            "../..",
+            "/etc",
+            "../../../../etc\n",
+            "",
+            "x".repeat(10_000).as_str(),
+        ] {
+            std::fs::create_dir_all(cache.dir.join("refs")).unwrap();
+            std::fs::write(cache.ref_path("main"), content).unwrap();
+            let e = cache.lookup("main").unwrap_err().to_string();
+            assert!(
+                e.contains("refs/main") && e.contains("40 lowercase hex"),
+                "{e}"
+            );
+            assert!(e.len() < 600, "{e}");
+        }
+    }
+
+    #[test]
+    fn names_from_servers_follow_the_cache_rules() {
+        assert!(check_commit(&"a".repeat(40)).is_ok());
+        for bad in [
+            "/etc/passwd",
+            "../../../x",
+            &"A".repeat(40),
+            &"a".repeat(41),
+            "",
+        ] {
+            assert!(check_commit(bad).is_err(), "{bad}");
+        }
+        assert!(check_etag(&"0f".repeat(32)).is_ok());
+        for bad in ["/tmp/x", "../x", "a/b", "a.b", "", "a\0b", &"a".repeat(129)] {
+            assert!(check_etag(bad).is_err(), "{bad}");
+        }
+        assert!(check_repo_path("config.json").is_ok());
+        assert!(check_repo_path("sub/dir/file.bin").is_ok());
+        for bad in ["/abs", "../up", "a/../b", "a//b", "./a", "a\0", "a\\b", ""] {
+            assert!(check_repo_path(bad).is_err(), "{bad}");
+        }
     }
 }

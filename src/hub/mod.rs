@@ -8,11 +8,12 @@
 //! [`HubSettings::from_vars`]). Only the files the folder loader reads are fetched.
 mod cache;
 mod download;
+mod http;
 mod id;
 mod settings;
 
 pub use id::{HubId, IdError, OPENCLIP_PREFIX, PREFIX};
-pub use settings::{DEFAULT_ENDPOINT, HubSettings, NoCacheDir};
+pub use settings::{DEFAULT_ENDPOINT, HubSettings, SettingsError};
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ pub enum HubError {
     )]
     BadId { spelled: String, reason: String },
     #[error(transparent)]
-    NoCacheDir(#[from] NoCacheDir),
+    Settings(#[from] SettingsError),
     #[error(
         "{id} is not in the Hugging Face cache {} and HF_HUB_OFFLINE=1 is set: download it once \
          with network access (`cliptrain download {id}`, or `huggingface-cli download {}{}` \
@@ -106,6 +107,35 @@ pub enum HubError {
         endpoint: String,
         detail: String,
     },
+    #[error(
+        "{id}: refused {what} {value} from {endpoint}: {rule}; nothing was written (is \
+         HF_ENDPOINT a Hugging Face Hub, or is a proxy altering its answers?)"
+    )]
+    BadName {
+        id: Box<HubId>,
+        what: String,
+        value: String,
+        endpoint: String,
+        rule: String,
+    },
+    #[error(
+        "{}: {reason}; huggingface_hub and cliptrain never write that: delete the file (a \
+         download with network access writes it again)",
+        path.display()
+    )]
+    BadCacheFile { path: PathBuf, reason: String },
+    #[error(
+        "{id}: {file} needs {} on the disk of {}, which has {} free: free space, or point \
+         HF_HUB_CACHE (or HF_HOME) at a disk that has it",
+        indicatif::HumanBytes(*needed), dir.display(), indicatif::HumanBytes(*free)
+    )]
+    NoSpace {
+        id: Box<HubId>,
+        file: String,
+        dir: PathBuf,
+        needed: u64,
+        free: u64,
+    },
     #[error("{op} {}: {source}", path.display())]
     Io {
         op: &'static str,
@@ -149,7 +179,15 @@ pub fn resolve(id: &HubId) -> Result<PathBuf, HubError> {
 /// lacks is downloaded (when the server cannot be reached, a cached snapshot of the revision
 /// is used with a warning, as `huggingface_hub` does).
 pub fn resolve_with(id: &HubId, settings: &HubSettings) -> Result<PathBuf, HubError> {
-    let cached = cache::RepoCache::new(&settings.cache_dir, &id.repo).lookup(id.revision());
+    let cached = match cache::RepoCache::new(&settings.cache_dir, &id.repo).lookup(id.revision()) {
+        Ok(found) => found,
+        // Online, the listing names the commit and the ref is written again.
+        Err(e) if !settings.offline => {
+            tracing::warn!("{e}");
+            None
+        }
+        Err(e) => return Err(e),
+    };
     if settings.offline {
         let dir = cached.ok_or_else(|| HubError::NotCached {
             id: Box::new(id.clone()),
@@ -194,7 +232,7 @@ fn complete(id: &HubId, dir: PathBuf) -> Result<PathBuf, HubError> {
         found: if found.is_empty() {
             "no files".into()
         } else {
-            found.join(", ")
+            cache::listed(&found.iter().map(String::as_str).collect::<Vec<_>>())
         },
         dir,
     })

@@ -1,9 +1,14 @@
 //! Where the cache is, which server, which token, online or not: read from the same
 //! environment variables Python's `huggingface_hub` reads, so both share one cache.
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// The public Hub.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+/// `huggingface_hub`'s defaults for both timeouts, in seconds.
+const DEFAULT_TIMEOUT_S: f64 = 10.0;
+/// A day: a longer wait is a typo, not a slow network.
+const MAX_TIMEOUT_S: f64 = 86_400.0;
 
 /// How [`super::resolve_with`] reaches the Hub and where it keeps files.
 #[derive(Clone, PartialEq, Eq)]
@@ -16,6 +21,11 @@ pub struct HubSettings {
     pub token: Option<String>,
     /// Use the cache only; never open a connection.
     pub offline: bool,
+    /// How long a file transfer may wait for the connection or for its next bytes
+    /// (`HF_HUB_DOWNLOAD_TIMEOUT`).
+    pub download_timeout: Duration,
+    /// How long a listing or metadata request may wait (`HF_HUB_ETAG_TIMEOUT`).
+    pub etag_timeout: Duration,
 }
 
 impl std::fmt::Debug for HubSettings {
@@ -26,21 +36,30 @@ impl std::fmt::Debug for HubSettings {
             .field("endpoint", &self.endpoint)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("offline", &self.offline)
+            .field("download_timeout", &self.download_timeout)
+            .field("etag_timeout", &self.etag_timeout)
             .finish()
     }
 }
 
-/// Why no cache folder could be chosen.
+/// Why the environment gives no usable Hub settings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "no Hugging Face cache folder: HOME is not set; set HF_HOME (the cache is HF_HOME/hub) or \
-     HF_HUB_CACHE"
-)]
-pub struct NoCacheDir;
+pub enum SettingsError {
+    #[error(
+        "no Hugging Face cache folder: HOME is not set; set HF_HOME (the cache is HF_HOME/hub) \
+         or HF_HUB_CACHE"
+    )]
+    NoCacheDir,
+    #[error(
+        "{var}={value:?} is not a timeout: write a number of seconds above 0 and at most \
+         {MAX_TIMEOUT_S} (huggingface_hub's default is {DEFAULT_TIMEOUT_S}), or unset it"
+    )]
+    BadTimeout { var: &'static str, value: String },
+}
 
 impl HubSettings {
     /// From this process's environment (see [`HubSettings::from_vars`]).
-    pub fn from_env() -> Result<Self, NoCacheDir> {
+    pub fn from_env() -> Result<Self, SettingsError> {
         Self::from_vars(|k| std::env::var(k).ok())
     }
 
@@ -50,10 +69,12 @@ impl HubSettings {
     /// - the server: `HF_ENDPOINT`, else the public Hub;
     /// - the token: `HF_TOKEN` (or the old `HUGGING_FACE_HUB_TOKEN`), else the file
     ///   `HF_TOKEN_PATH`, else `HF_HOME/token` (where `huggingface-cli login` writes it);
-    /// - offline: `HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`) is 1, ON, YES or TRUE.
+    /// - offline: `HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`) is 1, ON, YES or TRUE;
+    /// - timeouts in seconds: `HF_HUB_DOWNLOAD_TIMEOUT` (a transfer's connection and each read)
+    ///   and `HF_HUB_ETAG_TIMEOUT` (listings), 10 unless set.
     ///
     /// Empty values count as unset.
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, NoCacheDir> {
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let get = |k: &str| var(k).filter(|v| !v.trim().is_empty());
         let home = match get("HF_HOME") {
             Some(h) => Some(PathBuf::from(h)),
@@ -64,7 +85,7 @@ impl HubSettings {
         };
         let cache_dir = match get("HF_HUB_CACHE").or_else(|| get("HUGGINGFACE_HUB_CACHE")) {
             Some(c) => PathBuf::from(c),
-            None => home.as_ref().ok_or(NoCacheDir)?.join("hub"),
+            None => home.as_ref().ok_or(SettingsError::NoCacheDir)?.join("hub"),
         };
         let endpoint = get("HF_ENDPOINT")
             .map(|e| e.trim().trim_end_matches('/').to_string())
@@ -86,11 +107,20 @@ impl HubSettings {
             })
         };
         let offline = truthy("HF_HUB_OFFLINE") || truthy("TRANSFORMERS_OFFLINE");
+        let timeout = |var: &'static str| match get(var) {
+            None => Ok(Duration::from_secs_f64(DEFAULT_TIMEOUT_S)),
+            Some(value) => match value.trim().parse::<f64>() {
+                Ok(s) if s > 0.0 && s <= MAX_TIMEOUT_S => Ok(Duration::from_secs_f64(s)),
+                _ => Err(SettingsError::BadTimeout { var, value }),
+            },
+        };
         Ok(Self {
             cache_dir,
             endpoint,
             token,
             offline,
+            download_timeout: timeout("HF_HUB_DOWNLOAD_TIMEOUT")?,
+            etag_timeout: timeout("HF_HUB_ETAG_TIMEOUT")?,
         })
     }
 }
@@ -100,7 +130,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn settings(vars: &[(&str, &str)]) -> Result<HubSettings, NoCacheDir> {
+    fn settings(vars: &[(&str, &str)]) -> Result<HubSettings, SettingsError> {
         let vars: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -123,7 +153,7 @@ mod tests {
         assert_eq!(s.cache_dir, PathBuf::from("/c"));
         let s = settings(&[("HUGGINGFACE_HUB_CACHE", "/old"), ("HF_HUB_CACHE", "")]).unwrap();
         assert_eq!(s.cache_dir, PathBuf::from("/old"));
-        assert_eq!(settings(&[]), Err(NoCacheDir));
+        assert_eq!(settings(&[]), Err(SettingsError::NoCacheDir));
     }
 
     #[test]
@@ -151,6 +181,19 @@ mod tests {
         }
         let s = settings(&[("HOME", "/h"), ("TRANSFORMERS_OFFLINE", "1")]).unwrap();
         assert!(s.offline);
+    }
+
+    #[test]
+    fn timeouts_default_to_ten_seconds_and_nonsense_is_refused_by_name() {
+        let s = settings(&[("HOME", "/h")]).unwrap();
+        assert_eq!(s.download_timeout, Duration::from_secs(10));
+        assert_eq!(s.etag_timeout, Duration::from_secs(10));
+        let s = settings(&[("HOME", "/h"), ("HF_HUB_DOWNLOAD_TIMEOUT", "0.5")]).unwrap();
+        assert_eq!(s.download_timeout, Duration::from_millis(500));
+        for bad in ["0", "-1", "ten", "inf", "NaN", "1e9"] {
+            let e = settings(&[("HOME", "/h"), ("HF_HUB_ETAG_TIMEOUT", bad)]).unwrap_err();
+            assert!(e.to_string().contains("HF_HUB_ETAG_TIMEOUT"), "{bad}: {e}");
+        }
     }
 
     #[test]

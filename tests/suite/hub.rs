@@ -487,7 +487,7 @@ fn a_download_another_process_holds_is_waited_for_not_repeated() {
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     // No timing assumptions: the lock stays held until cliptrain has exited. Once cliptrain
-    // says it waits (hf-hub's own ~5 s attempt has given up), the "other process" puts the
+    // says it waits, the "other process" puts the
     // finished blob in place (renamed, so it is never seen half-written); cliptrain must find
     // it and link it without downloading.
     let (said, waiting) = std::sync::mpsc::channel();

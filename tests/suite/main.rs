@@ -25,6 +25,7 @@ mod finetune_example;
 mod gpu_check;
 mod hardening;
 mod hub;
+mod hub_hostile;
 mod interop;
 mod layering;
 mod model_parity;
