@@ -62,8 +62,10 @@ pub(crate) fn shown(value: &str) -> String {
     }
 }
 
-/// A Hugging Face CLIP (or SigLIP) folder: its config and weights, which must be there.
-const HF_REQUIRED: [&str; 2] = ["config.json", "model.safetensors"];
+/// A Hugging Face CLIP (or SigLIP) folder: its config, and its weights in one of two formats
+/// (safetensors preferred, as transformers prefers it).
+const HF_CONFIG: &str = "config.json";
+const HF_WEIGHTS: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
 /// ... and what the loader also reads when present: processor (image size, mean/std) and
 /// tokenizer files; SigLIP repositories have a SentencePiece `spiece.model` instead of a
 /// `tokenizer.json`.
@@ -76,51 +78,52 @@ const HF_OPTIONAL: [&str; 6] = [
     "spiece.model",
 ];
 /// An OpenCLIP folder (`hf-hub:` in OpenCLIP): `model_cfg` + `preprocess_cfg`, and weights.
-const OPENCLIP_REQUIRED: [&str; 2] = ["open_clip_config.json", "open_clip_model.safetensors"];
+const OPENCLIP_CONFIG: &str = "open_clip_config.json";
+const OPENCLIP_WEIGHTS: [&str; 2] = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"];
 const OPENCLIP_OPTIONAL: [&str; 3] = [
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
 ];
-/// Weights in PyTorch's pickle format, which cliptrain does not read.
-const PICKLE_WEIGHTS: [&str; 2] = ["pytorch_model.bin", "open_clip_pytorch_model.bin"];
 
 /// What to fetch from a repository that lists `files`.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Choice {
-    /// The files of one complete model folder (required first).
+    /// The files of one complete model folder (config and weights first).
     Fetch(Vec<&'static str>),
-    /// Only pickle weights: cliptrain needs them converted.
-    PickleOnly,
     /// Neither kind of model folder.
     NotAModel,
 }
 
+/// The kinds of folder, in the order they are tried.
+fn kinds(openclip_first: bool) -> [(&'static str, [&'static str; 2], &'static [&'static str]); 2] {
+    let hf = (HF_CONFIG, HF_WEIGHTS, &HF_OPTIONAL[..]);
+    let oc = (OPENCLIP_CONFIG, OPENCLIP_WEIGHTS, &OPENCLIP_OPTIONAL[..]);
+    if openclip_first { [oc, hf] } else { [hf, oc] }
+}
+
 /// The files of the first complete kind of folder, Hugging Face first unless `openclip_first`;
-/// a repository with both kinds yields only the preferred one's (no weights fetched twice).
+/// one weights file only (safetensors when listed), and a repository with both kinds yields
+/// only the preferred one's (no weights fetched twice).
 pub(crate) fn choose(files: &[&str], openclip_first: bool) -> Choice {
-    let hf = (&HF_REQUIRED[..], &HF_OPTIONAL[..]);
-    let oc = (&OPENCLIP_REQUIRED[..], &OPENCLIP_OPTIONAL[..]);
-    let order = if openclip_first { [oc, hf] } else { [hf, oc] };
-    for (required, optional) in order {
-        if required.iter().all(|f| files.contains(f)) {
-            let mut wanted: Vec<&'static str> = required.to_vec();
+    for (config, weights, optional) in kinds(openclip_first) {
+        let Some(w) = weights.iter().find(|w| files.contains(w)) else {
+            continue;
+        };
+        if files.contains(&config) {
+            let mut wanted = vec![config, *w];
             wanted.extend(optional.iter().filter(|f| files.contains(f)));
             return Choice::Fetch(wanted);
         }
     }
-    if PICKLE_WEIGHTS.iter().any(|f| files.contains(f)) {
-        Choice::PickleOnly
-    } else {
-        Choice::NotAModel
-    }
+    Choice::NotAModel
 }
 
 /// Whether `dir` holds a complete model folder of either kind.
 pub(crate) fn loadable(dir: &Path) -> bool {
-    [&HF_REQUIRED, &OPENCLIP_REQUIRED]
-        .iter()
-        .any(|req| req.iter().all(|f| dir.join(f).is_file()))
+    kinds(false).iter().any(|(config, weights, _)| {
+        dir.join(config).is_file() && weights.iter().any(|w| dir.join(w).is_file())
+    })
 }
 
 /// File names for a message: the first 20, and how many more (a listing may have 10^5).
@@ -148,18 +151,6 @@ pub(crate) fn file_names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// What to tell someone whose repository has only pickle weights.
-pub(crate) fn convert_advice(repo: &str) -> String {
-    format!(
-        "cliptrain reads safetensors only: convert the weights and pass the folder instead \
-         (transformers: CLIPModel.from_pretrained(\"{repo}\").save_pretrained(DIR) writes \
-         model.safetensors; OpenCLIP: safetensors.torch.save_file(model.state_dict(), \
-         \"DIR/open_clip_model.safetensors\") beside its open_clip_config.json), or use a \
-         revision of the repository that has safetensors (e.g. the Hub's conversion pull \
-         request: hf:{repo}@refs/pr/N)"
-    )
 }
 
 /// One repository's folder in the cache.
@@ -263,9 +254,17 @@ mod tests {
         // Asked for the Hugging Face kind, a repository with only OpenCLIP files gives those.
         let oc_only = ["open_clip_config.json", "open_clip_model.safetensors"];
         assert_eq!(choose(&oc_only, false), Choice::Fetch(oc_only.to_vec()));
+        // PyTorch weights when there are no safetensors.
         assert_eq!(
             choose(&["config.json", "pytorch_model.bin"], false),
-            Choice::PickleOnly
+            Choice::Fetch(vec!["config.json", "pytorch_model.bin"])
+        );
+        assert_eq!(
+            choose(
+                &["open_clip_config.json", "open_clip_pytorch_model.bin"],
+                false
+            ),
+            Choice::Fetch(vec!["open_clip_config.json", "open_clip_pytorch_model.bin"])
         );
         assert_eq!(
             choose(&["config.json", "README.md"], false),

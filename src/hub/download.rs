@@ -20,8 +20,6 @@ use std::path::{Path, PathBuf};
 const RETRIES: usize = 3;
 /// The largest revision listing read: ~100 bytes a file, so about two million files.
 const MAX_LISTING: u64 = 256 << 20;
-/// The largest answer read for a hint (the discussions page).
-const MAX_HINT: u64 = 16 << 20;
 
 /// The revision's listing: its commit and files (`?blobs=true` adds sizes and etags).
 #[derive(Debug, serde::Deserialize)]
@@ -84,27 +82,12 @@ pub(super) fn fetch(id: &HubId, settings: &HubSettings) -> Result<PathBuf, HubEr
         .iter()
         .map(|s| s.rfilename.as_str())
         .collect();
-    let wanted = match cache::choose(&names, id.openclip) {
-        Choice::Fetch(files) => files,
-        choice => {
-            return Err(HubError::NoWeights {
-                id: Box::new(id.clone()),
-                endpoint: settings.endpoint.clone(),
-                found: cache::listed(&names),
-                advice: match choice {
-                    Choice::PickleOnly => match conversion_pr(id, settings) {
-                        Some(n) => format!(
-                            "; cliptrain reads safetensors only, and the Hub's conversion of this \
-                             model to safetensors is its pull request {n}: use {}{}@refs/pr/{n}",
-                            super::PREFIX,
-                            id.repo
-                        ),
-                        None => format!("; {}", cache::convert_advice(&id.repo)),
-                    },
-                    _ => String::new(),
-                },
-            });
-        }
+    let Choice::Fetch(wanted) = cache::choose(&names, id.openclip) else {
+        return Err(HubError::NoWeights {
+            id: Box::new(id.clone()),
+            endpoint: settings.endpoint.clone(),
+            found: cache::listed(&names),
+        });
     };
     // Every name is checked before the first byte is written.
     let wanted = wanted
@@ -191,26 +174,6 @@ fn wanted_file<'a>(
     };
     cache::check_etag(etag).map_err(|rule| bad(format!("the etag of {name}"), etag, rule))?;
     Ok(Wanted { name, etag, size })
-}
-
-/// The open pull request in which the Hub's conversion bot added safetensors weights to a
-/// repository that has only pickle ones (transformers finds and loads it the same way), if the
-/// first page of its discussions has one. Only a hint for the error, so any failure is `None`.
-fn conversion_pr(id: &HubId, s: &HubSettings) -> Option<u64> {
-    let url = format!("{}/api/models/{}/discussions?p=0", s.endpoint, id.repo);
-    let answer = Client::new(s, s.etag_timeout).get(&url, None).ok()?;
-    let text = http::read_text(answer.response, MAX_HINT).ok()?;
-    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    json.get("discussions")?
-        .as_array()?
-        .iter()
-        .find(|d| {
-            d["title"] == "Adding `safetensors` variant of this model"
-                && d["status"] == "open"
-                && d["isPullRequest"] == true
-        })?
-        .get("num")?
-        .as_u64()
 }
 
 /// Why one transfer attempt did not give the listed file.

@@ -38,15 +38,15 @@ pub enum HubError {
     NotCached { id: Box<HubId>, cache_dir: PathBuf },
     #[error(
         "{id}: the cached snapshot {} has no model cliptrain reads (config.json + \
-         model.safetensors, or open_clip_config.json + open_clip_model.safetensors); it has: \
-         {found}{advice}",
+         model.safetensors or pytorch_model.bin, or open_clip_config.json + \
+         open_clip_model.safetensors or open_clip_pytorch_model.bin); it has: {found}; download \
+         the model with network access (without HF_HUB_OFFLINE)",
         dir.display()
     )]
     IncompleteSnapshot {
         id: Box<HubId>,
         dir: PathBuf,
         found: String,
-        advice: String,
     },
     #[error(
         "{id}: {endpoint} has no model repository {} (check the name; a private or gated one \
@@ -88,14 +88,13 @@ pub enum HubError {
     },
     #[error(
         "{id}: the repository on {endpoint} has no model cliptrain reads (config.json + \
-         model.safetensors, or open_clip_config.json + open_clip_model.safetensors); it has: \
-         {found}{advice}"
+         model.safetensors or pytorch_model.bin, or open_clip_config.json + \
+         open_clip_model.safetensors or open_clip_pytorch_model.bin); it has: {found}"
     )]
     NoWeights {
         id: Box<HubId>,
         endpoint: String,
         found: String,
-        advice: String,
     },
     #[error(
         "{id}: {file} from {endpoint} {detail}, twice; the bad copy was removed (a proxy or \
@@ -219,16 +218,8 @@ fn complete(id: &HubId, dir: PathBuf) -> Result<PathBuf, HubError> {
         return Ok(dir);
     }
     let found = cache::file_names(&dir);
-    let pickle = found
-        .iter()
-        .any(|f| f == "pytorch_model.bin" || f == "open_clip_pytorch_model.bin");
     Err(HubError::IncompleteSnapshot {
         id: Box::new(id.clone()),
-        advice: if pickle {
-            format!("; {}", cache::convert_advice(&id.repo))
-        } else {
-            "; download the model with network access (without HF_HUB_OFFLINE)".into()
-        },
         found: if found.is_empty() {
             "no files".into()
         } else {

@@ -1,6 +1,6 @@
 //! A model folder's stated dimensions, checked before any model is built: the same rules as a
 //! TOML `[model]` section, then against the tensor shapes in the weights file's safetensors
-//! header. The header is read alone (8-byte length, then at most [`MAX_HEADER`] bytes of JSON)
+//! header (or a PyTorch file's pickle, see [`super::torch_file`]). The header is read alone (8-byte length, then at most [`MAX_HEADER`] bytes of JSON)
 //! and every shape it states must fit in the file's data, so a folder cannot make cliptrain
 //! allocate more than its weights file holds.
 use super::{SourceError, SourceKind, openclip};
@@ -23,6 +23,14 @@ fn bad(path: &Path, reason: String) -> SourceError {
 /// Tensor name → shape, from the header of the safetensors file at `path`, each shape checked
 /// to fit in the bytes the file really has.
 pub(crate) fn read_shapes(path: &Path) -> Result<BTreeMap<String, Vec<u64>>, SourceError> {
+    if super::torch_file::is_pickle(path) {
+        // The pickle is read for its shapes (each checked against its storage's entry).
+        let file = super::torch_file::TorchFile::open(path)?;
+        return Ok(file
+            .shapes()
+            .map(|(n, s)| (n.to_string(), s.iter().map(|d| *d as u64).collect()))
+            .collect());
+    }
     let mut file = std::fs::File::open(path).map_err(super::io("opening", path))?;
     let len = file.metadata().map_err(super::io("reading", path))?.len();
     let mut n = [0u8; 8];

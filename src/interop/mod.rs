@@ -12,9 +12,11 @@ pub mod hf;
 mod init;
 mod loaded;
 pub mod openclip;
+mod pickle;
 mod qkv;
 mod resize;
 pub mod timm_siglip;
+pub mod torch_file;
 
 pub use init::{init_weights, prepare};
 pub use loaded::LoadedModel;
@@ -34,11 +36,14 @@ pub enum SourceError {
     Missing(PathBuf),
     #[error(
         "{} is not a cliptrain checkpoint or run folder (state.json / latest), a Hugging Face \
-         CLIP folder (config.json + model.safetensors) or an OpenCLIP folder \
-         (open_clip_config.json + open_clip_model.safetensors)",
+         CLIP folder (config.json + model.safetensors or pytorch_model.bin) or an OpenCLIP \
+         folder (open_clip_config.json + open_clip_model.safetensors or \
+         open_clip_pytorch_model.bin)",
         .0.display()
     )]
     UnknownSource(PathBuf),
+    #[error(transparent)]
+    TorchFile(#[from] torch_file::TorchFileError),
     #[error("{op} {}: {source}", path.display())]
     Io {
         op: &'static str,
@@ -269,8 +274,8 @@ impl ModelSource {
     pub fn tensors(&self) -> Result<(PathBuf, Vec<(String, Tensor)>), SourceError> {
         Ok(match self.kind {
             SourceKind::OpenClip => {
-                let path = self.dir.join(openclip::WEIGHTS);
-                let tensors = checkpoint::read_tensors(&path)?;
+                let path = weights_file(&self.dir, self.kind);
+                let tensors = read_weights(&path)?;
                 let tensors = match self.spec.kind {
                     ModelKind::Siglip => timm_siglip::to_hf(tensors),
                     ModelKind::Clip => openclip::to_hf(tensors),
@@ -278,8 +283,8 @@ impl ModelSource {
                 (path, tensors)
             }
             SourceKind::HuggingFace | SourceKind::Checkpoint => {
-                let path = self.dir.join("model.safetensors");
-                let tensors = checkpoint::read_tensors(&path)?;
+                let path = weights_file(&self.dir, self.kind);
+                let tensors = read_weights(&path)?;
                 (path, tensors)
             }
         })
@@ -312,20 +317,37 @@ impl ModelSource {
 impl Described {
     /// The file the model's dimensions come from, and its weights file.
     fn files(&self) -> (PathBuf, PathBuf) {
-        match self.kind {
-            SourceKind::OpenClip => (
-                self.dir.join(openclip::CONFIG),
-                self.dir.join(openclip::WEIGHTS),
-            ),
-            SourceKind::HuggingFace => (
-                self.dir.join("config.json"),
-                self.dir.join("model.safetensors"),
-            ),
-            SourceKind::Checkpoint => (
-                self.dir.join("config.toml"),
-                self.dir.join("model.safetensors"),
-            ),
-        }
+        let config = match self.kind {
+            SourceKind::OpenClip => openclip::CONFIG,
+            SourceKind::HuggingFace => "config.json",
+            SourceKind::Checkpoint => "config.toml",
+        };
+        (self.dir.join(config), weights_file(&self.dir, self.kind))
+    }
+}
+
+/// A folder's weights file: its safetensors when there, else its PyTorch file when there (HF
+/// and OpenCLIP folders; checkpoints are always safetensors), else the safetensors name (for
+/// the error that names what is missing).
+pub(crate) fn weights_file(dir: &Path, kind: SourceKind) -> PathBuf {
+    let (safetensors, pickle) = match kind {
+        SourceKind::OpenClip => (openclip::WEIGHTS, Some(torch_file::PICKLE_NAMES[1])),
+        SourceKind::HuggingFace => ("model.safetensors", Some(torch_file::PICKLE_NAMES[0])),
+        SourceKind::Checkpoint => ("model.safetensors", None),
+    };
+    let preferred = dir.join(safetensors);
+    match pickle.map(|p| dir.join(p)) {
+        Some(p) if !preferred.is_file() && p.is_file() => p,
+        _ => preferred,
+    }
+}
+
+/// The tensors of a weights file of either format.
+fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>, SourceError> {
+    if torch_file::is_pickle(path) {
+        Ok(torch_file::read(path)?)
+    } else {
+        Ok(checkpoint::read_tensors(path)?)
     }
 }
 
@@ -341,7 +363,7 @@ fn describe(path: &Path) -> Result<Described, SourceError> {
             saved: None,
         });
     }
-    if path.join("config.json").is_file() && path.join("model.safetensors").is_file() {
+    if path.join("config.json").is_file() && weights_file(path, SourceKind::HuggingFace).is_file() {
         return Ok(Described {
             kind: SourceKind::HuggingFace,
             dir: path.to_path_buf(),

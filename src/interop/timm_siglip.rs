@@ -143,7 +143,10 @@ pub(crate) fn read_spec(
             ),
         ));
     }
-    let weights = path.with_file_name(openclip::WEIGHTS);
+    let weights = super::weights_file(
+        path.parent().unwrap_or(Path::new(".")),
+        super::SourceKind::OpenClip,
+    );
     let shapes = hf_shapes(header::read_shapes(&weights)?);
     let shape = |n: &str| shapes.get(n).cloned().unwrap_or_default();
     let from_weights = |what: &str| {

@@ -36,4 +36,5 @@ mod runs;
 mod siglip;
 mod tokenizer_cli;
 mod tokenizer_parity;
+mod torch_pickle;
 mod train;

@@ -36,8 +36,6 @@ struct State {
     hidden: Vec<String>,
     /// Files whose listed size is one byte more than what is served.
     misstated: Vec<String>,
-    /// `/api/models/REPO/discussions` answers.
-    discussions: HashMap<String, serde_json::Value>,
 }
 
 /// The running server; it lives as long as the test process (one thread per connection).
@@ -115,14 +113,6 @@ impl HubServer {
         self.state.lock().unwrap().hidden.push(file.to_string());
     }
 
-    pub fn set_discussions(&self, repo: &str, json: serde_json::Value) {
-        self.state
-            .lock()
-            .unwrap()
-            .discussions
-            .insert(repo.to_string(), json);
-    }
-
     pub fn misstate_size(&self, file: &str) {
         self.state.lock().unwrap().misstated.push(file.to_string());
     }
@@ -161,18 +151,6 @@ impl HubServer {
     fn route(&self, r: &Request) -> Reply {
         let path = r.path.replace("%2F", "/");
         if let Some(rest) = path.strip_prefix("/api/models/") {
-            if let Some(repo) = rest.strip_suffix("/discussions") {
-                let state = self.state.lock().unwrap();
-                return match state.discussions.get(repo) {
-                    Some(json) => Reply {
-                        status: 200,
-                        headers: vec![("Content-Type".into(), "application/json".into())],
-                        body: json.to_string().into_bytes(),
-                        full_body: true,
-                    },
-                    None => Reply::status(404, "RepoNotFound"),
-                };
-            }
             if let Some((repo, rev)) = rest.split_once("/tree/") {
                 return self.listing(repo, rev, true);
             }
