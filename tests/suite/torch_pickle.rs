@@ -37,7 +37,7 @@ for name, obj in cases.items():
     loaded = torch.load(path, weights_only=True)
     if "state_dict" in loaded:
         loaded = {k[len("module."):]: v for k, v in loaded["state_dict"].items()}
-    save_file({k: v.contiguous() for k, v in loaded.items()}, os.path.join(d, name + ".safetensors"))
+    save_file({k: v.contiguous().clone() for k, v in loaded.items()}, os.path.join(d, name + ".safetensors"))
 # A pickle whose __reduce__ would run a command.
 class Exploit:
     def __reduce__(self):
@@ -61,6 +61,14 @@ for f in os.listdir(hf):
     if f != "model.safetensors":
         open(os.path.join(d, "hf-bin", f), "wb").write(open(os.path.join(hf, f), "rb").read())
 torch.save(load_file(os.path.join(hf, "model.safetensors")), os.path.join(d, "hf-bin", "pytorch_model.bin"))
+# An OpenCLIP folder whose weights are an OpenCLIP training checkpoint (DDP names, nested).
+oc = sys.argv[3]
+os.makedirs(os.path.join(d, "oc-bin"))
+for f in os.listdir(oc):
+    if f != "open_clip_model.safetensors":
+        open(os.path.join(d, "oc-bin", f), "wb").write(open(os.path.join(oc, f), "rb").read())
+sd = {"module." + k: v for k, v in load_file(os.path.join(oc, "open_clip_model.safetensors")).items()}
+torch.save({"epoch": 32, "name": "run", "state_dict": sd}, os.path.join(d, "oc-bin", "open_clip_pytorch_model.bin"))
 "#;
 
 /// The test files, written once for every test here.
@@ -72,6 +80,7 @@ fn written() -> &'static Path {
             .args(["-c", WRITE])
             .arg(d.path())
             .arg(fixtures().join("hf"))
+            .arg(fixtures().join("openclip"))
             .output()
             .unwrap();
         assert!(
@@ -138,23 +147,32 @@ fn hostile_damaged_and_legacy_files_are_refused_by_name_and_run_nothing() {
     );
 }
 
-#[test]
-fn a_folder_with_pytorch_weights_is_opened_like_its_safetensors_twin() {
-    let d = written();
+/// `cliptrain export hf` of `folder` into a fresh folder: its tensors.
+fn exported(folder: &Path) -> Vec<(String, Tensor)> {
     let out = tempfile::tempdir().unwrap();
-    let exported = out.path().join("from-bin");
+    let to = out.path().join("hf");
     common::ok(common::cliptrain(
         &[
             "export",
             "hf",
             "--checkpoint",
-            d.join("hf-bin").to_str().unwrap(),
+            folder.to_str().unwrap(),
             "--out",
-            exported.to_str().unwrap(),
+            to.to_str().unwrap(),
         ],
         out.path(),
     ));
-    let ours = Tensor::read_safetensors(exported.join("model.safetensors")).unwrap();
+    Tensor::read_safetensors(to.join("model.safetensors")).unwrap()
+}
+
+#[test]
+fn folders_with_pytorch_weights_open_like_their_safetensors_twins() {
+    let d = written();
     let original = Tensor::read_safetensors(fixtures().join("hf/model.safetensors")).unwrap();
-    assert_identical(ours, original, "hf-bin");
+    assert_identical(exported(&d.join("hf-bin")), original, "hf-bin");
+    assert_identical(
+        exported(&d.join("oc-bin")),
+        exported(&fixtures().join("openclip")),
+        "oc-bin",
+    );
 }
