@@ -13,7 +13,7 @@ pub struct PlotArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Draw this metric (repeatable), as named in metrics.jsonl (`grad_norm`, `eval/zeroshot_top1`);
-    /// default: loss, lr, temperature and every evaluation metric.
+    /// default: loss, lr, temperature and every evaluation metric (at most 30 panels in all).
     #[arg(long = "metric")]
     pub metrics: Vec<String>,
 }
@@ -24,7 +24,25 @@ pub fn run(args: PlotArgs) -> anyhow::Result<()> {
         .iter()
         .map(|r| cliptrain::plot::read_run(r))
         .collect::<Result<Vec<_>, _>>()?;
-    cliptrain::plot::curves_png(&runs, &args.metrics, &args.out)?;
+    let left_out = cliptrain::plot::curves_png(&runs, &args.metrics, &args.out)?;
+    if !left_out.is_empty() {
+        tracing::warn!("{}", left_out_note(&left_out));
+    }
     println!("wrote {}", args.out.display());
     Ok(())
+}
+
+/// Names the metrics that got no panel: every one up to a screenful, then a count.
+fn left_out_note(left_out: &[String]) -> String {
+    const NAMED: usize = 100;
+    let mut names = left_out[..left_out.len().min(NAMED)].join(", ");
+    if left_out.len() > NAMED {
+        names += &format!(" and {} more", left_out.len() - NAMED);
+    }
+    format!(
+        "{} metric(s) not drawn: at most {} panels, the most often and most recently logged; \
+         draw others with --metric NAME. Not drawn: {names}",
+        left_out.len(),
+        cliptrain::plot::MAX_PANELS
+    )
 }

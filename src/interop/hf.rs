@@ -393,45 +393,48 @@ pub fn siglip_preprocessor_json(size: usize, mean: [f64; 3], std: [f64; 3]) -> V
 /// Writes the tokenizer files a `CLIPTokenizer`/`AutoTokenizer` reads offline:
 /// `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` ([`TOKENIZER_FILES`]),
 /// stating the specials the rows are made with (no `bos_token` without a start token), so that
-/// reading the folder back gives the same rows.
+/// reading the folder back gives the same rows. The class follows the tokenizer's model (see
+/// [`crate::text::TextTokenizer::for_export`]), not its specials' names.
 pub(crate) fn write_tokenizer_files(
     out: &Path,
     tok: &crate::text::TextTokenizer,
     context_length: usize,
 ) -> Result<(), SourceError> {
     let path = out.join("tokenizer.json");
-    tok.save(&path).map_err(|e| bad(&path, e.to_string()))?;
+    let export = tok.for_export().map_err(|e| bad(&path, e.to_string()))?;
+    export
+        .save(&path, true)
+        .map_err(|e| bad(&path, e.to_string()))?;
     let name = |id: u32| tok.inner().id_to_token(id).unwrap_or_default();
     let specials = tok.specials();
     let eot = name(specials.eot);
-    let clip = specials.clean == crate::text::TextClean::Clip;
-    // CLIP's rows pad with id 0, which is no token to HF; its tokenizer pads with EOT (the
-    // same features under EOT pooling).
-    let pad = match clip && specials.pad == 0 {
-        true => eot.clone(),
-        false => name(specials.pad),
-    };
     let unk = match unk_token(tok) {
         Some(unk) => unk,
         None => eot.clone(),
     };
-    let mut map = json!({"eos_token": eot, "unk_token": unk, "pad_token": pad});
+    let mut map = json!({"eos_token": eot, "unk_token": unk, "pad_token": name(hf_pad(tok))});
     if let Some(sot) = specials.sot {
         map["bos_token"] = json!(name(sot));
     }
     let mut config = map.clone();
-    config["tokenizer_class"] = json!(match clip {
-        true => "CLIPTokenizer",
-        false => "PreTrainedTokenizerFast",
-    });
+    config["tokenizer_class"] = json!(tok.hf_class());
     config["model_max_length"] = json!(context_length);
     config["clean_up_tokenization_spaces"] = json!(false);
-    if clip {
-        config["do_lower_case"] = json!(true);
-    }
+    config["do_lower_case"] = json!(tok.lowercases());
     write_json(&out.join("tokenizer_config.json"), &config)?;
     write_json(&out.join("special_tokens_map.json"), &map)?;
     Ok(())
+}
+
+/// The pad id an export states. CLIP's rows pad with id 0, which is `!` to CLIP's BPE; its
+/// Hugging Face tokenizer pads with EOT (the same features under EOT pooling). Any other
+/// tokenizer states the id its rows pad with, so that readers give the very same rows.
+fn hf_pad(tok: &crate::text::TextTokenizer) -> u32 {
+    let pad = tok.pad_id();
+    match (tok.is_clip_bpe() && pad == 0) || tok.inner().id_to_token(pad).is_none() {
+        true => tok.eot_id(),
+        false => pad,
+    }
 }
 
 /// The unknown token of the tokenizer's model (BPE, WordPiece, WordLevel, Unigram), if any.
@@ -469,13 +472,10 @@ pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<Str
     if source.tokenizer.is_some() {
         files.extend(TOKENIZER_FILES);
     }
-    // CLIP's rows pad with 0, which HF states as EOT (see `write_tokenizer_files`); without a
-    // tokenizer, CLIP's layout: SOT just below EOT.
+    // The pad the tokenizer files state (see `hf_pad`); without a tokenizer, CLIP's layout:
+    // SOT just below EOT, padding with EOT.
     let (sot, pad) = match &source.tokenizer {
-        Some(t) if t.specials().clean == crate::text::TextClean::Clip && t.pad_id() == 0 => {
-            (t.sot_id().map(i64::from), m.eot_id)
-        }
-        Some(t) => (t.sot_id().map(i64::from), i64::from(t.pad_id())),
+        Some(t) => (t.sot_id().map(i64::from), i64::from(hf_pad(t))),
         None => (Some(m.eot_id - 1), m.eot_id),
     };
     // Before anything is written: a pooling HF cannot state is refused.

@@ -13,6 +13,8 @@ const RIGHT: u32 = 14;
 const TOP: u32 = 24;
 const BOTTOM: u32 = 36;
 const LEGEND_ROW: u32 = 16;
+/// The line under the panels that says how many metrics were left out.
+const NOTE_ROW: u32 = 16;
 const NAME_CHARS: usize = 48;
 
 /// Matplotlib's "tab10" colours, one per run (repeating after ten).
@@ -33,12 +35,18 @@ pub fn colour(run: usize) -> Rgb<u8> {
     Rgb(PALETTE[run % PALETTE.len()])
 }
 
-pub fn draw(panels: &[Panel], runs: &[&str]) -> RgbImage {
+/// The legend, the panels, and `note` (a line under them) when there is one.
+pub fn draw(panels: &[Panel], runs: &[&str], note: Option<&str>) -> RgbImage {
     let columns = panels.len().clamp(1, COLUMNS);
     let rows = panels.len().div_ceil(columns);
     let width = columns as u32 * PANEL_W;
     let header = 8 + LEGEND_ROW * runs.len() as u32 + 8;
-    let mut c = Canvas::new(width, header + rows as u32 * PANEL_H);
+    let footer = if note.is_some() { NOTE_ROW } else { 0 };
+    let body = header + rows as u32 * PANEL_H;
+    let mut c = Canvas::new(width, body + footer);
+    if let Some(note) = note {
+        c.text(8, body + 4, note, false);
+    }
     for (i, name) in runs.iter().enumerate() {
         let y = 8 + LEGEND_ROW * i as u32;
         c.rect(8, y as i64, 24, 8, colour(i));
@@ -159,9 +167,18 @@ struct Ticks {
     step: f64,
 }
 
+/// No ticks (rather than `NaN` labels or a flood of them) when the span is not a positive
+/// finite number, e.g. so small that its step underflows.
 fn ticks(lo: f64, hi: f64) -> Ticks {
+    let none = Ticks {
+        values: Vec::new(),
+        step: 1.0,
+    };
     let raw = (hi - lo) / 5.0;
     let mag = 10f64.powf(raw.log10().floor());
+    if !(mag.is_normal() && mag > 0.0 && lo.is_finite() && hi.is_finite()) {
+        return none;
+    }
     let step = match raw / mag {
         f if f <= 1.0 => mag,
         f if f <= 2.0 => 2.0 * mag,
@@ -170,6 +187,9 @@ fn ticks(lo: f64, hi: f64) -> Ticks {
     };
     let first = (lo / step).ceil() as i64;
     let last = (hi / step).floor() as i64;
+    if last.saturating_sub(first) > 20 {
+        return none;
+    }
     let values = (first..=last).map(|i| i as f64 * step).collect();
     Ticks { values, step }
 }
@@ -227,5 +247,31 @@ mod tests {
         let short = shorten(&name);
         assert_eq!(short.chars().count(), NAME_CHARS);
         assert!(short.starts_with("...") && short.ends_with("/run-a"));
+    }
+
+    #[test]
+    fn huge_values_keep_finite_axes_and_an_underflowing_span_has_no_ticks() {
+        let t = ticks(-1.05e300, 1.05e300);
+        assert!(!t.values.is_empty());
+        for v in &t.values {
+            let label = t.label(*v);
+            assert!(v.is_finite() && !label.contains("NaN") && !label.contains("inf"));
+        }
+        assert!(ticks(0.0, 5e-324).values.is_empty());
+        assert!(ticks(0.0, f64::INFINITY).values.is_empty());
+        let panel = Panel {
+            title: "loss".into(),
+            lines: vec![(
+                0,
+                vec![(1.0, -1e300), (2.0, 1e300), (3.0, f64::NAN), (4.0, 0.0)],
+            )],
+        };
+        let img = draw(&[panel], &["r"], Some("1 more metric(s) not drawn"));
+        assert_eq!(
+            img.dimensions(),
+            (PANEL_W, 8 + LEGEND_ROW + 8 + PANEL_H + NOTE_ROW)
+        );
+        let blue = img.pixels().filter(|p| p.0 == PALETTE[0]).count();
+        assert!(blue > 500, "the curve is drawn: {blue} pixels");
     }
 }

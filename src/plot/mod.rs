@@ -9,7 +9,7 @@ mod confusion;
 pub mod curves;
 
 pub use confusion::confusion_png;
-pub use curves::{RunCurves, read_run};
+pub use curves::{MAX_PANELS, RunCurves, read_run};
 
 use std::path::{Path, PathBuf};
 
@@ -33,13 +33,27 @@ pub enum PlotError {
 pub const DEFAULT_TRAIN_METRICS: &[&str] = &["loss", "lr", "temperature"];
 
 /// Draws `runs` into one PNG at `path`: a panel per metric (`metrics` names them as in
-/// `metrics.jsonl`, `eval/NAME` or `train/NAME` where a name is in both; empty = the defaults).
-pub fn curves_png(runs: &[RunCurves], metrics: &[String], path: &Path) -> Result<(), PlotError> {
-    let panels = curves::panels(runs, metrics)?;
+/// `metrics.jsonl`, `eval/NAME` or `train/NAME` where a name is in both; empty = the defaults),
+/// at most [`MAX_PANELS`]. Returns the titles of the metrics left out for that bound (the
+/// picture says how many; the caller names them).
+pub fn curves_png(
+    runs: &[RunCurves],
+    metrics: &[String],
+    path: &Path,
+) -> Result<Vec<String>, PlotError> {
+    let selection = curves::panels(runs, metrics)?;
     let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
-    let img = chart::draw(&panels, &names);
+    let note = (!selection.left_out.is_empty()).then(|| {
+        format!(
+            "{} more metric(s) not drawn (at most {MAX_PANELS} panels): the warning of `cliptrain plot` \
+             names them; choose with --metric",
+            selection.left_out.len()
+        )
+    });
+    let img = chart::draw(&selection.panels, &names, note.as_deref());
     img.save(path).map_err(|source| PlotError::Write {
         path: path.to_path_buf(),
         source,
-    })
+    })?;
+    Ok(selection.left_out)
 }

@@ -19,7 +19,7 @@ use tokenizers::{
 };
 
 /// CLIP's pre-tokenizer regex (what `CLIPTokenizer` writes into tokenizer.json).
-const CLIP_PATTERN: &str =
+pub(super) const CLIP_PATTERN: &str =
     r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 const SUFFIX: &str = "</w>";
 /// Byte symbols with and without `</w>`: the ids every CLIP vocab starts with.

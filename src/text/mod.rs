@@ -8,6 +8,7 @@
 
 mod bpe;
 mod clean;
+mod export;
 mod specials;
 mod tokenizer;
 
