@@ -167,9 +167,10 @@ fn hostile_labels_class_lists_and_train_splits_with_a_model() {
         );
     }
 
-    // Item 9: 10^4 class names for 48 images. The confusion is kept as the pairs that occurred
-    // (once 10^8 cells: 5.2 GB and a 901 MB JSON); the dense matrix is over the cap.
-    let many: String = (0..10_000).map(|i| format!("thing {i}\n")).collect();
+    // Item 9: 2000 class names (over the default cap of 1000) for 48 images. The confusion is
+    // kept as the pairs that occurred (10^4 names once made 10^8 cells: 5.2 GB and a 901 MB
+    // JSON); the dense matrix is left out and --plot refused.
+    let many: String = (0..2_000).map(|i| format!("thing {i}\n")).collect();
     std::fs::write(d.join("many.txt"), many).unwrap();
     std::fs::write(d.join("one-template.txt"), "a photo of a {}.\n").unwrap();
     let many_args = [
@@ -185,7 +186,7 @@ fn hostile_labels_class_lists_and_train_splits_with_a_model() {
     plot.extend(["--plot", "cm.png"]);
     let err = refused(eval(&plot));
     assert!(
-        err.contains("10000 × 10000 confusion matrix")
+        err.contains("2000 × 2000 confusion matrix")
             && err.contains("--confusion-max-classes 1000"),
         "{err}"
     );
@@ -200,12 +201,12 @@ fn hostile_labels_class_lists_and_train_splits_with_a_model() {
         text(&out.stderr)
     );
     let bytes = std::fs::read(d.join("many.json")).unwrap();
-    assert!(bytes.len() < 4_000_000, "{} bytes", bytes.len());
+    assert!(bytes.len() < 1_000_000, "{} bytes", bytes.len());
     let v: Value = serde_json::from_slice(&bytes).unwrap();
     assert!(v.get("confusion_matrix").is_none());
     let pairs = v["confusion"].as_array().unwrap();
     let counted: u64 = pairs.iter().map(|p| p["count"].as_u64().unwrap()).sum();
-    assert_eq!((v["classes"].as_u64(), counted), (Some(10_000), 48));
+    assert_eq!((v["classes"].as_u64(), counted), (Some(2_000), 48));
     // Within the cap the dense matrix is there, as before.
     let out = eval(&["zeroshot", "--data", "bench/cls", "--json", "cls.json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
