@@ -86,6 +86,39 @@ impl Embedder {
     }
 }
 
+/// The `embeddings` tensor of an index file as [`Index::top_k`] can use it: `[keys, D]` with
+/// D >= 1, float (half and double precision are converted to f32). The file is not trusted: a
+/// 1-D, integer or mis-sized tensor is refused here, naming the tensor, before any matmul.
+fn checked_embeddings(t: Tensor, keys: usize) -> Result<Tensor, String> {
+    let shape = t.size();
+    let rewrite = "write the index again with `cliptrain embed`";
+    if shape.len() != 2 {
+        return Err(format!(
+            "tensor `embeddings` has shape {shape:?}; an index holds one row per key, [N, D]; \
+             {rewrite}"
+        ));
+    }
+    if shape[0] != keys as i64 {
+        return Err(format!(
+            "tensor `embeddings` has {} rows but the metadata lists {keys} keys; {rewrite}",
+            shape[0]
+        ));
+    }
+    if shape[1] < 1 {
+        return Err(format!(
+            "tensor `embeddings` has shape {shape:?}, rows of no value; {rewrite}"
+        ));
+    }
+    match t.kind() {
+        Kind::Float => Ok(t),
+        Kind::Half | Kind::BFloat16 | Kind::Double => Ok(t.to_kind(Kind::Float)),
+        other => Err(format!(
+            "tensor `embeddings` is {other:?}; an index holds float embeddings (f32, or f16, \
+             bf16, f64); {rewrite}"
+        )),
+    }
+}
+
 /// An embedding index in memory.
 pub struct Index {
     pub keys: Vec<String>,
@@ -153,13 +186,7 @@ impl Index {
             .find(|(n, _)| n == "embeddings")
             .map(|(_, t)| t)
             .ok_or_else(|| err("no `embeddings` tensor".into()))?;
-        if embeddings.size().first().copied() != Some(keys.len() as i64) {
-            return Err(err(format!(
-                "{} keys for embeddings of shape {:?}",
-                keys.len(),
-                embeddings.size()
-            )));
-        }
+        let embeddings = checked_embeddings(embeddings, keys.len()).map_err(err)?;
         Ok(Self {
             keys,
             embeddings,
@@ -184,5 +211,60 @@ impl Index {
             .zip(vals)
             .map(|(i, v)| (self.keys[i as usize].clone(), v))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An index file whose `embeddings` tensor is `dtype` of `shape` (zero bytes), for `keys`.
+    fn index_file(dir: &Path, dtype: safetensors::Dtype, shape: &[usize], keys: usize) -> PathBuf {
+        let bytes = vec![0u8; shape.iter().product::<usize>() * dtype.size()];
+        let view = safetensors::tensor::TensorView::new(dtype, shape.to_vec(), &bytes).unwrap();
+        let keys: Vec<String> = (0..keys).map(|i| format!("k{i}")).collect();
+        let meta: HashMap<String, String> = [
+            ("format".to_string(), FORMAT.to_string()),
+            ("keys".to_string(), serde_json::to_string(&keys).unwrap()),
+        ]
+        .into();
+        let path = dir.join(format!("{dtype:?}-{shape:?}.safetensors"));
+        safetensors::tensor::serialize_to_file([("embeddings", view)], &Some(meta), &path).unwrap();
+        path
+    }
+
+    #[test]
+    fn an_index_of_the_wrong_rank_dtype_or_rows_is_refused_naming_file_and_tensor() {
+        use safetensors::Dtype;
+        let dir = tempfile::tempdir().unwrap();
+        for (dtype, shape, keys, says) in [
+            (Dtype::F32, vec![3], 3, "has shape [3]"),
+            (Dtype::F32, vec![3, 2, 1], 3, "has shape [3, 2, 1]"),
+            (Dtype::I64, vec![3, 2], 3, "is Int64"),
+            (Dtype::U8, vec![3, 2], 3, "is Uint8"),
+            (
+                Dtype::F32,
+                vec![2, 4],
+                3,
+                "has 2 rows but the metadata lists 3 keys",
+            ),
+            (Dtype::F32, vec![3, 0], 3, "rows of no value"),
+        ] {
+            let path = index_file(dir.path(), dtype, &shape, keys);
+            let e = Index::load(&path).err().expect("refused").to_string();
+            assert!(
+                e.starts_with(&path.display().to_string())
+                    && e.contains("tensor `embeddings`")
+                    && e.contains(says),
+                "{dtype:?} {shape:?}: {e}"
+            );
+        }
+        for dtype in [Dtype::F16, Dtype::BF16, Dtype::F64] {
+            let path = index_file(dir.path(), dtype, &[3, 2], 3);
+            let index = Index::load(&path).unwrap();
+            assert_eq!(index.embeddings.kind(), Kind::Float);
+            let q = Tensor::ones([2], (Kind::Float, Device::Cpu));
+            assert_eq!(index.top_k(&q, 2).len(), 2);
+        }
     }
 }

@@ -115,12 +115,14 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
         )
     })?;
     let q = enc.texts(std::slice::from_ref(&args.query))?;
-    if q.size()[1] != index.embeddings.size()[1] {
+    // `Index::load` checked that the index is [keys, D]; the query must be D wide too.
+    let (dims, width) = (q.size()[1], index.embeddings.size()[1]);
+    if dims != width {
         bail!(
-            "{} embeds into {} dims but the index has {}; use the model that wrote it",
+            "{} embeds into {dims} dims but tensor `embeddings` of {} is {width} wide; use the \
+             model that wrote it (--checkpoint)",
             ckpt.display(),
-            q.size()[1],
-            index.embeddings.size()[1]
+            args.index.display()
         );
     }
     for (rank, (key, score)) in index.top_k(&q.get(0), args.k).into_iter().enumerate() {

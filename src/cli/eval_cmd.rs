@@ -90,6 +90,10 @@ pub struct ZeroShotArgs {
     /// Draw the confusion matrix to this PNG.
     #[arg(long, value_name = "OUT.png")]
     pub plot: Option<PathBuf>,
+    /// Keep the full classes × classes confusion matrix (in --json, for --plot) up to this many
+    /// classes; above, the JSON lists only the pairs that occurred and --plot is refused.
+    #[arg(long, value_name = "N", default_value_t = cliptrain::eval::metrics::DEFAULT_CONFUSION_MAX_CLASSES)]
+    pub confusion_max_classes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -217,17 +221,29 @@ impl Session {
 fn zeroshot(a: ZeroShotArgs) -> anyhow::Result<()> {
     // The device and the files are checked before the model is loaded, so a typo fails fast.
     super::device_arg(&a.common.run.device)?;
-    let task = ZeroShotTask::resolve(
+    let mut task = ZeroShotTask::resolve(
         &a.data,
         &a.split,
         a.classnames.as_deref(),
         a.templates.as_deref(),
         a.classes_subset.as_deref(),
     )?;
+    task.confusion_max_classes = a.confusion_max_classes;
     if task.is_multilabel() && a.plot.is_some() {
         bail!(
             "--plot draws a confusion matrix; a multilabel set ({}) has none",
             task.data
+        );
+    }
+    let classes = task.classnames.len();
+    if a.plot.is_some() && classes > a.confusion_max_classes {
+        bail!(
+            "--plot draws the full {classes} × {classes} confusion matrix, over the cap of \
+             --confusion-max-classes {}; raise it to at least {classes} (the matrix takes \
+             classes² × 8 bytes: {} MB) or leave out --plot (the report lists the most confused \
+             pairs, --json every pair that occurred)",
+            a.confusion_max_classes,
+            (classes as u128).pow(2) * 8 / 1_000_000
         );
     }
     let s = Session::open(&a.common)?;
@@ -244,6 +260,15 @@ fn zeroshot(a: ZeroShotArgs) -> anyhow::Result<()> {
     print!("{}", report::zeroshot_markdown(&r));
     if let Some(path) = &a.common.json {
         s.write_json(path, &r)?;
+        if r.metrics.confusion_matrix.is_none() {
+            eprintln!(
+                "{}: {} classes are over --confusion-max-classes {}, so the dense \
+                 `confusion_matrix` is left out; `confusion` lists every pair that occurred",
+                path.display(),
+                r.metrics.classes,
+                a.confusion_max_classes
+            );
+        }
     }
     if let Some(path) = &a.plot {
         let step = s.loaded.source.step;
@@ -253,12 +278,11 @@ fn zeroshot(a: ZeroShotArgs) -> anyhow::Result<()> {
             100.0 * r.metrics.top1,
             step.map(|n| format!(" (step {n})")).unwrap_or_default()
         );
-        cliptrain::plot::confusion_png(
-            &r.metrics.confusion_matrix,
-            &task.classnames,
-            &title,
-            path,
-        )?;
+        let matrix = r
+            .metrics
+            .dense_confusion(a.confusion_max_classes)
+            .map_err(anyhow::Error::msg)?;
+        cliptrain::plot::confusion_png(matrix, &task.classnames, &title, path)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

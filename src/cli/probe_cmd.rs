@@ -112,6 +112,18 @@ impl ProbeData {
         for (task, e) in [(&train_task, &a), (&test_task, &b)] {
             eprintln!("{}", describe(&task.data, e));
         }
+        let missing = train.missing_classes(train_task.classnames.len());
+        if !missing.is_empty() {
+            tracing::warn!(
+                "{} of {} classes have no image in the training split {} ({}); nothing can be \
+                 learnt for them, so besides top-1 over all classes the result gives top-1 over \
+                 the classes that have training images",
+                missing.len(),
+                train_task.classnames.len(),
+                train_task.data,
+                first_names(&missing, &train_task.classnames)
+            );
+        }
         Ok(Splits {
             train,
             test,
@@ -120,6 +132,51 @@ impl ProbeData {
             session,
         })
     }
+}
+
+/// The first few of `classes` by name, and how many more: for messages about many classes.
+fn first_names(classes: &[usize], names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let shown: Vec<String> = classes
+        .iter()
+        .take(SHOWN)
+        .map(|&c| format!("\"{}\"", names[c]))
+        .collect();
+    match classes.len().checked_sub(SHOWN).filter(|&n| n > 0) {
+        Some(more) => format!("{}, and {more} more", shown.join(", ")),
+        None => shown.join(", "),
+    }
+}
+
+/// The line under a result table for a row whose training split lacked classes: its top-1
+/// over the classes that had training images, beside the one over all.
+fn coverage_note(
+    row: &str,
+    missing: &[usize],
+    top1: f64,
+    trained: Option<f64>,
+    trained_samples: usize,
+    classes: usize,
+) -> Option<String> {
+    if missing.is_empty() {
+        return None;
+    }
+    let have = classes - missing.len();
+    Some(match trained {
+        Some(t) => format!(
+            "{row}: top-1 {:.1}% over the {have} classes with training images ({trained_samples} \
+             test images), {:.1}% over all {classes}; {} classes had none",
+            100.0 * t,
+            100.0 * top1,
+            missing.len()
+        ),
+        None => format!(
+            "{row}: no test image is of the {have} classes with training images; top-1 {:.1}% \
+             over all {classes}, {} of which had no training image",
+            100.0 * top1,
+            missing.len()
+        ),
+    })
 }
 
 fn default_cache_dir() -> PathBuf {
@@ -193,8 +250,17 @@ pub fn linear_probe_cmd(a: LinearProbeArgs) -> anyhow::Result<()> {
         "| probe | classes | train images | test images | weight decay | top-1 | top-5 | chance top-1 |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut notes = Vec::new();
     for (k, r) in &rows {
         let name = k.map_or("linear".to_string(), |k| format!("linear, {k}-shot"));
+        notes.extend(coverage_note(
+            &name,
+            &r.classes_without_training_images,
+            r.top1,
+            r.top1_classes_with_training_images,
+            r.test_samples_classes_with_training_images,
+            r.classes,
+        ));
         println!(
             "| {name} | {} | {} | {} | {:e} | {:.1}% | {:.1}% | {:.1}% |",
             r.classes,
@@ -205,6 +271,9 @@ pub fn linear_probe_cmd(a: LinearProbeArgs) -> anyhow::Result<()> {
             100.0 * r.top5,
             100.0 / r.classes as f64
         );
+    }
+    for n in &notes {
+        println!("\n{n}");
     }
     if let Some(path) = &a.data.common.json {
         let runs: Vec<serde_json::Value> = rows
@@ -232,7 +301,16 @@ pub fn knn_cmd(a: KnnArgs) -> anyhow::Result<()> {
             .collect::<Result<_, _>>()?;
     println!("| k-NN | classes | train images | test images | top-1 | top-5 | chance top-1 |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut notes = Vec::new();
     for r in &rows {
+        notes.extend(coverage_note(
+            &format!("k = {}, T = {}", r.k, r.temperature),
+            &r.classes_without_training_images,
+            r.top1,
+            r.top1_classes_with_training_images,
+            r.test_samples_classes_with_training_images,
+            r.classes,
+        ));
         println!(
             "| k = {}, T = {} | {} | {} | {} | {:.1}% | {:.1}% | {:.1}% |",
             r.k,
@@ -244,6 +322,9 @@ pub fn knn_cmd(a: KnnArgs) -> anyhow::Result<()> {
             100.0 * r.top5,
             100.0 / r.classes as f64
         );
+    }
+    for n in &notes {
+        println!("\n{n}");
     }
     if let Some(path) = &a.data.common.json {
         let json = serde_json::json!({ "knn": rows, "features": s.extraction });

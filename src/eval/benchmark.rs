@@ -77,6 +77,36 @@ fn splits_of(dir: &Path) -> Vec<String> {
     s
 }
 
+/// `0.tar .. n-1.tar` of `split_dir`, each checked to exist. `n` comes from a file, so it is
+/// first compared with the `.tar` files the folder holds: a count of 10^12 is refused before a
+/// single path is built, and memory stays bounded by what is on disk.
+fn shard_paths(split_dir: &Path, n: usize, nshards_path: &Path) -> Result<Vec<PathBuf>, EvalError> {
+    let input = |m: String| EvalError::Input(m);
+    let entries = std::fs::read_dir(split_dir)
+        .map_err(|e| input(format!("listing {}: {e}", split_dir.display())))?;
+    let tars = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "tar"))
+        .count();
+    if n > tars {
+        return Err(input(format!(
+            "{} says {n} shards but {} holds {tars} .tar file(s); the download is incomplete or \
+             the count is wrong (it must be the number of shards, 0.tar .. N-1.tar)",
+            nshards_path.display(),
+            split_dir.display()
+        )));
+    }
+    let shards: Vec<PathBuf> = (0..n).map(|i| split_dir.join(format!("{i}.tar"))).collect();
+    if let Some(missing) = shards.iter().find(|p| !p.is_file()) {
+        return Err(input(format!(
+            "{} says {n} shards but {} is missing; the download is incomplete",
+            nshards_path.display(),
+            missing.display()
+        )));
+    }
+    Ok(shards)
+}
+
 impl BenchmarkSet {
     /// Reads `dir`'s metadata and the `split` sub-folder's shard count.
     pub fn open(dir: &Path, split: &str) -> Result<Self, EvalError> {
@@ -107,14 +137,7 @@ impl BenchmarkSet {
                 text.trim()
             ))
         })?;
-        let shards: Vec<PathBuf> = (0..n).map(|i| split_dir.join(format!("{i}.tar"))).collect();
-        if let Some(missing) = shards.iter().find(|p| !p.is_file()) {
-            return Err(input(format!(
-                "{} says {n} shards but {} is missing; the download is incomplete",
-                nshards_path.display(),
-                missing.display()
-            )));
-        }
+        let shards = shard_paths(&split_dir, n, &nshards_path)?;
         let type_path = dir.join("dataset_type.txt");
         let kind = if type_path.is_file() {
             let t = std::fs::read_to_string(&type_path)
@@ -260,10 +283,15 @@ impl BenchmarkBatches {
     /// The multi-hot target of a multilabel sample: `.npy` (as CLIP_benchmark reads them) or a
     /// `.cls` listing class ids separated by spaces or commas.
     fn multi_target(&self, raw: &RawSample) -> Result<Target, EvalError> {
+        let shard = self
+            .reader
+            .as_ref()
+            .map(|(p, _)| format!("{}: ", p.display()))
+            .unwrap_or_default();
         let bad = |why: String| {
             EvalError::Input(format!(
-                "sample {}: {why}; a multilabel sample needs KEY.npy, a vector of {} 0/1 values \
-                 (one per line of classnames.txt), or KEY.cls with class ids",
+                "{shard}sample {}: {why}; a multilabel sample needs KEY.npy, a vector of {} 0/1 \
+                 values (one per line of classnames.txt), or KEY.cls with class ids",
                 raw.key, self.classes
             ))
         };
@@ -380,6 +408,59 @@ impl BenchmarkBatches {
                 captions,
                 multi_hot,
             }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A split folder `test/` holding `tars` empty shards and `nshards.txt` = `count`.
+    fn split(tars: usize, count: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().join("test");
+        std::fs::create_dir(&s).unwrap();
+        for i in 0..tars {
+            std::fs::write(s.join(format!("{i}.tar")), b"").unwrap();
+        }
+        std::fs::write(s.join("nshards.txt"), count).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_huge_shard_count_is_refused_against_the_files_present() {
+        // 10^12 once asked for 24 TB of paths, 10^8 for 5.9 GB, before any was checked.
+        for count in ["1000000000000", "100000000", "3"] {
+            let dir = split(2, count);
+            let e = BenchmarkSet::open(dir.path(), "test")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("says {count} shards"))
+                    && e.contains("holds 2 .tar file(s)")
+                    && e.contains("nshards.txt"),
+                "{e}"
+            );
+        }
+        let dir = split(2, "2");
+        assert_eq!(
+            BenchmarkSet::open(dir.path(), "test").unwrap().shards.len(),
+            2
+        );
+        // As many .tar files as said, but not the numbered ones.
+        let dir = split(0, "1");
+        std::fs::write(dir.path().join("test/other.tar"), b"").unwrap();
+        let e = BenchmarkSet::open(dir.path(), "test")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("0.tar is missing"), "{e}");
+        for bad in ["0", "-1", "lots", "18446744073709551616"] {
+            let dir = split(1, bad);
+            let e = BenchmarkSet::open(dir.path(), "test")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("is not a shard count"), "{bad}: {e}");
         }
     }
 }

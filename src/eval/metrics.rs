@@ -2,8 +2,13 @@
 //! classification is tallied batch by batch (top-k, per class, confusion, label groups);
 //! retrieval recall is computed from a similarity matrix in slices.
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use tch::{Kind, Tensor};
+
+/// Classes up to which the full `[true][predicted]` confusion matrix is kept in the report and
+/// may be drawn: it takes classes² cells (1000 classes: 8 MB, a 10^4-name file would take
+/// 800 MB and a 900 MB JSON). Above it, the report holds the pairs that occurred instead.
+pub const DEFAULT_CONFUSION_MAX_CLASSES: usize = 1000;
 
 /// Classes reported together (e.g. those seen in training vs held out), scored with the full
 /// classifier and also with one restricted to the group's own classes.
@@ -23,8 +28,9 @@ pub struct ZeroShotTally {
     samples: Vec<u64>,
     top1: Vec<u64>,
     topk: Vec<u64>,
-    /// Row = true class, column = top-1 prediction.
-    confusion: Vec<u64>,
+    /// (true class, top-1 prediction) → count, for the pairs that occurred: at most one entry
+    /// per sample, so memory follows what was evaluated, not classes².
+    confusion: HashMap<(usize, usize), u64>,
 }
 
 /// Accuracy of one class.
@@ -76,8 +82,39 @@ pub struct ZeroShotMetrics {
     pub groups: BTreeMap<String, GroupResult>,
     /// Most frequent off-diagonal confusions, largest first.
     pub confused_pairs: Vec<ConfusedPair>,
-    /// `[true][predicted]` top-1 counts, in class-file order.
-    pub confusion_matrix: Vec<Vec<u64>>,
+    /// Every (true, predicted) top-1 pair that occurred, by class index, in index order: the
+    /// confusion matrix without its empty cells.
+    pub confusion: Vec<ConfusionCount>,
+    /// `[true][predicted]` top-1 counts, in class-file order; only up to the size cap of
+    /// [`ZeroShotTally::finish`] (absent above it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confusion_matrix: Option<Vec<Vec<u64>>>,
+}
+
+/// One non-empty cell of the confusion matrix.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ConfusionCount {
+    #[serde(rename = "true")]
+    pub truth: usize,
+    pub predicted: usize,
+    pub count: u64,
+}
+
+impl ZeroShotMetrics {
+    /// The dense matrix, refused (naming the cap and what to do) when the report left it out.
+    pub fn dense_confusion(&self, max_classes: usize) -> Result<&[Vec<u64>], String> {
+        self.confusion_matrix.as_deref().ok_or_else(|| {
+            format!(
+                "the full confusion matrix of {} classes ({} cells) is over the cap of \
+                 {max_classes} classes; raise --confusion-max-classes to at least {} (it takes \
+                 classes² × 8 bytes) or leave out --plot: the report's confused pairs and the \
+                 JSON's `confusion` list (the pairs that occurred) hold the same counts",
+                self.classes,
+                (self.classes as u128).pow(2),
+                self.classes
+            )
+        })
+    }
 }
 
 impl ZeroShotTally {
@@ -102,7 +139,7 @@ impl ZeroShotTally {
             samples: vec![0; classes],
             top1: vec![0; classes],
             topk: vec![0; classes],
-            confusion: vec![0; classes * classes],
+            confusion: HashMap::new(),
         }
     }
 
@@ -125,7 +162,7 @@ impl ZeroShotTally {
             self.samples[truth] += 1;
             self.top1[truth] += u64::from(row[0] == label);
             self.topk[truth] += u64::from(row.contains(&label));
-            self.confusion[truth * self.classes + row[0] as usize] += 1;
+            *self.confusion.entry((truth, row[0] as usize)).or_default() += 1;
         }
         for (g, (group, idx)) in self.groups.iter().enumerate() {
             let best = Vec::<i64>::try_from(scores.index_select(1, idx).argmax(1, false))
@@ -138,7 +175,9 @@ impl ZeroShotTally {
         }
     }
 
-    pub fn finish(self, names: &[String]) -> ZeroShotMetrics {
+    /// The figures; the dense confusion matrix is kept only when there are at most
+    /// `max_classes` classes (see [`DEFAULT_CONFUSION_MAX_CLASSES`]).
+    pub fn finish(self, names: &[String], max_classes: usize) -> ZeroShotMetrics {
         assert_eq!(names.len(), self.classes);
         let c = self.classes;
         let frac = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
@@ -188,17 +227,42 @@ impl ZeroShotTally {
                 (name, r)
             })
             .collect();
-        let mut pairs: Vec<ConfusedPair> = (0..c * c)
-            .filter(|&i| i / c != i % c && self.confusion[i] > 0)
-            .map(|i| ConfusedPair {
-                truth: names[i / c].clone(),
-                predicted: names[i % c].clone(),
-                count: self.confusion[i],
-                fraction: frac(self.confusion[i], self.samples[i / c]),
+        let mut confusion: Vec<ConfusionCount> = self
+            .confusion
+            .iter()
+            .map(|(&(truth, predicted), &count)| ConfusionCount {
+                truth,
+                predicted,
+                count,
             })
             .collect();
-        pairs.sort_by(|a, b| b.count.cmp(&a.count).then(a.truth.cmp(&b.truth)));
-        pairs.truncate(10);
+        confusion.sort_by_key(|p| (p.truth, p.predicted));
+        let mut off: Vec<&ConfusionCount> = confusion
+            .iter()
+            .filter(|p| p.truth != p.predicted)
+            .collect();
+        off.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(names[a.truth].cmp(&names[b.truth]))
+        });
+        let pairs: Vec<ConfusedPair> = off
+            .into_iter()
+            .take(10)
+            .map(|p| ConfusedPair {
+                truth: names[p.truth].clone(),
+                predicted: names[p.predicted].clone(),
+                count: p.count,
+                fraction: frac(p.count, self.samples[p.truth]),
+            })
+            .collect();
+        let confusion_matrix = (c <= max_classes).then(|| {
+            let mut m = vec![vec![0u64; c]; c];
+            for p in &confusion {
+                m[p.truth][p.predicted] = p.count;
+            }
+            m
+        });
         ZeroShotMetrics {
             top1: all.top1,
             top5: all.top5,
@@ -209,7 +273,8 @@ impl ZeroShotTally {
             per_class,
             groups,
             confused_pairs: pairs,
-            confusion_matrix: self.confusion.chunks(c).map(<[u64]>::to_vec).collect(),
+            confusion,
+            confusion_matrix,
         }
     }
 }
@@ -404,7 +469,7 @@ mod tests {
             ],
         );
         t.add(&scores, &[0, 0, 1, 2]);
-        let m = t.finish(&names(6));
+        let m = t.finish(&names(6), DEFAULT_CONFUSION_MAX_CLASSES);
         assert_eq!(m.samples, 4);
         assert_eq!(m.top1, 2.0 / 4.0);
         assert_eq!(m.top5, 3.0 / 4.0);
@@ -414,8 +479,18 @@ mod tests {
         assert_eq!(m.per_class["c0"].top5, 1.0);
         assert_eq!(m.per_class["c1"].top5, 0.0);
         assert_eq!(m.per_class["c3"].samples, 0);
-        assert_eq!(m.confusion_matrix[0], vec![1, 0, 1, 0, 0, 0]);
-        assert_eq!(m.confusion_matrix[1][5], 1);
+        let dense = m.dense_confusion(6).unwrap();
+        assert_eq!(dense[0], vec![1, 0, 1, 0, 0, 0]);
+        assert_eq!(dense[1][5], 1);
+        let cell = |truth, predicted, count| ConfusionCount {
+            truth,
+            predicted,
+            count,
+        };
+        assert_eq!(
+            m.confusion,
+            [cell(0, 0, 1), cell(0, 2, 1), cell(1, 5, 1), cell(2, 2, 1)]
+        );
         assert_eq!(m.confused_pairs.len(), 2);
         assert!(
             m.confused_pairs
@@ -444,7 +519,35 @@ mod tests {
         let mut parts = ZeroShotTally::new(7, vec![]);
         parts.add(&scores.narrow(0, 0, 13), &labels[..13]);
         parts.add(&scores.narrow(0, 13, 27), &labels[13..]);
-        assert_eq!(one.finish(&names(7)), parts.finish(&names(7)));
+        assert_eq!(one.finish(&names(7), 7), parts.finish(&names(7), 7));
+    }
+
+    #[test]
+    fn confusion_memory_follows_the_samples_not_classes_squared() {
+        // 10^5 class names and 3 images: the dense matrix would be 80 GB; the tally holds 2 cells.
+        let c = 100_000;
+        let scores = Tensor::zeros([3, c], (Kind::Float, tch::Device::Cpu));
+        let _ = scores.get(0).get(7).fill_(1.0);
+        let _ = scores.get(1).get(9).fill_(1.0);
+        let _ = scores.get(2).get(9).fill_(1.0);
+        let mut t = ZeroShotTally::new(c as usize, vec![]);
+        t.add(&scores, &[7, 8, 8]);
+        let m = t.finish(&names(c as usize), DEFAULT_CONFUSION_MAX_CLASSES);
+        assert_eq!(m.confusion_matrix, None);
+        assert_eq!(m.confusion.len(), 2);
+        assert_eq!((m.confused_pairs.len(), m.confused_pairs[0].count), (1, 2));
+        assert_eq!(m.confused_pairs[0].predicted, "c9");
+        let e = m
+            .dense_confusion(DEFAULT_CONFUSION_MAX_CLASSES)
+            .unwrap_err();
+        assert!(
+            e.contains("100000 classes")
+                && e.contains("cap of 1000 classes")
+                && e.contains("--confusion-max-classes"),
+            "{e}"
+        );
+        let json = serde_json::to_string(&m).unwrap();
+        assert!(!json.contains("confusion_matrix"), "{}", json.len());
     }
 
     #[test]

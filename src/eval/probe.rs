@@ -56,6 +56,18 @@ impl Features {
         keep.sort_unstable();
         (self.rows(&keep), short)
     }
+
+    /// The classes (by index, ascending) of `0..classes` with no sample here. A probe fitted on
+    /// such a split can never predict them, which its top-1 over all classes does not show.
+    pub fn missing_classes(&self, classes: usize) -> Vec<usize> {
+        let mut seen = vec![false; classes];
+        for &c in &self.y {
+            if let Some(s) = usize::try_from(c).ok().and_then(|c| seen.get_mut(c)) {
+                *s = true;
+            }
+        }
+        (0..classes).filter(|&c| !seen[c]).collect()
+    }
 }
 
 /// Choices of [`linear_probe`].
@@ -88,6 +100,37 @@ pub struct ProbeReport {
     pub search: Vec<(f64, f64)>,
     pub top1: f64,
     pub top5: f64,
+    /// Classes without a training image (by index): the probe cannot predict them.
+    pub classes_without_training_images: Vec<usize>,
+    /// Top-1 over the test images whose class had training images (`None`: no such image);
+    /// equal to `top1` when every class had some.
+    pub top1_classes_with_training_images: Option<f64>,
+    /// The test images that figure is over.
+    pub test_samples_classes_with_training_images: usize,
+}
+
+/// The classes `train` lacks, and the top-1 of `scores` over the test images of the other
+/// classes (`None` when there is none) with their count.
+fn coverage(
+    scores: &Tensor,
+    train: &Features,
+    test: &Features,
+    classes: usize,
+) -> (Vec<usize>, Option<f64>, usize) {
+    let missing = train.missing_classes(classes);
+    let trained: Vec<i64> = (0..test.len() as i64)
+        .filter(|&i| {
+            missing
+                .binary_search(&(test.y[i as usize] as usize))
+                .is_err()
+        })
+        .collect();
+    let top1 = (!trained.is_empty()).then(|| {
+        let rows = Tensor::from_slice(&trained).to_device(scores.device());
+        let labels: Vec<i64> = trained.iter().map(|&i| test.y[i as usize]).collect();
+        topk(&scores.index_select(0, &rows), &labels, 1)
+    });
+    (missing, top1, trained.len())
 }
 
 /// Fits a probe on `train` (weight decay chosen on a held-out fifth) and scores it on `test`.
@@ -123,6 +166,7 @@ pub fn linear_probe(
     };
     let probe = LogisticRegression::fit(train, classes, weight_decay, opts.max_iter);
     let logits = probe.logits(&test.x);
+    let (missing, top1_trained, trained) = coverage(&logits, train, test, classes);
     Ok(ProbeReport {
         classes,
         train_samples: train.len(),
@@ -131,6 +175,9 @@ pub fn linear_probe(
         search,
         top1: topk(&logits, &test.y, 1),
         top5: topk(&logits, &test.y, 5.min(classes)),
+        classes_without_training_images: missing,
+        top1_classes_with_training_images: top1_trained,
+        test_samples_classes_with_training_images: trained,
     })
 }
 
@@ -143,6 +190,10 @@ pub struct KnnReport {
     pub test_samples: usize,
     pub top1: f64,
     pub top5: f64,
+    /// As in [`ProbeReport`]: no neighbour can vote for a class without training images.
+    pub classes_without_training_images: Vec<usize>,
+    pub top1_classes_with_training_images: Option<f64>,
+    pub test_samples_classes_with_training_images: usize,
 }
 
 /// Weighted k-NN (DINO's): cosine similarity on L2-normalised features, the `k` nearest
@@ -178,6 +229,7 @@ pub fn knn(
         scores.push(votes.scatter_add(1, &neighbour_class, &weights));
     }
     let scores = Tensor::cat(&scores, 0);
+    let (missing, top1_trained, trained) = coverage(&scores, train, test, classes);
     Ok(KnnReport {
         k,
         temperature,
@@ -186,6 +238,9 @@ pub fn knn(
         test_samples: test.len(),
         top1: topk(&scores, &test.y, 1),
         top5: topk(&scores, &test.y, 5.min(classes)),
+        classes_without_training_images: missing,
+        top1_classes_with_training_images: top1_trained,
+        test_samples_classes_with_training_images: trained,
     })
 }
 
@@ -429,6 +484,38 @@ mod tests {
             few.x.equal(&again.x),
             "the same seed draws the same samples"
         );
+    }
+
+    #[test]
+    fn classes_without_training_images_are_named_and_scored_apart() {
+        // Four well-separated classes; train has none of class 3, test has all four.
+        let all = blobs(200, 4, 8, 10.0, 6);
+        let keep: Vec<usize> = (0..all.len()).filter(|&i| all.y[i] != 3).collect();
+        let train = all.rows(&keep);
+        // Scored on the same images (one draw of the global RNG, whatever runs beside).
+        let test = all.rows(&(0..all.len()).collect::<Vec<_>>());
+        assert_eq!(train.missing_classes(4), [3]);
+        assert_eq!(train.missing_classes(6), [3, 4, 5]);
+        let one = ProbeOptions {
+            weight_decays: vec![1e-3],
+            ..ProbeOptions::default()
+        };
+        let r = linear_probe(&train, &test, 4, &one).unwrap();
+        assert_eq!(r.classes_without_training_images, [3]);
+        assert_eq!(r.test_samples_classes_with_training_images, 150);
+        assert_eq!(r.top1_classes_with_training_images, Some(1.0));
+        // Class 3's 50 test images cannot be right.
+        assert!(r.top1 <= 0.75, "{r:?}");
+        let k = knn(&train, &test, 4, 5, 0.07).unwrap();
+        assert_eq!(k.classes_without_training_images, [3]);
+        assert_eq!(k.top1_classes_with_training_images, Some(1.0));
+        let full = linear_probe(&all, &test, 4, &one).unwrap();
+        assert!(full.classes_without_training_images.is_empty());
+        assert_eq!(full.top1_classes_with_training_images, Some(full.top1));
+        // Only unseen classes in test: no figure rather than 0 %.
+        let only3: Vec<usize> = (0..test.len()).filter(|&i| test.y[i] == 3).collect();
+        let r = linear_probe(&train, &test.rows(&only3), 4, &one).unwrap();
+        assert_eq!(r.top1_classes_with_training_images, None);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! scored by cosine similarity against every row.
 use super::batches::{EvalBatches, EvalImages, Want};
 use super::benchmark::{BenchmarkSet, SetKind, is_benchmark_dir};
-use super::metrics::{LabelGroup, ZeroShotMetrics, ZeroShotTally};
+use super::metrics::{DEFAULT_CONFUSION_MAX_CLASSES, LabelGroup, ZeroShotMetrics, ZeroShotTally};
 use super::{Encoder, EvalError, prompts};
 use serde::Serialize;
 use std::path::Path;
@@ -29,6 +29,9 @@ pub struct ZeroShotTask {
     pub subset: Option<Vec<usize>>,
     /// The CLIP_benchmark split `data` names, when it is such a folder.
     pub bench: Option<BenchmarkSet>,
+    /// The report keeps the dense confusion matrix up to this many classes (it grows as
+    /// classes²); above, only the pairs that occurred.
+    pub confusion_max_classes: usize,
 }
 
 /// A finished zero-shot evaluation.
@@ -132,6 +135,7 @@ impl ZeroShotTask {
             templates,
             subset,
             bench,
+            confusion_max_classes: DEFAULT_CONFUSION_MAX_CLASSES,
         })
     }
 
@@ -221,7 +225,7 @@ impl ZeroShotTask {
             let scores = enc.images(&b.images, &pixels)?.matmul(&classifier.tr());
             tally.add(&scores, &b.labels);
         }
-        let metrics = tally.finish(&self.classnames);
+        let metrics = tally.finish(&self.classnames, self.confusion_max_classes);
         if metrics.samples == 0 {
             return Err(EvalError::Input(format!(
                 "{}: no usable labelled sample (skipped: {})",
