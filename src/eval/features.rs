@@ -329,7 +329,7 @@ mod tests {
 
         // All NaN, or one infinity.
         let mut nan = features(48, 32);
-        nan.x = nan.x * f64::NAN;
+        nan.x *= f64::NAN;
         write_cached(&path, KEY, &nan).unwrap();
         assert!(verdict(&path, &expect(32)).contains("1536 non-finite"));
         let inf = features(48, 32);
