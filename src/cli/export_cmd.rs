@@ -32,15 +32,19 @@ pub struct ExportArgs {
 }
 
 pub fn run(cmd: ExportCommand) -> anyhow::Result<()> {
+    // SIGINT/SIGTERM stop the export once the file being written is done; it then removes
+    // what it staged instead of leaving it for the next export to clear.
+    let stop = super::signal::stop_token();
+    let stopped = || stop.is_stopped();
     let (args, files) = match cmd {
         ExportCommand::Hf(a) => {
             let saved = open(&a)?;
-            let files = interop::hf::export(&saved, &a.out, a.force)?;
+            let files = interop::hf::export(&saved, &a.out, a.force, &stopped)?;
             (a, files)
         }
         ExportCommand::Openclip(a) => {
             let saved = open(&a)?;
-            let files = interop::openclip::export(&saved, &a.out, a.force)?;
+            let files = interop::openclip::export(&saved, &a.out, a.force, &stopped)?;
             (a, files)
         }
     };

@@ -454,8 +454,14 @@ pub(crate) const TOKENIZER_FILES: [&str; 3] = [
 /// `cliptrain export hf`: a folder `CLIPModel.from_pretrained` and `CLIPProcessor.from_pretrained`
 /// load offline — or, for a SigLIP model, one `SiglipModel.from_pretrained` and
 /// `SiglipImageProcessor.from_pretrained` load. Returns the files written. Refused when one of
-/// them is already in `out`, unless `replace`; written as one set (see `write_export`).
-pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<String>, SourceError> {
+/// them is already in `out`, unless `replace`; written as one set (see `write_export`), and
+/// abandoned when `stopped()` says so before it is published.
+pub fn export(
+    loaded: &LoadedModel,
+    out: &Path,
+    replace: bool,
+    stopped: &dyn Fn() -> bool,
+) -> Result<Vec<String>, SourceError> {
     let (source, m) = (&loaded.source, &loaded.source.spec);
     let siglip = m.kind == ModelKind::Siglip;
     if !siglip && m.head == LogitHead::Siglip {
@@ -489,7 +495,7 @@ pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<Str
         true => siglip_preprocessor_json(size, mean, std),
         false => preprocessor_json(size, mean, std),
     };
-    super::write_export(out, &files, replace, |dir| {
+    super::write_export(out, &files, replace, stopped, |dir| {
         write_json(&dir.join("config.json"), &config)?;
         let weights = dir.join("model.safetensors");
         crate::checkpoint::write_tensors(&weights, &loaded.named_tensors())?;

@@ -81,6 +81,12 @@ pub enum SourceError {
     WouldReplace { dir: PathBuf, files: Vec<String> },
     #[error(transparent)]
     Staging(#[from] crate::data::staging::StagingError),
+    #[error(
+        "stopped before the export was complete; nothing was written to {} (files of an earlier \
+         export there are as they were)",
+        .0.display()
+    )]
+    Stopped(PathBuf),
 }
 
 pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SourceError {
@@ -107,17 +113,25 @@ pub(crate) fn check_replace(out: &Path, files: &[&str], replace: bool) -> Result
 
 /// Writes an export of `files` into `out` as one set: `write` fills a staging folder, and the
 /// files are renamed into `out` only once all of them are complete — `files[0]` (the config
-/// other tools look for) last. A stopped export leaves no file under a final name and the
-/// files of an earlier export (`--force`) intact until the new set is complete.
+/// other tools look for) last. A failed export, or one `stopped()` before it is published,
+/// removes its staging folder; none leaves a file under a final name, and the files of an
+/// earlier export (`--force`) stay intact until the new set is complete.
 pub(crate) fn write_export(
     out: &Path,
     files: &[&str],
     replace: bool,
+    stopped: &dyn Fn() -> bool,
     write: impl FnOnce(&Path) -> Result<(), SourceError>,
 ) -> Result<Vec<String>, SourceError> {
     check_replace(out, files, replace)?;
+    if stopped() {
+        return Err(SourceError::Stopped(out.to_path_buf()));
+    }
     let staging = crate::data::staging::Staging::new(out, "export")?;
     write(staging.dir())?;
+    if stopped() {
+        return Err(SourceError::Stopped(out.to_path_buf()));
+    }
     let mut order: Vec<String> = files.iter().map(|f| f.to_string()).collect();
     order.rotate_left(1);
     staging.publish(&order)?;
@@ -396,7 +410,7 @@ mod tests {
         std::fs::create_dir_all(&out).unwrap();
         std::fs::write(out.join("config.json"), "old").unwrap();
         let files = ["config.json", "model.safetensors"];
-        let err = write_export(&out, &files, true, |staging| {
+        let err = write_export(&out, &files, true, &|| false, |staging| {
             std::fs::write(staging.join("config.json"), "new").unwrap();
             assert_eq!(
                 std::fs::read_to_string(out.join("config.json")).unwrap(),
@@ -413,7 +427,7 @@ mod tests {
             "old"
         );
 
-        let written = write_export(&out, &files, true, |staging| {
+        let written = write_export(&out, &files, true, &|| false, |staging| {
             std::fs::write(staging.join("model.safetensors"), "weights").unwrap();
             std::fs::write(staging.join("config.json"), "new").unwrap();
             assert!(!out.join("model.safetensors").exists());

@@ -596,8 +596,14 @@ fn clip_model_cfg(loaded: &LoadedModel) -> Result<Value, String> {
 }
 
 /// `cliptrain export openclip`: `open_clip_config.json` + `open_clip_model.safetensors`
-/// (+ the tokenizer files), written as one set (see `write_export`). Returns the files written.
-pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<String>, SourceError> {
+/// (+ the tokenizer files), written as one set (see `write_export`; abandoned when `stopped()`
+/// says so before it is published). Returns the files written.
+pub fn export(
+    loaded: &LoadedModel,
+    out: &Path,
+    replace: bool,
+    stopped: &dyn Fn() -> bool,
+) -> Result<Vec<String>, SourceError> {
     let tokenizer = loaded.source.tokenizer.as_ref();
     // Refusals first, before anything is written.
     let config = config_json(loaded, tokenizer.is_some())?;
@@ -605,7 +611,7 @@ pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<Str
     if tokenizer.is_some() {
         files.extend(super::hf::TOKENIZER_FILES);
     }
-    super::write_export(out, &files, replace, |dir| {
+    super::write_export(out, &files, replace, stopped, |dir| {
         write_json(&dir.join(CONFIG), &config)?;
         let tensors = loaded.named_tensors();
         let tensors = match loaded.source.spec.kind {

@@ -152,11 +152,11 @@ fn spawn(args: &[&str], d: &Path) -> Child {
         .unwrap()
 }
 
-/// Waits (up to a minute) until `ready()`; false if the child ended first.
-fn wait_for(child: &mut Child, ready: impl Fn() -> bool) -> bool {
+/// Waits (up to a minute) until `ready(child)`; false if the child ended first.
+fn wait_for_child(child: &mut Child, ready: impl Fn(&Child) -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(60) {
-        if ready() {
+        if ready(child) {
             return true;
         }
         if child.try_wait().unwrap().is_some() {
@@ -172,11 +172,16 @@ fn signal(child: &Child, sig: i32) {
     unsafe { libc::kill(child.id() as i32, sig) };
 }
 
-/// Whether some `.tmp-build-*` folder in `out` holds a finished shard: the build is writing.
-fn mid_build(out: &Path) -> bool {
-    names(out).iter().any(|n| {
-        n.starts_with(".tmp-build-") && names(&out.join(n)).iter().any(|s| s.ends_with(".tar"))
-    })
+/// Whether `child`'s `.tmp-build-PID` folder in `out` holds a finished shard: it is writing.
+fn mid_build(out: &Path, child: &Child) -> bool {
+    let staging = out.join(format!(".tmp-build-{}", child.id()));
+    names(&staging).iter().any(|s| s.ends_with(".tar"))
+}
+
+/// Whether `child`'s `.tmp-export-PID` folder is in `out`: its handler is installed and it is
+/// writing (or about to publish).
+fn mid_export(out: &Path, child: &Child) -> bool {
+    out.join(format!(".tmp-export-{}", child.id())).is_dir()
 }
 
 #[test]
@@ -227,7 +232,7 @@ fn a_data_build_stopped_mid_write_leaves_no_final_name_and_the_rerun_starts_clea
     let out = d.join("built");
     let mut child = build("built");
     assert!(
-        wait_for(&mut child, || mid_build(&out)),
+        wait_for_child(&mut child, |c| mid_build(&out, c)),
         "finished too soon"
     );
     signal(&child, libc::SIGTERM);
@@ -248,7 +253,7 @@ fn a_data_build_stopped_mid_write_leaves_no_final_name_and_the_rerun_starts_clea
     // SIGKILL cannot be caught: the staging folder stays, hidden, and only it.
     let mut child = build("built");
     assert!(
-        wait_for(&mut child, || mid_build(&out)),
+        wait_for_child(&mut child, |c| mid_build(&out, c)),
         "finished too soon"
     );
     signal(&child, libc::SIGKILL);
@@ -309,21 +314,32 @@ fn an_export_killed_at_any_point_leaves_nothing_or_the_whole_set_and_a_rerun_suc
     let mut caught = 0;
     for sig in [libc::SIGTERM, libc::SIGKILL, libc::SIGINT] {
         let mut child = export(true);
-        let staging = || names(&out).iter().any(|n| n.starts_with(".tmp-export-"));
-        caught += usize::from(wait_for(&mut child, staging));
+        caught += usize::from(wait_for_child(&mut child, |c| mid_export(&out, c)));
         signal(&child, sig);
-        child.wait().unwrap();
+        let end = child.wait_with_output().unwrap();
         for (n, bytes) in final_names.iter().zip(&complete) {
             assert_eq!(&std::fs::read(out.join(n)).unwrap(), bytes, "{n}");
+        }
+        if sig != libc::SIGKILL {
+            // Caught: the export removed its staging itself, and said why it stopped (or it
+            // had published already).
+            let err = stderr(&end);
+            assert!(
+                names(&out).iter().all(|n| !n.starts_with(".tmp-export-")),
+                "{:?}",
+                names(&out)
+            );
+            assert!(
+                end.status.success() || err.contains("stopped before the export was complete"),
+                "{err}"
+            );
         }
     }
     eprintln!("{caught} of 3 exports were stopped with their staging folder present");
     // Into a fresh folder: killed, then a plain rerun (no --force) must succeed.
     std::fs::remove_dir_all(&out).unwrap();
     let mut child = export(false);
-    wait_for(&mut child, || {
-        names(&out).iter().any(|n| n.starts_with(".tmp-export-"))
-    });
+    wait_for_child(&mut child, |c| mid_export(&out, c));
     signal(&child, libc::SIGKILL);
     child.wait().unwrap();
     let left = names(&out);
