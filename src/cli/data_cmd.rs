@@ -132,7 +132,9 @@ fn build_cmd(args: BuildArgs) -> anyhow::Result<()> {
         threads: cliptrain::runtime::cpu_threads(args.threads, "--threads"),
     };
     let start = Instant::now();
-    let stats = import::import(&rows, classes.as_deref(), &opts)
+    // SIGINT/SIGTERM stop the build between rows, and it removes what it staged.
+    let stop = super::signal::stop_token();
+    let stats = import::import_until(&rows, classes.as_deref(), &opts, &|| stop.is_stopped())
         .with_context(|| format!("building shards in {}", args.out.display()))?;
     println!(
         "wrote {} of {} rows into {} shard(s) in {:.1} s; {} failed (listed in {})",

@@ -35,12 +35,12 @@ pub fn run(cmd: ExportCommand) -> anyhow::Result<()> {
     let (args, files) = match cmd {
         ExportCommand::Hf(a) => {
             let saved = open(&a)?;
-            let files = interop::hf::export(&saved, &a.out, a.force)?;
+            let files = interop::hf::export(&saved, &a.out, a.force, &stop_requested())?;
             (a, files)
         }
         ExportCommand::Openclip(a) => {
             let saved = open(&a)?;
-            let files = interop::openclip::export(&saved, &a.out, a.force)?;
+            let files = interop::openclip::export(&saved, &a.out, a.force, &stop_requested())?;
             (a, files)
         }
     };
@@ -48,6 +48,14 @@ pub fn run(cmd: ExportCommand) -> anyhow::Result<()> {
         println!("{}", args.out.join(f).display());
     }
     Ok(())
+}
+
+/// From here on SIGINT/SIGTERM stop the export once the file being written is done, and it
+/// removes what it staged. Installed after the model is open, so a signal still ends a Hub
+/// download or a slow load at once (nothing is written by then).
+fn stop_requested() -> impl Fn() -> bool {
+    let stop = super::signal::stop_token();
+    move || stop.is_stopped()
 }
 
 fn open(a: &ExportArgs) -> anyhow::Result<LoadedModel> {

@@ -104,6 +104,7 @@ impl ProbeData {
         let cache = (!self.no_cache).then(|| FeatureCache {
             dir: self.cache_dir.clone().unwrap_or_else(default_cache_dir),
             model: model_key(&session.loaded.source.dir),
+            width: session.loaded.source.spec.embed_dim,
         });
         let prep = eval_images(&session.config, self.common.run.batch_size, session.workers);
         let enc = session.encoder(self.common.run.batch_size);

@@ -6,6 +6,7 @@
 //! reported in `stats.json` and on stderr, never fatal. Images are decoded once to be validated;
 //! JPEGs within `max_side` are stored byte for byte, anything else is (resized and) re-encoded
 //! as JPEG quality 90.
+use super::staging::{Staging, StagingError};
 use super::transform::decode_rgb8;
 use super::writer::{ShardInfo, ShardWriter, WriterError};
 use fast_image_resize::{
@@ -33,6 +34,18 @@ pub enum ImportError {
     Empty(String),
     #[error(transparent)]
     Writer(#[from] WriterError),
+    #[error(transparent)]
+    Staging(#[from] StagingError),
+    #[error(
+        "stopped after {done} of {rows} rows; the unfinished build was removed and nothing was \
+         written to {}: run the command again to build it from the start",
+        out.display()
+    )]
+    Stopped {
+        done: usize,
+        rows: usize,
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -185,21 +198,46 @@ pub fn import(
     classnames: Option<&[String]>,
     opts: &ImportOptions,
 ) -> Result<ImportStats, ImportError> {
+    import_until(rows, classnames, opts, &|| false)
+}
+
+/// [`import`], stopping between rows once `stopped()` says so. The whole build is staged
+/// (see [`Staging`]) and moved into `opts.out` complete, `stats.json` last: a stopped or failed
+/// build leaves nothing under a final name, and a killed one's staging folder is removed by
+/// the next build into the folder.
+pub fn import_until(
+    rows: &[Row],
+    classnames: Option<&[String]>,
+    opts: &ImportOptions,
+    stopped: &dyn Fn() -> bool,
+) -> Result<ImportStats, ImportError> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads.max(1))
         .build()
         .expect("thread pool");
-    let mut writer = ShardWriter::new(&opts.out, &opts.prefix, opts.shard_size)?;
+    let staging = Staging::new(&opts.out, "build")?;
+    let mut writer = ShardWriter::new(staging.dir(), &opts.prefix, opts.shard_size)?;
     let mut failures = Vec::new();
     let mut written = 0;
-    for chunk in rows.chunks(256) {
+    let stop = |done: usize| ImportError::Stopped {
+        done,
+        rows: rows.len(),
+        out: opts.out.clone(),
+    };
+    for (c, chunk) in rows.chunks(256).enumerate() {
+        if stopped() {
+            return Err(stop(c * 256));
+        }
         let encoded: Vec<Loaded> = pool.install(|| {
             chunk
                 .par_iter()
                 .map_init(Resizer::new, |rs, row| load_image(&row.file, opts, rs))
                 .collect()
         });
-        for (row, result) in chunk.iter().zip(encoded) {
+        for (i, (row, result)) in chunk.iter().zip(encoded).enumerate() {
+            if stopped() {
+                return Err(stop(c * 256 + i));
+            }
             match result {
                 Ok((jpg, w, h)) => {
                     let key = format!("{written:09}");
@@ -235,7 +273,15 @@ pub fn import(
             }
         }
     }
-    let shards = writer.finish()?;
+    // The paths the shards will have once published.
+    let shards: Vec<ShardInfo> = writer
+        .finish()?
+        .into_iter()
+        .map(|s| ShardInfo {
+            path: opts.out.join(s.path.file_name().expect("a shard file")),
+            samples: s.samples,
+        })
+        .collect();
     let spec = match shards.len() {
         0 => String::new(),
         1 => shards[0].path.display().to_string(),
@@ -256,9 +302,20 @@ pub fn import(
         classnames: classnames.map(<[String]>::to_vec),
     };
     let write = |name: &str, text: String| {
-        let p = opts.out.join(name);
+        let p = staging.dir().join(name);
         std::fs::write(&p, text).map_err(|source| ImportError::Read { path: p, source })
     };
+    let mut files: Vec<String> = stats
+        .shards
+        .iter()
+        .map(|s| {
+            s.path
+                .file_name()
+                .expect("a shard file")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
     if let Some(names) = classnames {
         write(
             "classnames.txt",
@@ -267,12 +324,45 @@ pub fn import(
                 .map(|n| format!("{}\n", n.replace('_', " ")))
                 .collect(),
         )?;
+        files.push("classnames.txt".into());
     }
     write(
         "stats.json",
         serde_json::to_string_pretty(&stats).expect("json") + "\n",
     )?;
+    files.push("stats.json".into());
+    staging.publish(&files)?;
+    warn_earlier_shards(&opts.out, &opts.prefix, stats.shards.len());
     Ok(stats)
+}
+
+/// Shards of an earlier, longer build with the same prefix stay beside the new ones (they are
+/// not this build's to delete), but a spec or glob over the folder would read them: say so.
+fn warn_earlier_shards(out: &Path, prefix: &str, written: usize) {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return;
+    };
+    let mut extra: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.strip_prefix(&format!("{prefix}-"))
+                .and_then(|r| r.strip_suffix(".tar"))
+                .filter(|i| i.len() == 6)
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_some_and(|i| i >= written)
+        })
+        .collect();
+    if !extra.is_empty() {
+        extra.sort();
+        tracing::warn!(
+            "{} also holds {} shard(s) of an earlier build ({}); they are not part of this one \
+             (see stats.json): remove them before reading the folder with a spec or glob",
+            out.display(),
+            extra.len(),
+            extra.join(", ")
+        );
+    }
 }
 
 /// The JPEG bytes to store for one image and its stored size, or why it cannot be used.

@@ -8,7 +8,9 @@
 //! hands the trainer finished batches of u8 pixels (host memory from `buffers`, pinned for CUDA),
 //! which `device` moves to the compute device one batch ahead and `pixels` normalises there.
 //! On the writing side, `writer` writes img2dataset-style
-//! shards, `synth` generates the embedded default dataset, and `inspect` reports on shards.
+//! shards, `staging` publishes a set of files at once (builds and exports: nothing half-written
+//! under a final name), `synth` generates the embedded default dataset, and `inspect` reports on
+//! shards.
 pub mod buffers;
 pub mod device;
 pub mod import;
@@ -18,6 +20,7 @@ pub mod mixture;
 pub mod pixels;
 pub mod sample;
 pub mod spec;
+pub mod staging;
 pub mod stream;
 pub mod synth;
 pub mod tarstream;

@@ -252,6 +252,34 @@ fn check(train: &Features, test: &Features, classes: usize) -> Result<(), EvalEr
             test.len()
         )));
     }
+    // Shapes before any matmul: a mismatch is an error naming both, not a libtorch panic.
+    for (name, f) in [("train", train), ("test", test)] {
+        let size = f.x.size();
+        if size.len() != 2 || size[0] != f.len() as i64 {
+            return Err(EvalError::Input(format!(
+                "the {name} features have shape {size:?} for {} labels; a probe needs \
+                 [samples, width] with one label per row",
+                f.len()
+            )));
+        }
+        let bad =
+            f.x.isfinite()
+                .logical_not()
+                .sum(Kind::Int64)
+                .int64_value(&[]);
+        if bad > 0 {
+            return Err(EvalError::Input(format!(
+                "the {name} features hold {bad} non-finite (NaN or infinite) values"
+            )));
+        }
+    }
+    let (a, b) = (train.x.size()[1], test.x.size()[1]);
+    if a != b {
+        return Err(EvalError::Input(format!(
+            "the train features are {a} wide and the test features {b}: they must come from the \
+             same model"
+        )));
+    }
     if let Some(bad) = train
         .y
         .iter()
@@ -414,6 +442,36 @@ mod tests {
         let x = centres.index_select(0, &Tensor::from_slice(&y))
             + Tensor::randn([n as i64, dim], (Kind::Float, Device::Cpu));
         Features { x, y }
+    }
+
+    #[test]
+    fn features_of_another_width_rank_or_with_nan_are_refused_not_a_panic() {
+        let f = |rows: i64, width: i64| Features {
+            x: Tensor::ones([rows, width], (Kind::Float, Device::Cpu)),
+            y: (0..rows).map(|i| i % 2).collect(),
+        };
+        let opts = ProbeOptions::default();
+        let err = |r: Result<ProbeReport, EvalError>| r.err().unwrap().to_string();
+        // [48, 7] features against a 32-wide train split (issue 27, item 11).
+        let msg = err(linear_probe(&f(48, 32), &f(48, 7), 2, &opts));
+        assert!(
+            msg.contains("32 wide") && msg.contains("test features 7"),
+            "{msg}"
+        );
+        let knn_err = knn(&f(48, 32), &f(48, 7), 2, 5, 0.07).err().unwrap();
+        assert!(knn_err.to_string().contains("same model"), "{knn_err}");
+        let one_d = Features {
+            x: Tensor::ones([48], (Kind::Float, Device::Cpu)),
+            y: vec![0; 48],
+        };
+        let msg = err(linear_probe(&f(48, 32), &one_d, 2, &opts));
+        assert!(msg.contains("test features have shape [48]"), "{msg}");
+        let nan = Features {
+            x: f(48, 32).x * f64::NAN,
+            y: vec![0; 48],
+        };
+        let msg = err(linear_probe(&nan, &f(48, 32), 2, &opts));
+        assert!(msg.contains("1536 non-finite"), "{msg}");
     }
 
     #[test]

@@ -457,8 +457,14 @@ pub(crate) const TOKENIZER_FILES: [&str; 3] = [
 /// `cliptrain export hf`: a folder `CLIPModel.from_pretrained` and `CLIPProcessor.from_pretrained`
 /// load offline — or, for a SigLIP model, one `SiglipModel.from_pretrained` and
 /// `SiglipImageProcessor.from_pretrained` load. Returns the files written. Refused when one of
-/// them is already in `out`, unless `replace`.
-pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<String>, SourceError> {
+/// them is already in `out`, unless `replace`; written as one set (see `write_export`), and
+/// abandoned when `stopped()` says so before it is published.
+pub fn export(
+    loaded: &LoadedModel,
+    out: &Path,
+    replace: bool,
+    stopped: &dyn Fn() -> bool,
+) -> Result<Vec<String>, SourceError> {
     let (source, m) = (&loaded.source, &loaded.source.spec);
     let siglip = m.kind == ModelKind::Siglip;
     if !siglip && m.head == LogitHead::Siglip {
@@ -483,20 +489,20 @@ pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<Str
         true => siglip_config_json(m, sot, pad),
         false => config_json(m, sot, pad)?,
     };
-    super::check_replace(out, &files, replace)?;
-    std::fs::create_dir_all(out).map_err(super::io("creating", out))?;
-    write_json(&out.join("config.json"), &config)?;
-    let weights = out.join("model.safetensors");
-    crate::checkpoint::write_tensors(&weights, &loaded.named_tensors())?;
     let d = source.config().data;
     let (size, mean, std) = (m.vision.image_size, d.image_mean, d.image_std);
     let processor = match siglip {
         true => siglip_preprocessor_json(size, mean, std),
         false => preprocessor_json(size, mean, std),
     };
-    write_json(&out.join(PREPROCESSOR), &processor)?;
-    if let Some(tok) = &source.tokenizer {
-        write_tokenizer_files(out, tok, m.text.context_length)?;
-    }
-    Ok(files.into_iter().map(String::from).collect())
+    super::write_export(out, &files, replace, stopped, |dir| {
+        write_json(&dir.join("config.json"), &config)?;
+        let weights = dir.join("model.safetensors");
+        crate::checkpoint::write_tensors(&weights, &loaded.named_tensors())?;
+        write_json(&dir.join(PREPROCESSOR), &processor)?;
+        if let Some(tok) = &source.tokenizer {
+            write_tokenizer_files(dir, tok, m.text.context_length)?;
+        }
+        Ok(())
+    })
 }

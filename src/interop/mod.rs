@@ -84,6 +84,14 @@ pub enum SourceError {
         dir.display(), files.join(", ")
     )]
     WouldReplace { dir: PathBuf, files: Vec<String> },
+    #[error(transparent)]
+    Staging(#[from] crate::data::staging::StagingError),
+    #[error(
+        "stopped before the export was complete; nothing was written to {} (files of an earlier \
+         export there are as they were)",
+        .0.display()
+    )]
+    Stopped(PathBuf),
 }
 
 pub(crate) fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SourceError {
@@ -106,6 +114,33 @@ pub(crate) fn check_replace(out: &Path, files: &[&str], replace: bool) -> Result
         dir: out.to_path_buf(),
         files: existing,
     })
+}
+
+/// Writes an export of `files` into `out` as one set: `write` fills a staging folder, and the
+/// files are renamed into `out` only once all of them are complete — `files[0]` (the config
+/// other tools look for) last. A failed export, or one `stopped()` before it is published,
+/// removes its staging folder; none leaves a file under a final name, and the files of an
+/// earlier export (`--force`) stay intact until the new set is complete.
+pub(crate) fn write_export(
+    out: &Path,
+    files: &[&str],
+    replace: bool,
+    stopped: &dyn Fn() -> bool,
+    write: impl FnOnce(&Path) -> Result<(), SourceError>,
+) -> Result<Vec<String>, SourceError> {
+    check_replace(out, files, replace)?;
+    if stopped() {
+        return Err(SourceError::Stopped(out.to_path_buf()));
+    }
+    let staging = crate::data::staging::Staging::new(out, "export")?;
+    write(staging.dir())?;
+    if stopped() {
+        return Err(SourceError::Stopped(out.to_path_buf()));
+    }
+    let mut order: Vec<String> = files.iter().map(|f| f.to_string()).collect();
+    order.rotate_left(1);
+    staging.publish(&order)?;
+    Ok(files.iter().map(|f| f.to_string()).collect())
 }
 
 /// A JSON config file; anything but an object (an array, a number) is refused rather than
@@ -386,7 +421,48 @@ fn describe(path: &Path) -> Result<Described, SourceError> {
 
 #[cfg(test)]
 mod tests {
-    use super::SourceError;
+    use super::{SourceError, write_export};
+
+    /// An export stopped half-way (here: failing after one file) leaves the earlier export's
+    /// files as they were and nothing else; a complete one replaces them, config last.
+    #[test]
+    fn an_export_reaches_its_final_names_only_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("config.json"), "old").unwrap();
+        let files = ["config.json", "model.safetensors"];
+        let err = write_export(&out, &files, true, &|| false, |staging| {
+            std::fs::write(staging.join("config.json"), "new").unwrap();
+            assert_eq!(
+                std::fs::read_to_string(out.join("config.json")).unwrap(),
+                "old"
+            );
+            Err(SourceError::Unsupported("the disk filled up".into()))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("disk filled"), "{err}");
+        let left: Vec<_> = std::fs::read_dir(&out).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "only the old config.json: {left:?}");
+        assert_eq!(
+            std::fs::read_to_string(out.join("config.json")).unwrap(),
+            "old"
+        );
+
+        let written = write_export(&out, &files, true, &|| false, |staging| {
+            std::fs::write(staging.join("model.safetensors"), "weights").unwrap();
+            std::fs::write(staging.join("config.json"), "new").unwrap();
+            assert!(!out.join("model.safetensors").exists());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(written, files);
+        assert_eq!(
+            std::fs::read_to_string(out.join("config.json")).unwrap(),
+            "new"
+        );
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 2);
+    }
 
     #[test]
     fn a_missing_tokenizer_beside_a_sentencepiece_model_says_how_to_convert() {

@@ -596,8 +596,14 @@ fn clip_model_cfg(loaded: &LoadedModel) -> Result<Value, String> {
 }
 
 /// `cliptrain export openclip`: `open_clip_config.json` + `open_clip_model.safetensors`
-/// (+ the tokenizer files). Returns the files written.
-pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<String>, SourceError> {
+/// (+ the tokenizer files), written as one set (see `write_export`; abandoned when `stopped()`
+/// says so before it is published). Returns the files written.
+pub fn export(
+    loaded: &LoadedModel,
+    out: &Path,
+    replace: bool,
+    stopped: &dyn Fn() -> bool,
+) -> Result<Vec<String>, SourceError> {
     let tokenizer = loaded.source.tokenizer.as_ref();
     // Refusals first, before anything is written.
     let config = config_json(loaded, tokenizer.is_some())?;
@@ -605,21 +611,20 @@ pub fn export(loaded: &LoadedModel, out: &Path, replace: bool) -> Result<Vec<Str
     if tokenizer.is_some() {
         files.extend(super::hf::TOKENIZER_FILES);
     }
-    super::check_replace(out, &files, replace)?;
-    std::fs::create_dir_all(out).map_err(super::io("creating", out))?;
-    write_json(&out.join(CONFIG), &config)?;
-    let weights = out.join(WEIGHTS);
-    let tensors = loaded.named_tensors();
-    let tensors = match loaded.source.spec.kind {
-        ModelKind::Siglip => timm_siglip::from_hf(&tensors),
-        ModelKind::Clip => from_hf(&tensors),
-    };
-    crate::checkpoint::write_tensors(&weights, &tensors)?;
-    if let Some(tok) = tokenizer {
-        let ctx = loaded.source.spec.text.context_length;
-        super::hf::write_tokenizer_files(out, tok, ctx)?;
-    }
-    Ok(files.into_iter().map(String::from).collect())
+    super::write_export(out, &files, replace, stopped, |dir| {
+        write_json(&dir.join(CONFIG), &config)?;
+        let tensors = loaded.named_tensors();
+        let tensors = match loaded.source.spec.kind {
+            ModelKind::Siglip => timm_siglip::from_hf(&tensors),
+            ModelKind::Clip => from_hf(&tensors),
+        };
+        crate::checkpoint::write_tensors(&dir.join(WEIGHTS), &tensors)?;
+        if let Some(tok) = tokenizer {
+            let ctx = loaded.source.spec.text.context_length;
+            super::hf::write_tokenizer_files(dir, tok, ctx)?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
