@@ -183,8 +183,8 @@ fn exported_tokenizers_read_back_as_cliptrain_encodes_for_bpe_wordlevel_and_unig
             ("openclip", d.join(format!("{name}-oc"))),
         ] {
             match kind {
-                "hf" => hf::export(&loaded, &out, false).unwrap(),
-                _ => openclip::export(&loaded, &out, false).unwrap(),
+                "hf" => hf::export(&loaded, &out, false, &|| false).unwrap(),
+                _ => openclip::export(&loaded, &out, false, &|| false).unwrap(),
             };
             let config: Value = serde_json::from_str(
                 &std::fs::read_to_string(out.join("tokenizer_config.json")).unwrap(),

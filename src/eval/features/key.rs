@@ -139,6 +139,7 @@ mod tests {
             templates: vec!["{}".into()],
             subset: None,
             bench: None,
+            confusion_max_classes: crate::eval::metrics::DEFAULT_CONFUSION_MAX_CLASSES,
         }
     }
 
