@@ -24,6 +24,7 @@ mod finetune;
 mod finetune_example;
 mod gpu_check;
 mod hardening;
+mod hardening_state;
 mod hub;
 mod interop;
 mod layering;
