@@ -26,10 +26,11 @@ pub enum EmbedError {
     Index { path: PathBuf, reason: String },
 }
 
-/// A model and its tokenizer, encoding for an index.
+/// A model and its tokenizer (none needed for images), encoding for an index.
 pub struct Embedder {
     pub loaded: LoadedModel,
-    tokenizer: std::sync::Arc<crate::text::TextTokenizer>,
+    /// The tokenizer, or why there is none (images need none).
+    tokenizer: Result<std::sync::Arc<crate::text::TextTokenizer>, String>,
     batch_size: usize,
 }
 
@@ -39,14 +40,14 @@ impl Embedder {
     pub fn open(path: &Path, device: Device, batch_size: usize) -> Result<Self, EmbedError> {
         let loaded = LoadedModel::open(path, device)?;
         Ok(Self {
-            tokenizer: loaded.tokenizer()?,
+            tokenizer: loaded.tokenizer().map_err(|e| e.to_string()),
             loaded,
             batch_size: batch_size.max(1),
         })
     }
 
     fn encoder(&self) -> Encoder<'_> {
-        Encoder::new(
+        Encoder::with_text(
             &self.loaded.model,
             self.tokenizer.clone(),
             self.loaded.vs.device(),

@@ -18,6 +18,9 @@ pub enum PrecisionError {
         precision: Precision,
         message: String,
     },
+    /// A saved scaler state no scaler could hold.
+    #[error("cannot restore the fp16 loss scaler: {0}")]
+    BadState(String),
     /// A libtorch kernel of the loss scaler failed.
     #[error("fp16 loss scaling failed: {0}")]
     Kernel(String),
@@ -94,12 +97,53 @@ pub struct DynamicLossScaler {
     growth_interval: i64,
 }
 
+/// The smallest loss scale the scaler keeps (2^-24, fp16's smallest subnormal): an O(1) loss
+/// scaled below it has no fp16 gradient but 0, so every "good" step would change nothing. The
+/// scale is clamped to it after a back-off, and a config or checkpoint below it is refused.
+pub const MIN_LOSS_SCALE: f64 = 1.0 / 16_777_216.0;
+
+/// The rule `scale` breaks as a loss scale (an fp32 tensor), worded to follow "must", or `None`.
+pub fn loss_scale_problem(scale: f64) -> Option<String> {
+    let ok = scale.is_finite() && (MIN_LOSS_SCALE..=f32::MAX as f64).contains(&scale);
+    (!ok).then(|| {
+        format!(
+            "be finite, at least 2^-24 (a smaller one leaves every fp16 gradient 0) and at \
+             most fp32's largest value ({:e})",
+            f32::MAX
+        )
+    })
+}
+
 /// The scaler's state as a checkpoint stores it.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LossScaleState {
     pub scale: f64,
     /// Good steps counted towards the next growth.
     pub good_steps: u64,
+}
+
+impl LossScaleState {
+    /// Every field no scaler growing after `growth_interval` good steps could have saved, as
+    /// `loss_scale.field = value: why`.
+    pub fn problems(&self, growth_interval: u64) -> Vec<String> {
+        let mut no = Vec::new();
+        if let Some(why) = loss_scale_problem(self.scale) {
+            no.push(format!(
+                "loss_scale.scale = {:e}: an fp16 loss scale must {why}",
+                self.scale
+            ));
+        }
+        // The count restarts at 0 when it reaches the interval.
+        let interval = growth_interval.max(1);
+        if self.good_steps >= interval {
+            no.push(format!(
+                "loss_scale.good_steps = {}: the count restarts at 0 after \
+                 run.loss_scale_growth_interval = {interval} good steps",
+                self.good_steps
+            ));
+        }
+        no
+    }
 }
 
 impl DynamicLossScaler {
@@ -148,6 +192,8 @@ impl DynamicLossScaler {
             self.backoff,
             self.growth_interval,
         );
+        // Back-offs halve without end (GradScaler's too); below the floor no step could learn.
+        let _ = self.scale.clamp_min_(MIN_LOSS_SCALE);
     }
 
     /// The current scale and good-step count (reads the device).
@@ -158,10 +204,16 @@ impl DynamicLossScaler {
         }
     }
 
-    /// Continues from a checkpoint's state.
-    pub fn restore(&mut self, state: LossScaleState) {
+    /// Continues from a checkpoint's state, refused when it is not one a scaler could hold
+    /// (see [`LossScaleState::problems`]: the run's preflight names the file first).
+    pub fn restore(&mut self, state: LossScaleState) -> Result<(), PrecisionError> {
+        let no = state.problems(self.growth_interval as u64);
+        if !no.is_empty() {
+            return Err(PrecisionError::BadState(no.join("; ")));
+        }
         let _ = self.scale.fill_(state.scale);
         let _ = self.growth_tracker.fill_(state.good_steps as i64);
+        Ok(())
     }
 }
 
@@ -233,7 +285,27 @@ mod tests {
         attempt(&mut s, &[Tensor::from_slice(&[1.0f32])]);
         assert_eq!(s.state(), state(32768.0, 0));
         let mut r = DynamicLossScaler::new(Device::Cpu, 1.0, 3);
-        r.restore(state(32768.0, 2));
+        r.restore(state(32768.0, 2)).unwrap();
         assert_eq!(r.state(), state(32768.0, 2));
+    }
+
+    #[test]
+    fn the_scale_never_backs_off_below_its_floor_and_no_state_outside_it_restores() {
+        let mut s = DynamicLossScaler::new(Device::Cpu, 1e-7, 3);
+        for _ in 0..4 {
+            attempt(&mut s, &[Tensor::from_slice(&[f32::INFINITY])]);
+        }
+        assert_eq!(s.state().scale, MIN_LOSS_SCALE);
+        for (bad, said) in [
+            (state(0.0, 0), "loss_scale.scale = 0e0: an fp16 loss scale must be finite"),
+            (state(1e300, 0), "loss_scale.scale = 1e300"),
+            (state(f64::NAN, 0), "loss_scale.scale = NaN"),
+            (state(1e-30, 0), "at least 2^-24"),
+            (state(8.0, 3), "loss_scale.good_steps = 3: the count restarts at 0 after"),
+        ] {
+            let err = s.restore(bad).unwrap_err().to_string();
+            assert!(err.contains(said), "{said:?} missing from {err}");
+        }
+        assert_eq!(s.state().scale, MIN_LOSS_SCALE, "a refused state changes nothing");
     }
 }

@@ -44,6 +44,14 @@ pub enum CheckpointError {
     NotFound(PathBuf),
     #[error("{}: bad state.json: {reason}", path.display())]
     BadState { path: PathBuf, reason: String },
+    /// A `state.json` that parses but holds numbers no run could have saved.
+    #[error(
+        "{} holds {} value(s) no run could have saved (the file is damaged or was edited):\n  {}\n\
+         Resume from another checkpoint (`--resume <checkpoint folder>`) or restore this one \
+         from a copy",
+        path.display(), problems.len(), problems.join("\n  ")
+    )]
+    StateOutOfRange { path: PathBuf, problems: Vec<String> },
     #[error("{}: {source}", path.display())]
     BadConfig {
         path: PathBuf,

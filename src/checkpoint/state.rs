@@ -1,6 +1,6 @@
 //! `state.json`: everything besides tensors a run needs to continue exactly, in today's layout
 //! (one stream position per rank) and read back from the two older ones.
-use crate::data::stream::StreamState;
+use crate::data::stream::{MAX_COUNT, StreamState};
 use serde::{Deserialize, Serialize};
 
 /// Everything besides tensors needed to continue a run exactly.
@@ -35,6 +35,50 @@ impl TrainState {
     /// The processes the run that saved this state had (its data is split over them).
     pub fn world_size(&self) -> usize {
         self.ranks.len().max(1)
+    }
+
+    /// Every counter no run of global batch `batch_size`, seed `seed` and fp16 growth
+    /// interval `growth_interval` could have saved, as `field = value: why` (the data
+    /// positions are checked against their shards by `data`: [`StreamState::problems`]).
+    pub fn problems(&self, batch_size: usize, seed: u64, growth_interval: u64) -> Vec<String> {
+        let mut no = Vec::new();
+        if self.step >= MAX_COUNT {
+            no.push(format!("step = {}: more than any run reaches (2^53)", self.step));
+        }
+        // Every step takes between one pair and the whole global batch.
+        let most = self.step.checked_mul(batch_size as u64);
+        if self.samples_seen < self.step || most.is_none_or(|m| self.samples_seen > m) {
+            no.push(format!(
+                "samples_seen = {}: {} step(s) of at most optim.batch_size = {batch_size} pairs \
+                 see between {} and {}",
+                self.samples_seen,
+                self.step,
+                self.step,
+                most.map_or("more".into(), |m| m.to_string())
+            ));
+        }
+        if self.bad_steps_total > self.step {
+            no.push(format!(
+                "bad_steps_total = {}: more skipped steps than the {} step(s) run",
+                self.bad_steps_total, self.step
+            ));
+        }
+        if u64::from(self.bad_steps_in_a_row) > self.bad_steps_total {
+            no.push(format!(
+                "bad_steps_in_a_row = {}: more than bad_steps_total = {}",
+                self.bad_steps_in_a_row, self.bad_steps_total
+            ));
+        }
+        if self.seed != seed {
+            no.push(format!(
+                "seed = {}: the run (and the checkpoint's config.toml) has run.seed = {seed}",
+                self.seed
+            ));
+        }
+        if let Some(scale) = &self.loss_scale {
+            no.extend(scale.problems(growth_interval));
+        }
+        no
     }
 }
 

@@ -176,9 +176,12 @@ fn inspect_cmd(args: InspectArgs) -> anyhow::Result<()> {
             (d, vec![(String::new(), 1.0, spec)])
         }
     };
-    let total: f64 = parts.iter().map(|(_, w, _)| w).sum();
+    let weights: Vec<f64> = parts.iter().map(|(_, w, _)| *w).collect();
+    let shares = cliptrain::data::mixture::shares(&weights).map_err(|(i, w)| {
+        anyhow::anyhow!("data.sources[{i}].weight = {w} must be a finite number > 0")
+    })?;
     let mut reports = Vec::with_capacity(parts.len());
-    for (name, weight, spec) in &parts {
+    for ((name, weight, spec), share) in parts.iter().zip(&shares) {
         let report = inspect(
             &parse_spec(spec)?,
             &SampleKeys::from_config(&d),
@@ -188,7 +191,7 @@ fn inspect_cmd(args: InspectArgs) -> anyhow::Result<()> {
         if parts.len() > 1 && !args.json {
             println!(
                 "source {name:?} ({spec}), weight {weight} = {:.1}% of the samples:",
-                100.0 * weight / total
+                100.0 * share
             );
         }
         if !args.json {

@@ -146,7 +146,8 @@ pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
 
 pub(super) struct Session {
     pub(super) loaded: LoadedModel,
-    tokenizer: Arc<TextTokenizer>,
+    /// The tokenizer, or why the folder has none (see [`Encoder::with_text`]).
+    tokenizer: Result<Arc<TextTokenizer>, String>,
     /// The checkpoint's config (its data settings), or the defaults for a pretrained folder.
     pub(super) config: Config,
     /// `--precision`; the encoder's default when not given.
@@ -180,7 +181,8 @@ impl Session {
                 .unwrap_or_default()
         );
         Ok(Self {
-            tokenizer: loaded.tokenizer()?,
+            // Image-only evaluation (linear probe, k-NN) needs none; a text refuses with it.
+            tokenizer: loaded.tokenizer().map_err(|e| e.to_string()),
             config: source.config(),
             loaded,
             precision,
@@ -189,7 +191,7 @@ impl Session {
     }
 
     pub(super) fn encoder(&self, batch_size: usize) -> Encoder<'_> {
-        Encoder::new(
+        Encoder::with_text(
             &self.loaded.model,
             self.tokenizer.clone(),
             self.loaded.vs.device(),
@@ -363,17 +365,42 @@ fn suite_cmd(a: SuiteArgs) -> anyhow::Result<()> {
         write_text(path, &report::suite_csv(&suite, &cols))?;
         eprintln!("wrote {}", path.display());
     }
-    let failed: usize = cols
+    failed_cells(&cols, suite.tasks.len())
+}
+
+/// The cells shown in a failed suite's error; the table lists every one.
+const FAILED_CELLS_SHOWN: usize = 5;
+
+/// An error when any cell (a task on a checkpoint) of `cols` failed: how many of all, and the
+/// first few with why. Every cell ran and the table and files were written first; the exit
+/// code still says the suite did not pass, so a script or CI job cannot take it for a result.
+fn failed_cells(cols: &[SuiteColumn], tasks: usize) -> anyhow::Result<()> {
+    let failed: Vec<String> = cols
         .iter()
-        .map(|c| c.results.iter().filter(|(_, r)| r.is_err()).count())
-        .sum();
-    if failed > 0 {
-        eprintln!(
-            "{failed} of {} task runs failed; the table says which and why",
-            cols.len() * suite.tasks.len()
-        );
+        .flat_map(|c| {
+            c.results.iter().filter_map(|(task, r)| {
+                r.as_ref()
+                    .err()
+                    .map(|e| format!("{task} on {}: {e}", c.checkpoint))
+            })
+        })
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let shown: Vec<&str> = failed.iter().take(FAILED_CELLS_SHOWN).map(|s| s.as_str()).collect();
+    let more = failed.len() - shown.len();
+    bail!(
+        "{} of {} suite cells (tasks × checkpoints) failed; the table above says which and why:\n  {}{}",
+        failed.len(),
+        cols.len() * tasks,
+        shown.join("\n  "),
+        if more > 0 {
+            format!("\n  ... and {more} more")
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// `text` to `path` through a temporary file, so a reader never sees half of it.

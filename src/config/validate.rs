@@ -55,7 +55,10 @@ fn run(c: &Config, p: &mut Problems) {
         q(name),
         "be a plain folder name (not empty, no '/', not '.' or '..')",
     );
-    p.positive("run.loss_scale", c.run.loss_scale);
+    let scale = c.run.loss_scale;
+    if let Some(why) = crate::precision::loss_scale_problem(scale) {
+        p.check(false, "run.loss_scale", scale, why);
+    }
     p.at_least(
         "run.loss_scale_growth_interval",
         c.run.loss_scale_growth_interval,

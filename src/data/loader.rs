@@ -11,6 +11,7 @@ use super::pixels::Slots;
 use super::sample::{SampleKeys, caption_of, captions_of, image_of, label_of};
 use super::stream::{StreamSample, StreamState};
 use super::transform::ImageTransform;
+use super::watch::SourceWatch;
 use super::{DataError, SkipCounts, SkipReason};
 use fast_image_resize::Resizer;
 use rayon::prelude::*;
@@ -27,6 +28,22 @@ pub trait Tokenize: Send + Sync {
     fn context_length(&self) -> usize;
     /// Row-major `[captions.len(), context_length]` ids.
     fn encode(&self, captions: &[&str]) -> Result<Vec<i64>, String>;
+}
+
+/// The tokenization of a loader whose batches need no token ids (images only: embedding,
+/// linear probe, k-NN, and the image side of an evaluation, which encodes texts itself):
+/// context length 0, so a batch's `tokens` are `[B, 0]`. Images need no tokenizer, and a model
+/// folder without one can still encode them.
+pub struct NoTokens;
+
+impl Tokenize for NoTokens {
+    fn context_length(&self) -> usize {
+        0
+    }
+
+    fn encode(&self, _captions: &[&str]) -> Result<Vec<i64>, String> {
+        Ok(Vec::new())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +103,7 @@ impl Loader {
             .build()
             .map_err(|e| DataError::Loader(e.to_string()))?;
         let patience = stream.patience();
+        let watch = stream.source_watch();
         let chunk = opts.batch_size;
         let (chunk_tx, chunk_rx) = sync_channel(2);
         std::thread::Builder::new()
@@ -102,6 +120,7 @@ impl Loader {
                     chunks: chunk_rx,
                     current: None,
                     patience,
+                    watch,
                     buffers: BatchBuffers::new(opts.memory, opts.prefetch + 4),
                     tokenizer,
                     opts,
@@ -206,6 +225,8 @@ struct Producer {
     current: Option<Chunk>,
     /// See [`SampleStream::patience`].
     patience: u64,
+    /// A mixture's sources, watched for one that gives no usable sample.
+    watch: Option<SourceWatch>,
     buffers: BatchBuffers,
     tokenizer: Arc<dyn Tokenize>,
     opts: LoaderOptions,
@@ -278,7 +299,7 @@ impl Producer {
             // Sample j is decoded straight into slot start + j; the usable ones are then
             // compacted to the front (a copy only happens after a skipped sample).
             let (opts, transform, slots) = (&self.opts, &self.opts.transform, &slots);
-            let results: Vec<(Result<Prepared, SkipReason>, (u64, u64))> =
+            let results: Vec<(Result<Prepared, SkipReason>, (u64, u64), usize)> =
                 self.pool.install(|| {
                     raw.into_par_iter()
                         .enumerate()
@@ -287,20 +308,26 @@ impl Producer {
                                 slots.write(start + j, &pixels);
                                 p
                             });
-                            (r, (s.pos.epoch, s.pos.cursor))
+                            (r, (s.pos.epoch, s.pos.cursor), s.source)
                         })
                         .collect()
                 });
-            for (j, (r, read)) in results.into_iter().enumerate() {
+            for (j, (r, read, source)) in results.into_iter().enumerate() {
                 match r {
                     Ok(p) => {
                         slots.move_slot(start + j, good.len());
                         good.push(p);
                         bad_reads.clear();
+                        if let Some(w) = &mut self.watch {
+                            w.usable(source);
+                        }
                     }
                     Err(reason) => {
                         self.skipped.add(reason);
                         bad_reads.insert(read);
+                        if let Some(w) = &mut self.watch {
+                            w.unusable(source)?;
+                        }
                     }
                 }
             }

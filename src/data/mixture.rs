@@ -9,8 +9,10 @@
 //! [`StreamState`], so a mixture resumes exactly like a single stream.
 use super::spec::Shard;
 use super::stream::{
-    Order, ShardStream, StreamOptions, StreamSample, StreamState, mix, resize, salted,
+    Bounds, MAX_COUNT, Order, ShardStream, StreamOptions, StreamSample, StreamState, mix, resize,
+    salted,
 };
+use super::watch::SourceWatch;
 use super::{DataError, SkipCounts};
 
 /// One component of a mixture (a `[[data.sources]]` entry): its shards and its weight (> 0).
@@ -76,6 +78,58 @@ impl SampleStream {
         }
     }
 
+    /// Every number of `ranks`, the positions a job of `ranks.len()` ranks saved (by rank),
+    /// that no stream of these sources with `opts` (its rank and world size aside) could have
+    /// saved: see [`StreamState::problems`]. A loader reads at most `max_replay` samples ahead.
+    /// Positions of another layout (a mixture's for one shard list, other sources) are left to
+    /// [`SampleStream::open`], which refuses them as a changed config.
+    pub fn position_problems(
+        sources: &TrainShards,
+        opts: &StreamOptions,
+        ranks: &[StreamState],
+        max_replay: u64,
+    ) -> Vec<String> {
+        let mut no = Vec::new();
+        for (rank, st) in ranks.iter().enumerate() {
+            let o = StreamOptions {
+                rank,
+                world_size: ranks.len(),
+                ..opts.clone()
+            };
+            let at = format!("ranks[{rank}]");
+            match sources {
+                TrainShards::Single(shards) if st.sources.is_empty() => {
+                    let bounds = Bounds {
+                        shards: shards.len(),
+                        max_replay,
+                    };
+                    no.extend(st.problems(&at, &o, bounds));
+                }
+                TrainShards::Mixture(m) if st.sources.len() == m.len() => {
+                    if st.emitted >= MAX_COUNT {
+                        no.push(format!("{at}.emitted = {}: more than any run reaches (2^53)", st.emitted));
+                    }
+                    if st.replay > max_replay {
+                        no.push(format!(
+                            "{at}.replay = {}: the loader reads at most one batch ({max_replay}) ahead of a saved position",
+                            st.replay
+                        ));
+                    }
+                    for (i, (c, s)) in m.iter().zip(&st.sources).enumerate() {
+                        // A source's own position is saved between draws: nothing to replay.
+                        let bounds = Bounds {
+                            shards: c.shards.len(),
+                            max_replay: 0,
+                        };
+                        no.extend(s.problems(&format!("{at}.sources[{i}]"), &o, bounds));
+                    }
+                }
+                _ => {}
+            }
+        }
+        no
+    }
+
     pub fn next_sample(&mut self) -> Result<Option<StreamSample>, DataError> {
         match self {
             SampleStream::Single(s) => s.next_sample(),
@@ -105,6 +159,25 @@ impl SampleStream {
             SampleStream::Single(s) => s.patience(),
             SampleStream::Mixture(m) => m.sources.iter().map(ShardStream::patience).sum(),
         }
+    }
+
+    /// `data.strict` for a mixture: a source that gives no usable sample for a shuffle
+    /// buffer's worth of draws stops the loader instead of a warning (see [`SourceWatch`]).
+    pub fn strict_sources(mut self, strict: bool) -> Self {
+        if let SampleStream::Mixture(m) = &mut self {
+            m.strict = strict;
+        }
+        self
+    }
+
+    /// The watch over a mixture's sources; `None` for a single stream (whose unusable samples
+    /// the loader's patience covers).
+    pub fn source_watch(&self) -> Option<SourceWatch> {
+        let SampleStream::Mixture(m) = self else {
+            return None;
+        };
+        let buffer = m.sources.first().map_or(0, ShardStream::shuffle_buffer);
+        Some(SourceWatch::new(m.names.clone(), buffer, m.strict))
     }
 
     /// See [`ShardStream::limit_buffer_bytes`]; a mixture's sources share `bytes` evenly.
@@ -137,6 +210,10 @@ pub struct MixedStream {
     fingerprint: String,
     /// Skip counts of the state restored from beyond its sources' own (the loader's).
     carried_skips: SkipCounts,
+    /// `data.sources[i] (name)`, by source, for messages.
+    names: Vec<String>,
+    /// See [`SampleStream::strict_sources`].
+    strict: bool,
 }
 
 impl MixedStream {
@@ -144,21 +221,16 @@ impl MixedStream {
         if sources.is_empty() {
             return Err(DataError::NoShards("the mixture has no source".into()));
         }
-        if let Some(s) = sources
-            .iter()
-            .find(|s| !(s.weight.is_finite() && s.weight > 0.0))
-        {
-            return Err(DataError::NoShards(format!(
-                "source {:?} has weight {}; weights must be finite and > 0",
-                s.name, s.weight
-            )));
-        }
-        let total: f64 = sources.iter().map(|s| s.weight).sum();
+        let weights: Vec<f64> = sources.iter().map(|s| s.weight).collect();
         let mut acc = 0.0;
-        let cumulative = sources
-            .iter()
-            .map(|s| {
-                acc += s.weight / total;
+        let cumulative = shares(&weights)
+            .map_err(|(i, w)| {
+                let e = DataError::NoShards(format!("weight {w}; weights must be finite and > 0"));
+                named(&sources[i].name, i, e)
+            })?
+            .into_iter()
+            .map(|share| {
+                acc += share;
                 acc
             })
             .collect();
@@ -186,6 +258,12 @@ impl MixedStream {
             salt: 0,
             fingerprint: super::stream::stable_hash(&text),
             carried_skips: SkipCounts::default(),
+            names: sources
+                .iter()
+                .enumerate()
+                .map(|(i, s)| source_name(&s.name, i))
+                .collect(),
+            strict: false,
         })
     }
 
@@ -211,6 +289,12 @@ impl MixedStream {
                 ShardStream::restore(s.shards.clone(), o, st).map_err(|e| named(&s.name, i, e))
             })
             .collect::<Result<_, _>>()?;
+        if state.emitted >= MAX_COUNT {
+            return Err(DataError::Resume(format!(
+                "the saved draw count {} is more than any run reaches (2^53)",
+                state.emitted
+            )));
+        }
         m.drawn = state.emitted;
         m.salt = state.salt;
         // What the loader added to the saved counts (sample-level skips) stays with the mixture.
@@ -272,6 +356,7 @@ impl MixedStream {
         };
         // The mixture's draw number seeds the augmentation: sources' own counters collide.
         sample.index = self.drawn;
+        sample.source = i;
         self.drawn += 1;
         Ok(Some(sample))
     }
@@ -310,12 +395,34 @@ impl MixedStream {
     }
 }
 
-fn named(name: &str, i: usize, e: DataError) -> DataError {
-    let what = if name.is_empty() {
+/// Each weight's share of their sum, computed so that no sum overflows: the weights are divided
+/// by the largest first (1e308 and 1e308 are half and half). The first weight that is not
+/// finite and > 0 is returned as (index, weight).
+pub fn shares(weights: &[f64]) -> Result<Vec<f64>, (usize, f64)> {
+    if let Some((i, w)) = weights
+        .iter()
+        .enumerate()
+        .find(|(_, w)| !(w.is_finite() && **w > 0.0))
+    {
+        return Err((i, *w));
+    }
+    let max = weights.iter().copied().fold(0.0, f64::max);
+    // Each term is at most 1, so the sum is at most the count: finite, and at least 1.
+    let total: f64 = weights.iter().map(|w| w / max).sum();
+    Ok(weights.iter().map(|w| w / max / total).collect())
+}
+
+/// `data.sources[i] (name)`, or `data.sources[i]` for a source without a name.
+fn source_name(name: &str, i: usize) -> String {
+    if name.is_empty() {
         format!("data.sources[{i}]")
     } else {
         format!("data.sources[{i}] ({name})")
-    };
+    }
+}
+
+fn named(name: &str, i: usize, e: DataError) -> DataError {
+    let what = source_name(name, i);
     match e {
         DataError::NoShards(m) => DataError::NoShards(format!("{what}: {m}")),
         DataError::Resume(m) => DataError::Resume(format!("{what}: {m}")),
@@ -329,4 +436,36 @@ fn mixture_changed() -> DataError {
          or rank/world size changed since the state was saved"
             .into(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_near_the_largest_float_share_the_draws_as_small_ones_do() {
+        assert_eq!(shares(&[1e308, 1e308]).unwrap(), [0.5, 0.5]);
+        assert_eq!(shares(&[3.0, 1.0]).unwrap(), [0.75, 0.25]);
+        assert_eq!(shares(&[1.0, f64::INFINITY]), Err((1, f64::INFINITY)));
+        assert_eq!(shares(&[0.0, 1.0]), Err((0, 0.0)));
+        let component = |name: &str| Component {
+            name: name.into(),
+            shards: vec![Shard::File(format!("{name}.tar"))],
+            weight: 1e308,
+        };
+        let opts = StreamOptions {
+            order: Order::Resampled,
+            shuffle_buffer: 4,
+            seed: 7,
+            rank: 0,
+            world_size: 1,
+        };
+        let mut m = MixedStream::new(&[component("a"), component("b")], opts).unwrap();
+        let mut firsts = 0;
+        for _ in 0..80 {
+            firsts += usize::from(m.pick() == 0);
+            m.drawn += 1;
+        }
+        assert!((38..=42).contains(&firsts), "{firsts} of 80 from the first source");
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! `spec` turns shard specs into shards, `tarstream` reads samples out of tar streams,
 //! `stream` orders shards and samples (epochs, resampling, ranks, shuffling, resume, and
-//! resuming with another number of ranks), `mixture` draws from several weighted streams,
+//! resuming with another number of ranks), `mixture` draws from several weighted streams (`watch` reports a source that gives no usable sample),
 //! `sample` says which members hold the image, caption and label, `transform` decodes and
 //! augments images, and `loader` runs it all on background threads and
 //! hands the trainer finished batches of u8 pixels (host memory from `buffers`, pinned for CUDA),
@@ -25,6 +25,7 @@ pub mod stream;
 pub mod synth;
 pub mod tarstream;
 pub mod transform;
+pub mod watch;
 pub mod writer;
 
 use serde::{Deserialize, Serialize};
@@ -142,6 +143,11 @@ pub enum DataError {
         wanted: usize,
         bytes: u64,
     },
+    #[error(
+        "{name} produced no usable sample in {draws} draws in a row (data.strict = true); \
+         check its shards with `cliptrain data inspect`, or lower its weight"
+    )]
+    SourceDry { name: String, draws: u64 },
     #[error("cannot resume the data stream: {0}")]
     Resume(String),
     #[error("data loader thread stopped unexpectedly: {0}")]

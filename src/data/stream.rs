@@ -10,8 +10,10 @@ use super::{DataError, SkipCounts, SkipReason};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+mod check;
 mod elastic;
 mod hash;
+pub use check::{Bounds, MAX_COUNT};
 pub use elastic::resize;
 pub(crate) use hash::salted;
 use hash::{epoch_order, fingerprint};
@@ -72,6 +74,8 @@ pub struct StreamSample {
     pub pos: SamplePos,
     pub index: u64,
     pub shard: String,
+    /// The mixture's source it was drawn from (0 for a single stream).
+    pub source: usize,
 }
 
 /// Everything needed to continue the stream exactly; serializes to a small JSON object.
@@ -230,12 +234,14 @@ impl ShardStream {
                 "the shard list, data mode, shuffle buffer, seed or rank/world size changed since the state was saved".into(),
             ));
         }
-        if let Some(bad) = state.carry.iter().find(|u| u.shard >= s.shards.len()) {
-            return Err(DataError::Resume(format!(
-                "a carried-over shard index {} is outside the {} shards",
-                bad.shard,
-                s.shards.len()
-            )));
+        // `replay` is bounded by the caller, who knows the batch (the run's preflight).
+        let bounds = Bounds {
+            shards: s.shards.len(),
+            max_replay: u64::MAX,
+        };
+        let no = state.problems("the saved position", &s.opts, bounds);
+        if !no.is_empty() {
+            return Err(DataError::Resume(no.join("; ")));
         }
         s.carry = state.carry.clone();
         s.carry_next = (state.carry_next as usize).min(s.carry.len());
@@ -305,6 +311,10 @@ impl ShardStream {
         &self.skipped
     }
 
+    pub fn shuffle_buffer(&self) -> usize {
+        self.opts.shuffle_buffer
+    }
+
     /// Distinct shard reads after which a stream with no usable sample is declared broken.
     pub fn patience(&self) -> u64 {
         match self.opts.order {
@@ -344,6 +354,7 @@ impl ShardStream {
             pos,
             index,
             shard,
+            source: 0,
         }))
     }
 

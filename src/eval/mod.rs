@@ -16,7 +16,7 @@ pub mod suite;
 pub mod zeroshot;
 
 use crate::config::{Config, EvalConfig, Precision};
-use crate::data::loader::Tokenize;
+use crate::data::loader::{NoTokens, Tokenize};
 use crate::data::pixels::PixelNorm;
 use crate::data::sample::SampleKeys;
 use crate::log::Metrics;
@@ -53,7 +53,9 @@ pub enum EvalError {
 /// [`LoadedModel::encoder`](crate::interop::LoadedModel::encoder).
 pub struct Encoder<'a> {
     model: &'a ClipModel,
-    tokenizer: Arc<TextTokenizer>,
+    /// The tokenizer for texts, or why there is none: a model folder without a tokenizer
+    /// still encodes images, and only a text refuses, with that reason.
+    tokenizer: Result<Arc<TextTokenizer>, String>,
     device: Device,
     precision: Precision,
     batch_size: usize,
@@ -66,6 +68,18 @@ impl<'a> Encoder<'a> {
     pub fn new(
         model: &'a ClipModel,
         tokenizer: Arc<TextTokenizer>,
+        device: Device,
+        precision: Option<Precision>,
+        batch_size: usize,
+    ) -> Self {
+        Self::with_text(model, Ok(tokenizer), device, precision, batch_size)
+    }
+
+    /// [`Encoder::new`] for a model that may have no tokenizer: `tokenizer` is it, or the
+    /// error (naming the model's folder) that encoding a text gives.
+    pub fn with_text(
+        model: &'a ClipModel,
+        tokenizer: Result<Arc<TextTokenizer>, String>,
         device: Device,
         precision: Option<Precision>,
         batch_size: usize,
@@ -102,11 +116,12 @@ impl<'a> Encoder<'a> {
 
     /// `[texts.len(), dim]` L2-normalised float32 text embeddings, in batches.
     pub fn texts(&self, texts: &[String]) -> Result<Tensor, EvalError> {
-        let ctx = self.tokenizer.context_length() as i64;
+        let tokenizer = self.text_tokenizer()?;
+        let ctx = tokenizer.context_length() as i64;
         let mut parts = Vec::new();
         for chunk in texts.chunks(self.batch_size.max(1)) {
             let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            let ids = self.tokenizer.encode_batch(&refs)?;
+            let ids = tokenizer.encode_batch(&refs)?;
             let tokens = Tensor::from_slice(&ids)
                 .view([chunk.len() as i64, ctx])
                 .to_device(self.device);
@@ -122,9 +137,20 @@ impl<'a> Encoder<'a> {
         Ok(Tensor::cat(&parts, 0))
     }
 
-    /// The tokenizer it encodes texts with, for the loaders that tokenize captions.
+    /// The tokenizer it encodes texts with, or the error that a model without one gives.
+    pub fn text_tokenizer(&self) -> Result<&Arc<TextTokenizer>, EvalError> {
+        self.tokenizer
+            .as_ref()
+            .map_err(|why| EvalError::Input(why.clone()))
+    }
+
+    /// What the evaluation loaders tokenize captions with: the tokenizer, or none for a model
+    /// without one (the loaders' token ids are never encoded: texts go through [`Self::texts`]).
     pub fn tokenizer(&self) -> Arc<dyn Tokenize> {
-        self.tokenizer.clone()
+        match &self.tokenizer {
+            Ok(t) => t.clone(),
+            Err(_) => Arc::new(NoTokens),
+        }
     }
 }
 

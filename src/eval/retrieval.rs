@@ -25,6 +25,8 @@ pub fn run(
     enc: &Encoder,
     prep: &EvalImages,
 ) -> Result<RetrievalReport, EvalError> {
+    // The captions are encoded last: a model without a tokenizer is refused before any image.
+    enc.text_tokenizer()?;
     let (mut batches, data) = if is_benchmark_dir(Path::new(spec)) {
         let set = BenchmarkSet::open(Path::new(spec), split)?;
         if set.kind != SetKind::Retrieval {

@@ -59,20 +59,11 @@ pub(super) fn start_loader(
 ) -> Result<(DeviceBatches, StreamState), TrainError> {
     let cfg = &plan.cfg;
     let d = &cfg.data;
-    let order = match d.mode {
-        DataMode::Epoch => Order::Epoch,
-        DataMode::Resampled => Order::Resampled,
-    };
-    let stream_opts = StreamOptions {
-        order,
-        shuffle_buffer: d.shuffle_buffer,
-        seed: cfg.run.seed,
-        rank: dist.rank,
-        world_size: dist.world_size,
-    };
+    let stream_opts = stream_options(cfg, dist.rank, dist.world_size);
     let at = start.position(&plan.sources, &stream_opts)?;
     let stream = SampleStream::open(&plan.sources, stream_opts, at.as_ref())?
-        .limit_buffer_bytes(plan.shuffle_buffer_bytes);
+        .limit_buffer_bytes(plan.shuffle_buffer_bytes)
+        .strict_sources(d.strict);
     let threads = crate::runtime::cpu_threads(cfg.run.threads, "run.threads");
     let opts = LoaderOptions {
         // Each rank loads its share of the global contrastive batch.
@@ -99,6 +90,20 @@ pub(super) fn start_loader(
         DeviceBatches::new(loader, plan.device),
         at.unwrap_or_default(),
     ))
+}
+
+/// The training stream of rank `rank` of `world_size` that `cfg` describes.
+pub(super) fn stream_options(cfg: &Config, rank: usize, world_size: usize) -> StreamOptions {
+    StreamOptions {
+        order: match cfg.data.mode {
+            DataMode::Epoch => Order::Epoch,
+            DataMode::Resampled => Order::Resampled,
+        },
+        shuffle_buffer: cfg.data.shuffle_buffer,
+        seed: cfg.run.seed,
+        rank,
+        world_size,
+    }
 }
 
 /// `data.train`, or the `[[data.sources]]` mixture, as shard lists (checked per `data.strict`).

@@ -191,7 +191,7 @@ impl Trainer {
         };
         let params: Vec<Tensor> = named_variables(&vs).into_iter().map(|(_, t)| t).collect();
         dist.broadcast_from_main(&params)?;
-        let update = Updater::new(&cfg, plan.device, opt, &params, &state);
+        let update = Updater::new(&cfg, plan.device, opt, &params, &state)?;
         let start = resume::StreamStart::of(&state);
         let (loader, position) = input::start_loader(&plan, &start, &dist)?;
         let (log, keys_log) = open_logs(&cfg, &dist, &run_dir, state.step)?;

@@ -97,9 +97,10 @@ impl RunPlan {
             keep(no, RunLock::check_free(&run_dir).map_err(TrainError::from));
         }
         let resume_from = keep(no, resume::choose(&run_dir, resume)).flatten();
-        if let Some(dir) = &resume_from {
-            keep(no, resume::check_config(dir, &cfg));
-        }
+        // The state is checked against this config only when the config may continue it.
+        let continues = resume_from
+            .as_ref()
+            .filter(|dir| keep(no, resume::check_config(dir, &cfg)).is_some());
         let missing = missing_files(&cfg);
         let absent = |prefix: &str| missing.iter().any(|(key, _)| key.starts_with(prefix));
         let (no_tokenizer, no_eval) = (absent("data.tokenizer"), absent("eval."));
@@ -114,6 +115,9 @@ impl RunPlan {
             .then(|| keep(no, input::load_tokenizer(&cfg)))
             .flatten();
         let sources = keep(no, input::sources_of(&cfg));
+        if let (Some(dir), Some(sources)) = (continues, &sources) {
+            keep(no, resume::check_state(dir, &cfg, sources));
+        }
         let evaluator = (!no_eval)
             .then(|| keep(no, Evaluator::from_config(&cfg).map_err(TrainError::from)))
             .flatten();

@@ -151,6 +151,39 @@ pub(super) fn check_config(dir: &Path, cfg: &Config) -> Result<(), TrainError> {
     Ok(())
 }
 
+/// Refuses the checkpoint in `dir` when its `state.json` holds a number no run of `cfg` over
+/// `sources` could have saved (a damaged or edited file): every such field is named, before
+/// any of them indexes a shard list, sizes a loop or reaches libtorch.
+pub(super) fn check_state(
+    dir: &Path,
+    cfg: &Config,
+    sources: &TrainShards,
+) -> Result<(), TrainError> {
+    let state = checkpoint::read_state(dir)?;
+    let mut problems = state.problems(
+        cfg.optim.batch_size,
+        cfg.run.seed,
+        cfg.run.loss_scale_growth_interval,
+    );
+    let opts = super::input::stream_options(cfg, 0, state.ranks.len());
+    // A rank's loader reads ahead at most its share of one global batch.
+    let max_replay = cfg.optim.batch_size as u64;
+    problems.extend(SampleStream::position_problems(
+        sources,
+        &opts,
+        &state.ranks,
+        max_replay,
+    ));
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(checkpoint::CheckpointError::StateOutOfRange {
+        path: dir.join("state.json"),
+        problems,
+    }
+    .into())
+}
+
 /// The keys outside [`MAY_CHANGE_ON_RESUME`] whose values differ, in key order.
 pub fn changed_keys(saved: &Config, now: &Config) -> Vec<KeyChange> {
     let (saved, now) = (flat_keys(saved), flat_keys(now));

@@ -44,20 +44,23 @@ impl Updater {
         opt: AdamW,
         params: &[Tensor],
         state: &TrainState,
-    ) -> Self {
+    ) -> Result<Self, TrainError> {
         let fp16 = cfg.run.precision == Precision::Fp16;
-        let scaler = fp16.then(|| {
-            let mut s = DynamicLossScaler::new(
-                device,
-                cfg.run.loss_scale,
-                cfg.run.loss_scale_growth_interval,
-            );
-            if let Some(saved) = state.loss_scale {
-                s.restore(saved);
+        let scaler = match fp16 {
+            true => {
+                let mut s = DynamicLossScaler::new(
+                    device,
+                    cfg.run.loss_scale,
+                    cfg.run.loss_scale_growth_interval,
+                );
+                if let Some(saved) = state.loss_scale {
+                    s.restore(saved)?;
+                }
+                Some(s)
             }
-            s
-        });
-        Self {
+            false => None,
+        };
+        Ok(Self {
             opt,
             params: params
                 .iter()
@@ -69,7 +72,7 @@ impl Updater {
             grad_clip_norm: cfg.optim.grad_clip_norm,
             max_bad_steps: cfg.optim.max_bad_steps,
             run_dir: cfg.run.output_dir.join(&cfg.run.name),
-        }
+        })
     }
 
     pub fn scaler(&self) -> Option<&DynamicLossScaler> {

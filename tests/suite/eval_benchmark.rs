@@ -144,8 +144,8 @@ fn clip_benchmark_folders_score_like_their_shards_and_suites_tabulate_them() {
     assert!(String::from_utf8_lossy(&mismatch.stderr).contains("eval zeroshot"));
 
     // The suite: one column per checkpoint; the missing folder and the missing checkpoint fail
-    // their own cells only.
-    let table = ok(cliptrain(
+    // their own cells only, and the exit code says that cells failed (issue 27, item 20).
+    let out = cliptrain(
         &[
             "-q",
             "eval",
@@ -164,7 +164,15 @@ fn clip_benchmark_folders_score_like_their_shards_and_suites_tabulate_them() {
             "s.csv",
         ],
         d,
-    ));
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("6 of 10 suite cells (tasks × checkpoints) failed")
+            && err.contains("missing on runs/t: bench/nowhere: not a folder"),
+        "{err}"
+    );
+    let table = String::from_utf8(out.stdout).unwrap();
     // The README's example table is this one.
     eprintln!("{table}");
     assert!(

@@ -27,6 +27,7 @@ mod hardening;
 mod hardening_cache;
 mod hardening_evalcrash;
 mod hardening_export;
+mod hardening_state;
 mod hub;
 mod hub_hostile;
 mod interop;

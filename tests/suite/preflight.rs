@@ -157,6 +157,16 @@ const CASES: &[Case] = &[
         says: &["data.tokenizer = eot-first.json is not the tokenizer"],
     },
     Case {
+        name: "badstate",
+        sets: &[],
+        args: &["--resume", "auto"],
+        env: &[],
+        says: &[
+            "badstate/step-0000000/state.json holds 1 value(s) no run could have saved",
+            "ranks[0].cursor = 1000000000: rank 0 of 1 reads 3 of the 3 shard(s)",
+        ],
+    },
+    Case {
         name: "emptyclasses",
         sets: &[
             r#"eval.zeroshot="syn/eval-000000.tar""#,
@@ -233,6 +243,12 @@ fn config_check_refuses_every_start_up_refusal_of_train_in_the_same_words() {
         &["train", "--config", "done.toml", "--stop-at-step", "0"],
         d,
     ));
+    // A copy of it whose state.json was edited to a data position past its shards.
+    crate::hardening_state::edited_checkpoint(
+        &d.join("runs/done/step-0000000"),
+        &d.join("runs/badstate"),
+        |state| state["ranks"][0]["cursor"] = 1_000_000_000u64.into(),
+    );
     std::fs::create_dir_all(d.join("runs/held")).unwrap();
     let lock = std::fs::File::create(d.join("runs/held/.lock")).unwrap();
     std::fs::write(d.join("runs/held/.lock"), "4242\n").unwrap();
