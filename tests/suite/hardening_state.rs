@@ -8,14 +8,6 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Output;
 
-/// The stderr of a command that must have failed cleanly with exit code `code`.
-fn refused(out: Output, code: i32) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(code), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    err
-}
-
 /// Copies the checkpoint folder `from` to `run/<its name>` with `state.json` edited by `edit`
 /// and no manifest (as an older checkpoint has none; its sizes and CRCs would give the edit
 /// away as damage before its numbers are read).
@@ -34,7 +26,12 @@ pub fn edited_checkpoint(from: &Path, run: &Path, edit: impl FnOnce(&mut Value))
     std::fs::write(path, v.to_string()).unwrap();
 }
 
-const FP16: &[&str] = &["--set", "run.precision=fp16", "--set", "run.loss_scale=1024"];
+const FP16: &[&str] = &[
+    "--set",
+    "run.precision=fp16",
+    "--set",
+    "run.loss_scale=1024",
+];
 
 /// `cliptrain train` of `tiny.toml` in fp16 as run `name`, with `extra` arguments.
 fn fp16_train(d: &Path, name: &str, extra: &[&str]) -> Output {
@@ -131,5 +128,9 @@ fn every_number_of_a_checkpoints_state_is_checked_before_resuming() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // The checkpoint as the run saved it passes the same checks and continues.
-    ok(fp16_train(d, "base", &["--resume", "auto", "--stop-at-step", "2"]));
+    ok(fp16_train(
+        d,
+        "base",
+        &["--resume", "auto", "--stop-at-step", "2"],
+    ));
 }
