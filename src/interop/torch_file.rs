@@ -1,7 +1,7 @@
 //! PyTorch weights files (`pytorch_model.bin`, `open_clip_pytorch_model.bin`, `*.pt`, `*.pth`)
 //! read without running Python: the zip layout `torch.save` writes since PyTorch 1.6
 //! (`ARCHIVE/data.pkl` + one `ARCHIVE/data/KEY` entry per storage), its pickle through the
-//! restricted reader of [`super::pickle`], each storage read once and every tensor made as a view
+//! restricted reader of `super::pickle`, each storage read once and every tensor made as a view
 //! of it (offset and strides as saved, so tensors sharing a storage share it here too).
 //!
 //! Sizes are checked before anything is allocated: a storage's entry must hold exactly the bytes
