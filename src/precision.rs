@@ -297,15 +297,25 @@ mod tests {
         }
         assert_eq!(s.state().scale, MIN_LOSS_SCALE);
         for (bad, said) in [
-            (state(0.0, 0), "loss_scale.scale = 0e0: an fp16 loss scale must be finite"),
+            (
+                state(0.0, 0),
+                "loss_scale.scale = 0e0: an fp16 loss scale must be finite",
+            ),
             (state(1e300, 0), "loss_scale.scale = 1e300"),
             (state(f64::NAN, 0), "loss_scale.scale = NaN"),
             (state(1e-30, 0), "at least 2^-24"),
-            (state(8.0, 3), "loss_scale.good_steps = 3: the count restarts at 0 after"),
+            (
+                state(8.0, 3),
+                "loss_scale.good_steps = 3: the count restarts at 0 after",
+            ),
         ] {
             let err = s.restore(bad).unwrap_err().to_string();
             assert!(err.contains(said), "{said:?} missing from {err}");
         }
-        assert_eq!(s.state().scale, MIN_LOSS_SCALE, "a refused state changes nothing");
+        assert_eq!(
+            s.state().scale,
+            MIN_LOSS_SCALE,
+            "a refused state changes nothing"
+        );
     }
 }

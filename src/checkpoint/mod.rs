@@ -51,7 +51,10 @@ pub enum CheckpointError {
          from a copy",
         path.display(), problems.len(), problems.join("\n  ")
     )]
-    StateOutOfRange { path: PathBuf, problems: Vec<String> },
+    StateOutOfRange {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
     #[error("{}: {source}", path.display())]
     BadConfig {
         path: PathBuf,

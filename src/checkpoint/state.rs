@@ -43,7 +43,10 @@ impl TrainState {
     pub fn problems(&self, batch_size: usize, seed: u64, growth_interval: u64) -> Vec<String> {
         let mut no = Vec::new();
         if self.step >= MAX_COUNT {
-            no.push(format!("step = {}: more than any run reaches (2^53)", self.step));
+            no.push(format!(
+                "step = {}: more than any run reaches (2^53)",
+                self.step
+            ));
         }
         // Every step takes between one pair and the whole global batch.
         let most = self.step.checked_mul(batch_size as u64);

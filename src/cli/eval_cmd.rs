@@ -364,7 +364,11 @@ fn failed_cells(cols: &[SuiteColumn], tasks: usize) -> anyhow::Result<()> {
     if failed.is_empty() {
         return Ok(());
     }
-    let shown: Vec<&str> = failed.iter().take(FAILED_CELLS_SHOWN).map(|s| s.as_str()).collect();
+    let shown: Vec<&str> = failed
+        .iter()
+        .take(FAILED_CELLS_SHOWN)
+        .map(|s| s.as_str())
+        .collect();
     let more = failed.len() - shown.len();
     bail!(
         "{} of {} suite cells (tasks × checkpoints) failed; the table above says which and why:\n  {}{}",

@@ -107,7 +107,10 @@ impl SampleStream {
                 }
                 TrainShards::Mixture(m) if st.sources.len() == m.len() => {
                     if st.emitted >= MAX_COUNT {
-                        no.push(format!("{at}.emitted = {}: more than any run reaches (2^53)", st.emitted));
+                        no.push(format!(
+                            "{at}.emitted = {}: more than any run reaches (2^53)",
+                            st.emitted
+                        ));
                     }
                     if st.replay > max_replay {
                         no.push(format!(
@@ -466,6 +469,9 @@ mod tests {
             firsts += usize::from(m.pick() == 0);
             m.drawn += 1;
         }
-        assert!((38..=42).contains(&firsts), "{firsts} of 80 from the first source");
+        assert!(
+            (38..=42).contains(&firsts),
+            "{firsts} of 80 from the first source"
+        );
     }
 }

@@ -33,7 +33,11 @@ impl StreamState {
             ("offset".to_string(), self.offset),
             ("emitted".to_string(), self.emitted),
         ];
-        let skips = self.skipped.0.iter().map(|(r, n)| (format!("skipped.{r:?}"), *n));
+        let skips = self
+            .skipped
+            .0
+            .iter()
+            .map(|(r, n)| (format!("skipped.{r:?}"), *n));
         for (field, v) in counters.into_iter().chain(skips) {
             if v >= MAX_COUNT {
                 say(&field, v.to_string(), TOO_LARGE.into());
@@ -156,9 +160,15 @@ mod tests {
             offset: 7,
             carried: false,
         });
-        assert_eq!(s.problems("ranks[1]", &opts(Order::Epoch), BOUNDS), [] as [String; 0]);
+        assert_eq!(
+            s.problems("ranks[1]", &opts(Order::Epoch), BOUNDS),
+            [] as [String; 0]
+        );
         s.cursor = 1_000_000;
-        assert_eq!(s.problems("r", &opts(Order::Resampled), BOUNDS), [] as [String; 0]);
+        assert_eq!(
+            s.problems("r", &opts(Order::Resampled), BOUNDS),
+            [] as [String; 0]
+        );
     }
 
     #[test]
@@ -169,12 +179,15 @@ mod tests {
             cursor: 1_000_000_000,
             replay: 9,
             carry_next: 3,
-            buffer: vec![SamplePos {
-                epoch: 0,
-                cursor: 2,
-                offset: 0,
-                carried: false,
-            }; 5],
+            buffer: vec![
+                SamplePos {
+                    epoch: 0,
+                    cursor: 2,
+                    offset: 0,
+                    carried: false,
+                };
+                5
+            ],
             ..Default::default()
         };
         let no = s.problems("ranks[1]", &opts(Order::Epoch), BOUNDS);
