@@ -237,6 +237,9 @@ struct Producer {
     produced: u64,
 }
 
+/// A decoded sample (or why it is unusable), its shard read (epoch, cursor) and its source.
+type Decoded = (Result<Prepared, SkipReason>, (u64, u64), usize);
+
 /// What a usable sample contributes to a batch besides its pixels (already in the batch tensor).
 struct Prepared {
     caption: String,
@@ -299,19 +302,18 @@ impl Producer {
             // Sample j is decoded straight into slot start + j; the usable ones are then
             // compacted to the front (a copy only happens after a skipped sample).
             let (opts, transform, slots) = (&self.opts, &self.opts.transform, &slots);
-            let results: Vec<(Result<Prepared, SkipReason>, (u64, u64), usize)> =
-                self.pool.install(|| {
-                    raw.into_par_iter()
-                        .enumerate()
-                        .map_init(Resizer::new, |rs, (j, s)| {
-                            let r = prepare(&s, opts, transform, rs).map(|(p, pixels)| {
-                                slots.write(start + j, &pixels);
-                                p
-                            });
-                            (r, (s.pos.epoch, s.pos.cursor), s.source)
-                        })
-                        .collect()
-                });
+            let results: Vec<Decoded> = self.pool.install(|| {
+                raw.into_par_iter()
+                    .enumerate()
+                    .map_init(Resizer::new, |rs, (j, s)| {
+                        let r = prepare(&s, opts, transform, rs).map(|(p, pixels)| {
+                            slots.write(start + j, &pixels);
+                            p
+                        });
+                        (r, (s.pos.epoch, s.pos.cursor), s.source)
+                    })
+                    .collect()
+            });
             for (j, (r, read, source)) in results.into_iter().enumerate() {
                 match r {
                     Ok(p) => {
