@@ -240,6 +240,9 @@ struct Producer {
     produced: u64,
 }
 
+/// A decoded sample (or why it is unusable), its shard read (epoch, cursor) and its source.
+type Decoded = (Result<Prepared, SkipReason>, (u64, u64), usize);
+
 /// What a usable sample contributes to a batch besides its pixels (already in the batch tensor).
 struct Prepared {
     caption: String,
