@@ -36,9 +36,6 @@ pub trait Tokenize: Send + Sync {
 /// folder without one can still encode them.
 pub struct NoTokens;
 
-/// One sample's preparation, its stream position (epoch, cursor) and its mixture source.
-type Decoded = (Result<Prepared, SkipReason>, (u64, u64), usize);
-
 impl Tokenize for NoTokens {
     fn context_length(&self) -> usize {
         0

@@ -507,7 +507,7 @@ fn run_data_and_other_rules() {
     assert_problem(
         "",
         &["run.loss_scale=0"],
-        "run.loss_scale = 0 must be a finite number > 0",
+        "run.loss_scale = 0 must be finite, at least 2^-24",
     );
     assert_problem(
         "",
