@@ -507,7 +507,7 @@ fn run_data_and_other_rules() {
     assert_problem(
         "",
         &["run.loss_scale=0"],
-        "run.loss_scale = 0 must be finite, at least 2^-24",
+        "run.loss_scale = 0 must be finite, at least 2^-24 (a smaller one leaves every fp16 gradient 0) and at most fp32's largest value (3.4028235e38)",
     );
     assert_problem(
         "",
