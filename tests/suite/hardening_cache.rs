@@ -104,7 +104,11 @@ fn a_benchmark_rewritten_in_place_or_a_bad_cache_entry_is_encoded_again_with_a_w
         let out = knn();
         let err = stderr(&out);
         assert!(out.status.success() && !err.contains("panicked"), "{err}");
-        let warnings: Vec<&str> = err.lines().filter(|l| l.contains("WARN")).collect();
+        // The rewritten set covers 24 of the 48 classes, which the k-NN warns about on its own.
+        let warnings: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains("feature cache"))
+            .collect();
         assert!(
             warnings.len() == 1
                 && warnings[0].contains(why)

@@ -607,7 +607,9 @@ fn commands_take_hugging_face_and_openclip_folders() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("Hugging Face CLIP folder (config.json + model.safetensors)"),
+        err.contains(
+            "Hugging Face CLIP folder (config.json + model.safetensors or pytorch_model.bin)"
+        ),
         "{err}"
     );
 }
