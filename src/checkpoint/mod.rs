@@ -40,6 +40,8 @@ pub enum CheckpointError {
     },
     #[error("{}: {err}", path.display())]
     Tensor { path: PathBuf, err: tch::TchError },
+    #[error("{0}")]
+    Tokenizer(String),
     #[error("{}: not a cliptrain checkpoint or run folder (no state.json, no `latest`)", .0.display())]
     NotFound(PathBuf),
     #[error("{}: bad state.json: {reason}", path.display())]
@@ -143,7 +145,9 @@ fn write_files(dir: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
     write_synced(&dir.join("state.json"), state.as_bytes())?;
     write_synced(&dir.join("config.toml"), ckpt.config_toml.as_bytes())?;
     if let Some(tok) = ckpt.tokenizer_json {
-        let bytes = std::fs::read(tok).map_err(io("reading", tok))?;
+        // A SentencePiece model is stored converted, so the checkpoint is one format.
+        let bytes = crate::text::spm::tokenizer_json_bytes(tok)
+            .map_err(|e| CheckpointError::Tokenizer(e.to_string()))?;
         write_synced(&dir.join("tokenizer.json"), &bytes)?;
         // The files beside it may name its specials (see `text::TokenizerOptions`).
         for side in crate::text::SIDECAR_FILES {

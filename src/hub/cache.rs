@@ -69,13 +69,15 @@ const HF_WEIGHTS: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
 /// ... and what the loader also reads when present: processor (image size, mean/std) and
 /// tokenizer files; SigLIP repositories have a SentencePiece `spiece.model` instead of a
 /// `tokenizer.json`.
-const HF_OPTIONAL: [&str; 6] = [
+const HF_OPTIONAL: [&str; 8] = [
     "preprocessor_config.json",
     "processor_config.json",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
 ];
 /// An OpenCLIP folder (`hf-hub:` in OpenCLIP): `model_cfg` + `preprocess_cfg`, and weights.
 const OPENCLIP_CONFIG: &str = "open_clip_config.json";

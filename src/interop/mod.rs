@@ -53,16 +53,10 @@ pub enum SourceError {
     #[error("{}: {reason}", path.display())]
     BadConfig { path: PathBuf, reason: String },
     #[error(
-        "{} has no tokenizer: put its tokenizer.json in the folder (a checkpoint may also name \
-         one in data.tokenizer of its config.toml){}",
-        .0.display(),
-        if .0.join("spiece.model").is_file() {
-            ". Its spiece.model is a SentencePiece model, which cliptrain does not read: convert \
-             it to a tokenizer.json once (transformers' convert_slow_tokenizer, with the \
-             sentencepiece package) and put that in the folder"
-        } else {
-            ""
-        }
+        "{} has no tokenizer: put its tokenizer.json or SentencePiece model (spiece.model, \
+         sentencepiece.bpe.model or tokenizer.model) in the folder (a checkpoint may also name \
+         one in data.tokenizer of its config.toml)",
+        .0.display()
     )]
     NoTokenizer(PathBuf),
     /// A strict `model.init_from` that does not fit the run's model.
@@ -262,7 +256,9 @@ impl ModelSource {
         let d = describe(path)?;
         let (config, weights) = d.files();
         header::check(d.kind, &d.spec, &config, &weights)?;
-        let mut tokenizer_path = Some(d.dir.join("tokenizer.json")).filter(|p| p.is_file());
+        let mut tokenizer_path = Some(d.dir.join("tokenizer.json"))
+            .filter(|p| p.is_file())
+            .or_else(|| crate::text::spm::find_in(&d.dir));
         if let (None, Some(saved)) = (&tokenizer_path, &d.saved) {
             tokenizer_path = Some(PathBuf::from(&saved.data.tokenizer)).filter(|p| p.is_file());
         }
@@ -465,18 +461,14 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_tokenizer_beside_a_sentencepiece_model_says_how_to_convert() {
+    fn a_folder_without_a_tokenizer_names_the_files_it_would_read() {
         let dir = tempfile::tempdir().unwrap();
-        let plain = SourceError::NoTokenizer(dir.path().into()).to_string();
+        let msg = SourceError::NoTokenizer(dir.path().into()).to_string();
         assert!(
-            plain.contains("has no tokenizer") && !plain.contains("spiece"),
-            "{plain}"
-        );
-        std::fs::write(dir.path().join("spiece.model"), b"sentencepiece").unwrap();
-        let spiece = SourceError::NoTokenizer(dir.path().into()).to_string();
-        assert!(
-            spiece.contains("spiece.model is a SentencePiece model") && spiece.contains("convert"),
-            "{spiece}"
+            msg.contains(
+                "has no tokenizer: put its tokenizer.json or SentencePiece model (spiece.model"
+            ),
+            "{msg}"
         );
     }
 }

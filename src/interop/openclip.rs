@@ -397,7 +397,8 @@ fn clean_name(clean: TextClean) -> &'static str {
     match clean {
         TextClean::Auto | TextClean::Clip => "lower",
         TextClean::Whitespace => "whitespace",
-        TextClean::Canonicalize => "canonicalize",
+        // open_clip's nearest: it also turns `_` into a space and applies ftfy's fixes.
+        TextClean::Canonicalize | TextClean::Siglip | TextClean::SiglipCased => "canonicalize",
     }
 }
 

@@ -40,7 +40,30 @@ pub fn clean_caption(text: &str, clean: TextClean) -> String {
         TextClean::Auto | TextClean::Clip => clean_text(text),
         TextClean::Whitespace => clean_whitespace(text),
         TextClean::Canonicalize => canonicalize(&clean_whitespace(text)),
+        TextClean::Siglip => siglip(text, true),
+        TextClean::SiglipCased => siglip(text, false),
     }
+}
+
+/// transformers' `SiglipTokenizer.canonicalize_text` after its `▁` replacement: Python's
+/// `str.lower`, `string.punctuation` removed, `\s+` as one space, `strip()`.
+fn siglip(text: &str, lower: bool) -> String {
+    let spaced: String = text
+        .chars()
+        .map(|c| if c == '▁' { ' ' } else { c })
+        .collect();
+    let cased = if lower { spaced.to_lowercase() } else { spaced };
+    let kept: String = cased
+        .chars()
+        .filter(|c| !c.is_ascii_punctuation())
+        .collect();
+    join_words(kept.split(is_python_space).filter(|w| !w.is_empty()))
+}
+
+/// Python's `str.isspace`, which `re`'s `\s` and `strip()` use: Unicode's White_Space and
+/// also the separators U+001C–001F.
+fn is_python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
 /// open_clip's `whitespace` clean: fixes, HTML unescaping, whitespace collapsed and stripped.

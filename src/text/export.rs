@@ -47,7 +47,7 @@ impl TextTokenizer {
     pub fn lowercases(&self) -> bool {
         matches!(
             self.specials().clean,
-            TextClean::Clip | TextClean::Canonicalize
+            TextClean::Clip | TextClean::Canonicalize | TextClean::Siglip
         )
     }
 
@@ -127,6 +127,22 @@ fn clean_steps(clean: TextClean) -> Vec<Value> {
         replace(r"\s+", " "),
         json!({"type": "Strip", "strip_left": true, "strip_right": true}),
     ];
+    if matches!(clean, TextClean::Siglip | TextClean::SiglipCased) {
+        // SigLIP's own cleaning has no NFC; its SentencePiece map normalizes after it.
+        let mut steps = vec![
+            json!({"type": "Replace", "pattern": {"String": "▁"}, "content": " "}),
+            replace(r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]"##, ""),
+        ];
+        if clean == TextClean::Siglip {
+            steps.push(json!({"type": "Lowercase"}));
+        }
+        // Python's `\s` also takes U+001C–001F, Oniguruma's does not.
+        steps.extend([
+            replace(r"[\s\x{1c}-\x{1f}]+", " "),
+            json!({"type": "Strip", "strip_left": true, "strip_right": true}),
+        ]);
+        return steps;
+    }
     let mut steps = vec![json!({"type": "NFC"})];
     if clean == TextClean::Canonicalize {
         // Python's string.punctuation, as open_clip's canonicalize_text removes it.

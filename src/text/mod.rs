@@ -10,6 +10,7 @@ mod bpe;
 mod clean;
 mod export;
 mod specials;
+pub mod spm;
 mod tokenizer;
 
 pub use bpe::{TrainedBpe, train_bpe};
@@ -53,6 +54,13 @@ pub enum TextError {
     },
     #[error("{}: {reason}", path.display())]
     Sidecar { path: PathBuf, reason: String },
+    #[error("cannot read tokenizer {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("SentencePiece model {} {reason}", path.display())]
+    SentencePiece { path: PathBuf, reason: String },
     #[error(
         "context_length = {context_length} leaves no room for the start and end tokens (needs \
          at least {needed})"

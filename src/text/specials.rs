@@ -32,6 +32,12 @@ pub enum TextClean {
     /// open_clip's `canonicalize` (its SigLIP tokenizers): `whitespace`, then `_` as a space,
     /// ASCII punctuation removed, lower case.
     Canonicalize,
+    /// transformers' `SiglipTokenizer` (chosen by `tokenizer_class` in `tokenizer_config.json`):
+    /// `▁` as a space, lower case, ASCII punctuation removed, whitespace collapsed and
+    /// stripped; no ftfy fixes or HTML unescaping.
+    Siglip,
+    /// The same without lower-casing (`SiglipTokenizer` with `do_lower_case: false`).
+    SiglipCased,
 }
 
 /// Choices about a tokenizer made outside its file: the run config's `data.*_token` and
@@ -137,6 +143,13 @@ pub(super) fn resolve(
     };
     let clean = match opts.clean {
         TextClean::Auto if clip => TextClean::Clip,
+        // transformers runs SigLIP's tokenizer with its own cleaning, whatever file it reads.
+        TextClean::Auto if sidecar.class.as_deref() == Some("SiglipTokenizer") => {
+            match sidecar.lower_case {
+                Some(false) => TextClean::SiglipCased,
+                _ => TextClean::Siglip,
+            }
+        }
         TextClean::Auto => TextClean::Whitespace,
         other => other,
     };
@@ -217,6 +230,9 @@ struct Sidecar {
     bos: Option<String>,
     eos: Option<String>,
     pad: Option<String>,
+    /// `tokenizer_class` and `do_lower_case` of `tokenizer_config.json`.
+    class: Option<String>,
+    lower_case: Option<bool>,
 }
 
 impl Sidecar {
@@ -252,6 +268,10 @@ impl Sidecar {
                 .eos
                 .or_else(|| token("eos_token").or_else(|| token("sep_token")));
             out.pad = out.pad.or_else(|| token("pad_token"));
+            if file == SIDECAR_FILES[0] {
+                out.class = json["tokenizer_class"].as_str().map(String::from);
+                out.lower_case = json["do_lower_case"].as_bool();
+            }
         }
         Ok(out)
     }

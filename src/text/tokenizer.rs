@@ -43,14 +43,19 @@ impl TextTokenizer {
     }
 
     /// Loads a `tokenizer.json` (CLIP's from `scripts/make_clip_tokenizer.py`, one from
-    /// `cliptrain tokenizer train`, or any Hugging Face one) with the choices of `opts`; the
+    /// `cliptrain tokenizer train`, or any Hugging Face one), or a SentencePiece model file
+    /// (`*.model`, see [`super::spm`]), with the choices of `opts`; the
     /// `tokenizer_config.json` / `special_tokens_map.json` in its folder are read too.
     pub fn load(path: impl AsRef<Path>, opts: &TokenizerOptions) -> Result<Self, TextError> {
         let path = path.as_ref();
-        let tokenizer = Tokenizer::from_file(path).map_err(|source| TextError::Load {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let tokenizer = if super::spm::is_sentencepiece(path) {
+            super::spm::load(path)?
+        } else {
+            Tokenizer::from_file(path).map_err(|source| TextError::Load {
+                path: path.to_path_buf(),
+                source,
+            })?
+        };
         Self::new(tokenizer, opts, path)
     }
 

@@ -140,7 +140,7 @@ pub(super) fn check_config(dir: &Path, cfg: &Config) -> Result<(), TrainError> {
     let tok = PathBuf::from(&cfg.data.tokenizer);
     if let (Ok(saved), Ok(now)) = (
         std::fs::read(dir.join("tokenizer.json")),
-        std::fs::read(&tok),
+        crate::text::spm::tokenizer_json_bytes(&tok),
     ) && saved != now
     {
         return Err(TrainError::TokenizerChanged {

@@ -37,6 +37,7 @@ mod preflight;
 mod probe;
 mod reference_parity;
 mod runs;
+mod sentencepiece;
 mod siglip;
 mod tokenizer_cli;
 mod tokenizer_parity;
