@@ -145,6 +145,7 @@ fn data(args: DataBenchArgs) -> anyhow::Result<()> {
             size: args.image_size,
             augment: Augment::Train {
                 scale: d.crop_scale,
+                filter: d.image_interpolation,
             },
             max_pixels: d.max_image_pixels,
             seed: 0,

@@ -13,6 +13,7 @@ pub use validate::validate;
 // The model's own types: the TOML sections deserialize straight into what the towers take.
 pub use crate::model::{Activation, ModelKind, TextConfig, TextPooling, VisionConfig};
 
+pub use crate::data::resize::{ImageResize, Interpolation, ResizeRule};
 use crate::model::{LogitHead, ModelSpec};
 pub use crate::text::TextClean;
 use crate::text::TokenizerOptions;
@@ -115,6 +116,17 @@ pub struct DataConfig {
     /// Per-channel normalisation (CLIP's by default).
     pub image_mean: [f64; 3],
     pub image_std: [f64; 3],
+    /// How evaluation images are resized to the model's input: `shortest` (the shorter side,
+    /// then a centre crop; CLIP's), `longest` (the longer side, then padded with `image_fill`)
+    /// or `squash` (the whole image to the square; SigLIP's). A model folder states its own.
+    pub image_resize: ImageResize,
+    /// The resize's size before the crop; 0 = `model.vision.image_size` (e.g. 256 for a
+    /// processor that resizes to 256 and crops 224).
+    pub image_resize_size: u32,
+    /// Resampling filter, for training crops too: `bicubic`, `bilinear` or `lanczos` (PIL's).
+    pub image_interpolation: Interpolation,
+    /// Gray level (0–255) of the padding `longest` adds.
+    pub image_fill: u8,
     /// Images whose header claims more pixels are refused (decompression bombs).
     pub max_image_pixels: u64,
     /// A shard file of `train` that does not exist stops the run instead of being skipped with
@@ -142,6 +154,10 @@ impl Default for DataConfig {
             crop_scale: [0.9, 1.0],
             image_mean: [0.48145466, 0.4578275, 0.40821073],
             image_std: [0.26862954, 0.26130258, 0.27577711],
+            image_resize: ImageResize::Shortest,
+            image_resize_size: 0,
+            image_interpolation: Interpolation::Bicubic,
+            image_fill: 0,
             // PIL's Image.MAX_IMAGE_PIXELS, so we refuse what Python pipelines refuse.
             max_image_pixels: 89_478_485,
             strict: false,
@@ -150,6 +166,16 @@ impl Default for DataConfig {
 }
 
 impl DataConfig {
+    /// The evaluation resize these keys state.
+    pub fn resize_rule(&self) -> ResizeRule {
+        ResizeRule {
+            mode: self.image_resize,
+            size: self.image_resize_size,
+            filter: self.image_interpolation,
+            fill: self.image_fill,
+        }
+    }
+
     /// The tokenizer choices of this section, for rows of `context_length` ids: every place a
     /// tokenizer is loaded for a run (training, eval, export, the `tokenizer` commands) uses
     /// these, so the keys apply everywhere.

@@ -43,6 +43,9 @@ impl Problems {
 }
 
 /// TOML rendering of a string value, for messages.
+/// The largest `data.image_resize_size`: its square is the most a resize computes per image.
+const MAX_RESIZE: u32 = 4096;
+
 fn q(s: &str) -> String {
     format!("{s:?}")
 }
@@ -100,6 +103,12 @@ fn data(c: &Config, p: &mut Problems) {
             "be finite",
         );
     }
+    p.check(
+        d.image_resize_size <= MAX_RESIZE,
+        "data.image_resize_size",
+        d.image_resize_size,
+        format!("be at most {MAX_RESIZE} (0 = model.vision.image_size)"),
+    );
     sources(c, p);
     let side = c.model.vision.image_size as u64;
     p.check(

@@ -18,6 +18,7 @@ pub mod inspect;
 pub mod loader;
 pub mod mixture;
 pub mod pixels;
+pub mod resize;
 pub mod sample;
 pub mod spec;
 pub mod staging;

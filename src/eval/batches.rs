@@ -6,6 +6,7 @@ use super::benchmark::{BenchmarkBatches, BenchmarkSet, is_benchmark_dir};
 use crate::data::buffers::HostMemory;
 use crate::data::loader::{Loader, LoaderOptions, Tokenize};
 use crate::data::pixels::{PixelNorm, hwc_to_chw};
+use crate::data::resize::ResizeRule;
 use crate::data::sample::SampleKeys;
 use crate::data::spec::parse_spec;
 use crate::data::stream::{Order, ShardStream, StreamOptions};
@@ -28,14 +29,16 @@ pub struct EvalImages {
     pub image_keys: SampleKeys,
     /// Images whose header claims more pixels are skipped (`data.max_image_pixels`).
     pub max_pixels: u64,
+    /// The model's resize to its input (`data.image_resize*`, from its folder).
+    pub resize: ResizeRule,
 }
 
 impl EvalImages {
-    /// CLIP's eval transform at the model's size: shorter side resized, center crop.
+    /// The model's eval transform at its size (CLIP's: shorter side resized, centre crop).
     pub(crate) fn transform(&self) -> ImageTransform {
         ImageTransform {
             size: self.size,
-            augment: Augment::Eval,
+            augment: Augment::Eval(self.resize),
             max_pixels: self.max_pixels,
             seed: 0,
         }

@@ -164,6 +164,7 @@ pub fn eval_images(cfg: &Config, batch_size: usize, workers: usize) -> EvalImage
         workers,
         image_keys: SampleKeys::from_config(&cfg.data),
         max_pixels: cfg.data.max_image_pixels,
+        resize: cfg.data.resize_rule(),
     }
 }
 

@@ -221,14 +221,7 @@ pub const PROCESSOR: &str = "processor_config.json";
 /// The image `mean`/`std` an HF folder states: `preprocessor_config.json`, or the
 /// `image_processor` of `processor_config.json`; `None` when neither has both.
 pub fn read_preprocessor(dir: &Path) -> Result<Option<super::MeanStd>, SourceError> {
-    let json = if dir.join(PREPROCESSOR).is_file() {
-        super::read_json(&dir.join(PREPROCESSOR))?
-    } else if dir.join(PROCESSOR).is_file() {
-        match super::read_json(&dir.join(PROCESSOR))?.get("image_processor") {
-            Some(v) => v.clone(),
-            None => return Ok(None),
-        }
-    } else {
+    let Some((_, json)) = super::preprocess::hf_processor(dir)? else {
         return Ok(None);
     };
     let triple = |key: &str| -> Option<[f64; 3]> {
@@ -312,25 +305,6 @@ pub fn config_json(m: &ModelSpec, sot: Option<i64>, pad: i64) -> Result<Value, S
     }))
 }
 
-/// `preprocessor_config.json` for `CLIPImageProcessor`: CLIP's eval transform (bicubic resize
-/// of the shorter side, center crop) at our size and normalisation.
-pub fn preprocessor_json(size: usize, mean: [f64; 3], std: [f64; 3]) -> Value {
-    json!({
-        "image_processor_type": "CLIPImageProcessor",
-        "do_resize": true,
-        "size": {"shortest_edge": size},
-        "resample": 3,
-        "do_center_crop": true,
-        "crop_size": {"height": size, "width": size},
-        "do_rescale": true,
-        "rescale_factor": 1.0 / 255.0,
-        "do_normalize": true,
-        "image_mean": mean,
-        "image_std": std,
-        "do_convert_rgb": true,
-    })
-}
-
 /// The SiglipConfig `config.json` of a SigLIP model. `sot` and `pad` are the tokenizer's ids
 /// (HF's SigLIP model does not use them; they describe the tokenizer).
 pub fn siglip_config_json(m: &ModelSpec, sot: Option<i64>, pad: i64) -> Value {
@@ -370,23 +344,6 @@ pub fn siglip_config_json(m: &ModelSpec, sot: Option<i64>, pad: i64) -> Value {
             "attention_dropout": 0.0,
             "vision_use_head": true,
         },
-    })
-}
-
-/// `preprocessor_config.json` for `SiglipImageProcessor`: SigLIP's eval transform (bicubic
-/// resize of the whole image to the model's size, no crop) at our normalisation.
-pub fn siglip_preprocessor_json(size: usize, mean: [f64; 3], std: [f64; 3]) -> Value {
-    json!({
-        "image_processor_type": "SiglipImageProcessor",
-        "do_resize": true,
-        "size": {"height": size, "width": size},
-        "resample": 3,
-        "do_rescale": true,
-        "rescale_factor": 1.0 / 255.0,
-        "do_normalize": true,
-        "image_mean": mean,
-        "image_std": std,
-        "do_convert_rgb": true,
     })
 }
 
@@ -491,10 +448,7 @@ pub fn export(
     };
     let d = source.config().data;
     let (size, mean, std) = (m.vision.image_size, d.image_mean, d.image_std);
-    let processor = match siglip {
-        true => siglip_preprocessor_json(size, mean, std),
-        false => preprocessor_json(size, mean, std),
-    };
+    let processor = super::preprocess::hf_json(d.resize_rule(), size, mean, std)?;
     super::write_export(out, &files, replace, stopped, |dir| {
         write_json(&dir.join("config.json"), &config)?;
         let weights = dir.join("model.safetensors");

@@ -132,6 +132,24 @@ impl ModelSource {
                 "data.image_mean = {mean:?}, data.image_std = {std:?}"
             ));
         }
+        if let Some(rule) = self.image_resize
+            && rule != cfg.data.resize_rule()
+        {
+            let d = &mut cfg.data;
+            d.image_resize = rule.mode;
+            d.image_resize_size = rule.size;
+            d.image_interpolation = rule.filter;
+            d.image_fill = rule.fill;
+            let name = |v: &dyn std::fmt::Debug| format!("{v:?}").to_lowercase();
+            notes.push(format!(
+                "data.image_resize = {}, data.image_resize_size = {}, data.image_interpolation = \
+                 {}, data.image_fill = {} (from the source)",
+                name(&rule.mode),
+                rule.size,
+                name(&rule.filter),
+                rule.fill
+            ));
+        }
         notes
     }
 }

@@ -13,6 +13,7 @@ mod init;
 mod loaded;
 pub mod openclip;
 mod pickle;
+pub mod preprocess;
 mod qkv;
 mod resize;
 pub mod timm_siglip;
@@ -22,7 +23,7 @@ pub use init::{init_weights, prepare};
 pub use loaded::LoadedModel;
 
 use crate::checkpoint::{self, CheckpointError};
-use crate::config::Config;
+use crate::config::{Config, ImageResize, ResizeRule};
 use crate::model::{LoadMode, LoadReport, ModelError, ModelKind, ModelSpec};
 use crate::text::{TextError, TextTokenizer, TokenizerOptions};
 use std::path::{Path, PathBuf};
@@ -214,6 +215,8 @@ pub struct ModelSource {
     pub tokenizer: Option<Arc<TextTokenizer>>,
     /// The image normalisation the folder states.
     pub image_mean_std: Option<MeanStd>,
+    /// The image resize the folder states (its processor's, or a checkpoint's keys).
+    pub image_resize: Option<ResizeRule>,
     /// Optimizer steps a checkpoint was trained for; `None` for HF and OpenCLIP folders.
     pub step: Option<u64>,
     /// A checkpoint's saved `config.toml`.
@@ -241,6 +244,7 @@ struct Described {
     dir: PathBuf,
     spec: ModelSpec,
     image_mean_std: Option<MeanStd>,
+    image_resize: Option<ResizeRule>,
     saved: Option<Config>,
 }
 
@@ -295,6 +299,7 @@ impl ModelSource {
             tokenizer_path,
             tokenizer,
             image_mean_std: d.image_mean_std,
+            image_resize: d.image_resize,
             step,
             saved: d.saved,
             text_clean,
@@ -385,21 +390,34 @@ fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>, SourceError> {
 /// The folder's kind, model and normalisation, from its config file.
 fn describe(path: &Path) -> Result<Described, SourceError> {
     if path.join(openclip::CONFIG).is_file() {
-        let (spec, mean_std) = openclip::read_config(&path.join(openclip::CONFIG))?;
+        let config = path.join(openclip::CONFIG);
+        let (spec, mean_std) = openclip::read_config(&config)?;
+        let size = spec.vision.image_size;
+        let image_resize = preprocess::read_openclip(&config, &read_json(&config)?, size)?;
         return Ok(Described {
             kind: SourceKind::OpenClip,
             dir: path.to_path_buf(),
             spec,
             image_mean_std: mean_std,
+            image_resize,
             saved: None,
         });
     }
     if path.join("config.json").is_file() && weights_file(path, SourceKind::HuggingFace).is_file() {
+        let spec = hf::read_config(&path.join("config.json"))?;
+        // Without a processor file, what transformers' processor for the model defaults to.
+        let image_resize = preprocess::read_hf(path, spec.vision.image_size)?.or_else(|| {
+            (spec.kind == ModelKind::Siglip).then(|| ResizeRule {
+                mode: ImageResize::Squash,
+                ..ResizeRule::default()
+            })
+        });
         return Ok(Described {
             kind: SourceKind::HuggingFace,
             dir: path.to_path_buf(),
-            spec: hf::read_config(&path.join("config.json"))?,
             image_mean_std: hf::read_preprocessor(path)?,
+            image_resize,
+            spec,
             saved: None,
         });
     }
@@ -410,6 +428,7 @@ fn describe(path: &Path) -> Result<Described, SourceError> {
         kind: SourceKind::Checkpoint,
         spec: saved.model.spec(last_id, saved.loss.kind),
         image_mean_std: Some((saved.data.image_mean, saved.data.image_std)),
+        image_resize: Some(saved.data.resize_rule()),
         saved: Some(saved),
         dir,
     })

@@ -536,12 +536,12 @@ pub fn config_json(loaded: &LoadedModel, with_tokenizer: bool) -> Result<Value, 
     }
     Ok(json!({
         "model_cfg": model_cfg,
-        "preprocess_cfg": {
-            "mean": d.image_mean,
-            "std": d.image_std,
-            "interpolation": "bicubic",
-            "resize_mode": "shortest",
-        },
+        "preprocess_cfg": super::preprocess::openclip_json(
+            d.resize_rule(),
+            loaded.source.spec.vision.image_size,
+            d.image_mean,
+            d.image_std,
+        )?,
     }))
 }
 

@@ -72,6 +72,7 @@ pub(super) fn start_loader(
             size: cfg.model.vision.image_size as u32,
             augment: Augment::Train {
                 scale: d.crop_scale,
+                filter: d.image_interpolation,
             },
             max_pixels: d.max_image_pixels,
             seed: cfg.run.seed,

@@ -4,6 +4,7 @@ use cliptrain::data::buffers::HostMemory;
 use cliptrain::data::device::DeviceBatches;
 use cliptrain::data::loader::{Batch, Loader, LoaderOptions, Tokenize};
 use cliptrain::data::mixture::{Component, SampleStream, TrainShards};
+use cliptrain::data::resize::{Interpolation, ResizeRule};
 use cliptrain::data::sample::SampleKeys;
 use cliptrain::data::spec::{Shard, parse_spec};
 use cliptrain::data::stream::{Order, ShardStream, StreamOptions, StreamSample, StreamState};
@@ -310,7 +311,10 @@ fn loader_batches_are_ready_tensors_and_resume_bit_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let shards = good_shards(dir.path(), 3, 9);
     let o = opts(Order::Epoch, 6, 2);
-    let train = Augment::Train { scale: [0.5, 1.0] };
+    let train = Augment::Train {
+        scale: [0.5, 1.0],
+        filter: Interpolation::Bicubic,
+    };
     let mut l = Loader::start(
         ShardStream::new(shards.clone(), o.clone()).unwrap(),
         Arc::new(ByteTokenizer),
@@ -431,7 +435,7 @@ fn every_kind_of_bad_input_is_skipped_and_counted() {
     let mut l = Loader::start(
         ShardStream::new(shards, opts(Order::Once, 0, 0)).unwrap(),
         Arc::new(ByteTokenizer),
-        loader_opts(3, Augment::Eval),
+        loader_opts(3, Augment::Eval(ResizeRule::default())),
     )
     .unwrap();
     let mut keys = vec![];
@@ -489,7 +493,7 @@ fn captions_from_a_json_field_and_labels_from_cls() {
     ];
     let p = dir.path().join("j.tar");
     write_tar(&p, &samples);
-    let mut o = loader_opts(2, Augment::Eval);
+    let mut o = loader_opts(2, Augment::Eval(ResizeRule::default()));
     o.keys.json_caption_field = Some("caption".into());
     o.keys.label = true;
     let mut l = Loader::start(
@@ -525,7 +529,7 @@ fn entirely_bad_data_stops_with_a_clear_error() {
         let mut l = Loader::start(
             ShardStream::new(shards.clone(), opts(order, 4, 0)).unwrap(),
             Arc::new(ByteTokenizer),
-            loader_opts(4, Augment::Eval),
+            loader_opts(4, Augment::Eval(ResizeRule::default())),
         )
         .unwrap();
         let err = l
@@ -550,7 +554,7 @@ fn entirely_bad_data_stops_with_a_clear_error() {
     let mut l = Loader::start(
         ShardStream::new(missing, opts(Order::Epoch, 4, 0)).unwrap(),
         Arc::new(ByteTokenizer),
-        loader_opts(4, Augment::Eval),
+        loader_opts(4, Augment::Eval(ResizeRule::default())),
     )
     .unwrap();
     let msg = l.next_batch().err().unwrap().to_string();
@@ -567,7 +571,7 @@ fn recycled_batch_buffers_never_overwrite_a_batch_still_in_use() {
     let mut l = Loader::start(
         ShardStream::new(shards, opts(Order::Epoch, 4, 1)).unwrap(),
         Arc::new(ByteTokenizer),
-        loader_opts(4, Augment::Eval),
+        loader_opts(4, Augment::Eval(ResizeRule::default())),
     )
     .unwrap();
     let held = l.next_batch().unwrap().unwrap();
@@ -598,7 +602,10 @@ fn device_batches_keep_each_batch_paired_with_its_stream_state() {
     let dir = tempfile::tempdir().unwrap();
     let shards = good_shards(dir.path(), 3, 9);
     let o = opts(Order::Epoch, 6, 2);
-    let train = Augment::Train { scale: [0.5, 1.0] };
+    let train = Augment::Train {
+        scale: [0.5, 1.0],
+        filter: Interpolation::Bicubic,
+    };
     let start = |stream: ShardStream| {
         Loader::start(stream, Arc::new(ByteTokenizer), loader_opts(5, train)).unwrap()
     };
@@ -675,7 +682,10 @@ fn a_three_to_one_mixture_draws_three_quarters_from_the_first_source_and_resumes
         },
     ]);
     let o = opts(Order::Resampled, 4, 7);
-    let train = Augment::Train { scale: [0.5, 1.0] };
+    let train = Augment::Train {
+        scale: [0.5, 1.0],
+        filter: Interpolation::Bicubic,
+    };
     let start = |state: Option<&StreamState>| {
         let stream = SampleStream::open(&sources, o.clone(), state).unwrap();
         Loader::start(stream, Arc::new(ByteTokenizer), loader_opts(8, train)).unwrap()

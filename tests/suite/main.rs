@@ -34,6 +34,7 @@ mod interop;
 mod layering;
 mod model_parity;
 mod preflight;
+mod preprocess;
 mod probe;
 mod reference_parity;
 mod runs;
