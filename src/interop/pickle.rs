@@ -7,6 +7,14 @@
 //! is left of them before anything is allocated.
 use std::collections::HashMap;
 
+/// Containers nest at most this deep (a state dict in a checkpoint is 4 or 5): deeper, a
+/// hostile file could overflow the stack of whatever walks or drops the tree.
+const MAX_DEPTH: usize = 64;
+/// Values copied out of the memo (`BINGET` copies, it does not share) may add up to this many
+/// nodes per byte of the pickle, plus a floor: a file cannot make more than that from little.
+const COPIES_PER_BYTE: usize = 16;
+const COPIES_FLOOR: usize = 1 << 20;
+
 /// A pickled value, as far as a state dict needs them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -92,6 +100,7 @@ pub fn read(bytes: &[u8]) -> Result<Value, PickleError> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        copies: 0,
     }
     .run()
 }
@@ -103,6 +112,8 @@ struct Machine<'a> {
     /// Stack lengths at each `MARK`.
     marks: Vec<usize>,
     memo: HashMap<u32, Value>,
+    /// Nodes copied in and out of the memo so far (see [`COPIES_PER_BYTE`]).
+    copies: usize,
 }
 
 impl<'a> Machine<'a> {
@@ -123,6 +134,7 @@ impl<'a> Machine<'a> {
                 0x89 => self.stack.push(Value::Bool(false)),
                 b't' => {
                     let items = self.pop_mark(start)?;
+                    self.nest(&items, start)?;
                     self.stack.push(Value::Tuple(items));
                 }
                 0x85..=0x87 => {
@@ -131,6 +143,7 @@ impl<'a> Machine<'a> {
                         return Err(self.malformed(start, "a tuple of more items than the stack"));
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
+                    self.nest(&items, start)?;
                     self.stack.push(Value::Tuple(items));
                 }
                 b'K' => {
@@ -226,10 +239,12 @@ impl<'a> Machine<'a> {
                         .get(&i)
                         .cloned()
                         .ok_or_else(|| self.malformed(start, "a memo entry never stored"))?;
+                    self.copied(&v, start)?;
                     self.stack.push(v);
                 }
                 b'Q' => {
                     let id = self.pop(start)?;
+                    self.nest([&id], start)?;
                     self.stack.push(Value::Persistent(Box::new(id)));
                 }
                 b'R' => {
@@ -256,6 +271,7 @@ impl<'a> Machine<'a> {
                 b's' => {
                     let v = self.pop(start)?;
                     let k = self.pop(start)?;
+                    self.nest([&k, &v], start)?;
                     self.dict(start)?.push((k, v));
                 }
                 b'u' => {
@@ -263,6 +279,7 @@ impl<'a> Machine<'a> {
                     if items.len() % 2 != 0 {
                         return Err(self.malformed(start, "SETITEMS with an odd count"));
                     }
+                    self.nest(&items, start)?;
                     let mut it = items.into_iter();
                     let dict = self.dict(start)?;
                     while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -271,10 +288,12 @@ impl<'a> Machine<'a> {
                 }
                 b'a' => {
                     let v = self.pop(start)?;
+                    self.nest([&v], start)?;
                     self.list(start)?.push(v);
                 }
                 b'e' => {
                     let items = self.pop_mark(start)?;
+                    self.nest(&items, start)?;
                     self.list(start)?.extend(items);
                 }
                 b'0' => drop(self.pop(start)?),
@@ -346,8 +365,44 @@ impl<'a> Machine<'a> {
             .last()
             .cloned()
             .ok_or_else(|| self.malformed(start, "a memo of nothing"))?;
+        self.copied(&top, start)?;
         self.memo.insert(i, top);
         Ok(())
+    }
+
+    /// Refuses `items` as a container's content when one is already [`MAX_DEPTH`] deep.
+    fn nest<'v>(
+        &self,
+        items: impl IntoIterator<Item = &'v Value>,
+        start: usize,
+    ) -> Result<(), PickleError> {
+        match items.into_iter().any(|v| deeper_than(v, MAX_DEPTH - 1)) {
+            true => Err(self.malformed(
+                start,
+                &format!("containers nested more than {MAX_DEPTH} deep"),
+            )),
+            false => Ok(()),
+        }
+    }
+
+    /// Counts a copy of `v` against the pickle's allowance.
+    fn copied(&mut self, v: &Value, start: usize) -> Result<(), PickleError> {
+        let allowed = self
+            .bytes
+            .len()
+            .saturating_mul(COPIES_PER_BYTE)
+            .max(COPIES_FLOOR);
+        self.copies = self.copies.saturating_add(nodes(v, allowed));
+        match self.copies > allowed {
+            true => Err(self.malformed(
+                start,
+                &format!(
+                    "memo copies of more than {allowed} values, which a {}-byte weights file never needs",
+                    self.bytes.len()
+                ),
+            )),
+            false => Ok(()),
+        }
     }
 
     fn dict(&mut self, start: usize) -> Result<&mut Vec<(Value, Value)>, PickleError> {
@@ -376,6 +431,38 @@ impl<'a> Machine<'a> {
             what: what.into(),
         }
     }
+}
+
+/// The children of a container value.
+fn children(v: &Value) -> Box<dyn Iterator<Item = &Value> + '_> {
+    match v {
+        Value::Tuple(items) | Value::List(items) | Value::Call(_, items) => Box::new(items.iter()),
+        Value::Dict(items) => Box::new(items.iter().flat_map(|(k, v)| [k, v])),
+        Value::Persistent(id) => Box::new(std::iter::once(&**id)),
+        _ => Box::new(std::iter::empty()),
+    }
+}
+
+/// Whether containers nest in `v` more than `limit` deep (a scalar is 0 deep). Trees here are
+/// at most [`MAX_DEPTH`] deep, so the recursion is bounded.
+fn deeper_than(v: &Value, limit: usize) -> bool {
+    let container = matches!(
+        v,
+        Value::Tuple(_) | Value::List(_) | Value::Dict(_) | Value::Call(..) | Value::Persistent(_)
+    );
+    container && (limit == 0 || children(v).any(|c| deeper_than(c, limit - 1)))
+}
+
+/// The number of values in `v`, counted up to `cap`.
+fn nodes(v: &Value, cap: usize) -> usize {
+    let mut n = 1;
+    for c in children(v) {
+        if n >= cap {
+            break;
+        }
+        n += nodes(c, cap - n);
+    }
+    n
 }
 
 fn global(module: &str, name: &str) -> Result<Value, PickleError> {
@@ -449,5 +536,26 @@ mod tests {
             read(b"\x80\x02\xff"),
             Err(PickleError::Opcode { opcode: 0xff, .. })
         ));
+    }
+
+    #[test]
+    fn deep_nesting_and_memo_copy_bombs_are_refused_without_the_memory() {
+        // A million nested empty lists: `]` then `]a` per level would be a tree a million deep.
+        let mut deep = b"\x80\x02]".to_vec();
+        for _ in 0..1_000_000 {
+            deep.extend_from_slice(b"]");
+        }
+        deep.extend(std::iter::repeat_n(b'a', 1_000_000));
+        deep.push(b'.');
+        let err = read(&deep).unwrap_err().to_string();
+        assert!(err.contains("nested more than 64 deep"), "{err}");
+        // A tuple of the last one twice, 40 times over: 2^40 values from 300 bytes, if copied.
+        let mut bomb = b"\x80\x02]q\x00".to_vec();
+        for i in 0..40u8 {
+            bomb.extend_from_slice(&[b'(', b'h', i, b'h', i, b't', b'q', i + 1]);
+        }
+        bomb.push(b'.');
+        let err = read(&bomb).unwrap_err().to_string();
+        assert!(err.contains("memo copies of more than"), "{err}");
     }
 }

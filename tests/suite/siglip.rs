@@ -95,6 +95,8 @@ fn siglip_toml(model: &str, steps: u64) -> String {
             r#"data.train="syn/train-{000000..000001}.tar""#,
             "data.image_mean=[0.5, 0.5, 0.5]",
             "data.image_std=[0.5, 0.5, 0.5]",
+            // SigLIP's own eval resize: the whole image to the square, which its export states.
+            r#"data.image_resize="squash""#,
             r#"loss.kind="siglip""#,
             &format!("optim.steps={steps}"),
             "optim.warmup_steps=1",
