@@ -15,12 +15,17 @@
 //! against what is left, and the character map's double-array trie is walked once here so
 //! that encoding can never index outside it (the library that runs it does not check).
 
+mod charsmap;
+mod wire;
+
 use super::TextError;
+use charsmap::check_charsmap;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use tokenizers::normalizers::{Precompiled, Replace, Sequence, replace::ReplacePattern};
 use tokenizers::{NormalizerWrapper, Tokenizer};
+use wire::{Field, Wire};
 
 /// File names a SentencePiece model goes by in model folders, in the order they are looked for.
 pub const SPM_FILES: [&str; 3] = ["spiece.model", "sentencepiece.bpe.model", "tokenizer.model"];
@@ -29,7 +34,7 @@ pub const SPM_FILES: [&str; 3] = ["spiece.model", "sentencepiece.bpe.model", "to
 const MAX_FILE: u64 = 64 << 20;
 /// The largest character map checked (SentencePiece's `nmt_nfkc_cf` is 240 KB): its trie walk
 /// costs 255 steps per node.
-const MAX_CHARSMAP: usize = 4 << 20;
+pub(super) const MAX_CHARSMAP: usize = 4 << 20;
 
 /// Whether `path` names a SentencePiece model rather than a `tokenizer.json`.
 pub fn is_sentencepiece(path: &Path) -> bool {
@@ -291,7 +296,7 @@ impl ModelProto {
     }
 
     /// SentencePiece's normalizer, in its order. Built from types, not JSON: the character
-    /// map is checked first (see [`check_charsmap`]).
+    /// map is checked first (see `charsmap::check_charsmap`).
     fn normalizer(&self) -> Result<Option<NormalizerWrapper>, String> {
         let replace =
             |pattern: ReplacePattern, content: &str| -> Result<NormalizerWrapper, String> {
@@ -429,141 +434,6 @@ fn parse_piece(b: &[u8], id: usize) -> Result<Piece, String> {
         ));
     }
     Ok(piece)
-}
-
-/// One protobuf field's value.
-enum Field<'a> {
-    Varint(u64),
-    Fixed32(u32),
-    Fixed64,
-    Bytes(&'a [u8]),
-}
-
-/// A protobuf wire-format reader over one message; every length is checked against the bytes
-/// left, so a lying file ends in an error, never a large allocation.
-struct Wire<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Wire<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0 }
-    }
-
-    fn varint(&mut self) -> Result<u64, String> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let Some(&b) = self.buf.get(self.pos) else {
-                return Err("ends inside a number: the file is cut short".into());
-            };
-            self.pos += 1;
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err("has a number longer than 10 bytes: not a SentencePiece model".into())
-    }
-
-    fn take(&mut self, n: u64) -> Result<&'a [u8], String> {
-        let left = (self.buf.len() - self.pos) as u64;
-        if n > left {
-            return Err(format!(
-                "a field says it is {n} bytes long, but {left} are left: the file is cut short or not a SentencePiece model"
-            ));
-        }
-        let out = &self.buf[self.pos..self.pos + n as usize];
-        self.pos += n as usize;
-        Ok(out)
-    }
-
-    /// The next field number and value, `None` at the end.
-    fn next(&mut self) -> Result<Option<(u64, Field<'a>)>, String> {
-        if self.pos == self.buf.len() {
-            return Ok(None);
-        }
-        let key = self.varint()?;
-        let field = key >> 3;
-        let value = match key & 7 {
-            0 => Field::Varint(self.varint()?),
-            1 => {
-                self.take(8)?;
-                Field::Fixed64
-            }
-            2 => {
-                let n = self.varint()?;
-                Field::Bytes(self.take(n)?)
-            }
-            5 => {
-                let b = self.take(4)?;
-                Field::Fixed32(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            }
-            t => {
-                return Err(format!(
-                    "has a field of wire type {t} (groups or invalid): not a SentencePiece model"
-                ));
-            }
-        };
-        Ok(Some((field, value)))
-    }
-}
-
-/// Walks every node of the character map's double-array trie, as `Precompiled` would while
-/// encoding any text, and fails where that would read outside the array or the normalized
-/// strings. Layout: the trie's byte length (u32, little endian), its u32 units, the strings.
-fn check_charsmap(map: &[u8]) -> Result<(), String> {
-    let bad = |why: String| format!("normalizer_spec.precompiled_charsmap {why}");
-    if map.len() > MAX_CHARSMAP {
-        return Err(bad(format!(
-            "is {} bytes; at most {MAX_CHARSMAP} are read",
-            map.len()
-        )));
-    }
-    if map.len() < 4 {
-        return Err(bad("is shorter than its 4-byte header".into()));
-    }
-    let trie_len = u32::from_le_bytes([map[0], map[1], map[2], map[3]]) as usize;
-    if trie_len % 4 != 0 || trie_len == 0 || trie_len > map.len() - 4 {
-        return Err(bad(format!(
-            "says its trie is {trie_len} bytes, but it holds {} after the header",
-            map.len() - 4
-        )));
-    }
-    let units: Vec<usize> = map[4..4 + trie_len]
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
-    let normalized = std::str::from_utf8(&map[4 + trie_len..])
-        .map_err(|_| bad("has normalized strings that are not UTF-8".into()))?;
-    // Darts-clone's unit layout, as spm_precompiled reads it.
-    let offset = |u: usize| (u >> 10) << ((u & (1 << 9)) >> 6);
-    let label = |u: usize| u & ((1 << 31) | 0xFF);
-    let has_leaf = |u: usize| (u >> 8) & 1 == 1;
-    let value = |u: usize| u & ((1 << 31) - 1);
-    let outside = || bad("has a trie that points outside itself".into());
-    let mut todo = vec![offset(units[0])];
-    let mut seen = HashSet::new();
-    while let Some(node) = todo.pop() {
-        for c in 1..=255usize {
-            let at = node ^ c;
-            let unit = *units.get(at).ok_or_else(outside)?;
-            if label(unit) != c {
-                continue;
-            }
-            let child = at ^ offset(unit);
-            if has_leaf(unit) {
-                let start = value(*units.get(child).ok_or_else(outside)?);
-                if !normalized.is_char_boundary(start) {
-                    return Err(outside());
-                }
-            }
-            if seen.insert(child) {
-                todo.push(child);
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
