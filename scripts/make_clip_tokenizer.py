@@ -38,16 +38,9 @@ def bytes_to_unicode():
     return dict(zip(bs, (chr(c) for c in cs)))
 
 
-def main():
-    if len(sys.argv) != 2:
-        sys.exit("usage: make_clip_tokenizer.py OUT.json")
-    out = Path(sys.argv[1])
-
-    try:
-        import open_clip
-        from transformers import CLIPTokenizer
-    except ImportError as e:
-        sys.exit(f"make_clip_tokenizer.py: {e}; run scripts/bootstrap.sh --ref")
+def clip_vocab_and_merges():
+    """OpenAI's vocab (token -> id) and merges, from the file open_clip ships."""
+    import open_clip
 
     bpe_path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
     lines = gzip.open(bpe_path).read().decode("utf-8").split("\n")
@@ -60,6 +53,20 @@ def main():
     vocab = {t: i for i, t in enumerate(tokens)}
     assert len(vocab) == 49408, len(vocab)
     assert vocab["<|endoftext|>"] == 49407
+    return vocab, merges
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: make_clip_tokenizer.py OUT.json")
+    out = Path(sys.argv[1])
+
+    try:
+        from transformers import CLIPTokenizer
+
+        vocab, merges = clip_vocab_and_merges()
+    except ImportError as e:
+        sys.exit(f"make_clip_tokenizer.py: {e}; run scripts/bootstrap.sh --ref")
 
     # transformers 5: CLIPTokenizer is tokenizers-backed and takes the vocab and merges directly.
     tok = CLIPTokenizer(vocab=vocab, merges=merges)

@@ -53,8 +53,9 @@ pub struct Runtime {
 #[derive(Debug, Args)]
 pub struct Common {
     /// The model: a checkpoint folder, a run folder (its `latest` checkpoint), a Hugging Face
-    /// CLIP folder or an OpenCLIP folder, or a model on the Hugging Face Hub:
-    /// hf:ORG/NAME[@REVISION] (fetched into the HF cache; HF_HUB_OFFLINE=1: the cache only).
+    /// CLIP folder or an OpenCLIP folder (or one weights file in it: FOLDER/epoch_3.pt), or a
+    /// model on the Hugging Face Hub: hf:ORG/NAME[@REVISION] (fetched into the HF cache;
+    /// HF_HUB_OFFLINE=1: the cache only).
     #[arg(long)]
     pub checkpoint: PathBuf,
     #[command(flatten)]

@@ -43,6 +43,22 @@ pub enum SourceError {
         .0.display()
     )]
     UnknownSource(PathBuf),
+    #[error(
+        "{}: a weights file is read with its model's description beside it, and its folder {} \
+         has neither config.json (Hugging Face) nor open_clip_config.json (OpenCLIP). Put the \
+         model's config there; for an OpenCLIP training checkpoint (logs/NAME/checkpoints/*.pt) \
+         that is {{\"model_cfg\": open_clip.get_model_config(MODEL)}} as JSON, MODEL being the \
+         `model` line of the run's params.txt",
+        file.display(),
+        dir.display()
+    )]
+    LoneWeights { file: PathBuf, dir: PathBuf },
+    #[error(
+        "{}: not a weights file cliptrain reads (.safetensors, or PyTorch's .bin / .pt / .pth); \
+         give the model's folder or one of its weights files",
+        .0.display()
+    )]
+    NotWeights(PathBuf),
     #[error(transparent)]
     TorchFile(#[from] torch_file::TorchFileError),
     #[error("{op} {}: {source}", path.display())]
@@ -207,6 +223,9 @@ pub struct ModelSource {
     pub kind: SourceKind,
     /// The folder the files are in (a run folder is resolved to its checkpoint).
     pub dir: PathBuf,
+    /// The weights file: the folder's (safetensors preferred over a PyTorch file), or the one
+    /// file the user named.
+    pub weights: PathBuf,
     /// The model the folder holds. Its `eot_id` is the tokenizer's when there is one, else what
     /// the folder states (HF's and OpenCLIP's argmax pooling: the last id of the vocabulary).
     pub spec: ModelSpec,
@@ -242,6 +261,7 @@ impl std::fmt::Debug for ModelSource {
 struct Described {
     kind: SourceKind,
     dir: PathBuf,
+    weights: PathBuf,
     spec: ModelSpec,
     image_mean_std: Option<MeanStd>,
     image_resize: Option<ResizeRule>,
@@ -251,15 +271,16 @@ struct Described {
 impl ModelSource {
     /// Identifies the folder at `path` and reads its model description and tokenizer. A path
     /// written `hf:ORG/NAME[@REVISION]` is that model's snapshot folder in the Hugging Face
-    /// cache, downloaded first when missing (see [`crate::hub`]).
+    /// cache, downloaded first when missing (see [`crate::hub`]). A path to one weights file
+    /// (`finetuned.pt`, `epoch_3.pth`, another `.safetensors`) is read with the folder it is in,
+    /// that file in place of the folder's own weights.
     pub fn open(path: &Path) -> Result<Self, SourceError> {
         let path = &*crate::hub::locate(path)?;
         if !path.exists() {
             return Err(SourceError::Missing(path.to_path_buf()));
         }
         let d = describe(path)?;
-        let (config, weights) = d.files();
-        header::check(d.kind, &d.spec, &config, &weights)?;
+        header::check(d.kind, &d.spec, &d.config_file(), &d.weights)?;
         let mut tokenizer_path = Some(d.dir.join("tokenizer.json"))
             .filter(|p| p.is_file())
             .or_else(|| crate::text::spm::find_in(&d.dir));
@@ -275,7 +296,7 @@ impl ModelSource {
         };
         // An OpenCLIP folder may say how its captions are cleaned (SigLIP's "canonicalize").
         let text_clean = match d.kind {
-            SourceKind::OpenClip => openclip::read_text_clean(&config)?,
+            SourceKind::OpenClip => openclip::read_text_clean(&d.config_file())?,
             _ => None,
         };
         opts.clean = text_clean.unwrap_or(opts.clean);
@@ -295,6 +316,7 @@ impl ModelSource {
         Ok(Self {
             kind: d.kind,
             dir: d.dir,
+            weights: d.weights,
             spec,
             tokenizer_path,
             tokenizer,
@@ -310,7 +332,7 @@ impl ModelSource {
     pub fn tensors(&self) -> Result<(PathBuf, Vec<(String, Tensor)>), SourceError> {
         Ok(match self.kind {
             SourceKind::OpenClip => {
-                let path = weights_file(&self.dir, self.kind);
+                let path = self.weights.clone();
                 let tensors = read_weights(&path)?;
                 let tensors = match self.spec.kind {
                     ModelKind::Siglip => timm_siglip::to_hf(tensors),
@@ -319,7 +341,7 @@ impl ModelSource {
                 (path, tensors)
             }
             SourceKind::HuggingFace | SourceKind::Checkpoint => {
-                let path = weights_file(&self.dir, self.kind);
+                let path = self.weights.clone();
                 let tensors = read_weights(&path)?;
                 (path, tensors)
             }
@@ -351,14 +373,13 @@ impl ModelSource {
 }
 
 impl Described {
-    /// The file the model's dimensions come from, and its weights file.
-    fn files(&self) -> (PathBuf, PathBuf) {
-        let config = match self.kind {
+    /// The file the model's dimensions come from.
+    fn config_file(&self) -> PathBuf {
+        self.dir.join(match self.kind {
             SourceKind::OpenClip => openclip::CONFIG,
             SourceKind::HuggingFace => "config.json",
             SourceKind::Checkpoint => "config.toml",
-        };
-        (self.dir.join(config), weights_file(&self.dir, self.kind))
+        })
     }
 }
 
@@ -387,23 +408,52 @@ fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>, SourceError> {
     }
 }
 
-/// The folder's kind, model and normalisation, from its config file.
+/// The folder's kind, model and normalisation, from its config file; for one weights file, its
+/// folder's, with that file as the weights (HF and OpenCLIP folders: a checkpoint's weights
+/// are its own).
 fn describe(path: &Path) -> Result<Described, SourceError> {
+    if !path.is_file() {
+        return describe_folder(path, None);
+    }
+    let is_weights =
+        torch_file::is_pickle(path) || path.extension().is_some_and(|e| e == "safetensors");
+    if !is_weights {
+        return Err(SourceError::NotWeights(path.to_path_buf()));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.join(openclip::CONFIG).is_file() && !dir.join("config.json").is_file() {
+        return Err(SourceError::LoneWeights {
+            file: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+        });
+    }
+    describe_folder(dir, Some(path))
+}
+
+/// [`describe`] for a folder, reading `weights` when given instead of the folder's own.
+fn describe_folder(path: &Path, weights: Option<&Path>) -> Result<Described, SourceError> {
+    let weights_of = |kind| weights.map_or_else(|| weights_file(path, kind), Path::to_path_buf);
     if path.join(openclip::CONFIG).is_file() {
         let config = path.join(openclip::CONFIG);
-        let (spec, mean_std) = openclip::read_config(&config)?;
+        let weights = weights_of(SourceKind::OpenClip);
+        let (spec, mean_std) = openclip::read_config(&config, &weights)?;
         let size = spec.vision.image_size;
         let image_resize = preprocess::read_openclip(&config, &read_json(&config)?, size)?;
         return Ok(Described {
             kind: SourceKind::OpenClip,
             dir: path.to_path_buf(),
+            weights,
             spec,
             image_mean_std: mean_std,
             image_resize,
             saved: None,
         });
     }
-    if path.join("config.json").is_file() && weights_file(path, SourceKind::HuggingFace).is_file() {
+    let hf_weights = weights_of(SourceKind::HuggingFace);
+    if path.join("config.json").is_file() && hf_weights.is_file() {
         let spec = hf::read_config(&path.join("config.json"))?;
         // Without a processor file, what transformers' processor for the model defaults to.
         let image_resize = preprocess::read_hf(path, spec.vision.image_size)?.or_else(|| {
@@ -415,6 +465,7 @@ fn describe(path: &Path) -> Result<Described, SourceError> {
         return Ok(Described {
             kind: SourceKind::HuggingFace,
             dir: path.to_path_buf(),
+            weights: hf_weights,
             image_mean_std: hf::read_preprocessor(path)?,
             image_resize,
             spec,
@@ -426,6 +477,7 @@ fn describe(path: &Path) -> Result<Described, SourceError> {
     let last_id = saved.model.text.vocab_size as i64 - 1;
     Ok(Described {
         kind: SourceKind::Checkpoint,
+        weights: weights_file(&dir, SourceKind::Checkpoint),
         spec: saved.model.spec(last_id, saved.loss.kind),
         image_mean_std: Some((saved.data.image_mean, saved.data.image_std)),
         image_resize: Some(saved.data.resize_rule()),

@@ -342,7 +342,10 @@ pub(super) fn layer_norm_eps(s: &Value) -> Option<f64> {
 /// pools per `text_cfg.pool_type` (OpenCLIP's default `argmax`; see `pool_type`), `eos` at
 /// `text_cfg.eos_id`, else at the last id of the vocabulary; an `init_logit_bias` makes it a
 /// SigLIP model.
-pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), SourceError> {
+pub fn read_config(
+    path: &Path,
+    weights: &Path,
+) -> Result<(ModelSpec, Option<super::MeanStd>), SourceError> {
     let json = super::read_json(path)?;
     let empty = json!({});
     let m = match json.get("model_cfg") {
@@ -352,7 +355,7 @@ pub fn read_config(path: &Path) -> Result<(ModelSpec, Option<super::MeanStd>), S
     let v = super::section(path, m, "vision_cfg", &empty)?;
     let t = super::section(path, m, "text_cfg", &empty)?;
     let model = match timm_siglip::is_siglip_config(v, t) {
-        true => timm_siglip::read_spec(path, m, v, t)?,
+        true => timm_siglip::read_spec(path, weights, m, v, t)?,
         false => clip_spec(path, m, v, t)?,
     };
     let p = json.get("preprocess_cfg").unwrap_or(&empty);

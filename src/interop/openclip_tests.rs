@@ -75,7 +75,8 @@ fn text_pooling_is_read_from_both_formats_and_hf_cannot_state_last() {
             p => json!({"vocab_size": 10, "pool_type": p}),
         };
         write_json(&path, &json!({"model_cfg": {"text_cfg": text}})).unwrap();
-        read_config(&path).map(|(m, _)| m.text.pooling)
+        read_config(&path, &dir.path().join("open_clip_model.safetensors"))
+            .map(|(m, _)| m.text.pooling)
     };
     assert_eq!(
         oc(Value::Null).unwrap(),

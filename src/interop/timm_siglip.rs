@@ -62,6 +62,7 @@ pub(crate) fn is_siglip_config(v: &Value, t: &Value) -> bool {
 /// (bidirectional, pooled at the last position, biased projection).
 pub(crate) fn read_spec(
     path: &Path,
+    weights: &Path,
     m: &Value,
     v: &Value,
     t: &Value,
@@ -143,15 +144,11 @@ pub(crate) fn read_spec(
             ),
         ));
     }
-    let weights = super::weights_file(
-        path.parent().unwrap_or(Path::new(".")),
-        super::SourceKind::OpenClip,
-    );
-    let shapes = hf_shapes(header::read_shapes(&weights)?);
+    let shapes = hf_shapes(header::read_shapes(weights)?);
     let shape = |n: &str| shapes.get(n).cloned().unwrap_or_default();
     let from_weights = |what: &str| {
         bad(
-            &weights,
+            weights,
             format!(
                 "has no (or a malformed) {what}; it does not hold the timm SigLIP trunk that {} names",
                 path.display()

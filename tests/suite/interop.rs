@@ -367,7 +367,10 @@ fn open_clip_bundled_architectures_load_or_are_refused_by_name() {
         })
         .or_else(|| name.contains("CLIPA").then_some("no_ln_pre"))
         .or_else(|| (name == "ViT-M-16-alt").then_some("LayerScale"));
-        let read = cliptrain::interop::openclip::read_config(path);
+        let read = cliptrain::interop::openclip::read_config(
+            path,
+            &path.with_file_name("open_clip_model.safetensors"),
+        );
         match (expect_refusal, read) {
             (Some(why), Err(e)) => {
                 let msg = e.to_string();

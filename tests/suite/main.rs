@@ -35,6 +35,7 @@ mod layering;
 mod model_parity;
 mod preflight;
 mod preprocess;
+mod pretrained;
 mod probe;
 mod reference_parity;
 mod runs;

@@ -69,6 +69,15 @@ for f in os.listdir(oc):
         open(os.path.join(d, "oc-bin", f), "wb").write(open(os.path.join(oc, f), "rb").read())
 sd = {"module." + k: v for k, v in load_file(os.path.join(oc, "open_clip_model.safetensors")).items()}
 torch.save({"epoch": 32, "name": "run", "state_dict": sd}, os.path.join(d, "oc-bin", "open_clip_pytorch_model.bin"))
+# Weights files named directly: an OpenCLIP training checkpoint and a fine-tuned HF state dict
+# beside their folders' own weights (every value doubled, so which was read shows); one alone.
+torch.save({"epoch": 2, "name": "run", "state_dict": {k: v * 2 for k, v in sd.items()},
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}},
+           os.path.join(d, "oc-bin", "epoch_2.pt"))
+hf_sd = load_file(os.path.join(hf, "model.safetensors"))
+torch.save({k: v * 2 for k, v in hf_sd.items()}, os.path.join(d, "hf-bin", "finetuned.pth"))
+os.makedirs(os.path.join(d, "lone"))
+torch.save(hf_sd, os.path.join(d, "lone", "finetuned.pt"))
 "#;
 
 /// The test files, written once for every test here.
@@ -175,4 +184,46 @@ fn folders_with_pytorch_weights_open_like_their_safetensors_twins() {
         exported(&fixtures().join("openclip")),
         "oc-bin",
     );
+}
+
+/// `--checkpoint FILE.pt`: that file read with its folder's config instead of the folder's own
+/// weights; a file without a config beside it, or one that is no weights file, refused by name.
+#[test]
+fn a_weights_file_named_directly_is_read_with_its_folders_config() {
+    let d = written();
+    let doubled = |named: &str, folder: &str| {
+        let ours = sorted(exported(&d.join(named)));
+        let base = sorted(exported(&d.join(folder)));
+        assert_eq!(ours.len(), base.len(), "{named}");
+        for ((n, a), (_, b)) in ours.iter().zip(&base) {
+            assert!(a.equal(&(b * 2)), "{named}: {n} is not the named file's");
+        }
+    };
+    doubled("oc-bin/epoch_2.pt", "oc-bin");
+    doubled("hf-bin/finetuned.pth", "hf-bin");
+
+    let refused = |path: &Path| {
+        let out = common::cliptrain(
+            &[
+                "export",
+                "hf",
+                "--checkpoint",
+                path.to_str().unwrap(),
+                "--out",
+                "x",
+            ],
+            d,
+        );
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = refused(&d.join("lone/finetuned.pt"));
+    assert!(
+        e.contains("lone/finetuned.pt")
+            && e.contains("open_clip_config.json")
+            && e.contains("params.txt"),
+        "{e}"
+    );
+    let e = refused(&d.join("hf-bin/config.json"));
+    assert!(e.contains("config.json: not a weights file"), "{e}");
 }
