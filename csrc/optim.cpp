@@ -85,6 +85,18 @@ int cliptrain_foreach_mul_(const at::Tensor* const* ts, size_t n, const at::Tens
   }
 }
 
+// Moves `n` tensors towards `n` others by `weight` in place (`torch._foreach_lerp_`): the
+// exponential moving average of the weights, one multi-tensor kernel per call.
+int cliptrain_foreach_lerp_(const at::Tensor* const* ts, const at::Tensor* const* targets, size_t n,
+                            double weight, char** err) {
+  try {
+    at::_foreach_lerp_(list(ts, n), list(targets, n), at::Scalar(weight));
+    return 0;
+  } catch (const std::exception& e) {
+    return fail(err, e);
+  }
+}
+
 // fp16 loss scaling's unscale: multiplies every gradient by `inv_scale` (one element) and sets
 // `found_inf` (fp32, one element) to 1 if any of them holds an inf or NaN; it is never reset to
 // 0 here, so one flag can collect several calls.

@@ -36,9 +36,14 @@ pub struct Embedder {
 
 impl Embedder {
     /// Loads the model at `path` (a checkpoint or run folder, a Hugging Face or an OpenCLIP
-    /// folder) onto `device`.
-    pub fn open(path: &Path, device: Device, batch_size: usize) -> Result<Self, EmbedError> {
-        let loaded = LoadedModel::open(path, device)?;
+    /// folder) onto `device`; with `ema`, a checkpoint's moving average of the weights.
+    pub fn open(
+        path: &Path,
+        device: Device,
+        batch_size: usize,
+        ema: bool,
+    ) -> Result<Self, EmbedError> {
+        let loaded = LoadedModel::open_weights(path, device, ema)?;
         Ok(Self {
             tokenizer: loaded.tokenizer().map_err(|e| e.to_string()),
             loaded,

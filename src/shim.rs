@@ -170,6 +170,13 @@ unsafe extern "C" {
         factor: TensorPtr,
         err: *mut *mut c_char,
     ) -> i32;
+    fn cliptrain_foreach_lerp_(
+        ts: *const TensorPtr,
+        targets: *const TensorPtr,
+        n: usize,
+        weight: f64,
+        err: *mut *mut c_char,
+    ) -> i32;
     fn cliptrain_amp_unscale_(
         grads: *const TensorPtr,
         n: usize,
@@ -287,6 +294,27 @@ pub fn foreach_mul_(ts: &[tch::Tensor], factor: &tch::Tensor) -> Result<(), Stri
     let mut err: *mut c_char = std::ptr::null_mut();
     // SAFETY: `p` and `factor` are live for the call; err as above.
     let rc = unsafe { cliptrain_foreach_mul_(p.as_ptr(), p.len(), factor.as_ptr(), &mut err) };
+    status(rc, err)
+}
+
+/// Moves every tensor of `ts` towards the same-index tensor of `targets` by `weight`, in place
+/// (`torch._foreach_lerp_`: `t += weight·(target − t)`), reading nothing on the host.
+pub fn foreach_lerp_(
+    ts: &[tch::Tensor],
+    targets: &[tch::Tensor],
+    weight: f64,
+) -> Result<(), String> {
+    if ts.len() != targets.len() {
+        return Err(format!(
+            "foreach_lerp_: {} tensors but {} targets",
+            ts.len(),
+            targets.len()
+        ));
+    }
+    let (p, q) = (ptrs(ts), ptrs(targets));
+    let mut err: *mut c_char = std::ptr::null_mut();
+    // SAFETY: `p` and `q` hold `len` live tensors borrowed for the call; err as above.
+    let rc = unsafe { cliptrain_foreach_lerp_(p.as_ptr(), q.as_ptr(), p.len(), weight, &mut err) };
     status(rc, err)
 }
 

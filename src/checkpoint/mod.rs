@@ -4,6 +4,7 @@
 //! ```text
 //! step-0000200/   model.safetensors      weights only, Hugging Face CLIPModel names
 //!                 optimizer.safetensors  AdamW moments and step
+//!                 ema.safetensors        the weights' moving average (optim.ema_decay > 0)
 //!                 state.json             step, data-stream position, counters
 //!                 config.toml            the effective config (resume compares it)
 //!                 tokenizer.json         the tokenizer the run used (and the
@@ -90,6 +91,8 @@ pub enum CheckpointError {
 pub struct Checkpoint<'a> {
     pub model: &'a [(String, Tensor)],
     pub optimizer: &'a [(String, Tensor)],
+    /// The moving average of the weights (`optim.ema_decay`), as `ema.safetensors`.
+    pub ema: Option<&'a [(String, Tensor)]>,
     pub state: &'a TrainState,
     pub config_toml: &'a str,
     pub tokenizer_json: Option<&'a Path>,
@@ -102,6 +105,9 @@ pub(super) fn io(
     let path = path.to_path_buf();
     move |err| CheckpointError::Io { op, path, err }
 }
+
+/// The moving average of the weights beside `model.safetensors`, when the run keeps one.
+pub const EMA_WEIGHTS: &str = "ema.safetensors";
 
 /// The folder name of the checkpoint after `step` steps.
 pub fn step_dir_name(step: u64) -> String {
@@ -141,6 +147,9 @@ fn write_files(dir: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
     std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     write_tensors(&dir.join("model.safetensors"), ckpt.model)?;
     write_tensors(&dir.join("optimizer.safetensors"), ckpt.optimizer)?;
+    if let Some(ema) = ckpt.ema {
+        write_tensors(&dir.join(EMA_WEIGHTS), ema)?;
+    }
     let state = serde_json::to_string_pretty(ckpt.state).expect("state serializes");
     write_synced(&dir.join("state.json"), state.as_bytes())?;
     write_synced(&dir.join("config.toml"), ckpt.config_toml.as_bytes())?;
@@ -398,6 +407,7 @@ mod tests {
         let ckpt = Checkpoint {
             model: &w,
             optimizer: &[],
+            ema: None,
             state: &s,
             config_toml: "[run]\n",
             tokenizer_json,
@@ -431,6 +441,7 @@ mod tests {
         let ckpt = Checkpoint {
             model: &w,
             optimizer: &[],
+            ema: None,
             state: &s,
             config_toml: "",
             tokenizer_json: None,

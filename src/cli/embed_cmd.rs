@@ -28,6 +28,10 @@ pub struct EmbedArgs {
     /// "auto", "cpu", "cuda" or "cuda:N".
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Embed with a checkpoint's moving average of the weights (`ema.safetensors`, trained
+    /// with optim.ema_decay) instead of its weights.
+    #[arg(long)]
+    pub ema: bool,
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +58,7 @@ pub fn embed(args: EmbedArgs) -> anyhow::Result<()> {
         &args.checkpoint,
         super::device_arg(&args.device)?,
         args.batch_size,
+        args.ema,
     )
     .with_context(|| format!("loading model {}", args.checkpoint.display()))?;
     let (keys, embeddings, kind) = if let Some(spec) = &args.images {
@@ -109,12 +114,13 @@ pub fn search(args: SearchArgs) -> anyhow::Result<()> {
         .checkpoint
         .clone()
         .unwrap_or_else(|| index.checkpoint.clone());
-    let enc = Embedder::open(&ckpt, super::device_arg(&args.device)?, 1).with_context(|| {
-        format!(
-            "loading model {} to encode the query (pass --checkpoint if it moved)",
-            ckpt.display()
-        )
-    })?;
+    let enc =
+        Embedder::open(&ckpt, super::device_arg(&args.device)?, 1, false).with_context(|| {
+            format!(
+                "loading model {} to encode the query (pass --checkpoint if it moved)",
+                ckpt.display()
+            )
+        })?;
     let q = enc.texts(std::slice::from_ref(&args.query))?;
     // `Index::load` checked that the index is [keys, D]; the query must be D wide too.
     let (dims, width) = (q.size()[1], index.embeddings.size()[1]);

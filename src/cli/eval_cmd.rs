@@ -47,6 +47,10 @@ pub struct Runtime {
     /// libtorch and decode threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Evaluate a checkpoint's moving average of the weights (`ema.safetensors`, trained with
+    /// optim.ema_decay) instead of its weights.
+    #[arg(long)]
+    pub ema: bool,
 }
 
 /// What every evaluation needs: the model and where to run it.
@@ -169,7 +173,7 @@ impl Session {
             Some("bf16") => Some(Precision::Bf16),
             Some(other) => bail!("--precision {other}: use fp32 or bf16"),
         };
-        let loaded = LoadedModel::open(&c.checkpoint, device)
+        let loaded = LoadedModel::open_weights(&c.checkpoint, device, c.run.ema)
             .with_context(|| format!("loading model {}", c.checkpoint.display()))?;
         let source = &loaded.source;
         tracing::info!(

@@ -30,6 +30,10 @@ pub struct ExportArgs {
     /// Replace the files of an earlier export in --out.
     #[arg(long)]
     pub force: bool,
+    /// Export a checkpoint's moving average of the weights (`ema.safetensors`, trained with
+    /// optim.ema_decay) instead of its weights.
+    #[arg(long)]
+    pub ema: bool,
 }
 
 pub fn run(cmd: ExportCommand) -> anyhow::Result<()> {
@@ -60,7 +64,7 @@ fn stop_requested() -> impl Fn() -> bool {
 }
 
 fn open(a: &ExportArgs) -> anyhow::Result<LoadedModel> {
-    let saved = LoadedModel::open(&a.checkpoint, Device::Cpu)
+    let saved = LoadedModel::open_weights(&a.checkpoint, Device::Cpu, a.ema)
         .with_context(|| format!("reading model {}", a.checkpoint.display()))?;
     if saved.source.tokenizer.is_none() {
         tracing::warn!(

@@ -8,6 +8,7 @@ mod env_cmd;
 mod eval_cmd;
 mod export_cmd;
 mod launch_cmd;
+mod merge_cmd;
 mod plot_cmd;
 mod probe_cmd;
 mod signal;
@@ -59,6 +60,9 @@ pub enum Command {
     Env(env_cmd::EnvArgs),
     /// Run a command as several ranks of a multi-process job (like torchrun).
     Launch(launch_cmd::LaunchArgs),
+    /// WiSE-FT: interpolate two models of one architecture, (1 − α)·A + α·B, into Hugging Face
+    /// or OpenCLIP folders (one per α of a sweep).
+    Merge(merge_cmd::MergeArgs),
     /// Draw runs' loss, learning rate, temperature and evaluation curves into one PNG.
     Plot(plot_cmd::PlotArgs),
     /// Train a CLIP model from a TOML config (with exact resume).
@@ -80,6 +84,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Search(args) => embed_cmd::search(args),
         Command::Eval(cmd) => eval_cmd::run(cmd),
         Command::Launch(args) => launch_cmd::run(args),
+        Command::Merge(args) => merge_cmd::run(args),
         Command::Plot(args) => plot_cmd::run(args),
         Command::Train(args) => train_cmd::run(args),
         Command::Tokenizer(cmd) => tokenizer_cmd::run(cmd),

@@ -389,6 +389,12 @@ pub struct OptimConfig {
     /// selects the per-tensor reference kernel. Same math and saved state; results differ only
     /// in float rounding.
     pub fused: bool,
+    /// Keep an exponential moving average of the weights with this decay per step (e.g.
+    /// 0.999), saved in checkpoints (`ema.safetensors`) and evaluated beside the weights; 0 =
+    /// off.
+    pub ema_decay: f64,
+    /// Ramp the EMA's decay up from 0.1 as `min(ema_decay, (1 + step) / (10 + step))`.
+    pub ema_warmup: bool,
 }
 
 impl Default for OptimConfig {
@@ -410,6 +416,8 @@ impl Default for OptimConfig {
             grad_clip_norm: 0.0,
             max_bad_steps: 10,
             fused: true,
+            ema_decay: 0.0,
+            ema_warmup: false,
         }
     }
 }
@@ -551,6 +559,9 @@ pub struct FinetuneConfig {
     /// Layer-wise LR decay of the image tower: block i of L gets `decay^(L - i)`, the
     /// embeddings `decay^(L + 1)`, the head 1. 1.0 = off.
     pub image_layer_decay: f64,
+    /// The same for the text tower (its blocks, token and position embeddings, and the final
+    /// LayerNorm + projection as the head). 1.0 = off.
+    pub text_layer_decay: f64,
     pub logit_scale: LogitScaleMode,
 }
 
@@ -564,6 +575,7 @@ impl Default for FinetuneConfig {
             image_lr_scale: 1.0,
             text_lr_scale: 1.0,
             image_layer_decay: 1.0,
+            text_layer_decay: 1.0,
             logit_scale: LogitScaleMode::Train,
         }
     }

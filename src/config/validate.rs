@@ -249,6 +249,12 @@ fn optim(c: &Config, p: &mut Problems) {
         "be a finite number >= 0 (0 turns clipping off)",
     );
     p.at_least("optim.max_bad_steps", o.max_bad_steps as u64, 1);
+    p.check(
+        o.ema_decay == 0.0 || (o.ema_decay > 0.0 && o.ema_decay < 1.0),
+        "optim.ema_decay",
+        o.ema_decay,
+        "be 0 (no EMA) or in (0, 1), e.g. 0.999",
+    );
 }
 
 fn finetune(c: &Config, p: &mut Problems) {
@@ -264,12 +270,17 @@ fn finetune(c: &Config, p: &mut Problems) {
             "be a finite number >= 0 (it multiplies optim.lr)",
         );
     }
-    p.check(
-        f.image_layer_decay > 0.0 && f.image_layer_decay <= 1.0,
-        "finetune.image_layer_decay",
-        f.image_layer_decay,
-        "be in (0, 1] (1 = no layer-wise decay)",
-    );
+    for (key, v) in [
+        ("finetune.image_layer_decay", f.image_layer_decay),
+        ("finetune.text_layer_decay", f.text_layer_decay),
+    ] {
+        p.check(
+            v > 0.0 && v <= 1.0,
+            key,
+            v,
+            "be in (0, 1] (1 = no layer-wise decay)",
+        );
+    }
     for (key, n, layers) in [
         (
             "finetune.unlocked_image_layers",

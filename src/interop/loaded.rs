@@ -21,7 +21,17 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// Opens the folder at `path` and loads its model onto `device`.
     pub fn open(path: &Path, device: Device) -> Result<Self, SourceError> {
-        ModelSource::open(path)?.load(device)
+        Self::open_weights(path, device, false)
+    }
+
+    /// [`LoadedModel::open`], with a checkpoint's EMA weights instead of its weights when
+    /// `ema` (see [`ModelSource::with_ema_weights`]).
+    pub fn open_weights(path: &Path, device: Device, ema: bool) -> Result<Self, SourceError> {
+        let source = ModelSource::open(path)?;
+        match ema {
+            true => source.with_ema_weights()?.load(device),
+            false => source.load(device),
+        }
     }
 
     /// The tokenizer that encodes text for this model; an error naming the folder when it has

@@ -11,6 +11,7 @@ mod header;
 pub mod hf;
 mod init;
 mod loaded;
+pub mod merge;
 pub mod openclip;
 mod pickle;
 pub mod preprocess;
@@ -59,6 +60,12 @@ pub enum SourceError {
         .0.display()
     )]
     NotWeights(PathBuf),
+    #[error(
+        "{} has no EMA weights: --ema reads the ema.safetensors of a cliptrain checkpoint trained \
+         with optim.ema_decay > 0",
+        .0.display()
+    )]
+    NoEma(PathBuf),
     #[error(transparent)]
     TorchFile(#[from] torch_file::TorchFileError),
     #[error("{op} {}: {source}", path.display())]
@@ -326,6 +333,17 @@ impl ModelSource {
             saved: d.saved,
             text_clean,
         })
+    }
+
+    /// The checkpoint's moving average of the weights (`ema.safetensors`, written when it was
+    /// trained with `optim.ema_decay`) in place of its weights: what `--ema` selects.
+    pub fn with_ema_weights(mut self) -> Result<Self, SourceError> {
+        let path = self.dir.join(checkpoint::EMA_WEIGHTS);
+        if self.kind != SourceKind::Checkpoint || !path.is_file() {
+            return Err(SourceError::NoEma(self.dir));
+        }
+        self.weights = path;
+        Ok(self)
     }
 
     /// The weights file and its tensors under our (HF) names.

@@ -29,6 +29,11 @@ pub enum TrainError {
         path: PathBuf,
         source: crate::model::ModelError,
     },
+    #[error("{}: {source}", path.display())]
+    Ema {
+        path: PathBuf,
+        source: crate::optim::EmaError,
+    },
     #[error("loading {}: {source}", path.display())]
     OptimizerState {
         path: PathBuf,

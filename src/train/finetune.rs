@@ -61,20 +61,21 @@ pub fn is_locked(ft: &FinetuneConfig, model: &ModelConfig, name: &str) -> bool {
     }
 }
 
-/// The learning-rate multiplier of `name`: the tower's `*_lr_scale`, times the image tower's
+/// The learning-rate multiplier of `name`: the tower's `*_lr_scale`, times the tower's
 /// layer-wise decay (block i of L: `decay^(L-i)`, embeddings `decay^(L+1)`, head 1).
 pub fn lr_scale(ft: &FinetuneConfig, model: &ModelConfig, name: &str) -> f64 {
+    let decayed = |decay: f64, layers: usize| {
+        let layers = layers as i32;
+        let power = match depth(name) {
+            Depth::Embeddings => layers + 1,
+            Depth::Block(i) => layers - i as i32,
+            Depth::Head => 0,
+        };
+        decay.powi(power)
+    };
     match tower(name) {
-        Tower::Image => {
-            let layers = model.vision.layers as i32;
-            let power = match depth(name) {
-                Depth::Embeddings => layers + 1,
-                Depth::Block(i) => layers - i as i32,
-                Depth::Head => 0,
-            };
-            ft.image_lr_scale * ft.image_layer_decay.powi(power)
-        }
-        Tower::Text => ft.text_lr_scale,
+        Tower::Image => ft.image_lr_scale * decayed(ft.image_layer_decay, model.vision.layers),
+        Tower::Text => ft.text_lr_scale * decayed(ft.text_layer_decay, model.text.layers),
         Tower::Shared => 1.0,
     }
 }
@@ -177,5 +178,20 @@ mod tests {
         assert_eq!(s("vision_model.embeddings.class_embedding"), 0.5 / 32.0);
         assert_eq!(s("text_model.encoder.layers.0.mlp.fc2.bias"), 2.0);
         assert_eq!(s("logit_scale"), 1.0);
+        // The text tower's own decay (3 blocks): head 1, block 2 decay, token embedding decay^4.
+        let text = FinetuneConfig {
+            text_layer_decay: 0.5,
+            ..ft
+        };
+        let s = |n: &str| lr_scale(&text, &m, n);
+        assert_eq!(s("text_projection.weight"), 2.0);
+        assert_eq!(s("text_model.final_layer_norm.weight"), 2.0);
+        assert_eq!(s("text_model.encoder.layers.2.mlp.fc2.bias"), 1.0);
+        assert_eq!(s("text_model.encoder.layers.0.mlp.fc2.bias"), 0.25);
+        assert_eq!(s("text_model.embeddings.token_embedding.weight"), 0.125);
+        assert_eq!(
+            s("vision_model.encoder.layers.3.self_attn.q_proj.weight"),
+            0.25
+        );
     }
 }

@@ -47,7 +47,7 @@ use crate::eval::{Encoder, EvalResults, Evaluator};
 use crate::log::{Metrics, MetricsLog, SampleKeysLog};
 use crate::loss::ClipLoss;
 use crate::model::{self, ClipModel};
-use crate::optim::{AdamW, LrSchedule};
+use crate::optim::{AdamW, Ema, LrSchedule};
 use crate::text::TextTokenizer;
 use clock::CheckpointClock;
 use meter::Meter;
@@ -139,6 +139,8 @@ pub struct Trainer {
     /// The contrastive loss, whose `logit_scale` bounds the update clamps.
     loss: ClipLoss,
     update: Updater,
+    /// `optim.ema_decay`: the weights' moving average, updated after every step.
+    ema: Option<Ema>,
     schedule: LrSchedule,
     evaluator: Option<Evaluator>,
     loader: DeviceBatches,
@@ -191,6 +193,13 @@ impl Trainer {
         };
         let params: Vec<Tensor> = named_variables(&vs).into_iter().map(|(_, t)| t).collect();
         dist.broadcast_from_main(&params)?;
+        // Started from the weights every rank now holds; a resumed run continues its saved one.
+        let o = &cfg.optim;
+        let mut ema =
+            (o.ema_decay > 0.0).then(|| Ema::new(&named_variables(&vs), o.ema_decay, o.ema_warmup));
+        if let (Some(ema), Some(dir)) = (&mut ema, &plan.resume_from) {
+            resume::restore_ema(dir, ema)?;
+        }
         let update = Updater::new(&cfg, plan.device, opt, &params, &state)?;
         let start = resume::StreamStart::of(&state);
         let (loader, position) = input::start_loader(&plan, &start, &dist)?;
@@ -227,6 +236,7 @@ impl Trainer {
             vs,
             model,
             update,
+            ema,
             evaluator,
             loader,
             state,
@@ -258,6 +268,9 @@ impl Trainer {
             step,
         )?;
         let applied = self.update.apply(step, loss, lr, &self.model, &self.loss)?;
+        if let Some(ema) = &mut self.ema {
+            ema.update(step);
+        }
         let samples = batch.images.size()[0] as u64 * self.dist.world_size as u64;
         self.state.step = step;
         self.state.samples_seen += samples;
@@ -351,14 +364,33 @@ impl Trainer {
             Some(self.cfg.run.precision),
             self.cfg.eval.batch_size,
         );
-        match ev.run(&encoder) {
+        let raw = ev.run(&encoder);
+        // The average, evaluated in the model's place and swapped back; its figures go into
+        // the same row as `ema/NAME`.
+        let averaged = self.ema.as_mut().map(|ema| {
+            ema.swap();
+            let r = ev.run(&encoder);
+            ema.swap();
+            r
+        });
+        match raw {
             Ok(r) => {
-                self.log.log("eval", step, &r.metrics());
+                let mut metrics = r.metrics();
+                if let Some(Ok(a)) = &averaged {
+                    for (k, v) in a.metrics().iter() {
+                        metrics.insert(format!("ema/{k}"), v);
+                    }
+                }
+                self.log.log("eval", step, &metrics);
                 self.summary.eval = Some((step, r));
             }
             Err(e) => self
                 .log
                 .println(&format!("step {step}: evaluation failed: {e}")),
+        }
+        if let Some(Err(e)) = averaged {
+            let m = format!("step {step}: evaluation of the EMA weights failed: {e}");
+            self.log.println(&m);
         }
         self.meter.exclude(started.elapsed());
     }
@@ -377,9 +409,11 @@ impl Trainer {
         // others from running ahead (or exiting) before it is complete.
         self.state.ranks = resume::gather_positions(&self.dist, &self.position)?;
         if self.dist.is_main() {
+            let ema = self.ema.as_ref().map(Ema::tensors);
             let ckpt = Checkpoint {
                 model: &named_variables(&self.vs),
                 optimizer: &self.update.opt.state_tensors(),
+                ema: ema.as_deref(),
                 state: &self.state,
                 config_toml: &self.cfg.to_toml(),
                 tokenizer_json: Some(Path::new(&self.cfg.data.tokenizer)),

@@ -15,7 +15,7 @@ use crate::data::DataError;
 use crate::data::mixture::{SampleStream, TrainShards};
 use crate::data::stream::{StreamOptions, StreamState};
 use crate::dist::Dist;
-use crate::optim::AdamW;
+use crate::optim::{AdamW, Ema, EmaError};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use tch::nn;
@@ -236,6 +236,17 @@ pub(super) fn restore(
     Ok(state)
 }
 
+/// Restores the run's weight average from the checkpoint's `ema.safetensors`.
+pub(super) fn restore_ema(dir: &Path, ema: &mut Ema) -> Result<(), TrainError> {
+    let path = dir.join(checkpoint::EMA_WEIGHTS);
+    if !path.is_file() {
+        let source = EmaError::missing();
+        return Err(TrainError::Ema { path, source });
+    }
+    ema.load(checkpoint::read_tensors(&path)?)
+        .map_err(|source| TrainError::Ema { path, source })
+}
+
 /// Where this rank's data stream starts: at the beginning, or where a checkpoint left it.
 pub(super) enum StreamStart {
     /// A fresh run (or a checkpoint of step 0).
@@ -374,6 +385,7 @@ mod tests {
             let ckpt = checkpoint::Checkpoint {
                 model: &model,
                 optimizer: &[],
+                ema: None,
                 state: &state,
                 config_toml: "",
                 tokenizer_json: None,

@@ -588,6 +588,11 @@ fn finetune_rules() {
     );
     assert_problem(
         "",
+        &["finetune.text_layer_decay=0"],
+        "finetune.text_layer_decay = 0 must be in (0, 1] (1 = no layer-wise decay)",
+    );
+    assert_problem(
+        "",
         &["finetune.text_lr_scale=-1"],
         "finetune.text_lr_scale = -1 must be a finite number >= 0 (it multiplies optim.lr)",
     );

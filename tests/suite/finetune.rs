@@ -105,6 +105,7 @@ lock_text = true
 unlocked_text_layers = 1
 text_lr_scale = 0.5
 image_layer_decay = 0.6
+text_layer_decay = 0.8
 logit_scale = "reset"
 "#,
     )
