@@ -1,8 +1,20 @@
 //! The one-word choices of a config (`run.device`, `run.precision`, `data.mode`, `loss.kind`,
-//! `optim.schedule`, `log.progress`, `finetune.logit_scale`), each with its TOML spelling.
+//! `optim.schedule`, `log.progress`, `finetune.logit_scale`, `data.caption_choice`), each with its TOML spelling.
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
+
+/// Which caption of a sample with several a training step reads (`data.caption_choice`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptionChoice {
+    /// The text member (or the JSON field), as a sample with one caption has.
+    First,
+    /// One of all of them, drawn per sample and epoch from (`run.seed`, the sample's position):
+    /// the text member and the numbered ones (`KEY.txt`, `KEY.1.txt`, ...), or the items of a
+    /// JSON list in `data.json_caption_field`.
+    Random,
+}
 
 /// What happens to the loaded temperature `logit_scale` when fine-tuning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,9 @@ mod choices;
 mod load;
 mod validate;
 
-pub use choices::{DataMode, DeviceSpec, LogitScaleMode, LossKind, Precision, Progress, Schedule};
+pub use choices::{
+    CaptionChoice, DataMode, DeviceSpec, LogitScaleMode, LossKind, Precision, Progress, Schedule,
+};
 pub use load::{ConfigError, Origin, load, load_str};
 pub use validate::validate;
 // The model's own types: the TOML sections deserialize straight into what the towers take.
@@ -89,6 +91,13 @@ pub struct DataConfig {
     pub text_key: String,
     /// When non-empty, the caption is this field of the sample's `json` member instead.
     pub json_caption_field: String,
+    /// Which caption training reads when a sample has several: "first" or "random" (drawn per
+    /// sample and epoch).
+    pub caption_choice: CaptionChoice,
+    /// Several fields of the `json` member, each drawn with its probability (they sum to 1), as
+    /// OpenCLIP's `--json-text-key-probs`: `{ caption = 0.7, synthetic = 0.3 }`. A field missing
+    /// from a sample leaves the draw to the others; a field holding a list gives one item.
+    pub caption_fields: BTreeMap<String, f64>,
     /// Hugging Face `tokenizer.json` (trained by `cliptrain tokenizer train`, or CLIP's own
     /// from `scripts/make_clip_tokenizer.py`); required for training.
     pub tokenizer: String,
@@ -143,6 +152,8 @@ impl Default for DataConfig {
             image_keys: "jpg;jpeg;png;webp".into(),
             text_key: "txt".into(),
             json_caption_field: String::new(),
+            caption_choice: CaptionChoice::First,
+            caption_fields: BTreeMap::new(),
             tokenizer: String::new(),
             sot_token: String::new(),
             eot_token: String::new(),

@@ -85,6 +85,29 @@ fn data(c: &Config, p: &mut Problems) {
         "not be empty",
     );
     p.at_least("data.prefetch", d.prefetch as u64, 1);
+    if !d.caption_fields.is_empty() {
+        for (field, w) in &d.caption_fields {
+            p.check(
+                w.is_finite() && *w > 0.0,
+                &format!("data.caption_fields.{field}"),
+                w,
+                "be a probability > 0",
+            );
+        }
+        let sum: f64 = d.caption_fields.values().sum();
+        p.check(
+            (sum - 1.0).abs() < 1e-6,
+            "data.caption_fields",
+            format!("{:?}", d.caption_fields),
+            format!("hold probabilities that sum to 1 (they sum to {sum})"),
+        );
+        p.check(
+            d.json_caption_field.is_empty(),
+            "data.json_caption_field",
+            q(&d.json_caption_field),
+            "be empty when data.caption_fields names the JSON fields",
+        );
+    }
     let [lo, hi] = d.crop_scale;
     p.check(
         lo > 0.0 && lo <= hi && hi <= 1.0,

@@ -1,7 +1,7 @@
 //! `cliptrain data inspect`: what a set of shards holds, shard by shard — samples, member keys,
 //! what is missing or broken and why, caption lengths and image sizes. Every image is decoded
 //! (in parallel), so "ok" means exactly what the training loader would accept.
-use super::sample::{SampleKeys, caption_of, image_of};
+use super::sample::{CaptionDraw, SampleKeys, caption_of, captions_of, image_of};
 use super::spec::Shard;
 use super::tarstream::{RawSample, SampleReader, TarEvent};
 use super::transform::decode_rgb8;
@@ -50,6 +50,9 @@ pub struct ShardReport {
     pub keys: BTreeMap<String, u64>,
     pub caption_chars: Distribution,
     pub caption_words: Distribution,
+    /// Captions a usable sample has (the text member and numbered ones, a JSON list, or the
+    /// `data.caption_fields` present) → how many samples have that many.
+    pub captions_per_sample: BTreeMap<usize, u64>,
     pub image_width: Distribution,
     pub image_height: Distribution,
     /// Set when the shard could not be read to its end.
@@ -64,6 +67,7 @@ pub struct InspectReport {
     pub skipped: SkipCounts,
     pub keys: BTreeMap<String, u64>,
     pub caption_chars: Distribution,
+    pub captions_per_sample: BTreeMap<usize, u64>,
     pub image_width: Distribution,
     pub image_height: Distribution,
     pub shards: Vec<ShardReport>,
@@ -72,7 +76,8 @@ pub struct InspectReport {
 /// Per-sample findings, gathered in parallel.
 struct Finding {
     exts: Vec<String>,
-    result: Result<(usize, usize, u32, u32), SkipReason>,
+    /// Caption characters and words, caption count, image width and height.
+    result: Result<(usize, usize, usize, u32, u32), SkipReason>,
 }
 
 /// Reads and decodes every sample of `shards` on `threads` threads.
@@ -111,8 +116,9 @@ pub fn inspect(
                     *r.keys.entry(e).or_default() += 1;
                 }
                 match f.result {
-                    Ok((nc, nw, iw, ih)) => {
+                    Ok((nc, nw, count, iw, ih)) => {
                         r.samples_ok += 1;
+                        *r.captions_per_sample.entry(count).or_default() += 1;
                         c.push(nc as f64);
                         wd.push(nw as f64);
                         w.push(iw as f64);
@@ -172,6 +178,9 @@ pub fn inspect(
         for (k, n) in &r.keys {
             *report.keys.entry(k.clone()).or_default() += n;
         }
+        for (k, n) in &r.captions_per_sample {
+            *report.captions_per_sample.entry(*k).or_default() += n;
+        }
         report.shards.push(r);
     }
     report.caption_chars = Distribution::of(chars);
@@ -183,11 +192,18 @@ pub fn inspect(
 fn examine(s: &RawSample, keys: &SampleKeys, max_pixels: u64) -> Finding {
     let exts = s.members.iter().map(|(e, _)| e.clone()).collect();
     let result = (|| {
-        let caption = caption_of(s, keys)?;
+        // Usable as training reads it: its first caption, or any when it draws one.
+        let all = captions_of(s, keys);
+        let caption = match keys.draw {
+            CaptionDraw::First => caption_of(s, keys)?,
+            _ => all.clone()?.swap_remove(0),
+        };
+        let count = all.map_or(1, |a| a.len());
         let (w, h, _) = decode_rgb8(image_of(s, keys)?, max_pixels)?;
         Ok((
             caption.chars().count(),
             caption.split_whitespace().count(),
+            count,
             w,
             h,
         ))
@@ -212,6 +228,12 @@ impl std::fmt::Display for InspectReport {
             )
         };
         writeln!(f, "caption chars: {}", d(&self.caption_chars))?;
+        let counts: Vec<String> = self
+            .captions_per_sample
+            .iter()
+            .map(|(k, n)| format!("{k} ×{n}"))
+            .collect();
+        writeln!(f, "captions per sample: {}", counts.join(", "))?;
         writeln!(f, "image width:   {}", d(&self.image_width))?;
         writeln!(f, "image height:  {}", d(&self.image_height))?;
         for s in &self.shards {

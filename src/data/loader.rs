@@ -8,7 +8,7 @@
 use super::buffers::{BatchBuffers, HostMemory};
 use super::mixture::SampleStream;
 use super::pixels::Slots;
-use super::sample::{SampleKeys, caption_of, captions_of, image_of, label_of};
+use super::sample::{SampleKeys, caption_of, captions_of, image_of, label_of, training_caption};
 use super::stream::{StreamSample, StreamState};
 use super::transform::ImageTransform;
 use super::watch::SourceWatch;
@@ -479,13 +479,16 @@ fn prepare(
     } else if keys.all_captions {
         let all = captions_of(&s.raw, keys)?;
         (all[0].clone(), all)
-    } else {
+    } else if keys.label {
         match caption_of(&s.raw, keys) {
             Ok(c) => (c, Vec::new()),
             // A classification set needs labels, not captions.
-            Err(SkipReason::MissingCaption) if keys.label => (String::new(), Vec::new()),
+            Err(SkipReason::MissingCaption) => (String::new(), Vec::new()),
             Err(e) => return Err(e),
         }
+    } else {
+        let seed = transform.seed;
+        (training_caption(&s.raw, keys, seed, s.index)?, Vec::new())
     };
     let label = if keys.label {
         Some(label_of(&s.raw)?)

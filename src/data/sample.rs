@@ -2,6 +2,7 @@
 //! each is read out of a [`RawSample`] (or why the sample is unusable). Shared by the loader,
 //! `data inspect` and tokenizer training, so every reader agrees on what a usable sample is.
 use super::stream::ShardStream;
+use super::stream::mix;
 use super::tarstream::RawSample;
 use super::{DataError, SkipReason};
 
@@ -21,6 +22,20 @@ pub struct SampleKeys {
     /// Read only the image (embedding an image collection): captions and labels are not looked
     /// at, so a sample without them is still usable.
     pub image_only: bool,
+    /// Which caption training reads from a sample with several.
+    pub draw: CaptionDraw,
+}
+
+/// How the caption of a training sample is chosen (`data.caption_choice`,
+/// `data.caption_fields`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CaptionDraw {
+    /// The text member, or `json_caption_field`.
+    First,
+    /// Uniformly among [`captions_of`].
+    Random,
+    /// A JSON field drawn by these probabilities, among the fields the sample has.
+    Fields(Vec<(String, f64)>),
 }
 
 impl SampleKeys {
@@ -38,6 +53,13 @@ impl SampleKeys {
             label: false,
             all_captions: false,
             image_only: false,
+            draw: match (&d.caption_fields, d.caption_choice) {
+                (f, _) if !f.is_empty() => {
+                    CaptionDraw::Fields(f.iter().map(|(k, w)| (k.clone(), *w)).collect())
+                }
+                (_, crate::config::CaptionChoice::Random) => CaptionDraw::Random,
+                (_, crate::config::CaptionChoice::First) => CaptionDraw::First,
+            },
         }
     }
 }
@@ -68,23 +90,83 @@ pub(crate) fn caption_of(raw: &RawSample, keys: &SampleKeys) -> Result<String, S
     Ok(caption.to_string())
 }
 
+/// The caption a training step reads from the sample at stream position `index`: per
+/// [`SampleKeys::draw`], the first, or one drawn from (`seed`, `index`) — so the same sample
+/// gets another caption each epoch, and a resumed run the same ones.
+pub(crate) fn training_caption(
+    raw: &RawSample,
+    keys: &SampleKeys,
+    seed: u64,
+    index: u64,
+) -> Result<String, SkipReason> {
+    let uniform =
+        |salt: u64| (mix(seed, 0xCA_9710 ^ salt, index) >> 11) as f64 / (1u64 << 53) as f64;
+    let pick = |all: Vec<String>, u: f64| {
+        let i = ((u * all.len() as f64) as usize).min(all.len() - 1);
+        all.into_iter().nth(i).expect("non-empty")
+    };
+    match &keys.draw {
+        CaptionDraw::First => caption_of(raw, keys),
+        CaptionDraw::Random => Ok(pick(captions_of(raw, keys)?, uniform(0))),
+        CaptionDraw::Fields(fields) => {
+            let json = json_member(raw)?;
+            let present: Vec<(Vec<String>, f64)> = fields
+                .iter()
+                .filter_map(|(f, w)| field_captions(&json, f).ok().map(|c| (c, *w)))
+                .filter(|(c, _)| !c.is_empty())
+                .collect();
+            let total: f64 = present.iter().map(|(_, w)| w).sum();
+            let mut at = uniform(1) * total;
+            for (captions, w) in &present {
+                if at < *w {
+                    return Ok(pick(captions.clone(), uniform(2)));
+                }
+                at -= w;
+            }
+            // Rounding left `at` past the last field: it is the one drawn.
+            match present.into_iter().last() {
+                Some((captions, _)) => Ok(pick(captions, uniform(2))),
+                None => Err(SkipReason::MissingCaption),
+            }
+        }
+    }
+}
+
+fn json_member(raw: &RawSample) -> Result<serde_json::Value, SkipReason> {
+    let bytes = raw.member("json").ok_or(SkipReason::MissingCaption)?;
+    serde_json::from_slice(bytes).map_err(|_| SkipReason::BadJson)
+}
+
+/// The non-empty, trimmed captions of `field` of a sample's JSON: a string or a list of them.
+fn field_captions(json: &serde_json::Value, field: &str) -> Result<Vec<String>, SkipReason> {
+    let raw: Vec<&str> = match json.get(field) {
+        Some(serde_json::Value::String(c)) => vec![c.as_str()],
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().ok_or(SkipReason::BadJson))
+            .collect::<Result<_, _>>()?,
+        _ => return Err(SkipReason::BadJson),
+    };
+    Ok(raw
+        .into_iter()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(String::from)
+        .collect())
+}
+
 /// Every caption of a sample, trimmed, empty ones dropped: a JSON list (or string) in the
-/// caption field, else the text member followed by numbered ones (`0.txt`, `1.txt`, ...).
+/// caption field (or in each of `data.caption_fields`), else the text member followed by
+/// numbered ones (`0.txt`, `1.txt`, ...).
 pub(crate) fn captions_of(raw: &RawSample, keys: &SampleKeys) -> Result<Vec<String>, SkipReason> {
     let mut all: Vec<String> = Vec::new();
-    if let Some(field) = &keys.json_caption_field {
-        let bytes = raw.member("json").ok_or(SkipReason::MissingCaption)?;
-        let v: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|_| SkipReason::BadJson)?;
-        match v.get(field) {
-            Some(serde_json::Value::String(c)) => all.push(c.clone()),
-            Some(serde_json::Value::Array(items)) => {
-                for item in items {
-                    all.push(item.as_str().ok_or(SkipReason::BadJson)?.to_string());
-                }
-            }
-            _ => return Err(SkipReason::BadJson),
+    if let CaptionDraw::Fields(fields) = &keys.draw {
+        let json = json_member(raw)?;
+        for (f, _) in fields {
+            all.extend(field_captions(&json, f).unwrap_or_default());
         }
+    } else if let Some(field) = &keys.json_caption_field {
+        all = field_captions(&json_member(raw)?, field)?;
     } else {
         let numbered = |ext: &str| {
             ext.strip_suffix(&keys.text)
@@ -137,8 +219,9 @@ pub(crate) fn label_of(raw: &RawSample) -> Result<i64, SkipReason> {
     text.trim().parse::<i64>().map_err(|_| SkipReason::BadLabel)
 }
 
-/// Every usable caption of `shards`, read once in order without decoding images (tokenizer
-/// training). Unusable captions are skipped; shard problems are logged by the stream.
+/// Every usable caption of `shards` (all of a sample's when it has several), read once in
+/// order without decoding images (tokenizer training). Unusable captions are skipped; shard
+/// problems are logged by the stream.
 pub fn captions(
     shards: Vec<super::spec::Shard>,
     keys: SampleKeys,
@@ -152,11 +235,21 @@ pub fn captions(
         world_size: 1,
     };
     let mut stream = ShardStream::new(shards, opts)?;
+    let mut pending: std::collections::VecDeque<String> = Default::default();
     Ok(std::iter::from_fn(move || {
         loop {
+            if let Some(c) = pending.pop_front() {
+                return Some(c);
+            }
+            let all = match keys.draw {
+                CaptionDraw::First => {
+                    |raw: &RawSample, keys: &SampleKeys| caption_of(raw, keys).map(|c| vec![c])
+                }
+                _ => captions_of,
+            };
             match stream.next_sample() {
-                Ok(Some(s)) => match caption_of(&s.raw, &keys) {
-                    Ok(c) => return Some(c),
+                Ok(Some(s)) => match all(&s.raw, &keys) {
+                    Ok(c) => pending.extend(c),
                     Err(_) => continue,
                 },
                 Ok(None) => return None,
@@ -167,4 +260,70 @@ pub fn captions(
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(members: &[(&str, &str)]) -> RawSample {
+        RawSample {
+            key: "k".into(),
+            members: members
+                .iter()
+                .map(|(e, b)| (e.to_string(), b.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    fn keys(draw: CaptionDraw) -> SampleKeys {
+        SampleKeys {
+            draw,
+            ..SampleKeys::from_config(&crate::config::DataConfig::default())
+        }
+    }
+
+    /// Numbered captions drawn uniformly and reproducibly; JSON fields by their probabilities,
+    /// a missing field leaving the draw to the others.
+    #[test]
+    fn captions_are_drawn_from_seed_and_position() {
+        let s = sample(&[("txt", "a"), ("1.txt", "b"), ("2.txt", " c "), ("jpg", "")]);
+        let k = keys(CaptionDraw::Random);
+        let draws: Vec<String> = (0..3000)
+            .map(|i| training_caption(&s, &k, 7, i).unwrap())
+            .collect();
+        for c in ["a", "b", "c"] {
+            let n = draws.iter().filter(|d| *d == c).count();
+            assert!((850..1150).contains(&n), "{c}: {n} of 3000");
+        }
+        let again: Vec<String> = (0..3000)
+            .map(|i| training_caption(&s, &k, 7, i).unwrap())
+            .collect();
+        assert_eq!(
+            draws, again,
+            "the same seed and positions draw the same captions"
+        );
+        assert_eq!(
+            training_caption(&s, &keys(CaptionDraw::First), 7, 0).unwrap(),
+            "a"
+        );
+
+        let fields = CaptionDraw::Fields(vec![("web".into(), 0.75), ("syn".into(), 0.25)]);
+        let k = keys(fields);
+        let both = sample(&[("json", r#"{"web": "w", "syn": ["s1", "s2"]}"#)]);
+        let draws: Vec<String> = (0..4000)
+            .map(|i| training_caption(&both, &k, 1, i).unwrap())
+            .collect();
+        let n = |c: &str| draws.iter().filter(|d| *d == c).count();
+        assert!((2850..3150).contains(&n("w")), "{}", n("w"));
+        assert!((400..600).contains(&n("s1")) && (400..600).contains(&n("s2")));
+        let only_syn = sample(&[("json", r#"{"syn": "s"}"#)]);
+        assert!((0..50).all(|i| training_caption(&only_syn, &k, 1, i).unwrap() == "s"));
+        let none = sample(&[("json", r#"{"other": "x"}"#)]);
+        assert_eq!(
+            training_caption(&none, &k, 1, 0),
+            Err(SkipReason::MissingCaption)
+        );
+        assert_eq!(captions_of(&both, &k).unwrap(), vec!["w", "s1", "s2"]);
+    }
 }

@@ -588,6 +588,11 @@ fn finetune_rules() {
     );
     assert_problem(
         "",
+        &["data.caption_fields={a = 0.5, b = 0.4}"],
+        "data.caption_fields = {\"a\": 0.5, \"b\": 0.4} must hold probabilities that sum to 1 (they sum to 0.9)",
+    );
+    assert_problem(
+        "",
         &["finetune.text_layer_decay=0"],
         "finetune.text_layer_decay = 0 must be in (0, 1] (1 = no layer-wise decay)",
     );

@@ -5,7 +5,7 @@ use cliptrain::data::device::DeviceBatches;
 use cliptrain::data::loader::{Batch, Loader, LoaderOptions, Tokenize};
 use cliptrain::data::mixture::{Component, SampleStream, TrainShards};
 use cliptrain::data::resize::{Interpolation, ResizeRule};
-use cliptrain::data::sample::SampleKeys;
+use cliptrain::data::sample::{CaptionDraw, SampleKeys};
 use cliptrain::data::spec::{Shard, parse_spec};
 use cliptrain::data::stream::{Order, ShardStream, StreamOptions, StreamSample, StreamState};
 use cliptrain::data::transform::{Augment, ImageTransform};
@@ -293,6 +293,7 @@ fn loader_opts(batch: usize, augment: Augment) -> LoaderOptions {
             label: false,
             all_captions: false,
             image_only: false,
+            draw: CaptionDraw::First,
         },
         workers: 2,
         prefetch: 2,
