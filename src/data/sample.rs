@@ -32,7 +32,7 @@ pub struct SampleKeys {
 pub enum CaptionDraw {
     /// The text member, or `json_caption_field`.
     First,
-    /// Uniformly among [`captions_of`].
+    /// Uniformly among all its captions (the text member and numbered ones, or a JSON list).
     Random,
     /// A JSON field drawn by these probabilities, among the fields the sample has.
     Fields(Vec<(String, f64)>),
