@@ -152,4 +152,8 @@ int cliptrain_recompute_in_backward(const at::Tensor* x, const at::Tensor* const
   }
 }
 
+// Whether autograd records operations now (at::GradMode): LoRA's dropout is active only where
+// a training forward records a graph, not under no_grad (evaluation, embedding).
+int cliptrain_grad_enabled(void) { return at::GradMode::is_enabled() ? 1 : 0; }
+
 }  // extern "C"

@@ -10,6 +10,10 @@
   interop_parity.py openclip-check EXPORT CMP
       open_clip.create_model_and_transforms('local-dir:' + EXPORT), the same comparisons, with
       open_clip.get_tokenizer('local-dir:' + EXPORT) when the export has a tokenizer.
+  interop_parity.py peft-check ADAPTER CMP --base BASE
+      PEFT's PeftModel.from_pretrained(CLIPModel.from_pretrained(BASE), ADAPTER): cliptrain's
+      `export peft` folder on its base model, run on CMP/inputs.safetensors; its embeddings
+      compared with CMP/outputs.safetensors (the adapted model's, computed by cliptrain).
   interop_parity.py openclip-make DIR --act gelu|quick_gelu
       A small random OpenCLIP model (1-d parameters randomised too; quick_gelu also with MLP
       ratios OpenCLIP truncates) as DIR/open_clip_model.safetensors
@@ -124,6 +128,26 @@ def openclip_check(export: Path, cmp: Path, tol: float) -> int:
     print(json.dumps(result))
     ok = all(v <= tol for v in diffs.values()) and not bad_rows and image_ok
     return 0 if ok else 1
+
+
+def peft_check(adapter: Path, cmp: Path, base: Path, tol: float) -> int:
+    from peft import PeftModel
+    from transformers import CLIPModel
+
+    model = CLIPModel.from_pretrained(str(base), local_files_only=True)
+    model = PeftModel.from_pretrained(model, str(adapter)).eval()
+    adapted = model.get_base_model()
+    layers = sorted(n for n, m in adapted.named_modules() if hasattr(m, "lora_A"))
+    inputs = load_file(str(cmp / "inputs.safetensors"))
+    ours = load_file(str(cmp / "outputs.safetensors"))
+    with torch.no_grad():
+        out = adapted(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"])
+    diffs = {
+        "image_embeds": max_diff(out.image_embeds, ours["image_embeds"]),
+        "text_embeds": max_diff(out.text_embeds, ours["text_embeds"]),
+    }
+    print(json.dumps({"max_abs_diff": diffs, "lora_modules": len(layers)}))
+    return 0 if all(v <= tol for v in diffs.values()) and layers else 1
 
 
 def openclip_make(d: Path, act: str) -> int:
@@ -253,7 +277,7 @@ def resize_pos(d: Path, out: Path, grids: str, context: int) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("mode", choices=["hf-check", "openclip-check", "openclip-make",
+    ap.add_argument("mode", choices=["hf-check", "openclip-check", "peft-check", "openclip-make",
                                      "openclip-siglip-make", "resize-pos"])
     ap.add_argument("dir", type=Path)
     ap.add_argument("cmp", type=Path, nargs="?")
@@ -261,6 +285,7 @@ def main() -> int:
     ap.add_argument("--tol", type=float, default=1e-4)
     ap.add_argument("--grids", default="8")
     ap.add_argument("--context", type=int, default=CTX)
+    ap.add_argument("--base", type=Path, help="peft-check: the base model folder")
     a = ap.parse_args()
     if a.mode == "openclip-make":
         return openclip_make(a.dir, a.act)
@@ -272,6 +297,10 @@ def main() -> int:
         return resize_pos(a.dir, a.cmp, a.grids, a.context)
     if a.cmp is None:
         ap.error(f"{a.mode} needs EXPORT and CMP folders")
+    if a.mode == "peft-check":
+        if a.base is None:
+            ap.error("peft-check needs --base")
+        return peft_check(a.dir, a.cmp, a.base, a.tol)
     check = hf_check if a.mode == "hf-check" else openclip_check
     return check(a.dir, a.cmp, a.tol)
 

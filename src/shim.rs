@@ -399,6 +399,13 @@ unsafe extern "C" {
         out: *mut *mut torch_sys::C_tensor,
         err: *mut *mut c_char,
     ) -> i32;
+    fn cliptrain_grad_enabled() -> i32;
+}
+
+/// Whether autograd records operations on this thread now (off inside `tch::no_grad`).
+pub fn grad_enabled() -> bool {
+    // SAFETY: reads a thread-local flag; no arguments.
+    unsafe { cliptrain_grad_enabled() != 0 }
 }
 
 /// A block of a network whose activations may be dropped after the forward pass and

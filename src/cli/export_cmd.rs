@@ -1,4 +1,5 @@
-//! `cliptrain export hf|openclip`: a model (usually a checkpoint) as a folder other tools load.
+//! `cliptrain export hf|openclip|peft`: a model (usually a checkpoint) as a folder other tools
+//! load; a LoRA checkpoint merged into plain weights (hf, openclip) or as its adapters (peft).
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use cliptrain::interop::{self, LoadedModel};
@@ -13,6 +14,11 @@ pub enum ExportCommand {
     /// An OpenCLIP folder: open_clip_config.json + open_clip_model.safetensors (+ tokenizer),
     /// for `open_clip.create_model_and_transforms('local-dir:DIR')`.
     Openclip(ExportArgs),
+    /// A LoRA checkpoint's adapters as a Hugging Face PEFT folder (adapter_config.json +
+    /// adapter_model.safetensors) for its base model (the run's model.init_from), for
+    /// `PeftModel.from_pretrained(CLIPModel.from_pretrained(BASE), DIR)`. hf and openclip
+    /// export the same checkpoint with the adapters merged into the weights.
+    Peft(ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -46,6 +52,15 @@ pub fn run(cmd: ExportCommand) -> anyhow::Result<()> {
         ExportCommand::Openclip(a) => {
             let saved = open(&a)?;
             let files = interop::openclip::export(&saved, &a.out, a.force, &stop_requested())?;
+            (a, files)
+        }
+        ExportCommand::Peft(a) => {
+            let what = || format!("reading model {}", a.checkpoint.display());
+            let mut source = interop::ModelSource::open(&a.checkpoint).with_context(what)?;
+            if a.ema {
+                source = source.with_ema_weights().with_context(what)?;
+            }
+            let files = interop::peft::export(&source, &a.out, a.force, &stop_requested())?;
             (a, files)
         }
     };

@@ -244,7 +244,12 @@ impl Layers {
                 removed.push(key);
                 continue;
             }
-            let key = parent;
+            // An element of an array (`targets[0]`): the key is the array, which is what the
+            // file spells and what can be removed to go on.
+            let key = match parent.find('[') {
+                Some(i) => parent[..i].to_string(),
+                None => parent,
+            };
             let origin = self.origin_of(&key);
             // A --set value that parsed as a number/bool where the field is a string: retry as text.
             if let (Origin::Override(arg), Some(v)) = (&origin, self.get(&key))

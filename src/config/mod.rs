@@ -13,7 +13,9 @@ pub use choices::{
 pub use load::{ConfigError, Origin, load, load_str};
 pub use validate::validate;
 // The model's own types: the TOML sections deserialize straight into what the towers take.
-pub use crate::model::{Activation, ModelKind, TextConfig, TextPooling, VisionConfig};
+pub use crate::model::{
+    Activation, LoraConfig, LoraTarget, LoraTower, ModelKind, TextConfig, TextPooling, VisionConfig,
+};
 
 pub use crate::data::resize::{ImageResize, Interpolation, ResizeRule};
 use crate::model::{LogitHead, ModelSpec};
@@ -574,6 +576,10 @@ pub struct FinetuneConfig {
     /// LayerNorm + projection as the head). 1.0 = off.
     pub text_layer_decay: f64,
     pub logit_scale: LogitScaleMode,
+    /// `[finetune.lora]`: low-rank adapters instead of training the towers' weights; absent =
+    /// off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for FinetuneConfig {
@@ -588,6 +594,7 @@ impl Default for FinetuneConfig {
             image_layer_decay: 1.0,
             text_layer_decay: 1.0,
             logit_scale: LogitScaleMode::Train,
+            lora: None,
         }
     }
 }

@@ -332,6 +332,82 @@ fn finetune(c: &Config, p: &mut Problems) {
         true,
         "not lock both whole towers at once (nothing but the temperature would train)",
     );
+    if let Some(l) = &f.lora {
+        lora(c, l, p);
+    }
+}
+
+/// `[finetune.lora]`. Sizes are checked against the config's towers when it states them; with
+/// `model.init_from` the source's are checked again when the model is built.
+fn lora(c: &Config, l: &crate::model::LoraConfig, p: &mut Problems) {
+    use crate::model::LoraTower;
+    let own_dims = c.model.init_from.is_empty();
+    p.at_least("finetune.lora.rank", l.rank as u64, 1);
+    for tower in &l.towers {
+        let (name, width, mlp_ratio, layers) = match tower {
+            LoraTower::Image => {
+                let v = &c.model.vision;
+                ("image", v.width, v.mlp_ratio, v.layers)
+            }
+            LoraTower::Text => {
+                let t = &c.model.text;
+                ("text", t.width, t.mlp_ratio, t.layers)
+            }
+        };
+        let side = width.min(crate::model::mlp_width(width, mlp_ratio));
+        p.check(
+            l.rank <= side || !own_dims,
+            "finetune.lora.rank",
+            l.rank,
+            format!("be at most the {name} tower's width {side} (a larger rank is not low-rank)"),
+        );
+        p.check(
+            l.last_layers <= layers || !own_dims,
+            "finetune.lora.last_layers",
+            l.last_layers,
+            format!("be at most the {name} tower's {layers} layers (0 = every block)"),
+        );
+    }
+    p.check(
+        l.alpha.is_finite() && l.alpha > 0.0,
+        "finetune.lora.alpha",
+        l.alpha,
+        "be a finite number > 0 (updates are scaled by alpha / rank)",
+    );
+    p.check(
+        (0.0..1.0).contains(&l.dropout),
+        "finetune.lora.dropout",
+        l.dropout,
+        "be in [0, 1)",
+    );
+    p.check(
+        !l.targets.is_empty(),
+        "finetune.lora.targets",
+        "[]",
+        "name at least one of q_proj, k_proj, v_proj, out_proj, fc1, fc2",
+    );
+    p.check(
+        !l.towers.is_empty(),
+        "finetune.lora.towers",
+        "[]",
+        "name at least one of image, text",
+    );
+    // Both encode a block twice and expect the same function: a second dropout draw would
+    // differentiate another network than the one that produced the loss.
+    for (on, key) in [
+        (c.optim.micro_batch_size > 0, "optim.micro_batch_size"),
+        (c.model.grad_checkpointing, "model.grad_checkpointing"),
+    ] {
+        p.check(
+            l.dropout == 0.0 || !on,
+            "finetune.lora.dropout",
+            l.dropout,
+            format!(
+                "be 0 with {key} (it encodes each block twice, and the two passes would draw \
+                 different dropout masks)"
+            ),
+        );
+    }
 }
 
 fn rest(c: &Config, p: &mut Problems) {

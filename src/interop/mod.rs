@@ -13,6 +13,7 @@ mod init;
 mod loaded;
 pub mod merge;
 pub mod openclip;
+pub mod peft;
 mod pickle;
 pub mod preprocess;
 mod qkv;
@@ -249,6 +250,8 @@ pub struct ModelSource {
     saved: Option<Config>,
     /// The caption cleaning an OpenCLIP folder states (`tokenizer_kwargs.clean`).
     text_clean: Option<crate::text::TextClean>,
+    /// A PEFT adapter folder opened as its base: the LoRA matrices folded into the weights.
+    adapter: Option<peft::PeftAdapter>,
 }
 
 impl std::fmt::Debug for ModelSource {
@@ -281,10 +284,26 @@ impl ModelSource {
     /// cache, downloaded first when missing (see [`crate::hub`]). A path to one weights file
     /// (`finetuned.pt`, `epoch_3.pth`, another `.safetensors`) is read with the folder it is in,
     /// that file in place of the folder's own weights.
+    ///
+    /// A Hugging Face PEFT LoRA adapter folder (`adapter_config.json`) opens as its base model
+    /// with the adapters folded into the weights (see [`peft`]).
     pub fn open(path: &Path) -> Result<Self, SourceError> {
         let path = &*crate::hub::locate(path)?;
         if !path.exists() {
             return Err(SourceError::Missing(path.to_path_buf()));
+        }
+        if path.is_dir() && peft::is_adapter_folder(path) {
+            let (adapter, base) = peft::read(path)?;
+            tracing::info!("{}: a LoRA adapter of {}", path.display(), base.display());
+            let mut source = Self::open(&base)?;
+            if source.adapter.is_some() {
+                return Err(SourceError::BadConfig {
+                    path: path.join(peft::CONFIG),
+                    reason: format!("its base {} is itself an adapter", base.display()),
+                });
+            }
+            source.adapter = Some(adapter);
+            return Ok(source);
         }
         let d = describe(path)?;
         header::check(d.kind, &d.spec, &d.config_file(), &d.weights)?;
@@ -332,6 +351,7 @@ impl ModelSource {
             step,
             saved: d.saved,
             text_clean,
+            adapter: None,
         })
     }
 
@@ -364,6 +384,28 @@ impl ModelSource {
                 (path, tensors)
             }
         })
+        .and_then(|(path, tensors)| self.fold_adapters(path, tensors))
+    }
+
+    /// The weights with LoRA folded in: a checkpoint trained with `[finetune.lora]` holds its
+    /// adapters beside the frozen weights; an adapter folder's come from its own file.
+    fn fold_adapters(
+        &self,
+        path: PathBuf,
+        mut tensors: Vec<(String, Tensor)>,
+    ) -> Result<(PathBuf, Vec<(String, Tensor)>), SourceError> {
+        if let Some(adapter) = &self.adapter {
+            tensors.extend(adapter.tensors()?);
+            let merged = crate::model::merge_adapters(tensors, adapter.scale, &adapter.weights)?;
+            return Ok((adapter.weights.clone(), merged));
+        }
+        match self.saved.as_ref().and_then(|c| c.finetune.lora.as_ref()) {
+            Some(lora) => {
+                let merged = crate::model::merge_adapters(tensors, lora.scale(), &path)?;
+                Ok((path, merged))
+            }
+            None => Ok((path, tensors)),
+        }
     }
 
     /// Copies the weights into `vs` through the one strict loader (see

@@ -36,7 +36,9 @@ pub struct LoadReport {
 /// Copies `tensors` into the variables of `vs`; `path` names their file in errors.
 ///
 /// A `logit_bias` the tensors lack is not a mismatch in either mode: CLIP weights have none,
-/// and a SigLIP model started from them keeps its initial bias. HF's `position_ids` buffers are
+/// and a SigLIP model started from them keeps its initial bias. Nor are LoRA adapters
+/// (`….lora_A.weight`) the tensors lack: a run that adds adapters to a model starts them at
+/// their init (the identity update). HF's `position_ids` buffers are
 /// ignored. In [`LoadMode::Strict`] any other difference fails with [`ModelError::Mismatch`]
 /// listing every problem, and nothing is written.
 pub fn load_named(
@@ -53,7 +55,9 @@ pub fn load_named(
     let mut report = MismatchReport {
         missing: vars
             .keys()
-            .filter(|n| !file.contains_key(*n) && n.as_str() != "logit_bias")
+            .filter(|n| {
+                !file.contains_key(*n) && n.as_str() != "logit_bias" && !super::is_adapter(n)
+            })
             .cloned()
             .collect(),
         unexpected: file

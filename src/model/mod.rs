@@ -11,6 +11,7 @@
 //! [`ClipModel::forward`] returns HF's `CLIPOutput` ([`ClipOutput`]) for parity checks against
 //! `transformers`.
 mod load;
+mod lora;
 mod patch_dropout;
 mod pooling_head;
 mod spec;
@@ -19,6 +20,7 @@ mod transformer;
 mod vision;
 
 pub use load::{LoadMode, LoadReport, MismatchReport, ShapeMismatch, load_named};
+pub use lora::{LoraConfig, LoraTarget, LoraTower, is_adapter, merge_adapters, peft_name};
 pub use patch_dropout::{PatchDraw, kept_patches};
 pub use spec::{
     Activation, LogitHead, ModelKind, ModelSpec, TextConfig, TextPooling, VisionConfig, mlp_width,
@@ -36,6 +38,9 @@ pub enum ModelError {
     /// The spec cannot describe a working network.
     #[error("invalid model config: {0}")]
     Config(String),
+    /// LoRA matrices that cannot be folded into the weights they adapt.
+    #[error("LoRA adapters in {}: {reason}", path.display())]
+    Adapter { path: PathBuf, reason: String },
     /// Weights that do not fit the model, every problem listed.
     #[error("{} does not fit the model:{report}", path.display())]
     Mismatch {
@@ -165,6 +170,19 @@ impl ClipModel {
             logits_per_text,
             image_embeds,
             text_embeds,
+        }
+    }
+
+    /// Gives the blocks `cfg` names LoRA adapters (see [`LoraConfig`]), created under `root` (the
+    /// path the model was built under) beside the weights they adapt. They start as the
+    /// identity (`lora_B = 0`); their init draws come after the model's, so a seed gives the
+    /// same base weights with and without adapters.
+    pub fn attach_adapters(&mut self, root: &nn::Path, cfg: &LoraConfig) {
+        if cfg.covers(LoraTower::Image) {
+            self.vision.attach_adapters(&(root / "vision_model"), cfg);
+        }
+        if cfg.covers(LoraTower::Text) {
+            self.text.attach_adapters(&(root / "text_model"), cfg);
         }
     }
 

@@ -7,11 +7,11 @@ const EOT: i64 = 30;
 /// for its whole body so another test's draws cannot interleave.
 static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+pub(super) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
     RNG.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn small_cfg() -> ModelSpec {
+pub(super) fn small_cfg() -> ModelSpec {
     ModelSpec {
         kind: ModelKind::Clip,
         embed_dim: 24,
@@ -40,7 +40,7 @@ fn small_cfg() -> ModelSpec {
     }
 }
 
-fn build(cfg: &ModelSpec, head: LogitHead) -> (VarStore, ClipModel) {
+pub(super) fn build(cfg: &ModelSpec, head: LogitHead) -> (VarStore, ClipModel) {
     tch::manual_seed(0);
     let vs = VarStore::new(Device::Cpu);
     let m = ClipModel::new(
@@ -55,7 +55,7 @@ fn build(cfg: &ModelSpec, head: LogitHead) -> (VarStore, ClipModel) {
 }
 
 /// Captions of length 12 with EOT at `pos[b]` and random tokens elsewhere.
-fn tokens_with_eot(pos: &[i64]) -> Tensor {
+pub(super) fn tokens_with_eot(pos: &[i64]) -> Tensor {
     let b = pos.len() as i64;
     let t = Tensor::randint_low(1, EOT, [b, 12], (Kind::Int64, Device::Cpu));
     for (i, &p) in pos.iter().enumerate() {
@@ -64,7 +64,7 @@ fn tokens_with_eot(pos: &[i64]) -> Tensor {
     t
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+pub(super) fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[])
 }
 

@@ -97,6 +97,12 @@ impl TextTransformer {
         }
     }
 
+    /// Attaches `cfg`'s adapters to this tower's blocks; `p` is the tower's path (`text_model`).
+    pub(crate) fn attach_adapters(&mut self, p: &nn::Path, cfg: &super::LoraConfig) {
+        let tower = super::LoraTower::Text;
+        self.encoder.attach_adapters(&(p / "encoder"), cfg, tower);
+    }
+
     /// Activation checkpointing of the encoder layers (see [`crate::shim::recompute_in_backward`]).
     pub(crate) fn set_grad_checkpointing(&mut self, on: bool) {
         self.encoder.checkpointed = on;

@@ -1,6 +1,7 @@
 //! The building blocks both towers share: linear and LayerNorm layers, multi-head attention,
 //! the MLP and the pre-LN encoder layer, each named as in Hugging Face's `modeling_clip.py` so
 //! the `nn::Path` tree is the safetensors name tree.
+use super::lora::{Adapter, LoraConfig, LoraTarget, LoraTower};
 use super::spec::Activation;
 use crate::shim::{Recomputable, recompute_in_backward};
 use tch::{Kind, Tensor, nn};
@@ -37,23 +38,39 @@ pub(crate) fn weight(p: &nn::Path, shape: &[i64], init: WeightInit) -> Tensor {
     p.var("weight", shape, init.init())
 }
 
-/// `y = x Wᵀ + b`. Biases start at zero: OpenCLIP's attention zeroes them and zero is the
-/// common choice for the rest; it keeps init independent of the fan-in rule.
+/// `y = x Wᵀ + b`, plus a LoRA update once an adapter is attached. Biases start at zero:
+/// OpenCLIP's attention zeroes them and zero is the common choice for the rest; it keeps init
+/// independent of the fan-in rule.
 #[derive(Debug)]
 pub(crate) struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    adapter: Option<Adapter>,
 }
 
 impl Linear {
     pub(crate) fn new(p: &nn::Path, inp: i64, out: i64, bias: bool, init: WeightInit) -> Self {
         let weight = weight(p, &[out, inp], init);
         let bias = bias.then(|| p.zeros("bias", &[out]));
-        Self { weight, bias }
+        Self {
+            weight,
+            bias,
+            adapter: None,
+        }
+    }
+
+    /// Gives the layer (at path `p`) a LoRA adapter.
+    fn attach(&mut self, p: &nn::Path, cfg: &LoraConfig) {
+        let size = self.weight.size();
+        self.adapter = Some(Adapter::new(p, size[1], size[0], cfg));
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        let y = x.linear(&self.weight, self.bias.as_ref());
+        match &self.adapter {
+            Some(a) => y + a.forward(x),
+            None => y,
+        }
     }
 
     /// Another handle on the same parameters.
@@ -61,12 +78,16 @@ impl Linear {
         Self {
             weight: self.weight.shallow_clone(),
             bias: self.bias.as_ref().map(Tensor::shallow_clone),
+            adapter: self.adapter.as_ref().map(Adapter::share),
         }
     }
 
     fn parameters(&self, out: &mut Vec<Tensor>) {
         out.push(self.weight.shallow_clone());
         out.extend(self.bias.as_ref().map(Tensor::shallow_clone));
+        if let Some(a) = &self.adapter {
+            a.parameters(out);
+        }
     }
 }
 
@@ -283,6 +304,26 @@ impl EncoderLayer {
     }
 }
 
+impl EncoderLayer {
+    /// The linear layer `target` names, and its path under the layer's `p`.
+    fn linear_mut<'p>(
+        &mut self,
+        p: &nn::Path<'p>,
+        target: LoraTarget,
+    ) -> (&mut Linear, nn::Path<'p>) {
+        let a = &mut self.self_attn;
+        let (l, group) = match target {
+            LoraTarget::QProj => (&mut a.q_proj, "self_attn"),
+            LoraTarget::KProj => (&mut a.k_proj, "self_attn"),
+            LoraTarget::VProj => (&mut a.v_proj, "self_attn"),
+            LoraTarget::OutProj => (&mut a.out_proj, "self_attn"),
+            LoraTarget::Fc1 => (&mut self.mlp.fc1, "mlp"),
+            LoraTarget::Fc2 => (&mut self.mlp.fc2, "mlp"),
+        };
+        (l, p / group / target.module())
+    }
+}
+
 impl Recomputable for EncoderLayer {
     fn forward(&self, x: &Tensor) -> Tensor {
         EncoderLayer::forward(self, x)
@@ -318,6 +359,23 @@ impl Encoder {
         Self {
             layers,
             checkpointed: false,
+        }
+    }
+
+    /// Attaches `cfg`'s adapters to the blocks of `tower` it adapts; `p` is the encoder path
+    /// the stack was created under.
+    pub(crate) fn attach_adapters(&mut self, p: &nn::Path, cfg: &LoraConfig, tower: LoraTower) {
+        let n = self.layers.len();
+        let layers_path = p / "layers";
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            if !cfg.adapts_layer(tower, i, n) {
+                continue;
+            }
+            let lp = &layers_path / i;
+            for &target in &cfg.targets {
+                let (linear, path) = layer.linear_mut(&lp, target);
+                linear.attach(&path, cfg);
+            }
         }
     }
 

@@ -110,6 +110,12 @@ impl VisionTransformer {
         }
     }
 
+    /// Attaches `cfg`'s adapters to this tower's blocks; `p` is the tower's path (`vision_model`).
+    pub(crate) fn attach_adapters(&mut self, p: &nn::Path, cfg: &super::LoraConfig) {
+        let tower = super::LoraTower::Image;
+        self.encoder.attach_adapters(&(p / "encoder"), cfg, tower);
+    }
+
     /// Activation checkpointing of the encoder layers (see [`crate::shim::recompute_in_backward`]).
     pub(crate) fn set_grad_checkpointing(&mut self, on: bool) {
         self.encoder.checkpointed = on;

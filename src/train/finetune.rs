@@ -1,6 +1,6 @@
 //! Fine-tuning controls (`[finetune]`): which parameters train and at what learning-rate
 //! multiplier, decided from their (HF) names alone so the rules are easy to test and to read.
-use crate::config::{FinetuneConfig, LogitScaleMode, LossKind, ModelConfig};
+use crate::config::{FinetuneConfig, LogitScaleMode, LoraTower, LossKind, ModelConfig};
 use tch::nn;
 
 /// The tower a parameter belongs to.
@@ -45,8 +45,13 @@ fn depth(name: &str) -> Depth {
 }
 
 /// Whether `name` is frozen by `lock_image`/`lock_text` (with their unlocked last blocks) or by
-/// `logit_scale = "freeze"`.
+/// `logit_scale = "freeze"`. A tower `[finetune.lora]` adapts is locked as by `lock_*` (its
+/// `unlocked_*_layers` still train in full); the adapters themselves always train.
 pub fn is_locked(ft: &FinetuneConfig, model: &ModelConfig, name: &str) -> bool {
+    if crate::model::is_adapter(name) {
+        return false;
+    }
+    let adapted = |t: LoraTower| ft.lora.as_ref().is_some_and(|l| l.covers(t));
     let locked_below = |unlocked: usize, layers: usize| match depth(name) {
         Depth::Embeddings => true,
         Depth::Block(i) => i + unlocked < layers,
@@ -54,9 +59,13 @@ pub fn is_locked(ft: &FinetuneConfig, model: &ModelConfig, name: &str) -> bool {
     };
     match tower(name) {
         Tower::Image => {
-            ft.lock_image && locked_below(ft.unlocked_image_layers, model.vision.layers)
+            (ft.lock_image || adapted(LoraTower::Image))
+                && locked_below(ft.unlocked_image_layers, model.vision.layers)
         }
-        Tower::Text => ft.lock_text && locked_below(ft.unlocked_text_layers, model.text.layers),
+        Tower::Text => {
+            (ft.lock_text || adapted(LoraTower::Text))
+                && locked_below(ft.unlocked_text_layers, model.text.layers)
+        }
         Tower::Shared => name == "logit_scale" && ft.logit_scale == LogitScaleMode::Freeze,
     }
 }

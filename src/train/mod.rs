@@ -22,7 +22,7 @@ mod budget;
 mod build;
 mod clock;
 mod error;
-mod finetune;
+pub mod finetune;
 mod input;
 pub mod meter;
 mod plan;

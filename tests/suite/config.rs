@@ -614,6 +614,42 @@ fn finetune_rules() {
         &["finetune.lock_image=true", "finetune.lock_text=true"],
         "finetune.lock_text = true must not lock both whole towers at once (nothing but the temperature would train)",
     );
+    // [finetune.lora]: present = on, each key checked on one line.
+    let lora =
+        |toml: &str, want: &str| assert_problem(&format!("[finetune.lora]\n{toml}"), &[], want);
+    lora("rank = 0", "finetune.lora.rank = 0 must be at least 1");
+    lora(
+        "rank = 600",
+        "finetune.lora.rank = 600 must be at most the text tower's width 512 (a larger rank is not low-rank)",
+    );
+    lora(
+        "alpha = 0",
+        "finetune.lora.alpha = 0 must be a finite number > 0 (updates are scaled by alpha / rank)",
+    );
+    lora(
+        "dropout = 1.0",
+        "finetune.lora.dropout = 1 must be in [0, 1)",
+    );
+    lora(
+        "targets = [\"x_proj\"]",
+        "finetune.lora.targets = [\"x_proj\"] in the inline config: unknown variant `x_proj`, expected one of `q_proj`, `k_proj`, `v_proj`, `out_proj`, `fc1`, `fc2`",
+    );
+    lora(
+        "towers = []",
+        "finetune.lora.towers = [] must name at least one of image, text",
+    );
+    lora(
+        "last_layers = 13",
+        "finetune.lora.last_layers = 13 must be at most the image tower's 12 layers (0 = every block)",
+    );
+    assert_problem(
+        "[finetune.lora]\ndropout = 0.1\n[model]\ngrad_checkpointing = true\n",
+        &[],
+        "finetune.lora.dropout = 0.1 must be 0 with model.grad_checkpointing (it encodes each block twice, and the two passes would draw different dropout masks)",
+    );
+    let c = ok("[finetune.lora]\n", &[]);
+    assert_eq!(c.finetune.lora.unwrap().scale(), 2.0);
+    assert!(ok("", &[]).finetune.lora.is_none());
     let c = ok(
         "",
         &["finetune.logit_scale=reset", "model.init_from=\"runs/x\""],

@@ -18,21 +18,8 @@ use tch::{Device, Kind, Tensor, nn::VarStore};
 
 const TOL: f64 = 1e-4;
 
-/// Runs `scripts/interop_parity.py` and returns its stdout; a failure shows both streams.
 fn parity(args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/interop_parity.py");
-    let out = Command::new(common::venv_python())
-        .arg(&script)
-        .args(args)
-        .output()
-        .expect("running the venv python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "scripts/interop_parity.py {args:?} failed:\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::reference("interop_parity.py", args)
 }
 
 const CAPTIONS: [&str; 4] = [

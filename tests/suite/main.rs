@@ -33,6 +33,7 @@ mod hub;
 mod hub_hostile;
 mod interop;
 mod layering;
+mod lora;
 mod merge;
 mod model_parity;
 mod preflight;

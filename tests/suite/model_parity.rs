@@ -12,7 +12,6 @@ use cliptrain::model::{
 };
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use tch::{Device, Kind, Tensor, nn::VarStore};
 
 const TOL: f64 = 1e-4;
@@ -56,22 +55,8 @@ fn act_name(a: Activation) -> &'static str {
     }
 }
 
-/// Runs `scripts/hf_parity.py` and returns its stdout; a failure names the fix.
 fn hf_parity(args: &[&str]) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/hf_parity.py");
-    let out = Command::new(common::venv_python())
-        .arg(&script)
-        .args(args)
-        .output()
-        .expect("running the venv python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "scripts/hf_parity.py {args:?} failed (needs transformers/safetensors from \
-         scripts/bootstrap.sh --ref):\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::reference("hf_parity.py", args)
 }
 
 fn read(path: &Path) -> HashMap<String, Tensor> {

@@ -12,27 +12,12 @@ use cliptrain::interop::{LoadedModel, SourceKind};
 use cliptrain::model::{ClipModel, LogitHead, ModelKind};
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
 use tch::{Device, Kind, Tensor};
 
 const TOL: f64 = 1e-4;
 
-/// Runs `scripts/siglip_parity.py` and returns its stdout; a failure names the fix.
 fn siglip_parity(args: &[&str]) -> String {
-    let script = common::repo().join("scripts/siglip_parity.py");
-    let out = Command::new(common::venv_python())
-        .arg(&script)
-        .args(args)
-        .output()
-        .expect("running the venv python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "scripts/siglip_parity.py {args:?} failed (needs transformers/safetensors from \
-         scripts/bootstrap.sh --ref):\nstdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::reference("siglip_parity.py", args)
 }
 
 fn read(path: &Path) -> HashMap<String, Tensor> {

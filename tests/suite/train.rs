@@ -7,7 +7,7 @@ use cliptrain::config::{self, DeviceSpec, LossKind};
 use cliptrain::data::pixels::PixelNorm;
 use cliptrain::dist::Dist;
 use cliptrain::loss::ClipLoss;
-use cliptrain::model::ClipModel;
+use cliptrain::model::{ClipModel, LoraConfig, LoraTarget, LoraTower, is_adapter};
 use cliptrain::train::{self, ForwardBackward, Resume, StopToken, TrainOptions};
 use std::process::Command;
 use tch::{Device, Kind, Tensor, nn};
@@ -169,15 +169,35 @@ fn feature_caching_gives_the_full_batch_gradient() {
     let mut cfg = small_step_config();
     // With patch dropout, a micro-batch must keep the patches its images keep in the whole
     // batch, in both of its passes.
-    for (kind, dropout) in [
-        (LossKind::InfoNce, 0.0),
-        (LossKind::Siglip, 0.0),
-        (LossKind::InfoNce, 0.5),
+    // And with LoRA on a frozen image tower: only its adapters (and the text tower) have
+    // gradients, and those must not depend on the micro-batching either.
+    for (kind, dropout, lora) in [
+        (LossKind::InfoNce, 0.0, false),
+        (LossKind::Siglip, 0.0, false),
+        (LossKind::InfoNce, 0.5, false),
+        (LossKind::InfoNce, 0.0, true),
     ] {
         cfg.loss.kind = kind;
         cfg.model.vision.patch_dropout = dropout;
         let vs = nn::VarStore::new(Device::Cpu);
-        let model = ClipModel::new(&vs.root(), &cfg.model.spec(49, kind)).unwrap();
+        let mut model = ClipModel::new(&vs.root(), &cfg.model.spec(49, kind)).unwrap();
+        if lora {
+            let adapters = LoraConfig {
+                rank: 4,
+                targets: vec![LoraTarget::QProj, LoraTarget::VProj, LoraTarget::Fc2],
+                towers: vec![LoraTower::Image],
+                ..LoraConfig::default()
+            };
+            model.attach_adapters(&vs.root(), &adapters);
+            for (name, v) in vs.variables() {
+                if is_adapter(&name) {
+                    // lora_B starts at zero, which would leave lora_A without a gradient.
+                    let _ = tch::no_grad(|| v.shallow_clone().normal_(0.0, 0.1));
+                } else if name.starts_with("vision_model.") {
+                    let _ = v.set_requires_grad(false);
+                }
+            }
+        }
         let (images, tokens) = small_batch();
         let grads = |micro: usize| {
             for (_, v) in vs.variables() {
@@ -205,12 +225,21 @@ fn feature_caching_gives_the_full_batch_gradient() {
             let mut named: Vec<(String, Tensor)> = vs
                 .variables()
                 .into_iter()
+                .filter(|(_, v)| v.requires_grad())
                 .map(|(n, v)| (n, v.grad().copy()))
                 .collect();
             named.sort_by(|a, b| a.0.cmp(&b.0));
             (loss, named)
         };
         let (full_loss, full) = grads(0);
+        if lora {
+            let adapters = full.iter().filter(|(n, _)| is_adapter(n)).count();
+            assert_eq!(adapters, 2 * 2 * 3, "2 blocks x 3 targets x (A, B)");
+            assert!(
+                full.iter()
+                    .all(|(n, _)| is_adapter(n) || !n.starts_with("vision_model."))
+            );
+        }
         let global = full
             .iter()
             .map(|(_, g)| g.abs().max().double_value(&[]))
@@ -219,7 +248,7 @@ fn feature_caching_gives_the_full_batch_gradient() {
             let (loss, cached) = grads(micro);
             assert!(
                 (loss - full_loss).abs() < 1e-6,
-                "{kind:?} {dropout} micro {micro}: loss {loss} vs {full_loss}"
+                "{kind:?} {dropout} lora {lora} micro {micro}: loss {loss} vs {full_loss}"
             );
             for ((n, a), (_, b)) in full.iter().zip(&cached) {
                 let scale = a.abs().max().double_value(&[]).max(1e-8);
@@ -228,7 +257,7 @@ fn feature_caching_gives_the_full_batch_gradient() {
                 // zero in exact arithmetic (attention key biases, which softmax ignores).
                 assert!(
                     diff <= 1e-5 * scale + 1e-6 * global,
-                    "{kind:?} {dropout} micro {micro}: {n} gradient differs by {diff} (scale {scale})"
+                    "{kind:?} {dropout} lora {lora} micro {micro}: {n} gradient differs by {diff} (scale {scale})"
                 );
             }
         }

@@ -70,6 +70,25 @@ pub fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs `scripts/{script}` (a reference side) with the venv's python and returns its stdout; a
+/// failure shows both streams and names the fix.
+pub fn reference(script: &str, args: &[&str]) -> String {
+    let path = repo().join("scripts").join(script);
+    let out = std::process::Command::new(venv_python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("running the venv python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "scripts/{script} {args:?} failed (its packages come from scripts/bootstrap.sh \
+         --ref):\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// The torch venv's python (the one `scripts/env.sh` puts first on PATH), which has the pinned
 /// reference packages. Missing, it fails the test with the fix rather than skipping it.
 pub fn venv_python() -> PathBuf {
