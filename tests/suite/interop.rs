@@ -22,41 +22,13 @@ fn parity(args: &[&str]) -> String {
     common::reference("interop_parity.py", args)
 }
 
-const CAPTIONS: [&str; 4] = [
-    "a red circle",
-    "two blue squares left of a small green triangle",
-    "",
-    "a big yellow star above a purple circle next to an orange square and a red triangle",
-];
-
-/// Our embeddings of random images and `CAPTIONS` with the checkpoint, written to `cmp/` with
-/// what the reference must find (ids, size, mean, std, EOT).
+/// Our embeddings with the checkpoint, written to `cmp/` (see [`common::write_comparison`]).
 fn write_comparison(ckpt: &Path, cmp: &Path) {
-    std::fs::create_dir_all(cmp).unwrap();
     let _rng = common::rng_lock();
     let loaded = LoadedModel::open(ckpt, Device::Cpu).unwrap();
-    let (model, tok) = (&loaded.model, loaded.tokenizer().unwrap());
-    let saved = loaded.source.config();
-    let ids = Tensor::from_slice(&tok.encode_batch(&CAPTIONS).unwrap()).view([4, 16]);
-    let px = Tensor::randn([3, 3, 32, 32], (Kind::Float, Device::Cpu));
-    let out = tch::no_grad(|| model.forward(&px, &ids));
-    let inputs = [("pixel_values", px), ("input_ids", ids)];
-    Tensor::write_safetensors(&inputs, cmp.join("inputs.safetensors")).unwrap();
-    let outputs = [
-        ("image_embeds", out.image_embeds),
-        ("text_embeds", out.text_embeds),
-    ];
-    Tensor::write_safetensors(&outputs, cmp.join("outputs.safetensors")).unwrap();
-    std::fs::write(
-        cmp.join("captions.json"),
-        serde_json::to_string(&CAPTIONS).unwrap(),
-    )
-    .unwrap();
-    let expect = serde_json::json!({
-        "context_length": 16, "eot": tok.eot_id(), "image_size": 32,
-        "mean": saved.data.image_mean, "std": saved.data.image_std,
-    });
-    std::fs::write(cmp.join("expect.json"), expect.to_string()).unwrap();
+    let d = loaded.source.config().data;
+    let tok = loaded.tokenizer().unwrap();
+    common::write_comparison(&loaded.model, &tok, (d.image_mean, d.image_std), cmp);
 }
 
 /// Opens `dir` with the one model reader and checks every tensor equals the checkpoint's bit

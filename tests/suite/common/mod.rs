@@ -140,3 +140,44 @@ pub fn rng_lock() -> RngGuard {
     HOLDS_RNG.with(|h| h.set(true));
     RngGuard(Some(guard))
 }
+
+/// Captions of the reference comparisons: short, long, empty.
+pub const CAPTIONS: [&str; 4] = [
+    "a red circle",
+    "two blue squares left of a small green triangle",
+    "",
+    "a big yellow star above a purple circle next to an orange square and a red triangle",
+];
+
+/// `model`'s embeddings of three random 32 px images and [`CAPTIONS`] (tokenized by `tok`),
+/// written to `cmp/` with what the reference side must find: the ids, the image size and
+/// `(mean, std)`, the EOT id. Hold [`rng_lock`] around it.
+pub fn write_comparison(
+    model: &cliptrain::model::ClipModel,
+    tok: &cliptrain::text::TextTokenizer,
+    (mean, std): ([f64; 3], [f64; 3]),
+    cmp: &Path,
+) {
+    use tch::{Device, Kind, Tensor};
+    std::fs::create_dir_all(cmp).unwrap();
+    let ctx = tok.context_length() as i64;
+    let ids = Tensor::from_slice(&tok.encode_batch(&CAPTIONS).unwrap()).view([4, ctx]);
+    let px = Tensor::randn([3, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let out = tch::no_grad(|| model.forward(&px, &ids));
+    let inputs = [("pixel_values", px), ("input_ids", ids)];
+    Tensor::write_safetensors(&inputs, cmp.join("inputs.safetensors")).unwrap();
+    let outputs = [
+        ("image_embeds", out.image_embeds),
+        ("text_embeds", out.text_embeds),
+    ];
+    Tensor::write_safetensors(&outputs, cmp.join("outputs.safetensors")).unwrap();
+    std::fs::write(
+        cmp.join("captions.json"),
+        serde_json::to_string(&CAPTIONS).unwrap(),
+    )
+    .unwrap();
+    let expect = serde_json::json!({
+        "context_length": ctx, "eot": tok.eot_id(), "image_size": 32, "mean": mean, "std": std,
+    });
+    std::fs::write(cmp.join("expect.json"), expect.to_string()).unwrap();
+}
