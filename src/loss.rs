@@ -11,6 +11,8 @@ use crate::config::{LossConfig, LossKind};
 pub struct ClipLoss {
     kind: LossKind,
     max_logit_scale: f64,
+    /// `loss.mask_same_class`: pairs of one class are not negatives of each other.
+    mask_same_class: bool,
 }
 
 pub use crate::model::l2_normalize;
@@ -21,6 +23,7 @@ impl ClipLoss {
         Self {
             kind: cfg.kind,
             max_logit_scale: cfg.max_logit_scale,
+            mask_same_class: cfg.mask_same_class,
         }
     }
 
@@ -54,6 +57,32 @@ impl ClipLoss {
         logit_scale: &Tensor,
         logit_bias: Option<&Tensor>,
     ) -> Tensor {
+        let head = (logit_scale, logit_bias);
+        self.forward_classes(image_features, text_features, (start, len), head, None)
+    }
+
+    /// [`forward_local`](Self::forward_local) for class-labelled pairs: with
+    /// `loss.mask_same_class`, `classes` (the `[N]` labels of the gathered batch) leaves every
+    /// pair of two different samples of one class out of the loss — out of the softmax's
+    /// denominator for InfoNCE, out of the sum for SigLIP — instead of treating it as a
+    /// negative. A sample's own pair stays the positive. Without the key (or labels) it is
+    /// `forward_local`.
+    pub fn forward_classes(
+        &self,
+        image_features: &Tensor,
+        text_features: &Tensor,
+        (start, len): (i64, i64),
+        (logit_scale, logit_bias): (&Tensor, Option<&Tensor>),
+        classes: Option<&Tensor>,
+    ) -> Tensor {
+        // [len, N]: true where row i and column j are different samples of one class.
+        let masked = classes.filter(|_| self.mask_same_class).map(|c| {
+            let c = c.to_device(image_features.device());
+            let n = c.size()[0];
+            let same = c.unsqueeze(1).eq_tensor(&c.unsqueeze(0));
+            let other = Tensor::eye(n, (Kind::Bool, c.device())).logical_not();
+            same.logical_and(&other).narrow(0, start, len)
+        });
         let image = l2_normalize(image_features);
         let text = l2_normalize(text_features);
         let scale = logit_scale.exp();
@@ -69,10 +98,15 @@ impl ClipLoss {
             LossKind::InfoNce => {
                 let labels =
                     Tensor::arange_start(start, start + len, (Kind::Int64, image.device()));
-                let ce = |l: &Tensor| {
-                    l.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0)
+                // The mask is symmetric, so the text rows take it as the image rows do.
+                let hide = |l: Tensor| match &masked {
+                    Some(m) => l.masked_fill(m, f64::NEG_INFINITY),
+                    None => l,
                 };
-                (ce(&per_image) + ce(&logits(&text, &image))) / 2.0
+                let ce = |l: Tensor| {
+                    hide(l).cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0)
+                };
+                (ce(per_image) + ce(logits(&text, &image))) / 2.0
             }
             LossKind::Siglip => {
                 // SigLIP's loss is a sum over all (image, caption) pairs, so the image rows
@@ -82,7 +116,12 @@ impl ClipLoss {
                     .narrow(0, start, len)
                     * 2.0
                     - 1.0;
-                -(labels * &per_image).log_sigmoid().sum(per_image.kind()) / len as f64
+                let terms = (labels * &per_image).log_sigmoid();
+                let terms = match &masked {
+                    Some(m) => terms.masked_fill(m, 0.0),
+                    None => terms,
+                };
+                -terms.sum(per_image.kind()) / len as f64
             }
         }
     }
@@ -110,6 +149,7 @@ mod tests {
         ClipLoss::new(&LossConfig {
             kind,
             max_logit_scale: 100.0,
+            mask_same_class: true,
         })
     }
 
@@ -243,6 +283,58 @@ mod tests {
                 assert!(e < 1e-6, "{kind:?} d/d{name}: relative error {e}");
             }
         }
+    }
+
+    /// Labels [0, 0, 1]: pairs (0, 1) and (1, 0) leave the loss; by hand, InfoNCE's rows then
+    /// soften over the remaining columns and SigLIP's sum drops two terms.
+    #[test]
+    fn masking_same_class_pairs_removes_them_from_the_loss() {
+        let img = t2(&[[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]]);
+        let txt = t2(&[[0.8, 0.6], [1.0, 0.0], [0.28, 0.96]]);
+        let (scale, bias) = (Tensor::from(0.5f64), Tensor::from(-0.3f64));
+        let classes = Tensor::from_slice(&[0i64, 0, 1]);
+        let s = 0.5f64.exp();
+        let dot = |a: usize, b: usize, x: &Tensor, y: &Tensor| {
+            (x.get(a as i64) * y.get(b as i64))
+                .sum(Kind::Double)
+                .double_value(&[])
+                * s
+        };
+        let keep = |i: usize, j: usize| i == j || [0, 0, 1][i] != [0, 0, 1][j];
+        let ce = |x: &Tensor, y: &Tensor| {
+            (0..3)
+                .map(|i| {
+                    let lse = (0..3)
+                        .filter(|&j| keep(i, j))
+                        .map(|j| dot(i, j, x, y).exp())
+                        .sum::<f64>()
+                        .ln();
+                    lse - dot(i, i, x, y)
+                })
+                .sum::<f64>()
+                / 3.0
+        };
+        let want = (ce(&img, &txt) + ce(&txt, &img)) / 2.0;
+        let got = loss(LossKind::InfoNce)
+            .forward_classes(&img, &txt, (0, 3), (&scale, None), Some(&classes))
+            .double_value(&[]);
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+        let unmasked = loss(LossKind::InfoNce).forward(&img, &txt, &scale, None);
+        assert!((unmasked.double_value(&[]) - want).abs() > 1e-3);
+
+        let sig = |z: f64| -(1.0 + (-z).exp()).ln();
+        let mut sum = 0.0;
+        for i in 0..3 {
+            for j in (0..3).filter(|&j| keep(i, j)) {
+                let y = if i == j { 1.0 } else { -1.0 };
+                sum += sig(y * (dot(i, j, &img, &txt) - 0.3));
+            }
+        }
+        let want = -sum / 3.0;
+        let got = loss(LossKind::Siglip)
+            .forward_classes(&img, &txt, (0, 3), (&scale, Some(&bias)), Some(&classes))
+            .double_value(&[]);
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
     }
 
     #[test]

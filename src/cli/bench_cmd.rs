@@ -10,7 +10,7 @@ use cliptrain::data::mixture::{Component, SampleStream, TrainShards};
 use cliptrain::data::sample::SampleKeys;
 use cliptrain::data::spec::parse_spec;
 use cliptrain::data::stream::{Order, StreamOptions};
-use cliptrain::data::transform::{Augment, ImageTransform};
+use cliptrain::data::transform::ImageTransform;
 use cliptrain::model::{ClipModel, no_weight_decay};
 use cliptrain::optim::AdamW;
 use cliptrain::text::TextTokenizer;
@@ -143,10 +143,7 @@ fn data(args: DataBenchArgs) -> anyhow::Result<()> {
         batch_size: args.batch_size,
         transform: ImageTransform {
             size: args.image_size,
-            augment: Augment::Train {
-                scale: d.crop_scale,
-                filter: d.image_interpolation,
-            },
+            augment: d.train_augment(),
             max_pixels: d.max_image_pixels,
             seed: 0,
         },

@@ -17,6 +17,7 @@ pub use crate::model::{
     Activation, LoraConfig, LoraTarget, LoraTower, ModelKind, TextConfig, TextPooling, VisionConfig,
 };
 
+pub use crate::data::augment::AugmentConfig;
 pub use crate::data::resize::{ImageResize, Interpolation, ResizeRule};
 use crate::model::{LogitHead, ModelSpec};
 pub use crate::text::TextClean;
@@ -124,6 +125,15 @@ pub struct DataConfig {
     pub prefetch: usize,
     /// Random resized crop area range, as fractions of the image.
     pub crop_scale: [f64; 2],
+    /// Class-labelled training data (FLYP): one class name per line (line i = label i) or
+    /// `builtin:NAME`. When set, each sample's caption is made from its `.cls` label and a
+    /// template; the text members are not read.
+    pub classnames: String,
+    /// With `classnames`: one template per line with `{}` for the class name, or
+    /// `builtin:NAME`; empty = cliptrain's generic photo templates. One is drawn per sample.
+    pub templates: String,
+    /// `[data.augment]`: the crop's aspect ratios, flips, colour jitter, grayscale, erasing.
+    pub augment: AugmentConfig,
     /// Per-channel normalisation (CLIP's by default).
     pub image_mean: [f64; 3],
     pub image_std: [f64; 3],
@@ -165,6 +175,9 @@ impl Default for DataConfig {
             workers: 0,
             prefetch: 4,
             crop_scale: [0.9, 1.0],
+            classnames: String::new(),
+            templates: String::new(),
+            augment: AugmentConfig::default(),
             image_mean: [0.48145466, 0.4578275, 0.40821073],
             image_std: [0.26862954, 0.26130258, 0.27577711],
             image_resize: ImageResize::Shortest,
@@ -179,6 +192,19 @@ impl Default for DataConfig {
 }
 
 impl DataConfig {
+    /// How training images are cropped and augmented (see [`crate::data::augment`]).
+    pub fn train_augment(&self) -> crate::data::transform::Augment {
+        let fill = self
+            .image_mean
+            .map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8);
+        crate::data::transform::Augment::Train {
+            scale: self.crop_scale,
+            filter: self.image_interpolation,
+            augment: self.augment,
+            fill,
+        }
+    }
+
     /// The evaluation resize these keys state.
     pub fn resize_rule(&self) -> ResizeRule {
         ResizeRule {
@@ -343,6 +369,9 @@ pub struct LossConfig {
     pub kind: LossKind,
     /// Upper bound of `exp(logit_scale)`; CLIP clamps at 100.
     pub max_logit_scale: f64,
+    /// With class-labelled data (`data.classnames`): leave pairs of different samples of one
+    /// class out of the loss, rather than push them apart as negatives.
+    pub mask_same_class: bool,
 }
 
 impl Default for LossConfig {
@@ -350,6 +379,7 @@ impl Default for LossConfig {
         Self {
             kind: LossKind::InfoNce,
             max_logit_scale: 100.0,
+            mask_same_class: false,
         }
     }
 }

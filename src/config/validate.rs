@@ -115,6 +115,25 @@ fn data(c: &Config, p: &mut Problems) {
         format!("[{lo}, {hi}]"),
         "satisfy 0 < min <= max <= 1",
     );
+    augment(&d.augment, p);
+    p.check(
+        d.templates.is_empty() || !d.classnames.is_empty(),
+        "data.templates",
+        q(&d.templates),
+        "come with data.classnames (templates make captions from class labels)",
+    );
+    p.check(
+        d.classnames.is_empty() || d.caption_fields.is_empty(),
+        "data.caption_fields",
+        "{…}",
+        "be empty with data.classnames (captions are made from the labels)",
+    );
+    p.check(
+        !c.loss.mask_same_class || !d.classnames.is_empty(),
+        "loss.mask_same_class",
+        true,
+        "come with data.classnames: only class-labelled data says which samples share a class",
+    );
     for (i, s) in d.image_std.iter().enumerate() {
         p.positive(&format!("data.image_std[{i}]"), *s);
     }
@@ -144,6 +163,50 @@ fn data(c: &Config, p: &mut Problems) {
 
 /// `[[data.sources]]`: a mixture replaces `data.train`, draws with replacement, and needs
 /// positive weights.
+/// `[data.augment]`: probabilities in [0, 1], ranges ordered and positive, jitter as
+/// torchvision accepts it.
+fn augment(a: &crate::config::AugmentConfig, p: &mut Problems) {
+    for (key, v) in [
+        ("data.augment.hflip", a.hflip),
+        ("data.augment.color_jitter_prob", a.color_jitter_prob),
+        ("data.augment.grayscale_prob", a.grayscale_prob),
+        ("data.augment.erasing_prob", a.erasing_prob),
+    ] {
+        p.check(
+            (0.0..=1.0).contains(&v),
+            key,
+            v,
+            "be a probability in [0, 1]",
+        );
+    }
+    let shown = |r: [f64; 2]| format!("[{}, {}]", r[0], r[1]);
+    for (key, r) in [
+        ("data.augment.ratio", a.ratio),
+        ("data.augment.erasing_ratio", a.erasing_ratio),
+    ] {
+        p.check(
+            r[0] > 0.0 && r[0] <= r[1] && r[1].is_finite(),
+            key,
+            shown(r),
+            "satisfy 0 < min <= max (width / height)",
+        );
+    }
+    let [lo, hi] = a.erasing_scale;
+    p.check(
+        lo > 0.0 && lo <= hi && hi < 1.0,
+        "data.augment.erasing_scale",
+        shown(a.erasing_scale),
+        "satisfy 0 < min <= max < 1 (fractions of the image)",
+    );
+    let [b, c, s, h] = a.color_jitter;
+    p.check(
+        [b, c, s].iter().all(|v| v.is_finite() && *v >= 0.0) && (0.0..=0.5).contains(&h),
+        "data.augment.color_jitter",
+        format!("[{b}, {c}, {s}, {h}]"),
+        "be [brightness, contrast, saturation, hue] with the first three >= 0 and hue in [0, 0.5]",
+    );
+}
+
 fn sources(c: &Config, p: &mut Problems) {
     let d = &c.data;
     if d.sources.is_empty() {

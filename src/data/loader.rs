@@ -476,6 +476,10 @@ fn prepare(
     let keys = &opts.keys;
     let (caption, caption_set) = if keys.image_only {
         (String::new(), Vec::new())
+    } else if matches!(keys.draw, super::sample::CaptionDraw::Classes(_)) {
+        // Labelled training data: the caption is made from the label.
+        let seed = transform.seed;
+        (training_caption(&s.raw, keys, seed, s.index)?, Vec::new())
     } else if keys.all_captions {
         let all = captions_of(&s.raw, keys)?;
         (all[0].clone(), all)

@@ -11,6 +11,7 @@
 //! shards, `staging` publishes a set of files at once (builds and exports: nothing half-written
 //! under a final name), `synth` generates the embedded default dataset, and `inspect` reports on
 //! shards.
+pub mod augment;
 pub mod buffers;
 pub mod device;
 pub mod import;

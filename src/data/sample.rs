@@ -36,6 +36,33 @@ pub enum CaptionDraw {
     Random,
     /// A JSON field drawn by these probabilities, among the fields the sample has.
     Fields(Vec<(String, f64)>),
+    /// Built from the sample's `.cls` label (`data.classnames`): a template drawn per sample
+    /// with the class name in it (FLYP's recipe).
+    Classes(ClassCaptions),
+}
+
+/// Captions of class-labelled training data: class names (line i = label i) and templates
+/// with `{}` where the name goes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassCaptions {
+    pub names: std::sync::Arc<Vec<String>>,
+    pub templates: std::sync::Arc<Vec<String>>,
+}
+
+impl ClassCaptions {
+    /// The caption of a sample labelled `label` at stream position `index`: a template drawn
+    /// from (`seed`, `index`), so each epoch pairs the image with another prompt. A label
+    /// without a class name is a bad label (the sample is skipped and counted).
+    pub fn caption(&self, label: i64, seed: u64, index: u64) -> Result<String, SkipReason> {
+        let name = usize::try_from(label)
+            .ok()
+            .and_then(|l| self.names.get(l))
+            .ok_or(SkipReason::BadLabel)?;
+        let u = (mix(seed, 0xF1_1F00, index) >> 11) as f64 / (1u64 << 53) as f64;
+        let n = self.templates.len();
+        let t = &self.templates[((u * n as f64) as usize).min(n - 1)];
+        Ok(t.replace("{}", name))
+    }
 }
 
 impl SampleKeys {
@@ -106,6 +133,7 @@ pub(crate) fn training_caption(
         all.into_iter().nth(i).expect("non-empty")
     };
     match &keys.draw {
+        CaptionDraw::Classes(c) => c.caption(label_of(raw)?, seed, index),
         CaptionDraw::First => caption_of(raw, keys),
         CaptionDraw::Random => Ok(pick(captions_of(raw, keys)?, uniform(0))),
         CaptionDraw::Fields(fields) => {
@@ -280,6 +308,39 @@ mod tests {
         SampleKeys {
             draw,
             ..SampleKeys::from_config(&crate::config::DataConfig::default())
+        }
+    }
+
+    /// Labelled samples get a template drawn per position with their class name in it; a label
+    /// without a name, or none, makes the sample unusable.
+    #[test]
+    fn class_captions_come_from_the_label_and_a_drawn_template() {
+        let c = ClassCaptions {
+            names: std::sync::Arc::new(vec!["cat".into(), "red dog".into()]),
+            templates: std::sync::Arc::new(vec!["a photo of a {}.".into(), "a {} drawing".into()]),
+        };
+        let k = keys(CaptionDraw::Classes(c));
+        let dog = sample(&[("cls", "1"), ("txt", "ignored"), ("jpg", "")]);
+        let draws: Vec<String> = (0..2000)
+            .map(|i| training_caption(&dog, &k, 3, i).unwrap())
+            .collect();
+        let photos = draws
+            .iter()
+            .filter(|d| *d == "a photo of a red dog.")
+            .count();
+        let drawings = draws.iter().filter(|d| *d == "a red dog drawing").count();
+        assert_eq!(photos + drawings, 2000);
+        assert!((900..1100).contains(&photos), "{photos}");
+        assert_eq!(
+            training_caption(&dog, &k, 3, 17),
+            training_caption(&dog, &k, 3, 17)
+        );
+        for bad in [
+            sample(&[("cls", "2"), ("jpg", "")]),
+            sample(&[("cls", "-1")]),
+            sample(&[("txt", "x")]),
+        ] {
+            assert_eq!(training_caption(&bad, &k, 3, 0), Err(SkipReason::BadLabel));
         }
     }
 

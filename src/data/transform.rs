@@ -6,6 +6,7 @@
 //! PIL's kernels (Catmull-Rom a = -0.5 for BICUBIC, as CLIP's preprocessing uses; see
 //! [`Interpolation`]).
 use super::SkipReason;
+use super::augment::AugmentConfig;
 use super::resize::{Interpolation, ResizeRule};
 use super::stream::mix;
 use fast_image_resize::{
@@ -17,10 +18,13 @@ use std::io::Cursor;
 /// What happens to a decoded image.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Augment {
-    /// Random resized crop (area fraction in `scale`, aspect ratio in [3/4, 4/3]) to size.
+    /// Random resized crop (area fraction in `scale`, aspect ratio in `augment.ratio`) to size,
+    /// then `augment`'s flip, colour jitter, grayscale and erasing (erased pixels get `fill`).
     Train {
         scale: [f64; 2],
         filter: Interpolation,
+        augment: AugmentConfig,
+        fill: [u8; 3],
     },
     /// The model's own evaluation resize (CLIP's: the shorter side, then a centre crop).
     Eval(ResizeRule),
@@ -47,8 +51,14 @@ impl ImageTransform {
         let src =
             ImageRef::new(w, h, &rgb, PixelType::U8x3).map_err(|_| SkipReason::UndecodableImage)?;
         match self.augment {
-            Augment::Train { scale, filter } => {
-                let (left, top, cw, ch) = random_resized_crop(w, h, scale, self.seed, index);
+            Augment::Train {
+                scale,
+                filter,
+                augment,
+                fill,
+            } => {
+                let crop = (scale, augment.ratio);
+                let (left, top, cw, ch) = random_resized_crop(w, h, crop, self.seed, index);
                 let mut dst = Image::new(self.size, self.size, PixelType::U8x3);
                 let opts = ResizeOptions::new()
                     .crop(left, top, cw, ch)
@@ -56,7 +66,14 @@ impl ImageTransform {
                 resizer
                     .resize(&src, &mut dst, &opts)
                     .map_err(|_| SkipReason::UndecodableImage)?;
-                Ok(dst.into_vec())
+                let mut out = dst.into_vec();
+                if augment.is_active() {
+                    let size = self.size as usize;
+                    augment
+                        .draw(self.seed, index, size)
+                        .apply(&mut out, size, fill);
+                }
+                Ok(out)
             }
             Augment::Eval(rule) => eval_resize(&src, rule, self.size, resizer),
         }
@@ -168,18 +185,18 @@ fn view<'a>(img: &'a Image<'_>) -> Result<ImageRef<'a>, SkipReason> {
         .map_err(|_| SkipReason::UndecodableImage)
 }
 
-/// torchvision's RandomResizedCrop parameters: ten tries at a random area and aspect ratio,
-/// then a center crop clamped to the ratio range.
+/// torchvision's RandomResizedCrop parameters for `(scale, ratio)`: ten tries at a random area
+/// and a log-uniform aspect ratio, then a center crop clamped to the ratio range.
 fn random_resized_crop(
     w: u32,
     h: u32,
-    scale: [f64; 2],
+    (scale, ratio): ([f64; 2], [f64; 2]),
     seed: u64,
     index: u64,
 ) -> (f64, f64, f64, f64) {
     let (wf, hf) = (w as f64, h as f64);
     let area = wf * hf;
-    let (lo, hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    let (lo, hi) = (ratio[0].ln(), ratio[1].ln());
     let uniform = |k: u64| (mix(seed, 0xC0_FFEE ^ k, index) >> 11) as f64 / (1u64 << 53) as f64;
     for attempt in 0..10u64 {
         let target = area * (scale[0] + (scale[1] - scale[0]) * uniform(4 * attempt));
@@ -197,10 +214,10 @@ fn random_resized_crop(
         }
     }
     let in_ratio = wf / hf;
-    let (cw, ch) = if in_ratio < 3.0 / 4.0 {
-        (wf, (wf / (3.0 / 4.0)).round())
-    } else if in_ratio > 4.0 / 3.0 {
-        ((hf * 4.0 / 3.0).round(), hf)
+    let (cw, ch) = if in_ratio < ratio[0] {
+        (wf, (wf / ratio[0]).round())
+    } else if in_ratio > ratio[1] {
+        ((hf * ratio[1]).round(), hf)
     } else {
         (wf, hf)
     };
@@ -211,6 +228,8 @@ fn random_resized_crop(
 mod tests {
     use super::*;
     use image::{ImageEncoder, RgbImage};
+
+    const TV_RATIO: [f64; 2] = [3.0 / 4.0, 4.0 / 3.0];
 
     fn jpeg(w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
         let img = RgbImage::from_fn(w, h, |x, y| image::Rgb(f(x, y)));
@@ -245,7 +264,7 @@ mod tests {
         assert!(mid[1] > 200 && mid[0] < 40 && mid[2] < 40, "{mid:?}");
 
         for index in 0..50 {
-            let (l, t, w, h) = random_resized_crop(300, 100, [0.08, 1.0], 7, index);
+            let (l, t, w, h) = random_resized_crop(300, 100, ([0.08, 1.0], TV_RATIO), 7, index);
             assert!(
                 l >= 0.0 && t >= 0.0 && l + w <= 300.0 && t + h <= 100.0,
                 "{l} {t} {w} {h}"
@@ -257,12 +276,12 @@ mod tests {
             );
         }
         assert_eq!(
-            random_resized_crop(200, 200, [0.5, 1.0], 7, 3),
-            random_resized_crop(200, 200, [0.5, 1.0], 7, 3)
+            random_resized_crop(200, 200, ([0.5, 1.0], TV_RATIO), 7, 3),
+            random_resized_crop(200, 200, ([0.5, 1.0], TV_RATIO), 7, 3)
         );
         assert_ne!(
-            random_resized_crop(200, 200, [0.5, 1.0], 7, 3),
-            random_resized_crop(200, 200, [0.5, 1.0], 7, 4)
+            random_resized_crop(200, 200, ([0.5, 1.0], TV_RATIO), 7, 3),
+            random_resized_crop(200, 200, ([0.5, 1.0], TV_RATIO), 7, 4)
         );
     }
 

@@ -11,7 +11,7 @@ use crate::data::mixture::{Component, SampleStream, TrainShards};
 use crate::data::sample::SampleKeys;
 use crate::data::spec::{Shard, parse_spec};
 use crate::data::stream::{Order, StreamOptions, StreamState};
-use crate::data::transform::{Augment, ImageTransform};
+use crate::data::transform::ImageTransform;
 use crate::dist::Dist;
 use crate::text::TextTokenizer;
 
@@ -70,14 +70,11 @@ pub(super) fn start_loader(
         batch_size: cfg.optim.batch_size / dist.world_size,
         transform: ImageTransform {
             size: cfg.model.vision.image_size as u32,
-            augment: Augment::Train {
-                scale: d.crop_scale,
-                filter: d.image_interpolation,
-            },
+            augment: d.train_augment(),
             max_pixels: d.max_image_pixels,
             seed: cfg.run.seed,
         },
-        keys: SampleKeys::from_config(d),
+        keys: training_keys(d, plan.class_captions.clone()),
         workers: if d.workers > 0 {
             crate::runtime::cpu_threads(d.workers, "data.workers")
         } else {
@@ -161,4 +158,42 @@ fn missing_shards(shards: &[Shard], key: &str) -> Result<(), TrainError> {
             ""
         }
     )))
+}
+
+/// The sample keys of training; class-labelled data reads the `.cls` label and makes the
+/// caption from it.
+fn training_keys(
+    d: &crate::config::DataConfig,
+    classes: Option<crate::data::sample::ClassCaptions>,
+) -> SampleKeys {
+    let mut keys = SampleKeys::from_config(d);
+    if let Some(c) = classes {
+        keys.label = true;
+        keys.draw = crate::data::sample::CaptionDraw::Classes(c);
+    }
+    keys
+}
+
+/// `data.classnames` and `data.templates`, read, when the data is class-labelled.
+pub(super) fn class_captions(
+    cfg: &Config,
+) -> Result<Option<crate::data::sample::ClassCaptions>, TrainError> {
+    let d = &cfg.data;
+    if d.classnames.is_empty() {
+        return Ok(None);
+    }
+    let bad = |key: &str, e: crate::eval::EvalError| TrainError::Setup(format!("data.{key}: {e}"));
+    let names =
+        crate::eval::prompts::classnames(&d.classnames).map_err(|e| bad("classnames", e))?;
+    let templates = match d.templates.as_str() {
+        "" => crate::eval::zeroshot::DEFAULT_TEMPLATES
+            .iter()
+            .map(|t| t.to_string())
+            .collect(),
+        spec => crate::eval::prompts::templates(spec).map_err(|e| bad("templates", e))?,
+    };
+    Ok(Some(crate::data::sample::ClassCaptions {
+        names: std::sync::Arc::new(names),
+        templates: std::sync::Arc::new(templates),
+    }))
 }

@@ -257,12 +257,13 @@ impl Trainer {
         self.meter.waited(waiting.elapsed());
         let lr = self.schedule.lr_at(self.state.step);
         let (images, tokens) = (&batch.images, &batch.tokens);
+        let classes = batch.labels.as_deref().map(Tensor::from_slice);
         let scaler = self.update.scaler();
         let step = self.state.step + 1;
         let loss = self.forward_backward.run(
             &self.model,
             &self.loss,
-            (images, tokens),
+            (images, tokens, classes.as_ref()),
             &self.dist,
             scaler,
             step,

@@ -44,6 +44,8 @@ pub struct RunPlan {
     pub(super) init: Option<ModelSource>,
     pub(super) sources: TrainShards,
     pub(super) evaluator: Option<Evaluator>,
+    /// Class-labelled data's captions (`data.classnames`, `data.templates`).
+    pub(super) class_captions: Option<crate::data::sample::ClassCaptions>,
 }
 
 /// Every reason a run would not start, one per independent check.
@@ -115,6 +117,7 @@ impl RunPlan {
             .then(|| keep(no, input::load_tokenizer(&cfg)))
             .flatten();
         let sources = keep(no, input::sources_of(&cfg));
+        let class_captions = keep(no, input::class_captions(&cfg));
         if let (Some(dir), Some(sources)) = (continues, &sources) {
             keep(no, resume::check_state(dir, &cfg, sources));
         }
@@ -129,6 +132,7 @@ impl RunPlan {
             device: device?,
             sources: sources?,
             evaluator: evaluator?,
+            class_captions: class_captions?,
             cfg,
             ranks,
             tokenizer,

@@ -99,12 +99,14 @@ impl ForwardBackward {
     /// `local_loss`), a scalar left on the device so the caller need not wait for it, and leaves
     /// the rank-averaged gradients in the parameters — multiplied by the loss scale when a
     /// `scaler` is given (fp16), for the caller to unscale. `step` (the optimizer step being
-    /// taken, 1-based) keys the patch-dropout draw.
+    /// taken, 1-based) keys the patch-dropout draw. `classes` are the pairs' class labels when
+    /// the data is class-labelled (the loss may mask same-class pairs; see
+    /// [`ClipLoss::forward_classes`]).
     pub fn run(
         &self,
         model: &ClipModel,
         loss: &ClipLoss,
-        (images, tokens): (&Tensor, &Tensor),
+        (images, tokens, classes): (&Tensor, &Tensor, Option<&Tensor>),
         dist: &Dist,
         scaler: Option<&DynamicLossScaler>,
         step: u64,
@@ -137,8 +139,13 @@ impl ForwardBackward {
             all_i.size()[0]
         };
         let first = if self.span.local_loss { start } else { 0 };
-        let scale = model.logit_scale();
-        let loss = loss.forward_local(&all_i, &all_t, first, n, scale, model.logit_bias());
+        let all_classes = match classes {
+            Some(c) => Some(dist.all_gather(&c.to_device(self.device))?),
+            None => None,
+        };
+        let head = (model.logit_scale(), model.logit_bias());
+        let rows = (first, n);
+        let loss = loss.forward_classes(&all_i, &all_t, rows, head, all_classes.as_ref());
         // Scaling the loss scales every gradient below it, the feature gradients the encoders
         // get in step 4 included.
         match scaler {

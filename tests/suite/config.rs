@@ -647,6 +647,37 @@ fn finetune_rules() {
         &[],
         "finetune.lora.dropout = 0.1 must be 0 with model.grad_checkpointing (it encodes each block twice, and the two passes would draw different dropout masks)",
     );
+    // [data.augment] and class-labelled data.
+    assert_problem(
+        "",
+        &["data.augment.hflip=1.5"],
+        "data.augment.hflip = 1.5 must be a probability in [0, 1]",
+    );
+    assert_problem(
+        "",
+        &["data.augment.ratio=[1.5, 0.5]"],
+        "data.augment.ratio = [1.5, 0.5] must satisfy 0 < min <= max (width / height)",
+    );
+    assert_problem(
+        "",
+        &["data.augment.color_jitter=[0.4, 0.4, 0.4, 0.7]"],
+        "data.augment.color_jitter = [0.4, 0.4, 0.4, 0.7] must be [brightness, contrast, saturation, hue] with the first three >= 0 and hue in [0, 0.5]",
+    );
+    assert_problem(
+        "",
+        &["data.augment.erasing_scale=[0.2, 1.0]"],
+        "data.augment.erasing_scale = [0.2, 1] must satisfy 0 < min <= max < 1 (fractions of the image)",
+    );
+    assert_problem(
+        "",
+        &["loss.mask_same_class=true"],
+        "loss.mask_same_class = true must come with data.classnames: only class-labelled data says which samples share a class",
+    );
+    assert_problem(
+        "",
+        &["data.templates=\"t.txt\""],
+        "data.templates = \"t.txt\" must come with data.classnames (templates make captions from class labels)",
+    );
     let c = ok("[finetune.lora]\n", &[]);
     assert_eq!(c.finetune.lora.unwrap().scale(), 2.0);
     assert!(ok("", &[]).finetune.lora.is_none());

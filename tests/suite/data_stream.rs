@@ -312,9 +312,19 @@ fn loader_batches_are_ready_tensors_and_resume_bit_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let shards = good_shards(dir.path(), 3, 9);
     let o = opts(Order::Epoch, 6, 2);
+    // Every augmentation on: its draws are a function of the sample's position, so the
+    // resumed batches are still bit-exact.
     let train = Augment::Train {
         scale: [0.5, 1.0],
         filter: Interpolation::Bicubic,
+        augment: cliptrain::config::AugmentConfig {
+            hflip: 0.5,
+            color_jitter_prob: 0.8,
+            grayscale_prob: 0.2,
+            erasing_prob: 0.25,
+            ..Default::default()
+        },
+        fill: [122, 117, 104],
     };
     let mut l = Loader::start(
         ShardStream::new(shards.clone(), o.clone()).unwrap(),
@@ -606,6 +616,8 @@ fn device_batches_keep_each_batch_paired_with_its_stream_state() {
     let train = Augment::Train {
         scale: [0.5, 1.0],
         filter: Interpolation::Bicubic,
+        augment: Default::default(),
+        fill: [0; 3],
     };
     let start = |stream: ShardStream| {
         Loader::start(stream, Arc::new(ByteTokenizer), loader_opts(5, train)).unwrap()
@@ -686,6 +698,8 @@ fn a_three_to_one_mixture_draws_three_quarters_from_the_first_source_and_resumes
     let train = Augment::Train {
         scale: [0.5, 1.0],
         filter: Interpolation::Bicubic,
+        augment: Default::default(),
+        fill: [0; 3],
     };
     let start = |state: Option<&StreamState>| {
         let stream = SampleStream::open(&sources, o.clone(), state).unwrap();

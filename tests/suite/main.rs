@@ -9,6 +9,7 @@
 //! separate processes and share nothing.
 mod common;
 
+mod augment;
 mod cli;
 mod config;
 mod data_stream;
@@ -23,6 +24,7 @@ mod eval_benchmark;
 mod examples;
 mod finetune;
 mod finetune_example;
+mod flyp;
 mod gpu_check;
 mod hardening;
 mod hardening_cache;

@@ -70,6 +70,7 @@ fn losses_match_open_clip() {
         let loss = ClipLoss::new(&LossConfig {
             kind,
             max_logit_scale: 100.0,
+            mask_same_class: false,
         });
         let ours = loss.forward(&image, &text, &scale, b).double_value(&[]);
         let theirs = reference[key].double_value(&[]);

@@ -215,7 +215,7 @@ fn feature_caching_gives_the_full_batch_gradient() {
                 .run(
                     &model,
                     &clip_loss,
-                    (&images, &tokens),
+                    (&images, &tokens, None),
                     &Dist::single(),
                     None,
                     1,
@@ -749,7 +749,7 @@ fn u8_batches_normalised_in_the_step_match_float_batches() {
         .run(
             &model,
             &clip_loss,
-            (&images, &tokens),
+            (&images, &tokens, None),
             &Dist::single(),
             None,
             1,
