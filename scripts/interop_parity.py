@@ -14,6 +14,10 @@
       PEFT's PeftModel.from_pretrained(CLIPModel.from_pretrained(BASE), ADAPTER): cliptrain's
       `export peft` folder on its base model, run on CMP/inputs.safetensors; its embeddings
       compared with CMP/outputs.safetensors (the adapted model's, computed by cliptrain).
+  interop_parity.py score-check EXPORT CMP
+      open_clip's own CLIP score of every sample of CMP/shard.tar (KEY.png + KEY.txt): the
+      folder's preprocess and tokenizer, cosine of the normalised embeddings; compared with
+      cliptrain's `data score` rows in CMP/scores.jsonl, key by key.
   interop_parity.py openclip-make DIR --act gelu|quick_gelu
       A small random OpenCLIP model (1-d parameters randomised too; quick_gelu also with MLP
       ratios OpenCLIP truncates) as DIR/open_clip_model.safetensors
@@ -150,6 +154,38 @@ def peft_check(adapter: Path, cmp: Path, base: Path, tol: float) -> int:
     return 0 if all(v <= tol for v in diffs.values()) and layers else 1
 
 
+def score_check(export: Path, cmp: Path, tol: float) -> int:
+    import io
+    import tarfile
+
+    import open_clip
+    from PIL import Image
+
+    name = "local-dir:" + str(export)
+    model, _, preprocess = open_clip.create_model_and_transforms(name)
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(name)
+    samples = {}
+    with tarfile.open(cmp / "shard.tar") as tar:
+        for m in tar.getmembers():
+            key, ext = m.name.split(".", 1)
+            samples.setdefault(key, {})[ext] = tar.extractfile(m).read()
+    keys = sorted(samples)
+    images = torch.stack([preprocess(Image.open(io.BytesIO(samples[k]["png"])).convert("RGB")) for k in keys])
+    texts = tokenizer([samples[k]["txt"].decode().strip() for k in keys])
+    with torch.no_grad():
+        score = (model.encode_image(images, normalize=True) * model.encode_text(texts, normalize=True)).sum(-1)
+    ours = {}
+    for line in (cmp / "scores.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        ours[row["key"]] = row["score"]
+    missing = [k for k in keys if k not in ours]
+    diff = max(abs(score[i].item() - ours[k]) for i, k in enumerate(keys) if k in ours)
+    print(json.dumps({"samples": len(keys), "missing": missing, "max_abs_diff": diff,
+                      "score_range": [score.min().item(), score.max().item()]}))
+    return 0 if not missing and diff <= tol else 1
+
+
 def openclip_make(d: Path, act: str) -> int:
     import open_clip
 
@@ -277,7 +313,7 @@ def resize_pos(d: Path, out: Path, grids: str, context: int) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("mode", choices=["hf-check", "openclip-check", "peft-check", "openclip-make",
+    ap.add_argument("mode", choices=["hf-check", "openclip-check", "peft-check", "score-check", "openclip-make",
                                      "openclip-siglip-make", "resize-pos"])
     ap.add_argument("dir", type=Path)
     ap.add_argument("cmp", type=Path, nargs="?")
@@ -297,6 +333,8 @@ def main() -> int:
         return resize_pos(a.dir, a.cmp, a.grids, a.context)
     if a.cmp is None:
         ap.error(f"{a.mode} needs EXPORT and CMP folders")
+    if a.mode == "score-check":
+        return score_check(a.dir, a.cmp, a.tol)
     if a.mode == "peft-check":
         if a.base is None:
             ap.error("peft-check needs --base")

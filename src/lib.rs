@@ -92,6 +92,8 @@ pub mod plot;
 pub mod precision;
 #[doc(hidden)]
 pub mod runtime;
+#[doc(hidden)]
+pub mod score;
 // The C++ shim's FFI: only the library calls it.
 #[doc(hidden)]
 pub mod interop;

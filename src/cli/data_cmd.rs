@@ -21,6 +21,10 @@ pub enum DataCommand {
     /// Read every sample of SPEC and report samples, member keys, bad samples by reason,
     /// caption lengths and image sizes, per shard.
     Inspect(InspectArgs),
+    /// The CLIP score (cosine of the image and caption embeddings) of every sample of SPEC
+    /// under a model, per shard as JSON Lines (and optionally the image embeddings); a rerun
+    /// continues where a stopped one ended, and --part i/n splits the shards between processes.
+    Score(super::score_cmd::ScoreArgs),
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +113,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
         DataCommand::Synth(args) => synth_cmd(args),
         DataCommand::Build(args) => build_cmd(args),
         DataCommand::Inspect(args) => inspect_cmd(args),
+        DataCommand::Score(args) => super::score_cmd::run(args),
     }
 }
 

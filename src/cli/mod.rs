@@ -11,6 +11,7 @@ mod launch_cmd;
 mod merge_cmd;
 mod plot_cmd;
 mod probe_cmd;
+mod score_cmd;
 mod signal;
 mod tokenizer_cmd;
 mod train_cmd;

@@ -44,6 +44,7 @@ mod pretrained;
 mod probe;
 mod reference_parity;
 mod runs;
+mod score;
 mod sentencepiece;
 mod siglip;
 mod tokenizer_cli;
