@@ -25,6 +25,10 @@ pub enum DataCommand {
     /// under a model, per shard as JSON Lines (and optionally the image embeddings); a rerun
     /// continues where a stopped one ended, and --part i/n splits the shards between processes.
     Score(super::score_cmd::ScoreArgs),
+    /// Keep the samples of SPEC that pass the rules (a CLIP-score threshold or top fraction
+    /// from a `data score` folder, caption words and script, image size), copied byte for
+    /// byte into new shards, with stats.json and a histogram of the scores.
+    Filter(super::score_cmd::FilterArgs),
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +118,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
         DataCommand::Build(args) => build_cmd(args),
         DataCommand::Inspect(args) => inspect_cmd(args),
         DataCommand::Score(args) => super::score_cmd::run(args),
+        DataCommand::Filter(args) => super::score_cmd::filter(args),
     }
 }
 

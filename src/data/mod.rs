@@ -14,6 +14,7 @@
 pub mod augment;
 pub mod buffers;
 pub mod device;
+pub mod filter;
 pub mod import;
 pub mod inspect;
 pub mod loader;

@@ -7,9 +7,11 @@ pub mod canvas;
 mod chart;
 mod confusion;
 pub mod curves;
+mod histogram;
 
 pub use confusion::confusion_png;
 pub use curves::{MAX_PANELS, RunCurves, read_run};
+pub use histogram::histogram_png;
 
 use std::path::{Path, PathBuf};
 

@@ -135,3 +135,130 @@ fn scores_match_open_clip_split_in_parts_and_resume() {
     let out = score("t", &["--part", "3/3"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("write i/n with 0 <= i < n"));
 }
+
+/// A `data score` folder written by hand: scores chosen so the rules' effect is known exactly.
+fn fake_scores(dir: &Path, shard: &str, scores: &[(String, f64)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("score.json"), "{}").unwrap();
+    let lines: Vec<String> = scores
+        .iter()
+        .map(|(k, s)| serde_json::json!({"key": k, "shard": shard, "score": s}).to_string())
+        .collect();
+    std::fs::write(dir.join("000000.jsonl"), lines.join("\n") + "\n").unwrap();
+}
+
+fn members(tar_path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut a = tar::Archive::new(std::fs::File::open(tar_path).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+        out.insert(name, bytes);
+    }
+    out
+}
+
+#[test]
+fn filter_keeps_the_top_fraction_byte_for_byte_and_counts_every_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_shard(&d.join("a.tar"), 20, 0);
+    // Scores rise with the key; keys 0 and 1 are missing from the scores.
+    let scores: Vec<(String, f64)> = (2..20)
+        .map(|k| (format!("{k:04}"), k as f64 / 100.0))
+        .collect();
+    fake_scores(&d.join("s"), "a.tar", &scores);
+    let printed = ok(cliptrain(
+        &[
+            "-q",
+            "data",
+            "filter",
+            "a.tar",
+            "--scores",
+            "s",
+            "--keep-fraction",
+            "0.25",
+            "--min-words",
+            "3",
+            "--out",
+            "kept",
+            "--shard-size",
+            "3",
+        ],
+        d,
+    ));
+    // Top quarter of 18 scores: ceil(4.5) = 5 samples, keys 15..19 (score >= 0.15); all
+    // captions have 3 words ("a W W").
+    assert!(
+        printed.contains("kept 5 of 20 samples in 2 shard(s)"),
+        "{printed}"
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("kept/stats.json")).unwrap()).unwrap();
+    assert_eq!(stats["dropped"]["low_score"], 13, "{stats}");
+    assert_eq!(stats["dropped"]["unscored"], 2, "{stats}");
+    assert!((stats["threshold"].as_f64().unwrap() - 0.15).abs() < 1e-6);
+    assert!(d.join("kept/scores.png").is_file());
+    let source = members(&d.join("a.tar"));
+    let mut kept = members(&d.join("kept/train-000000.tar"));
+    kept.extend(members(&d.join("kept/train-000001.tar")));
+    let names: Vec<&String> = kept.keys().collect();
+    assert_eq!(names.len(), 10, "{names:?}");
+    for (name, bytes) in &kept {
+        assert!(name.as_str() >= "0015", "{name} should have been dropped");
+        assert_eq!(&source[name], bytes, "{name} changed");
+    }
+
+    // Caption and size rules, without scores; and the refusals.
+    let printed = ok(cliptrain(
+        &[
+            "-q",
+            "data",
+            "filter",
+            "a.tar",
+            "--min-words",
+            "4",
+            "--out",
+            "none",
+        ],
+        d,
+    ));
+    assert!(
+        printed.contains("kept 0 of 20") && printed.contains("dropped 20: few_words"),
+        "{printed}"
+    );
+    let printed = ok(cliptrain(
+        &[
+            "-q",
+            "data",
+            "filter",
+            "a.tar",
+            "--min-side",
+            "33",
+            "--out",
+            "small",
+        ],
+        d,
+    ));
+    assert!(printed.contains("dropped 20: small_image"), "{printed}");
+    for (args, want) in [
+        (
+            vec!["--keep-fraction", "1.5", "--scores", "s"],
+            "--keep-fraction 1.5 must be in (0, 1]",
+        ),
+        (vec!["--min-score", "0.2"], "need --scores"),
+        (vec!["--scores", "kept"], "has no score.json"),
+        (vec!["--min-words", "1"], "is not empty"),
+    ] {
+        let out_dir = if want == "is not empty" { "kept" } else { "x" };
+        let all = [&["data", "filter", "a.tar", "--out", out_dir][..], &args].concat();
+        let out = cliptrain(&all, d);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{args:?}: {err}"
+        );
+    }
+}
