@@ -3,7 +3,7 @@
 //! Kept samples are copied member by member, byte for byte, into new shards; `stats.json`
 //! counts every sample by what decided it.
 use super::spec::Shard;
-use super::stream::{Order, ShardStream, StreamOptions};
+use super::stream::{ShardStream, StreamOptions};
 use super::writer::{ShardInfo, ShardWriter};
 use super::{DataError, SkipReason};
 use serde::Serialize;
@@ -177,13 +177,7 @@ pub fn filter(
             )
         }
     };
-    let opts = StreamOptions {
-        order: Order::Once,
-        shuffle_buffer: 0,
-        seed: 0,
-        rank: 0,
-        world_size: 1,
-    };
+    let opts = StreamOptions::once();
     let mut stream = ShardStream::new(shards, opts)?;
     let mut writer = ShardWriter::new(out, prefix, shard_size)?;
     let mut stats = FilterStats {

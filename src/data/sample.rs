@@ -254,14 +254,8 @@ pub fn captions(
     shards: Vec<super::spec::Shard>,
     keys: SampleKeys,
 ) -> Result<impl Iterator<Item = String> + Send, DataError> {
-    use super::stream::{Order, StreamOptions};
-    let opts = StreamOptions {
-        order: Order::Once,
-        shuffle_buffer: 0,
-        seed: 0,
-        rank: 0,
-        world_size: 1,
-    };
+    use super::stream::StreamOptions;
+    let opts = StreamOptions::once();
     let mut stream = ShardStream::new(shards, opts)?;
     let mut pending: std::collections::VecDeque<String> = Default::default();
     Ok(std::iter::from_fn(move || {

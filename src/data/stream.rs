@@ -41,6 +41,20 @@ pub struct StreamOptions {
     pub world_size: usize,
 }
 
+impl StreamOptions {
+    /// Every sample once, in shard order, by one process: how tools (evaluation, tokenizer
+    /// training, filtering) read a set.
+    pub fn once() -> Self {
+        Self {
+            order: Order::Once,
+            shuffle_buffer: 0,
+            seed: 0,
+            rank: 0,
+            world_size: 1,
+        }
+    }
+}
+
 /// Where a sample came from: the shard read (epoch, cursor) and its index inside that shard.
 /// A sample drained from a [`CarryUnit`] after an elastic resume has `carried` set, and then
 /// `cursor` indexes the stream's carry list instead of its own shard reads (`epoch` is the

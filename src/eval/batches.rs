@@ -9,7 +9,7 @@ use crate::data::pixels::{PixelNorm, hwc_to_chw};
 use crate::data::resize::ResizeRule;
 use crate::data::sample::SampleKeys;
 use crate::data::spec::parse_spec;
-use crate::data::stream::{Order, ShardStream, StreamOptions};
+use crate::data::stream::{ShardStream, StreamOptions};
 use crate::data::transform::{Augment, ImageTransform};
 use crate::data::{SkipCounts, SkipReason};
 use fast_image_resize::Resizer;
@@ -146,16 +146,7 @@ impl EvalBatches {
             )));
         }
         let shards = parse_spec(spec)?;
-        let stream = ShardStream::new(
-            shards,
-            StreamOptions {
-                order: Order::Once,
-                shuffle_buffer: 0,
-                seed: 0,
-                rank: 0,
-                world_size: 1,
-            },
-        )?;
+        let stream = ShardStream::new(shards, StreamOptions::once())?;
         let keys = SampleKeys {
             label: want == Want::Labels,
             all_captions: want == Want::Captions,

@@ -60,7 +60,8 @@ pub fn histogram_png(
     c.line((left, top + ph), (left + pw, top + ph), 1, INK);
     for (v, at) in [(lo, left), (hi, left + pw)] {
         let label = format!("{v:.3}");
-        let x = (at - text_width(&label) as i64 / 2).clamp(0, w as i64 - text_width(&label) as i64) as u32;
+        let x = (at - text_width(&label) as i64 / 2).clamp(0, w as i64 - text_width(&label) as i64)
+            as u32;
         c.text(x, (top + ph + 8) as u32, &label, false);
     }
     if let Some(t) = threshold.filter(|t| t.is_finite()) {
