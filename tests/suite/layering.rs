@@ -10,6 +10,7 @@ const UPPER: &[&str] = &[
     "eval",
     "interop",
     "embed",
+    "score",
     "dist",
     "checkpoint",
 ];
