@@ -134,6 +134,20 @@ fn scores_match_open_clip_split_in_parts_and_resume() {
     assert!(!out.status.success() && err.contains("--part 2/3"), "{err}");
     let out = score("t", &["--part", "3/3"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("write i/n with 0 <= i < n"));
+    // A model that cannot encode the captions (no tokenizer) is refused before any shard is
+    // read, and leaves no scores.
+    let bare = d.join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    for f in ["open_clip_config.json", "open_clip_model.safetensors"] {
+        std::fs::copy(model.join(f), bare.join(f)).unwrap();
+    }
+    let out = cliptrain(
+        &["data", "score", spec, "--checkpoint", bare.to_str().unwrap(), "--out", "u"],
+        d,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("has no tokenizer"), "{err}");
+    assert!(!d.join("u/000000.jsonl").exists());
 }
 
 /// A `data score` folder written by hand: scores chosen so the rules' effect is known exactly.
