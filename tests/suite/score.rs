@@ -142,11 +142,22 @@ fn scores_match_open_clip_split_in_parts_and_resume() {
         std::fs::copy(model.join(f), bare.join(f)).unwrap();
     }
     let out = cliptrain(
-        &["data", "score", spec, "--checkpoint", bare.to_str().unwrap(), "--out", "u"],
+        &[
+            "data",
+            "score",
+            spec,
+            "--checkpoint",
+            bare.to_str().unwrap(),
+            "--out",
+            "u",
+        ],
         d,
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("has no tokenizer"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("has no tokenizer"),
+        "{err}"
+    );
     assert!(!d.join("u/000000.jsonl").exists());
 }
 
