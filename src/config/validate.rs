@@ -403,33 +403,12 @@ fn finetune(c: &Config, p: &mut Problems) {
 /// `[finetune.lora]`. Sizes are checked against the config's towers when it states them; with
 /// `model.init_from` the source's are checked again when the model is built.
 fn lora(c: &Config, l: &crate::model::LoraConfig, p: &mut Problems) {
-    use crate::model::LoraTower;
-    let own_dims = c.model.init_from.is_empty();
     p.at_least("finetune.lora.rank", l.rank as u64, 1);
-    for tower in &l.towers {
-        let (name, width, mlp_ratio, layers) = match tower {
-            LoraTower::Image => {
-                let v = &c.model.vision;
-                ("image", v.width, v.mlp_ratio, v.layers)
-            }
-            LoraTower::Text => {
-                let t = &c.model.text;
-                ("text", t.width, t.mlp_ratio, t.layers)
-            }
-        };
-        let side = width.min(crate::model::mlp_width(width, mlp_ratio));
-        p.check(
-            l.rank <= side || !own_dims,
-            "finetune.lora.rank",
-            l.rank,
-            format!("be at most the {name} tower's width {side} (a larger rank is not low-rank)"),
-        );
-        p.check(
-            l.last_layers <= layers || !own_dims,
-            "finetune.lora.last_layers",
-            l.last_layers,
-            format!("be at most the {name} tower's {layers} layers (0 = every block)"),
-        );
+    // With model.init_from the source's towers are checked when the model is built.
+    if c.model.init_from.is_empty() {
+        for (key, value, rule) in l.size_problems(&c.model.vision, &c.model.text) {
+            p.check(false, key, value, rule);
+        }
     }
     p.check(
         l.alpha.is_finite() && l.alpha > 0.0,

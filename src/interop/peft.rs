@@ -25,6 +25,9 @@ pub struct PeftAdapter {
     pub weights: PathBuf,
     /// Every update's factor: `lora_alpha / r` (`/ √r` with `use_rslora`).
     pub scale: f64,
+    /// `r`, which every `lora_A` must have as rows: a scale computed from another rank would
+    /// fold in a silently wrong update.
+    pub rank: i64,
 }
 
 /// Whether `dir` is a PEFT adapter folder.
@@ -97,9 +100,13 @@ pub fn read(dir: &Path) -> Result<(PeftAdapter, PathBuf), SourceError> {
             bad("base_model_name_or_path is missing: which model does it adapt?".into())
         })?;
     let revision = json.get("revision").and_then(Value::as_str);
+    if r.fract() != 0.0 {
+        return Err(bad(format!("r = {r} must be a whole number")));
+    }
     let adapter = PeftAdapter {
         weights: dir.join(WEIGHTS),
         scale,
+        rank: r as i64,
     };
     Ok((adapter, base_location(dir, base, revision)))
 }
@@ -130,6 +137,18 @@ impl PeftAdapter {
         let mut out = Vec::new();
         for (name, t) in checkpoint::read_tensors(path)? {
             match name.strip_prefix(PREFIX).filter(|n| is_adapter(n)) {
+                Some(ours)
+                    if ours.ends_with(".lora_A.weight") && t.size().first() != Some(&self.rank) =>
+                {
+                    return Err(SourceError::BadConfig {
+                        path: path.clone(),
+                        reason: format!(
+                            "{name} has shape {:?}, but adapter_config.json says r = {}",
+                            t.size(),
+                            self.rank
+                        ),
+                    });
+                }
                 Some(ours) => out.push((ours.to_string(), t)),
                 None => {
                     return Err(SourceError::BadConfig {

@@ -112,6 +112,41 @@ impl LoraConfig {
         self.covers(tower) && (self.last_layers == 0 || layer + self.last_layers >= layers)
     }
 
+    /// What does not fit the towers `vision` and `text`: `(key, value, rule)` for a rank above
+    /// an adapted tower's smaller layer side, or more `last_layers` than it has blocks. Config
+    /// validation and the model build (which sees `model.init_from`'s towers) both ask here.
+    pub fn size_problems(
+        &self,
+        vision: &super::VisionConfig,
+        text: &super::TextConfig,
+    ) -> Vec<(&'static str, usize, String)> {
+        let mut out = Vec::new();
+        for tower in &self.towers {
+            let (name, width, ratio, layers) = match tower {
+                LoraTower::Image => ("image", vision.width, vision.mlp_ratio, vision.layers),
+                LoraTower::Text => ("text", text.width, text.mlp_ratio, text.layers),
+            };
+            let side = width.min(super::mlp_width(width, ratio));
+            if self.rank > side {
+                out.push((
+                    "finetune.lora.rank",
+                    self.rank,
+                    format!(
+                        "be at most the {name} tower's width {side} (a larger rank is not low-rank)"
+                    ),
+                ));
+            }
+            if self.last_layers > layers {
+                out.push((
+                    "finetune.lora.last_layers",
+                    self.last_layers,
+                    format!("be at most the {name} tower's {layers} layers (0 = every block)"),
+                ));
+            }
+        }
+        out
+    }
+
     /// Every adapted module by its HF name (`vision_model.encoder.layers.3.self_attn.q_proj`),
     /// for a model whose towers have `image_layers` and `text_layers` blocks: PEFT's
     /// `target_modules`.

@@ -42,37 +42,14 @@ pub(super) fn load_checkpoint_weights(vs: &mut nn::VarStore, dir: &Path) -> Resu
 /// `[finetune.lora]` against the model really built (with `model.init_from`, the source's
 /// towers, which config validation could not see).
 fn check_lora_fits(lora: &model::LoraConfig, spec: &ModelSpec) -> Result<(), TrainError> {
-    use model::LoraTower;
-    for tower in &lora.towers {
-        let (name, width, ratio, layers) = match tower {
-            LoraTower::Image => (
-                "image",
-                spec.vision.width,
-                spec.vision.mlp_ratio,
-                spec.vision.layers,
-            ),
-            LoraTower::Text => (
-                "text",
-                spec.text.width,
-                spec.text.mlp_ratio,
-                spec.text.layers,
-            ),
-        };
-        let side = width.min(model::mlp_width(width, ratio));
-        let problem = if lora.rank > side {
-            format!(
-                "finetune.lora.rank = {} must be at most the {name} tower's width {side}",
-                lora.rank
-            )
-        } else if lora.last_layers > layers {
-            format!(
-                "finetune.lora.last_layers = {} must be at most the {name} tower's {layers} layers",
-                lora.last_layers
-            )
-        } else {
-            continue;
-        };
-        return Err(TrainError::Model(model::ModelError::Config(problem)));
+    match lora
+        .size_problems(&spec.vision, &spec.text)
+        .into_iter()
+        .next()
+    {
+        Some((key, value, rule)) => Err(TrainError::Model(model::ModelError::Config(format!(
+            "{key} = {value} must {rule}"
+        )))),
+        None => Ok(()),
     }
-    Ok(())
 }

@@ -257,7 +257,12 @@ impl Trainer {
         self.meter.waited(waiting.elapsed());
         let lr = self.schedule.lr_at(self.state.step);
         let (images, tokens) = (&batch.images, &batch.tokens);
-        let classes = batch.labels.as_deref().map(Tensor::from_slice);
+        // Only a loss that masks same-class pairs reads the labels (and gathers them).
+        let classes = batch
+            .labels
+            .as_deref()
+            .filter(|_| self.cfg.loss.mask_same_class)
+            .map(Tensor::from_slice);
         let scaler = self.update.scaler();
         let step = self.state.step + 1;
         let loss = self.forward_backward.run(

@@ -1,7 +1,7 @@
 //! `optim.ema_decay` (issue 23 part 4): the moving average of the weights against the
 //! recursion over every step's saved weights, saved beside them and exactly resumed, evaluated
 //! during training (`ema/...` metrics), and chosen by `--ema` in `eval` and `export`.
-use crate::common::tiny::{setup_with, tiny, weights};
+use crate::common::tiny::{setup_with, tiny, train_named, weights};
 use crate::common::{cliptrain, ok};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -27,15 +27,7 @@ fn the_weight_average_is_kept_saved_resumed_evaluated_and_exported() {
         "eval.every=3",
     ]);
     setup_with(d, &cfg);
-    let train = |name: &str, more: &[&str]| {
-        let set = format!("run.name={name}");
-        let args = [
-            &["-q", "train", "--config", "tiny.toml", "--set", &set][..],
-            more,
-        ]
-        .concat();
-        ok(cliptrain(&args, d))
-    };
+    let train = |name: &str, more: &[&str]| train_named(d, name, more);
     train("t", &[]);
     train("init", &["--stop-at-step", "0"]);
 

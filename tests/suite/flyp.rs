@@ -3,7 +3,7 @@
 //! and counted, and `loss.mask_same_class` reaches the loss (the first step's loss changes when
 //! a batch holds two samples of one class).
 use crate::common::tiny::{losses, tiny};
-use crate::common::{cliptrain, ok};
+use crate::common::{cliptrain, ok, small_synth};
 use serde_json::Value;
 use std::path::Path;
 
@@ -21,38 +21,7 @@ fn labelled_shards_train_with_class_prompts_and_same_class_masking() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     // 192 eval samples: every one of the 48 classes 4 times, in shards of 64.
-    ok(cliptrain(
-        &[
-            "-q",
-            "data",
-            "synth",
-            "--out",
-            "syn",
-            "--train",
-            "64",
-            "--eval",
-            "192",
-            "--image-size",
-            "32",
-            "--shard-size",
-            "64",
-        ],
-        d,
-    ));
-    ok(cliptrain(
-        &[
-            "-q",
-            "tokenizer",
-            "train",
-            "--data",
-            "syn/train-000000.tar",
-            "--vocab-size",
-            "600",
-            "--out",
-            "syn/tok.json",
-        ],
-        d,
-    ));
+    small_synth(d, 64, 192, 64);
     // The last 8 class names left out: their samples are bad labels, skipped and counted.
     let names = std::fs::read_to_string(d.join("syn/classnames.txt")).unwrap();
     let kept: Vec<&str> = names.lines().take(40).collect();

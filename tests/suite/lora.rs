@@ -4,7 +4,7 @@
 //! within 1e-5), `export peft` is read by PEFT's `PeftModel` on the base (within 1e-5), and an
 //! adapter folder opens as its base with the adapters folded in.
 use crate::common::hub_server::fixtures;
-use crate::common::tiny::{setup_with, tiny, weights};
+use crate::common::tiny::{setup_with, tiny, train_named, weights};
 use crate::common::{self, cliptrain, ok};
 use cliptrain::interop::ModelSource;
 use cliptrain::model::{ClipModel, LoadMode, is_adapter, load_named};
@@ -73,15 +73,7 @@ fn lora_trains_only_adapters_resumes_exactly_and_exports_merged_and_as_peft() {
         ])
         .merge(LORA);
     setup_with(d, &cfg);
-    let train = |name: &str, more: &[&str]| {
-        let set = format!("run.name={name}");
-        let args = [
-            &["-q", "train", "--config", "tiny.toml", "--set", &set][..],
-            more,
-        ]
-        .concat();
-        ok(cliptrain(&args, d))
-    };
+    let train = |name: &str, more: &[&str]| train_named(d, name, more);
     train("t", &[]);
     let ckpt = d.join("runs/t/latest").canonicalize().unwrap();
 
@@ -172,6 +164,25 @@ fn lora_trains_only_adapters_resumes_exactly_and_exports_merged_and_as_peft() {
         let diff = (t - &from_ckpt[n]).abs().max().double_value(&[]);
         assert!(diff < 1e-6, "{n}: {diff}");
     }
+
+    // An adapter_config.json whose r disagrees with the matrices is refused, not folded in with
+    // the wrong scale.
+    let lying = d.join("peft-r8");
+    std::fs::create_dir_all(&lying).unwrap();
+    std::fs::copy(
+        peft.join("adapter_model.safetensors"),
+        lying.join("adapter_model.safetensors"),
+    )
+    .unwrap();
+    let mut wrong = config.clone();
+    wrong["r"] = 8.into();
+    std::fs::write(lying.join("adapter_config.json"), wrong.to_string()).unwrap();
+    let err = ModelSource::open(&lying)
+        .unwrap()
+        .tensors()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("but adapter_config.json says r = 8"), "{err}");
 
     // A run without adapters has nothing to export as PEFT.
     let plain = common::repo().join("tests/fixtures/checkpoint-per-tensor-adamw/step-0000003");

@@ -205,6 +205,18 @@ pub fn trained_checkpoint(d: &Path, activation: &str) -> PathBuf {
     ckpt
 }
 
+/// `cliptrain -q train --config tiny.toml --set run.name=NAME` plus `more` (`--stop-at-step 2`,
+/// `--resume auto`) in `d`; its stdout.
+pub fn train_named(d: &Path, name: &str, more: &[&str]) -> String {
+    let set = format!("run.name={name}");
+    let args = [
+        &["-q", "train", "--config", "tiny.toml", "--set", &set][..],
+        more,
+    ]
+    .concat();
+    ok(cliptrain(&args, d))
+}
+
 /// `(step, loss)` of each train row of a run's `metrics.jsonl`.
 pub fn losses(run: &Path) -> Vec<(u64, f64)> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
